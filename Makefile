@@ -1,0 +1,76 @@
+# ebpf-energy build, test and benchmark entry points.
+# `make test` and `make run` set up everything a fresh (Debian, root) machine lacks.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+VPY         := $(VENV)/bin/python
+CLANG       ?= clang
+ARCH        := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+# -fdebug-prefix-map makes the object identical whatever folder it is built in,
+# so CI can check that the shipped object is what this source builds.
+BPF_CFLAGS  := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(CURDIR) -I$(CURDIR)/bpf \
+               -fdebug-prefix-map=$(CURDIR)=. -Wall -Wno-unused-function
+APT_PKGS    := clang llvm bpftool libbpf-dev linux-perf prometheus
+
+PKG_OBJS    := $(patsubst bpf/%.bpf.c,ebpf_energy/bpf/%.bpf.o,$(wildcard bpf/*.bpf.c))
+TEST_OBJS   := $(patsubst tests/bpf/%.bpf.c,tests/bpf/build/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
+BENCH_OBJS  := $(patsubst bench/bpf/%.bpf.c,bench/build/%.bpf.o,$(wildcard bench/bpf/*.bpf.c))
+
+.PHONY: all objects test-objects bench-objects deps apt venv test fuzz bench run clean
+
+all: objects test-objects
+
+objects: $(PKG_OBJS)
+test-objects: $(TEST_OBJS)
+bench-objects: $(BENCH_OBJS)
+
+ebpf_energy/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) vmlinux.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+tests/bpf/build/%.bpf.o: tests/bpf/%.bpf.c vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -I$(CURDIR)/tests/bpf -c $< -o $@
+
+bench/build/%.bpf.o: bench/bpf/%.bpf.c vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# `make vmlinux.h` regenerates it from the running kernel's BTF when that is
+# newer (after a kernel change); `make -B vmlinux.h` forces it. The committed
+# copy is what CI builds with.
+vmlinux.h: $(wildcard /sys/kernel/btf/vmlinux)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+apt:
+	@missing=""; \
+	for c in clang llc bpftool perf prometheus; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	[ -f /usr/include/bpf/bpf_helpers.h ] || missing=1; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $(APT_PKGS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+
+$(VPY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,exporter,plot]'
+	@touch $(VPY)
+
+venv: $(VPY)
+
+deps: apt venv
+
+test: deps objects test-objects bench-objects
+	$(VPY) -m pytest -q -rs
+
+fuzz: deps test-objects
+	FUZZ_CASES=50000 $(VPY) -m pytest -q tests/test_fuzz_elf.py
+
+bench: deps objects test-objects bench-objects
+	$(VPY) bench/run.py
+
+run: deps objects
+	$(VENV)/bin/ebpf-energy monitor -d 10
+
+clean:
+	rm -rf tests/bpf/build bench/build

@@ -1,0 +1,3 @@
+from ebpf_energy.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""The ``ebpf-energy`` command line.
+
+Sub-commands live in ``ebpf_energy.commands.<name>`` and are imported only
+when invoked, so ``ebpf-energy run -- true`` does not pay for pyelftools,
+cffi or the power models it does not use.
+"""
+
+import importlib
+import importlib.util
+
+import click
+
+from ebpf_energy import __version__
+
+# name -> (module, attribute, one-line help shown by --help without importing)
+COMMANDS = {
+    "load": ("ebpf_energy.commands.load", "load", "Load any BPF object, attach it, show programs and maps."),
+    "monitor": ("ebpf_energy.commands.monitor", "monitor", "Per-process CPU time and energy, measured with eBPF."),
+    "traditional": ("ebpf_energy.commands.traditional", "traditional", "The same report from polling /proc."),
+    "compare": ("ebpf_energy.commands.compare", "compare", "Run both monitors on one workload and compare them."),
+    "calibrate": ("ebpf_energy.commands.calibrate", "calibrate", "Fit idle watts and watts per CPU-second from RAPL."),
+    "run": ("ebpf_energy.commands.run", "run", "Measure one command's whole process tree."),
+    "exporter": ("ebpf_energy.commands.exporter", "exporter", "Serve per-process energy to Prometheus."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if _available(name)]
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not _available(name):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _available(name):
+    """A command whose module is not written yet is not offered."""
+    return importlib.util.find_spec(COMMANDS[name][0]) is not None
+
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ebpf-energy")
+def main():
+    """Which processes spend this machine's energy, measured with eBPF.
+
+    Every command that reports energy says which power model produced it.
+    """

@@ -1,0 +1,43 @@
+"""The one interface every power model implements."""
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from ebpf_energy.usage import UsageWindow
+
+
+@dataclass
+class Attribution:
+    """Joules for one window: per process (by pid), idle, and the total.
+
+    Invariant: ``total_energy_j == sum(energy_j.values()) + idle_energy_j``.
+    """
+
+    energy_j: Dict[int, float]
+    idle_energy_j: float
+    model: dict  # describe() of the model that produced it
+    domains_j: Dict[str, float] = field(default_factory=dict)  # measured, per domain (dram, ...)
+
+    @property
+    def total_energy_j(self) -> float:
+        return sum(self.energy_j.values()) + self.idle_energy_j
+
+    def thread_energy_j(self, process_cpu_ns: int, process_energy_j: float, thread_cpu_ns: int) -> float:
+        """A thread's share of its process's joules, by CPU time (all models are linear in it)."""
+        if process_cpu_ns <= 0:
+            return 0.0
+        return process_energy_j * thread_cpu_ns / process_cpu_ns
+
+
+class PowerModel:
+    """Base class. ``attribute`` may use ``meter_j`` (package joules measured
+    over exactly the window, domain -> J) when the model is meter-driven."""
+
+    name = "abstract"
+    measured = False
+
+    def describe(self) -> dict:
+        return {"name": self.name, "measured": self.measured, "profile": None, "meter": None}
+
+    def attribute(self, window: UsageWindow, meter_j: Optional[Dict[str, float]] = None) -> Attribution:
+        raise NotImplementedError

@@ -1,0 +1,26 @@
+"""Fixed watts per busy CPU: the seed's model, kept as the fallback.
+
+A CPU-second costs ``watts`` joules; idle costs nothing (we know nothing
+about it), so ``idle_energy_j`` is 0 and the total is the sum of processes.
+"""
+
+from ebpf_energy.model.base import Attribution, PowerModel
+
+DEFAULT_WATTS = 15.0
+
+
+class FixedWattsModel(PowerModel):
+    name = "fixed"
+    measured = False
+
+    def __init__(self, watts: float = DEFAULT_WATTS):
+        if not watts > 0:
+            raise ValueError(f"power must be a positive number of watts, got {watts!r}")
+        self.watts = float(watts)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "watts_per_cpu": self.watts}
+
+    def attribute(self, window, meter_j=None):
+        per_pid = {pid: p.cpu_ns / 1e9 * self.watts for pid, p in window.processes.items()}
+        return Attribution(energy_j=per_pid, idle_energy_j=0.0, model=self.describe())

@@ -1,0 +1,57 @@
+"""CPU time per task over a window: what every monitor measures.
+
+Both monitors (eBPF and /proc) produce a :class:`UsageWindow`; power models
+turn it into joules and reports render it. Keeping one shape is what makes
+the two monitors comparable.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class ThreadUsage:
+    tid: int
+    comm: str
+    cpu_ns: int
+    slices: int = 0
+    exited: bool = False
+
+
+@dataclass
+class ProcessUsage:
+    pid: int  # the tgid
+    comm: str
+    cpu_ns: int
+    slices: int = 0
+    exited: bool = False
+    cgroup: Optional[str] = None  # cgroup v2 path relative to the v2 mount
+    cgroup_id: Optional[int] = None
+    threads: List[ThreadUsage] = field(default_factory=list)
+
+
+@dataclass
+class UsageWindow:
+    """CPU time spent in ``[start_ns, end_ns]`` (CLOCK_MONOTONIC)."""
+
+    source: str  # "ebpf" or "procfs"
+    start_ns: int
+    end_ns: int
+    ncpus: int
+    processes: Dict[int, ProcessUsage]
+    idle_ns: int = 0  # summed over CPUs
+    idle_ns_per_cpu: List[int] = field(default_factory=list)
+    samples_or_events: int = 0  # /proc: samples taken; eBPF: slices accounted
+    drops: Dict[str, int] = field(default_factory=lambda: {"tasks": 0, "events": 0})
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def total_cpu_ns(self) -> int:
+        return sum(p.cpu_ns for p in self.processes.values())
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())

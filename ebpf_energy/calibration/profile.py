@@ -1,0 +1,86 @@
+"""Calibration profiles: JSON on disk, where the monitor looks, and whether
+one fits this machine.
+
+A profile is only valid for the CPU it was fitted on (model and core count),
+and a profile fitted on the simulated meter describes no real machine: both
+are checked here so the model selection can refuse them out loud.
+"""
+
+import json
+import os
+import platform
+from typing import Optional, Tuple
+
+SCHEMA = 1
+REQUIRED = ("idle_watts", "watts_per_cpu_second")
+
+
+class ProfileError(Exception):
+    """A profile file is missing, unreadable or not a profile."""
+
+
+def default_path() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "ebpf-energy", "profile.json")
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Processor", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_identity() -> dict:
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count() or 1, "kernel": platform.release()}
+
+
+def load(path: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ProfileError(f"no calibration profile at {path} (make one with `ebpf-energy calibrate`)") from None
+    except OSError as e:
+        raise ProfileError(f"cannot read the profile {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ProfileError(f"{path} is not valid JSON ({e}); recalibrate or remove it") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path} is not a calibration profile (expected a JSON object)")
+    for key in REQUIRED:
+        v = data.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
+            raise ProfileError(f"{path} is not a calibration profile: {key!r} missing or not a number")
+    if data["idle_watts"] < 0 or data["watts_per_cpu_second"] <= 0:
+        raise ProfileError(f"{path}: idle_watts must be >= 0 and watts_per_cpu_second > 0")
+    if data.get("schema", SCHEMA) != SCHEMA:
+        raise ProfileError(f"{path} has schema {data.get('schema')!r}; this version reads schema {SCHEMA}")
+    data["_path"] = os.path.abspath(path)
+    return data
+
+
+def save(profile: dict, path: Optional[str] = None) -> str:
+    """Write atomically (temp + rename) so a crash never leaves half a profile."""
+    path = path or default_path()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({k: v for k, v in profile.items() if not k.startswith("_")}, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return os.path.abspath(path)
+
+
+def matches_host(profile: dict, host: Optional[dict] = None) -> Tuple[bool, str]:
+    """(True, "") when the profile was fitted on this CPU model and core count."""
+    host = host or host_identity()
+    if profile.get("cpu_model") != host["cpu_model"]:
+        return False, f"it was fitted on {profile.get('cpu_model')!r}, this machine is {host['cpu_model']!r}"
+    if profile.get("cores") != host["cores"]:
+        return False, f"it was fitted on {profile.get('cores')} cores, this machine has {host['cores']}"
+    return True, ""

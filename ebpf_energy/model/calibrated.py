@@ -1,0 +1,46 @@
+"""The calibrated model: idle watts plus watts per CPU-second, both fitted on
+this machine against RAPL (``ebpf-energy calibrate``).
+
+A process costs ``k x its CPU seconds``; the machine's idle floor
+``idle_watts x window`` is reported apart as idle energy (or, with
+``idle_share``, spread over the processes by their CPU share). Still a model:
+``measured`` is False.
+"""
+
+from typing import Optional
+
+from ebpf_energy.model.base import Attribution, PowerModel
+
+
+def spread_idle(energy_j: dict, cpu_ns: dict, idle_j: float):
+    """Move ``idle_j`` onto processes by CPU share; keep it as idle when nobody ran."""
+    total = sum(cpu_ns.values())
+    if total <= 0 or idle_j == 0:
+        return energy_j, idle_j
+    return {pid: e + idle_j * cpu_ns[pid] / total for pid, e in energy_j.items()}, 0.0
+
+
+class CalibratedModel(PowerModel):
+    name = "calibrated"
+    measured = False
+
+    def __init__(self, profile: dict, path: Optional[str] = None, idle_share: bool = False):
+        self.idle_watts = float(profile["idle_watts"])
+        self.watts_per_cpu_second = float(profile["watts_per_cpu_second"])
+        self.path = path or profile.get("_path")
+        self.simulated = bool(profile.get("simulated", False))
+        self.calibrated_with = profile.get("meter")
+        self.idle_share = idle_share
+
+    def describe(self) -> dict:
+        return {**super().describe(), "idle_watts": self.idle_watts,
+                "watts_per_cpu_second": self.watts_per_cpu_second, "idle_share": self.idle_share,
+                "simulated_profile": self.simulated, "profile": self.path}
+
+    def attribute(self, window, meter_j=None):
+        cpu_ns = {pid: p.cpu_ns for pid, p in window.processes.items()}
+        energy = {pid: ns / 1e9 * self.watts_per_cpu_second for pid, ns in cpu_ns.items()}
+        idle = self.idle_watts * max(window.duration_s, 0.0)
+        if self.idle_share:
+            energy, idle = spread_idle(energy, cpu_ns, idle)
+        return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe())

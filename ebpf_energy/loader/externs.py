@@ -1,0 +1,110 @@
+"""Values for ``extern`` symbols: ``__kconfig`` and ``__ksym``.
+
+``.kconfig`` externs live in one read-only map the loader builds (as libbpf
+does): ``LINUX_KERNEL_VERSION`` from ``uname``, ``CONFIG_*`` from
+``/proc/config.gz``; a weak extern that the kernel lacks reads as zero.
+``.ksyms`` externs are kernel variables (typed: their BTF id; untyped: their
+address from ``/proc/kallsyms``) or kfuncs (their BTF id).
+"""
+
+import gzip
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from ebpf_energy.loader.errors import LoaderError
+
+TRI_NO, TRI_YES, TRI_MODULE = 0, 1, 2
+
+
+@dataclass
+class KconfigVar:
+    name: str
+    type_id: int
+    size: int
+    weak: bool
+    offset: int = 0
+
+
+def kernel_version() -> int:
+    """KERNEL_VERSION(a, b, c) of the running kernel, as LINUX_KERNEL_VERSION expects."""
+    release = os.uname().release
+    parts = []
+    for piece in release.split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        parts.append(int(digits or 0))
+    while len(parts) < 3:
+        parts.append(0)
+    a, b, c = parts
+    return (a << 16) + (b << 8) + min(c, 255)
+
+
+def read_kconfig(path="/proc/config.gz") -> Dict[str, str]:
+    """``CONFIG_FOO`` -> raw value (``y``, ``m``, ``"str"``, ``123``) from the kernel's config."""
+    candidates = [path, f"/boot/config-{os.uname().release}"]
+    for p in candidates:
+        try:
+            opener = gzip.open if p.endswith(".gz") else open
+            with opener(p, "rt", errors="replace") as f:
+                out = {}
+                for line in f:
+                    line = line.strip()
+                    if line.startswith("CONFIG_") and "=" in line:
+                        key, _, value = line.partition("=")
+                        out[key] = value
+                return out
+        except OSError:
+            continue
+    return {}
+
+
+def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec) -> bytes:
+    """Encode one extern's value in its BTF type (``codec``); None -> absent."""
+    if var.name == "LINUX_KERNEL_VERSION":
+        return codec.encode(kernel_version())
+    raw = kconfig.get(var.name)
+    if raw is None:
+        if var.weak:
+            return bytes(var.size)
+        raise LoaderError(f"extern {var.name} __kconfig: the running kernel's config does not set it "
+                          "(declare it __weak to read 0 when absent)")
+    if raw in ("y", "m", "n"):
+        value = {"y": TRI_YES, "m": TRI_MODULE, "n": TRI_NO}[raw]
+        return codec.encode(value if var.size > 1 else int(raw != "n"))
+    if raw.startswith('"'):
+        text = raw.strip('"')
+        try:
+            return codec.encode(text)
+        except Exception:
+            return text.encode()[: var.size].ljust(var.size, b"\0")
+    try:
+        return codec.encode(int(raw, 0))
+    except ValueError:
+        raise LoaderError(f"extern {var.name} __kconfig: cannot encode kernel value {raw!r}") from None
+
+
+_kallsyms: Optional[Dict[str, int]] = None
+
+
+def kallsyms_address(name: str) -> int:
+    """Address of a kernel symbol (needs root: unprivileged readers see zeros)."""
+    global _kallsyms
+    if _kallsyms is None:
+        table = {}
+        try:
+            with open("/proc/kallsyms") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[2] not in table:
+                        table[parts[2]] = int(parts[0], 16)
+        except OSError as e:
+            raise LoaderError(f"cannot read /proc/kallsyms for __ksym externs: {e.strerror}") from None
+        _kallsyms = table
+    addr = _kallsyms.get(name)
+    if not addr:
+        raise LoaderError(f"extern {name} __ksym: not in /proc/kallsyms (or hidden: needs root)")
+    return addr

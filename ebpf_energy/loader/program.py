@@ -1,0 +1,165 @@
+"""Loading one linked program: fixups to fds, func/line info, BPF_PROG_LOAD, the verifier log.
+
+A failed load is retried once with the verifier log on, and the error shows
+the log's last lines and the C source line of the failing instruction, found
+through line_info: the one thing a person needs to fix the program.
+"""
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ebpf_energy.loader import explain, syscall
+from ebpf_energy.loader import insn as I
+from ebpf_energy.loader.errors import LoaderError, SyscallError, VerifierError
+from ebpf_energy.loader.linker import LinkedProgram
+
+LOG_STATS = 4
+LOG_SIZE = 1 << 20
+FUNC_INFO_REC = struct.Struct("<II")
+LINE_INFO_REC = struct.Struct("<IIII")
+
+
+@dataclass
+class LineRecord:
+    insn: int  # instruction index in the linked program
+    file_name: str
+    line: int
+    col: int
+    source: str
+
+
+def rebased_info(linked: LinkedProgram, ext):
+    """func_info and line_info of every placed function, with byte offsets in
+    their section turned into instruction indices in the linked program."""
+    funcs, lines = [], []
+    if ext is None:
+        return funcs, lines
+    for fn in linked.functions:
+        lo, hi = fn.start * I.INSN_SIZE, fn.end * I.INSN_SIZE
+        for rec in ext.func_info.get(fn.section, ()):
+            if lo <= rec.insn_off < hi:
+                funcs.append((fn.out_start + rec.insn_off // I.INSN_SIZE - fn.start, rec.type_id))
+        for rec in ext.line_info.get(fn.section, ()):
+            if lo <= rec.insn_off < hi:
+                lines.append((fn.out_start + rec.insn_off // I.INSN_SIZE - fn.start, rec))
+    funcs.sort()
+    lines.sort(key=lambda t: t[0])
+    return funcs, lines
+
+
+def pack_func_info(funcs) -> bytes:
+    return b"".join(FUNC_INFO_REC.pack(i, t) for i, t in funcs)
+
+
+def pack_line_info(lines) -> bytes:
+    return b"".join(LINE_INFO_REC.pack(i, r.file_name_off, r.line_off, (r.line << 10) | (r.col & 0x3FF))
+                    for i, r in lines)
+
+
+def source_line_of(lines, insn_index: int) -> Optional[LineRecord]:
+    """The source line whose code covers ``insn_index`` (the last line_info at or before it)."""
+    best = None
+    for i, rec in lines:
+        if i <= insn_index:
+            best = (i, rec)
+        else:
+            break
+    if best is None:
+        return None
+    i, rec = best
+    return LineRecord(i, rec.file_name, rec.line, rec.col, (rec.source or "").strip())
+
+
+_INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
+
+
+def failing_insn(log: str) -> Optional[int]:
+    """The index of the last instruction the verifier looked at before rejecting."""
+    last = None
+    for line in log.splitlines():
+        m = _INSN_LINE.match(line.strip())
+        if m:
+            last = int(m.group(1))
+    return last
+
+
+def load(linked: LinkedProgram, prog_type: int, license: str, *, ext=None, btf_fd=0,
+         expected_attach_type=0, attach_btf_id=0, kern_version=0) -> int:
+    """BPF_PROG_LOAD with func/line info; on rejection, reload with a log and raise VerifierError."""
+    funcs, lines = rebased_info(linked, ext) if btf_fd else ([], [])
+    args = dict(prog_type=prog_type, insns=bytes(linked.insns), license=license, name=linked.name[:15],
+                expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id,
+                prog_btf_fd=btf_fd, kern_version=kern_version)
+    if funcs:
+        args.update(func_info=pack_func_info(funcs), func_info_rec_size=FUNC_INFO_REC.size)
+    if lines:
+        args.update(line_info=pack_line_info(lines), line_info_rec_size=LINE_INFO_REC.size)
+    stats = explain.enabled()
+    try:
+        fd, log = syscall.prog_load(**args, log_level=LOG_STATS if stats else 0,
+                                    log_size=LOG_SIZE if stats else 0)
+    except (VerifierError, SyscallError) as first:
+        if isinstance(first, SyscallError) and first.errno not in (13, 22, 7, 28):  # EACCES EINVAL E2BIG ENOSPC
+            raise
+        raise _rejection(linked, args, lines, first) from None
+    if stats:
+        summary = [line for line in log.splitlines() if line.startswith(("processed", "verification time"))]
+        explain.trace("prog", f"BPF_PROG_LOAD {linked.name}: {linked.insn_count} instructions -> fd {fd}",
+                      *summary)
+    return fd
+
+
+def _rejection(linked, args, lines, first) -> VerifierError:
+    log = getattr(first, "log", "") or ""
+    if not log:
+        try:
+            fd, log = syscall.prog_load(**args, log_level=1, log_size=LOG_SIZE)
+        except VerifierError as again:
+            log = again.log or ""
+        except SyscallError as again:
+            log = getattr(again, "log", "") or ""
+        else:  # it loaded the second time (a transient failure): don't leak it
+            syscall.close(fd)
+            log = ""
+    tail = [l for l in log.rstrip().splitlines() if l.strip()][-12:]
+    where = None
+    idx = failing_insn(log)
+    if idx is not None:
+        where = source_line_of(lines, idx)
+    msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}): {first}"]
+    if where is not None:
+        msg.append(f"failing instruction {idx} is at {where.file_name}:{where.line}: {where.source}")
+    elif idx is not None:
+        msg.append(f"failing instruction {idx} (no line info: build with -g for source lines)")
+    if tail:
+        msg.append("last verifier lines:")
+        msg.extend("  " + l for l in tail)
+    return VerifierError(linked.name, "\n".join(msg), log=log, source_line=where)
+
+
+def apply_fixups(linked: LinkedProgram, resolve) -> List[str]:
+    """Write kernel values into the recorded ld_imm64/call fixups.
+
+    ``resolve(fixup)`` returns ``(src_reg, imm_lo, imm_hi)``. Returns the
+    trace lines (instruction, before -> after) for ``--explain``.
+    """
+    out = []
+    code = linked.insns
+    for fx in linked.fixups:
+        before = I.describe(code, fx.insn_index) if explain.enabled() else ""
+        src, lo, hi = resolve(fx)
+        I.set_src_reg(code, fx.insn_index, src)
+        I.set_imm(code, fx.insn_index, lo)
+        if not fx.call:
+            I.set_imm(code, fx.insn_index + 1, hi)
+        if explain.enabled():
+            out.append(f"insn {fx.insn_index:>4}: {fx.kind} {fx.symbol or fx.target}: "
+                       f"{before}  ->  {I.describe(code, fx.insn_index)}")
+    return out
+
+
+def check_loaded(name, fd):
+    if fd is None or fd < 0:
+        raise LoaderError(f"program {name} has no fd: was it loaded?")

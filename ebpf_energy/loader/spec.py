@@ -1,0 +1,243 @@
+"""The pure half of loading: everything an object declares, as editable data.
+
+``ObjectSpec.parse(path)`` reads the ELF, its BTF and .BTF.ext, and lists the
+maps (BTF-defined and global data) and programs, with their types and
+attach targets. Nothing here touches the kernel, so it is tested from files
+and the user can change it (``.rodata`` values, ``max_entries``, which
+programs load) before :class:`~ebpf_energy.loader.object.BpfObject` makes fds.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ebpf_energy.loader import explain
+from ebpf_energy.loader.btf import Btf
+from ebpf_energy.loader.btf_ext import BtfExt
+from ebpf_energy.loader.elf import ElfObject
+from ebpf_energy.loader.errors import BtfError, LoaderError
+from ebpf_energy.loader.externs import KconfigVar
+from ebpf_energy.loader.mapdefs import parse_btf_maps
+from ebpf_energy.loader.sections import SectionKind, classify
+
+# enum bpf_map_type names, as `load --json` prints them
+MAP_TYPES = {
+    0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
+    6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash", 10: "lru_percpu_hash",
+    11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps", 14: "devmap", 15: "sockmap", 16: "cpumap",
+    17: "xskmap", 18: "sockhash", 19: "cgroup_storage", 20: "reuseport_sockarray",
+    21: "percpu_cgroup_storage", 22: "queue", 23: "stack", 24: "sk_storage", 25: "devmap_hash",
+    26: "struct_ops", 27: "ringbuf", 28: "inode_storage", 29: "task_storage", 30: "bloom_filter",
+    31: "user_ringbuf", 32: "cgrp_storage", 33: "arena",
+}
+ARRAY = 2
+BPF_F_RDONLY_PROG = 1 << 7
+BPF_F_MMAPABLE = 1 << 10
+KERNEL_NAME_MAX = 15
+
+
+@dataclass
+class MapSpec:
+    """One map to create. ``kind``: ``btf`` (from .maps), ``data`` (a global data section), ``kconfig``."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int = 0
+    numa_node: Optional[int] = None
+    pinning: int = 0
+    key_type_id: int = 0
+    value_type_id: int = 0
+    kind: str = "btf"
+    initial: Optional[bytearray] = None  # data sections: the section's bytes
+    readonly: bool = False  # .rodata: frozen before any program loads
+    offset: int = 0  # BTF maps: the symbol's offset in .maps
+
+    @property
+    def type_name(self):
+        return MAP_TYPES.get(self.type, str(self.type))
+
+
+@dataclass
+class ProgramSpec:
+    name: str
+    section: str
+    shndx: int
+    start: int  # instruction index in its section
+    end: int
+    kind: Optional[SectionKind]
+    autoload: bool = True
+
+    @property
+    def type_name(self):
+        return self.kind.prog_type_name if self.kind else "unknown"
+
+
+@dataclass
+class ObjectSpec:
+    path: str
+    elf: ElfObject
+    btf: Optional[Btf]
+    ext: Optional[BtfExt]
+    maps: Dict[str, MapSpec] = field(default_factory=dict)
+    programs: Dict[str, ProgramSpec] = field(default_factory=dict)
+    kconfig: List[KconfigVar] = field(default_factory=list)
+    ksyms: Dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
+    data_vars: Dict[str, Dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
+
+    @property
+    def name(self):
+        base = os.path.basename(self.path)
+        for suffix in (".bpf.o", ".o"):
+            if base.endswith(suffix):
+                return base[: -len(suffix)]
+        return base
+
+    @classmethod
+    def parse(cls, path, data: Optional[bytes] = None) -> "ObjectSpec":
+        elf = ElfObject.from_bytes(data) if data is not None else ElfObject.from_path(path)
+        explain.trace("elf", f"{path}: {len(elf.sections)} sections, license {elf.license!r}",
+                      *(f"{s.name:<24} {s.size:>7} bytes{'  (code)' if s.is_exec else ''}"
+                        for s in elf.sections if s.name and s.size))
+        btf = ext = None
+        if elf.btf:
+            btf = Btf.parse(elf.btf)
+            _fixup_datasecs(elf, btf)
+            explain.trace("btf", f".BTF: {len(btf.types) - 1} types; DATASEC sizes and offsets filled from the ELF")
+            if elf.btf_ext:
+                ext = BtfExt.parse(elf.btf_ext, btf)
+                explain.trace("btf", ".BTF.ext: " + ", ".join(
+                    f"{sum(len(v) for v in getattr(ext, a).values())} {a.replace('_', ' ')}"
+                    for a in ("func_info", "line_info", "core_relos")))
+        spec = cls(path=str(path), elf=elf, btf=btf, ext=ext)
+        spec._collect_maps()
+        spec._collect_programs()
+        spec._collect_externs()
+        return spec
+
+    # -- maps --------------------------------------------------------------
+    def _collect_maps(self):
+        elf, btf = self.elf, self.btf
+        if elf.section(".maps") is not None:
+            if btf is None:
+                raise BtfError(".maps section without .BTF: BTF-defined maps need the object's BTF (build with -g)")
+            for d in parse_btf_maps(elf, btf):
+                self.maps[d.name] = MapSpec(
+                    name=d.name, type=d.type, key_size=d.key_size, value_size=d.value_size,
+                    max_entries=d.max_entries, flags=d.map_flags, numa_node=d.numa_node, pinning=d.pinning,
+                    key_type_id=d.key_type_id, value_type_id=d.value_type_id, offset=d.offset)
+        if elf.section("maps") is not None and elf.section("maps").size:
+            raise LoaderError("legacy 'maps' section (struct bpf_map_def) is not supported: "
+                              "declare maps in SEC(\".maps\") with __uint/__type")
+        for sec in elf.data_sections():
+            if sec.size == 0:
+                continue
+            readonly = sec.name.startswith(".rodata")
+            datasec = self._datasec_id(sec.name)
+            self.maps[sec.name] = MapSpec(
+                name=sec.name, type=ARRAY, key_size=4, value_size=sec.size, max_entries=1,
+                flags=(BPF_F_RDONLY_PROG if readonly else 0) | BPF_F_MMAPABLE, kind="data",
+                initial=bytearray(sec.data), readonly=readonly, value_type_id=datasec)
+            self.data_vars[sec.name] = self._vars_of(datasec) if datasec else {}
+        for spec in self.maps.values():
+            explain.trace("map", f"declared {spec.name}: {spec.type_name}, key {spec.key_size} B, "
+                                 f"value {spec.value_size} B, max_entries {spec.max_entries}"
+                                 + (", read-only for programs" if spec.readonly else ""))
+
+    def _datasec_id(self, name):
+        if self.btf is None:
+            return 0
+        ids = self.btf.find(name, kind="datasec")
+        return ids[0] if ids else 0
+
+    def _vars_of(self, datasec_id):
+        t = self.btf.type(datasec_id)
+        out = {}
+        for var_id, offset, size in t.vars:
+            var = self.btf.type(var_id)
+            out[var.name] = (offset, size, var.type)
+        return out
+
+    # -- programs ----------------------------------------------------------
+    def _collect_programs(self):
+        for sec in self.elf.program_sections():
+            if sec.name == ".text":
+                continue
+            kind = classify(sec.name)
+            funcs = [s for s in self.elf.functions(sec.index) if s.bind != "LOCAL" or s.size]
+            if not funcs:
+                funcs = []
+            for sym in funcs:
+                start = sym.value // 8
+                end = start + (sym.size // 8 if sym.size else (sec.size - sym.value) // 8)
+                if sym.name in self.programs:
+                    raise LoaderError(f"two programs are named {sym.name!r}")
+                self.programs[sym.name] = ProgramSpec(sym.name, sec.name, sec.index, start, end, kind)
+                explain.trace("prog", f"program {sym.name} in SEC(\"{sec.name}\"): "
+                              f"{end - start} instructions, type {kind.prog_type_name if kind else 'unknown'}")
+
+    # -- externs -----------------------------------------------------------
+    def _collect_externs(self):
+        if self.btf is None:
+            return
+        weak = {s.name for s in self.elf.symbols if s.shndx == 0 and s.bind == "WEAK"}
+        for sec_name in (".kconfig", ".ksyms"):
+            ids = self.btf.find(sec_name, kind="datasec")
+            if not ids:
+                continue
+            for var_id, _off, _size in self.btf.type(ids[0]).vars:
+                var = self.btf.type(var_id)
+                if sec_name == ".kconfig":
+                    size = self.btf.size_of(var.type)
+                    self.kconfig.append(KconfigVar(var.name, var.type, size, var.name in weak))
+                else:
+                    self.ksyms[var.name] = var_id
+        offset = 0
+        for v in self.kconfig:
+            align = min(8, v.size) if v.size in (1, 2, 4, 8) else 1
+            offset = (offset + align - 1) // align * align
+            v.offset = offset
+            offset += v.size
+        if self.kconfig:
+            self.maps[".kconfig"] = MapSpec(
+                name=".kconfig", type=ARRAY, key_size=4, value_size=max(offset, 1), max_entries=1,
+                flags=BPF_F_RDONLY_PROG | BPF_F_MMAPABLE, kind="kconfig", initial=bytearray(max(offset, 1)),
+                readonly=True)
+
+    def symbol_kind(self, sym):
+        """Classify an ld_imm64 target for the linker: (kind, target, base offset)."""
+        if sym.shndx == 0:
+            return "extern", sym.name, 0
+        sec = self.elf.section_by_index(sym.shndx)
+        if sec is None:
+            return None, None, 0
+        if sec.name == ".maps":
+            for m in self.maps.values():
+                if m.kind == "btf" and m.offset == sym.value and (sym.type == "SECTION" or m.name == sym.name):
+                    return "map", m.name, 0
+            return None, None, 0
+        if sec.name in self.maps and self.maps[sec.name].kind == "data":
+            return "data", sec.name, sym.value
+        return None, None, 0
+
+
+def kernel_map_name(object_name: str, map_name: str) -> str:
+    """The (at most 15 characters, [A-Za-z0-9_.]) name the kernel stores."""
+    if map_name.startswith("."):
+        name = object_name[: KERNEL_NAME_MAX - len(map_name)] + map_name
+    else:
+        name = map_name
+    return "".join(c if c.isalnum() or c in "_." else "_" for c in name)[:KERNEL_NAME_MAX]
+
+
+def _fixup_datasecs(elf, btf):
+    sizes = {s.name: s.size for s in elf.sections if s.name}
+    offsets = {}
+    for sym in elf.symbols:
+        if sym.type == "OBJECT" and sym.shndx not in (0, 0xFFF1, 0xFFF2) and sym.shndx < 0xFF00:
+            sec = elf.section_by_index(sym.shndx)
+            if sec is not None:
+                offsets[(sec.name, sym.name)] = sym.value
+    btf.fixup_datasecs(sizes, offsets)

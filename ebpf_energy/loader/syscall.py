@@ -1,0 +1,782 @@
+"""Thin wrappers over bpf(2), perf_event_open(2) and ioctl(2), via cffi in ABI mode.
+
+Each wrapper fills the part of ``union bpf_attr`` its command uses (see
+:mod:`uapi`), calls ``syscall()``, reads ``errno`` at once, and turns a failure
+into a typed :mod:`errors` exception naming the command and the likely cause.
+Every call is reported to :mod:`explain`; on the hot paths (element lookups)
+the trace text is only built when someone listens.
+"""
+
+import errno as _errno
+import os
+
+import cffi
+
+from . import explain, uapi
+from .errors import BtfError, NotSupported, PermissionDenied, SyscallError, VerifierError
+
+ffi = cffi.FFI()
+ffi.cdef(uapi.CDEF)
+libc = ffi.dlopen(None)
+
+_syscall = libc.syscall
+_NULL = ffi.NULL
+_new = ffi.new
+_from_buffer = ffi.from_buffer
+_cast = ffi.cast
+_SYS_bpf = uapi.SYS_bpf
+_CMD = {c: ffi.cast("long", c) for c in uapi.CMD_NAMES}
+_ulong = {}
+
+
+class MapFullError(SyscallError):
+    """E2BIG/ENOSPC on update: the map holds ``max_entries`` already (a drop to count)."""
+
+
+_ROOT_HINT = "needs root or CAP_BPF+CAP_PERFMON (and CAP_SYS_ADMIN on older kernels)"
+_NOTSUP_HINTS = {
+    "BPF_MAP_CREATE": "check map_type, key_size/value_size/max_entries and map_flags for this map type; "
+                      "storage maps need BTF key/value ids",
+    "BPF_PROG_LOAD": "check prog_type, expected_attach_type, attach_btf_id and prog_flags for this kernel",
+    "BPF_LINK_CREATE": "check attach_type against the program type, or this kernel lacks the link type",
+    "BPF_RAW_TRACEPOINT_OPEN": "check the program type (raw_tracepoint or tracing) and the tracepoint name",
+    "BPF_BTF_LOAD": "malformed BTF or a BTF kind this kernel does not know",
+    "BPF_MAP_LOOKUP_BATCH": "this map type has no batch operations",
+    "BPF_MAP_LOOKUP_AND_DELETE_BATCH": "this map type has no batch lookup-and-delete",
+    "BPF_MAP_UPDATE_ELEM": "check key/value size, update flags, or the map type cannot be written from user space",
+    "BPF_MAP_LOOKUP_ELEM": "check key size, or this map type has no lookup from user space",
+    "BPF_MAP_GET_NEXT_KEY": "this map type cannot be iterated from user space",
+    "BPF_OBJ_PIN": "the path must be inside a mounted bpffs (/sys/fs/bpf)",
+    "BPF_OBJ_GET": "the path must be a pinned object inside a mounted bpffs",
+    "BPF_ENABLE_STATS": "this kernel lacks BPF_ENABLE_STATS (5.8+)",
+    "perf_event_open": "check type/config (tracepoint id) and the attr size",
+    "PERF_EVENT_IOC_SET_BPF": "the program type does not match the perf event",
+}
+
+
+def _fail(command, err, hint=""):
+    """Build the typed exception for ``errno`` ``err`` of ``command``."""
+    name = _errno.errorcode.get(err, "ENOTSUPP" if err == uapi.ENOTSUPP else str(err))
+    text = f"{name}: {os.strerror(err) if err != uapi.ENOTSUPP else 'operation not supported'}"
+    if err in (_errno.EPERM, _errno.EACCES):
+        return PermissionDenied(command, err, text, hint or _ROOT_HINT)
+    if err in (_errno.EINVAL, _errno.E2BIG, _errno.EOPNOTSUPP, uapi.ENOTSUPP):
+        return NotSupported(command, err, text, hint or _NOTSUP_HINTS.get(command, ""))
+    return SyscallError(command, err, text, hint)
+
+
+def _size(n):
+    c = _ulong.get(n)
+    if c is None:
+        c = _ulong[n] = _cast("unsigned long", n)
+    return c
+
+
+def _bpf(cmd, attr, size):
+    """Raw bpf(cmd, attr, size) -> (result, errno)."""
+    r = _syscall(_SYS_bpf, _CMD[cmd], attr, _size(size))
+    return (r, ffi.errno) if r < 0 else (r, 0)
+
+
+def _addr(cdata):
+    return int(_cast("uintptr_t", cdata))
+
+
+def _name16(name):
+    """Kernel object names: at most 15 chars of [A-Za-z0-9_.]; anything else is EINVAL."""
+    raw = "".join(c if (c.isalnum() and c.isascii()) or c in "_." else "_" for c in (name or ""))
+    return raw[:15].encode()
+
+
+_memlock_done = False
+
+
+def raise_memlock():
+    """Best effort RLIMIT_MEMLOCK=infinity (pre-5.11 kernels charge BPF memory to it)."""
+    global _memlock_done
+    if _memlock_done:
+        return
+    _memlock_done = True
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        explain.trace("syscall", "setrlimit(RLIMIT_MEMLOCK, infinity) -> ok")
+    except (ValueError, OSError) as e:
+        explain.trace("syscall", f"setrlimit(RLIMIT_MEMLOCK, infinity) refused ({e}); "
+                      "fine on kernels >= 5.11, which charge BPF memory to the memory cgroup")
+
+
+def map_type_name(t):
+    return uapi.MAP_TYPE_NAMES[t] if 0 <= t < len(uapi.MAP_TYPE_NAMES) else str(t)
+
+
+def prog_type_name(t):
+    return uapi.PROG_TYPE_NAMES[t] if 0 <= t < len(uapi.PROG_TYPE_NAMES) else str(t)
+
+
+# ----------------------------------------------------------------------------- maps
+
+def map_create(map_type, key_size, value_size, max_entries, map_flags=0, name="", numa_node=None,
+               btf_fd=0, btf_key_type_id=0, btf_value_type_id=0, map_extra=0, inner_map_fd=0):
+    """BPF_MAP_CREATE -> map fd."""
+    raise_memlock()
+    a = _new("struct bpf_attr_map_create *")
+    a.map_type = map_type
+    a.key_size = key_size
+    a.value_size = value_size
+    a.max_entries = max_entries
+    a.map_flags = map_flags
+    a.inner_map_fd = inner_map_fd
+    if numa_node is not None:
+        a.map_flags = map_flags | uapi.BPF_F_NUMA_NODE
+        a.numa_node = numa_node
+    nm = _name16(name)
+    ffi.memmove(a.map_name, nm, len(nm))
+    a.btf_fd = btf_fd
+    a.btf_key_type_id = btf_key_type_id
+    a.btf_value_type_id = btf_value_type_id
+    a.map_extra = map_extra
+    # map_extra arrived in 5.16: leave it out of the size unless used.
+    size = ffi.sizeof(a[0]) if map_extra else ffi.offsetof("struct bpf_attr_map_create", "map_extra")
+    fd, err = _bpf(uapi.BPF_MAP_CREATE, a, size)
+    desc = (f"BPF_MAP_CREATE type={map_type_name(map_type)} key={key_size} value={value_size} "
+            f"max_entries={max_entries} flags={a.map_flags:#x} name={nm.decode() or '-'}")
+    if btf_fd:
+        desc += f" btf_fd={btf_fd} key_type_id={btf_key_type_id} value_type_id={btf_value_type_id}"
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        raise _fail("BPF_MAP_CREATE", err)
+    explain.trace("syscall", f"{desc} -> fd {fd}")
+    return fd
+
+
+def _elem_attr(fd, key, value, flags):
+    a = _new("struct bpf_attr_elem *")
+    a.map_fd = fd
+    if key is not None:
+        a.key = _addr(_from_buffer(key))
+    if value is not None:
+        a.value = _addr(_from_buffer(value))
+    a.flags = flags
+    return a
+
+
+def map_lookup(fd, key, value_size, flags=0):
+    """BPF_MAP_LOOKUP_ELEM -> value bytes, or None when the key is absent (ENOENT)."""
+    out = bytearray(value_size)
+    a = _new("struct bpf_attr_elem *")
+    a.map_fd = fd
+    kb = _from_buffer(key)
+    vb = _from_buffer(out)
+    a.key = _addr(kb)
+    a.value = _addr(vb)
+    a.flags = flags
+    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_LOOKUP_ELEM], a, _size(32))
+    if r < 0:
+        err = ffi.errno
+        if explain._sink is not None:
+            explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
+                          f"{_errno.errorcode.get(err, err)}")
+        if err == _errno.ENOENT:
+            return None
+        raise _fail("BPF_MAP_LOOKUP_ELEM", err)
+    if explain._sink is not None:
+        explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
+                      f"{bytes(out[:32]).hex()}{'...' if value_size > 32 else ''}")
+    return bytes(out)
+
+
+def map_lookup_and_delete(fd, key, value_size):
+    """BPF_MAP_LOOKUP_AND_DELETE_ELEM (queue/stack pop, hash take) -> bytes or None."""
+    out = bytearray(value_size)
+    a = _elem_attr(fd, key, out, 0)
+    r, err = _bpf(uapi.BPF_MAP_LOOKUP_AND_DELETE_ELEM, a, 32)
+    explain.trace("syscall", f"BPF_MAP_LOOKUP_AND_DELETE_ELEM fd={fd} -> "
+                  f"{_errno.errorcode.get(err, err) if err else 'ok'}")
+    if err == _errno.ENOENT:
+        return None
+    if err:
+        raise _fail("BPF_MAP_LOOKUP_AND_DELETE_ELEM", err)
+    return bytes(out)
+
+
+_UPDATE_FLAGS = {0: "BPF_ANY", 1: "BPF_NOEXIST", 2: "BPF_EXIST", 4: "BPF_F_LOCK"}
+
+
+def map_update(fd, key, value, flags=0):
+    """BPF_MAP_UPDATE_ELEM. A full map raises MapFullError, an existing key with
+    BPF_NOEXIST or a missing one with BPF_EXIST raises SyscallError(EEXIST/ENOENT)."""
+    a = _new("struct bpf_attr_elem *")
+    a.map_fd = fd
+    kb = _from_buffer(key)
+    vb = _from_buffer(value)
+    a.key = _addr(kb)
+    a.value = _addr(vb)
+    a.flags = flags
+    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_UPDATE_ELEM], a, _size(32))
+    err = ffi.errno if r < 0 else 0
+    if explain._sink is not None:
+        explain.trace("syscall", f"BPF_MAP_UPDATE_ELEM fd={fd} key={bytes(key).hex()} "
+                      f"value={bytes(value[:32]).hex()}{'...' if len(value) > 32 else ''} "
+                      f"flags={_UPDATE_FLAGS.get(flags, hex(flags))} -> "
+                      f"{_errno.errorcode.get(err, err) if err else 'ok'}")
+    if err:
+        if err in (_errno.E2BIG, _errno.ENOSPC):
+            raise MapFullError("BPF_MAP_UPDATE_ELEM", err, _errno.errorcode[err] + ": map is full",
+                               "max_entries reached (or an array index past max_entries)")
+        if err == _errno.EEXIST:
+            raise SyscallError("BPF_MAP_UPDATE_ELEM", err, "EEXIST: key already present", "BPF_NOEXIST")
+        if err == _errno.ENOENT:
+            raise SyscallError("BPF_MAP_UPDATE_ELEM", err, "ENOENT: no such key", "BPF_EXIST")
+        raise _fail("BPF_MAP_UPDATE_ELEM", err)
+
+
+def map_delete(fd, key):
+    """BPF_MAP_DELETE_ELEM -> True if deleted, False if the key was absent."""
+    a = _new("struct bpf_attr_elem *")
+    a.map_fd = fd
+    kb = _from_buffer(key)
+    a.key = _addr(kb)
+    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_DELETE_ELEM], a, _size(32))
+    err = ffi.errno if r < 0 else 0
+    if explain._sink is not None:
+        explain.trace("syscall", f"BPF_MAP_DELETE_ELEM fd={fd} key={bytes(key).hex()} -> "
+                      f"{_errno.errorcode.get(err, err) if err else 'ok'}")
+    if err == _errno.ENOENT:
+        return False
+    if err:
+        raise _fail("BPF_MAP_DELETE_ELEM", err)
+    return True
+
+
+def map_get_next_key(fd, key, key_size):
+    """BPF_MAP_GET_NEXT_KEY: the key after ``key`` (None = first), or None at the end."""
+    out = bytearray(key_size)
+    a = _new("struct bpf_attr_elem *")
+    a.map_fd = fd
+    if key is not None:
+        kb = _from_buffer(key)
+        a.key = _addr(kb)
+    ob = _from_buffer(out)
+    a.value = _addr(ob)
+    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_GET_NEXT_KEY], a, _size(32))
+    err = ffi.errno if r < 0 else 0
+    if explain._sink is not None:
+        explain.trace("syscall", f"BPF_MAP_GET_NEXT_KEY fd={fd} key={'NULL' if key is None else bytes(key).hex()}"
+                      f" -> {_errno.errorcode.get(err, err) if err else bytes(out).hex()}")
+    if err == _errno.ENOENT:
+        return None
+    if err:
+        raise _fail("BPF_MAP_GET_NEXT_KEY", err)
+    return bytes(out)
+
+
+def map_freeze(fd):
+    """BPF_MAP_FREEZE: no more writes from user space (programs see constants)."""
+    a = _new("struct bpf_attr_elem *")
+    a.map_fd = fd
+    r, err = _bpf(uapi.BPF_MAP_FREEZE, a, 4)
+    explain.trace("syscall", f"BPF_MAP_FREEZE fd={fd} -> {_errno.errorcode.get(err, err) if err else 'ok'}")
+    if err:
+        raise _fail("BPF_MAP_FREEZE", err)
+
+
+def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=False):
+    """BPF_MAP_LOOKUP_BATCH (or LOOKUP_AND_DELETE_BATCH).
+
+    Returns ``(keys, values, out_batch)``: lists of bytes, and the opaque token for
+    the next call, or None when the map is exhausted. ``value_size`` is the full
+    per-entry size (per-CPU maps: rounded size times CPUs). Raises NotSupported
+    when the map type has no batch ops, SyscallError(ENOSPC) when a hash bucket
+    holds more than ``count`` entries (retry with a bigger count).
+    """
+    cmd = uapi.BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else uapi.BPF_MAP_LOOKUP_BATCH
+    cname = uapi.CMD_NAMES[cmd]
+    tok = max(key_size, 4)
+    keys = bytearray(key_size * count)
+    vals = bytearray(value_size * count)
+    out_tok = bytearray(tok)
+    a = _new("struct bpf_attr_batch *")
+    kb, vb, ob = _from_buffer(keys), _from_buffer(vals), _from_buffer(out_tok)
+    if in_batch is not None:
+        ib = _from_buffer(bytes(in_batch).ljust(tok, b"\0"))
+        a.in_batch = _addr(ib)
+    a.out_batch = _addr(ob)
+    a.keys = _addr(kb)
+    a.values = _addr(vb)
+    a.count = count
+    a.map_fd = fd
+    r, err = _bpf(cmd, a, ffi.sizeof(a[0]))
+    n = a.count
+    explain.trace("syscall", f"{cname} fd={fd} count={count} in_batch={'NULL' if in_batch is None else 'token'}"
+                  f" -> {n} entries{'' if not err else ', ' + _errno.errorcode.get(err, str(err))}")
+    if err and err != _errno.ENOENT:
+        raise _fail(cname, err)
+    ks = [bytes(keys[i * key_size:(i + 1) * key_size]) for i in range(n)]
+    vs = [bytes(vals[i * value_size:(i + 1) * value_size]) for i in range(n)]
+    return ks, vs, (None if err == _errno.ENOENT else bytes(out_tok))
+
+
+# ----------------------------------------------------------------------------- BTF and programs
+
+def btf_load(data, log_level=0, log_size=0):
+    """BPF_BTF_LOAD -> btf fd. On failure raises BtfError carrying the kernel's log."""
+    raise_memlock()
+    data = bytes(data)
+    buf = _from_buffer(data)
+    a = _new("struct bpf_attr_btf_load *")
+    a.btf = _addr(buf)
+    a.btf_size = len(data)
+    fd, err = _bpf(uapi.BPF_BTF_LOAD, a, ffi.sizeof(a[0]))
+    if err and err not in (_errno.EPERM,) and not log_level:
+        log_level = 1  # say *why*: retry once with the log on
+    log = ""
+    if err and log_level:
+        size = log_size or (1 << 16)
+        while True:
+            logbuf = _new("char[]", size)
+            a.btf_log_buf = _addr(logbuf)
+            a.btf_log_size = size
+            a.btf_log_level = log_level
+            fd, err = _bpf(uapi.BPF_BTF_LOAD, a, ffi.sizeof(a[0]))
+            log = ffi.string(logbuf).decode(errors="replace")
+            if err == _errno.ENOSPC and size < (1 << 28):
+                size *= 4
+                continue
+            break
+    explain.trace("syscall", f"BPF_BTF_LOAD size={len(data)} -> "
+                  f"{('fd %d' % fd) if not err else _errno.errorcode.get(err, err)}")
+    if err:
+        if err in (_errno.EPERM, _errno.EACCES):
+            raise _fail("BPF_BTF_LOAD", err)
+        last = [ln for ln in log.strip().splitlines() if ln.strip()]
+        e = BtfError(f"BPF_BTF_LOAD failed: {_errno.errorcode.get(err, err)}: "
+                     f"{last[-1] if last else os.strerror(err)}")
+        e.errno = err
+        e.log = log
+        raise e
+    return fd
+
+
+def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach_btf_id=0,
+              attach_btf_obj_fd=0, prog_btf_fd=0, func_info=b"", func_info_rec_size=0, line_info=b"",
+              line_info_rec_size=0, log_level=0, log_size=0, kern_version=0, prog_flags=0):
+    """BPF_PROG_LOAD -> (fd, log_text).
+
+    With ``log_level`` > 0 a log buffer is handed to the verifier and grown on
+    ENOSPC (the kernel fails the load when its log is cut short). A refused load
+    with a log raises VerifierError(program=name, log=...).
+    """
+    raise_memlock()
+    insns = bytes(insns)
+    if len(insns) % 8:
+        raise NotSupported("BPF_PROG_LOAD", _errno.EINVAL, "instructions are not a multiple of 8 bytes",
+                           "insns")
+    lic = license.encode() + b"\0" if isinstance(license, str) else bytes(license) + b"\0"
+    keep = [_from_buffer(insns), _from_buffer(lic)]
+    a = _new("struct bpf_attr_prog_load *")
+    a.prog_type = prog_type
+    a.insn_cnt = len(insns) // 8
+    a.insns = _addr(keep[0])
+    a.license = _addr(keep[1])
+    a.kern_version = kern_version
+    a.prog_flags = prog_flags
+    nm = _name16(name)
+    ffi.memmove(a.prog_name, nm, len(nm))
+    a.expected_attach_type = expected_attach_type
+    a.prog_btf_fd = prog_btf_fd
+    size = ffi.offsetof("struct bpf_attr_prog_load", "prog_btf_fd") + 4
+    if func_info:
+        keep.append(_from_buffer(bytes(func_info)))
+        a.func_info_rec_size = func_info_rec_size
+        a.func_info = _addr(keep[-1])
+        a.func_info_cnt = len(func_info) // func_info_rec_size
+        size = ffi.offsetof("struct bpf_attr_prog_load", "func_info_cnt") + 4
+    if line_info:
+        keep.append(_from_buffer(bytes(line_info)))
+        a.line_info_rec_size = line_info_rec_size
+        a.line_info = _addr(keep[-1])
+        a.line_info_cnt = len(line_info) // line_info_rec_size
+        size = ffi.offsetof("struct bpf_attr_prog_load", "line_info_cnt") + 4
+    if attach_btf_id or attach_btf_obj_fd:
+        a.attach_btf_id = attach_btf_id
+        a.attach_btf_obj_fd = attach_btf_obj_fd
+        size = ffi.sizeof(a[0])
+    log = ""
+    size_log = log_size or (1 << 20)
+    while True:
+        if log_level:
+            logbuf = _new("char[]", size_log)
+            a.log_level = log_level
+            a.log_size = size_log
+            a.log_buf = _addr(logbuf)
+        fd, err = _bpf(uapi.BPF_PROG_LOAD, a, size)
+        if log_level:
+            log = ffi.string(logbuf).decode(errors="replace")
+            if err == _errno.ENOSPC and size_log < (1 << 30):
+                explain.trace("syscall", f"BPF_PROG_LOAD {name}: verifier log outgrew {size_log} bytes, "
+                              f"retrying with {size_log * 4}")
+                size_log *= 4
+                continue
+        break
+    desc = (f"BPF_PROG_LOAD type={prog_type_name(prog_type)} name={nm.decode() or '-'} "
+            f"insns={a.insn_cnt} license={lic[:-1].decode(errors='replace')}")
+    if expected_attach_type:
+        desc += f" expected_attach_type={expected_attach_type}"
+    if attach_btf_id:
+        desc += f" attach_btf_id={attach_btf_id}"
+    if prog_btf_fd:
+        desc += f" btf_fd={prog_btf_fd} func_info={a.func_info_cnt} line_info={a.line_info_cnt}"
+    if prog_flags:
+        desc += f" flags={prog_flags:#x}"
+    if log_level:
+        desc += f" log_level={log_level}"
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        if log_level and log.strip() and err in (_errno.EACCES, _errno.EINVAL):
+            lines = [ln for ln in log.strip().splitlines() if ln.strip()]
+            reason = next((ln for ln in reversed(lines) if not ln.startswith(("processed ", "verification time"))),
+                          lines[-1])
+            raise VerifierError(program=name, message=f"verifier rejected program {name or '?'}: {reason}",
+                                log=log)
+        raise _fail("BPF_PROG_LOAD", err)
+    explain.trace("syscall", f"{desc} -> fd {fd}")
+    return fd, log
+
+
+def prog_test_run(prog_fd, data_in=b"", repeat=1, ctx_in=None, data_size_out=0, ctx_size_out=0, flags=0, cpu=0):
+    """BPF_PROG_TEST_RUN -> dict(retval, duration_ns, data_out, ctx_out)."""
+    a = _new("struct bpf_attr_test_run *")
+    keep = []
+    a.prog_fd = prog_fd
+    if data_in:
+        keep.append(_from_buffer(bytes(data_in)))
+        a.data_in = _addr(keep[-1])
+        a.data_size_in = len(data_in)
+    dout = bytearray(data_size_out) if data_size_out else None
+    if dout is not None:
+        keep.append(_from_buffer(dout))
+        a.data_out = _addr(keep[-1])
+        a.data_size_out = data_size_out
+    if ctx_in is not None:
+        keep.append(_from_buffer(bytes(ctx_in)))
+        a.ctx_in = _addr(keep[-1])
+        a.ctx_size_in = len(ctx_in)
+    cout = bytearray(ctx_size_out) if ctx_size_out else None
+    if cout is not None:
+        keep.append(_from_buffer(cout))
+        a.ctx_out = _addr(keep[-1])
+        a.ctx_size_out = ctx_size_out
+    a.repeat = repeat
+    a.flags = flags
+    a.cpu = cpu
+    r, err = _bpf(uapi.BPF_PROG_TEST_RUN, a, ffi.offsetof("struct bpf_attr_test_run", "batch_size"))
+    explain.trace("syscall", f"BPF_PROG_TEST_RUN prog_fd={prog_fd} data_in={len(data_in)}B repeat={repeat} -> "
+                  f"{('retval %d, %d ns/run' % (a.retval, a.duration)) if not err else _errno.errorcode.get(err, err)}")
+    if err:
+        raise _fail("BPF_PROG_TEST_RUN", err)
+    return {"retval": a.retval, "duration_ns": a.duration,
+            "data_out": bytes(dout[:a.data_size_out]) if dout is not None else b"",
+            "ctx_out": bytes(cout[:a.ctx_size_out]) if cout is not None else b""}
+
+
+# ----------------------------------------------------------------------------- attach
+
+def raw_tracepoint_open(prog_fd, name):
+    """BPF_RAW_TRACEPOINT_OPEN -> link fd. ``name=None`` attaches a tracing
+    (tp_btf/fentry/fexit) program to the target it was loaded for."""
+    a = _new("struct bpf_attr_raw_tp *")
+    nb = None
+    if name is not None:
+        nb = _new("char[]", name.encode())
+        a.name = _addr(nb)
+    a.prog_fd = prog_fd
+    fd, err = _bpf(uapi.BPF_RAW_TRACEPOINT_OPEN, a, 12)
+    desc = f"BPF_RAW_TRACEPOINT_OPEN name={name if name is not None else 'NULL (BTF target from load)'} prog_fd={prog_fd}"
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        hint = ""
+        if err == _errno.ENOENT:
+            hint = f"no raw tracepoint named {name!r}"
+        raise _fail("BPF_RAW_TRACEPOINT_OPEN", err, hint)
+    explain.trace("syscall", f"{desc} -> link fd {fd}")
+    return fd
+
+
+def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
+    """BPF_LINK_CREATE -> link fd."""
+    a = _new("struct bpf_attr_link_create *")
+    a.prog_fd = prog_fd
+    a.target_fd = target_fd
+    a.attach_type = attach_type
+    a.flags = flags
+    a.target_btf_id = target_btf_id
+    fd, err = _bpf(uapi.BPF_LINK_CREATE, a, 20 if target_btf_id else 16)
+    desc = f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target_fd} attach_type={attach_type} flags={flags}"
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        raise _fail("BPF_LINK_CREATE", err)
+    explain.trace("syscall", f"{desc} -> link fd {fd}")
+    return fd
+
+
+def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC,
+                    sample_period=1, wakeup_events=1, sample_type=0):
+    """perf_event_open(2) with a PERF_ATTR_SIZE_VER5 attr -> perf fd."""
+    a = _new("struct perf_event_attr *")
+    a.type = type
+    a.size = uapi.PERF_ATTR_SIZE_VER5
+    a.config = config
+    a.sample_period = sample_period
+    a.sample_type = sample_type
+    a.wakeup_events = wakeup_events
+    r = _syscall(uapi.SYS_perf_event_open, a, _cast("long", pid), _cast("long", cpu),
+                 _cast("long", group_fd), _cast("unsigned long", flags))
+    err = ffi.errno if r < 0 else 0
+    desc = f"perf_event_open type={type} config={config} pid={pid} cpu={cpu}"
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        hint = ""
+        if err == _errno.EACCES or err == _errno.EPERM:
+            hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid"
+        raise _fail("perf_event_open", err, hint)
+    explain.trace("syscall", f"{desc} -> fd {r}")
+    return r
+
+
+_IOCTL_NAMES = {uapi.PERF_EVENT_IOC_ENABLE: "PERF_EVENT_IOC_ENABLE",
+                uapi.PERF_EVENT_IOC_DISABLE: "PERF_EVENT_IOC_DISABLE",
+                uapi.PERF_EVENT_IOC_SET_BPF: "PERF_EVENT_IOC_SET_BPF"}
+
+
+def ioctl(fd, request, arg=0):
+    """ioctl(fd, request, arg) with an integer argument -> result."""
+    r = libc.ioctl(fd, request, _cast("unsigned long", arg))
+    err = ffi.errno if r < 0 else 0
+    name = _IOCTL_NAMES.get(request, f"ioctl({request:#x})")
+    explain.trace("syscall", f"{name} fd={fd} arg={arg} -> {_errno.errorcode.get(err, err) if err else r}")
+    if err:
+        raise _fail(name, err)
+    return r
+
+
+def mount(source, target, fstype, flags=0):
+    """mount(2): used to mount tracefs/bpffs when they are missing."""
+    r = libc.mount(source.encode(), target.encode(), fstype.encode(), flags, _NULL)
+    err = ffi.errno if r < 0 else 0
+    explain.trace("syscall", f"mount -t {fstype} {source} {target} -> {_errno.errorcode.get(err, err) if err else 'ok'}")
+    if err:
+        raise _fail(f"mount({fstype} at {target})", err, "mounting needs root" if err == _errno.EPERM else "")
+
+
+# ----------------------------------------------------------------------------- objects, ids, info
+
+def obj_pin(fd, path):
+    """BPF_OBJ_PIN: give the object a name in bpffs; it outlives this process."""
+    p = _new("char[]", os.fsencode(path))
+    a = _new("struct bpf_attr_obj *")
+    a.pathname = _addr(p)
+    a.bpf_fd = fd
+    r, err = _bpf(uapi.BPF_OBJ_PIN, a, 16)
+    explain.trace("syscall", f"BPF_OBJ_PIN fd={fd} path={path} -> {_errno.errorcode.get(err, err) if err else 'ok'}")
+    if err:
+        raise _fail("BPF_OBJ_PIN", err, f"{path} exists already" if err == _errno.EEXIST else "")
+
+
+def obj_get(path, file_flags=0):
+    """BPF_OBJ_GET -> fd of the object pinned at ``path``."""
+    p = _new("char[]", os.fsencode(path))
+    a = _new("struct bpf_attr_obj *")
+    a.pathname = _addr(p)
+    a.file_flags = file_flags
+    fd, err = _bpf(uapi.BPF_OBJ_GET, a, 16)
+    explain.trace("syscall", f"BPF_OBJ_GET path={path} -> {_errno.errorcode.get(err, err) if err else 'fd %d' % fd}")
+    if err:
+        raise _fail("BPF_OBJ_GET", err, f"nothing pinned at {path}" if err == _errno.ENOENT else "")
+    return fd
+
+
+def _next_id(cmd, start_id):
+    a = _new("struct bpf_attr_get_id *")
+    a.start_id = start_id
+    r, err = _bpf(cmd, a, 12)
+    if err == _errno.ENOENT:
+        return None
+    if err:
+        raise _fail(uapi.CMD_NAMES[cmd], err)
+    return a.next_id
+
+
+def _fd_by_id(cmd, obj_id):
+    a = _new("struct bpf_attr_get_id *")
+    a.start_id = obj_id
+    fd, err = _bpf(cmd, a, 12)
+    cname = uapi.CMD_NAMES[cmd]
+    explain.trace("syscall", f"{cname} id={obj_id} -> {_errno.errorcode.get(err, err) if err else 'fd %d' % fd}")
+    if err:
+        raise _fail(cname, err, f"no object with id {obj_id}" if err == _errno.ENOENT else "")
+    return fd
+
+
+def prog_get_next_id(start_id=0):
+    return _next_id(uapi.BPF_PROG_GET_NEXT_ID, start_id)
+
+
+def map_get_next_id(start_id=0):
+    return _next_id(uapi.BPF_MAP_GET_NEXT_ID, start_id)
+
+
+def link_get_next_id(start_id=0):
+    return _next_id(uapi.BPF_LINK_GET_NEXT_ID, start_id)
+
+
+def btf_get_next_id(start_id=0):
+    return _next_id(uapi.BPF_BTF_GET_NEXT_ID, start_id)
+
+
+def prog_get_fd_by_id(obj_id):
+    return _fd_by_id(uapi.BPF_PROG_GET_FD_BY_ID, obj_id)
+
+
+def map_get_fd_by_id(obj_id):
+    return _fd_by_id(uapi.BPF_MAP_GET_FD_BY_ID, obj_id)
+
+
+def link_get_fd_by_id(obj_id):
+    return _fd_by_id(uapi.BPF_LINK_GET_FD_BY_ID, obj_id)
+
+
+def btf_get_fd_by_id(obj_id):
+    return _fd_by_id(uapi.BPF_BTF_GET_FD_BY_ID, obj_id)
+
+
+def _get_info(fd, info):
+    a = _new("struct bpf_attr_info *")
+    a.bpf_fd = fd
+    a.info_len = ffi.sizeof(info[0])
+    a.info = _addr(info)
+    r, err = _bpf(uapi.BPF_OBJ_GET_INFO_BY_FD, a, 16)
+    if err:
+        raise _fail("BPF_OBJ_GET_INFO_BY_FD", err, "fd is not a bpf object of that kind" if err == _errno.EINVAL else "")
+
+
+def _cstr(arr):
+    return ffi.string(arr).decode(errors="replace")
+
+
+def _prog_info(fd):
+    i = _new("struct bpf_prog_info *")
+    _get_info(fd, i)
+    n = i.nr_map_ids
+    map_ids = []
+    if n:
+        ids = _new("uint32_t[]", n)
+        j = _new("struct bpf_prog_info *")
+        j.nr_map_ids = n
+        j.map_ids = _addr(ids)
+        _get_info(fd, j)
+        map_ids = [ids[k] for k in range(min(n, j.nr_map_ids))]
+    return {
+        "id": i.id, "type": i.type, "type_name": prog_type_name(i.type), "name": _cstr(i.name),
+        "tag": bytes(ffi.buffer(i.tag)).hex(), "run_time_ns": i.run_time_ns, "run_cnt": i.run_cnt,
+        "recursion_misses": i.recursion_misses, "verified_insns": i.verified_insns,
+        "xlated_prog_len": i.xlated_prog_len, "jited_prog_len": i.jited_prog_len,
+        "nr_map_ids": n, "map_ids": map_ids, "btf_id": i.btf_id, "load_time": i.load_time,
+        "created_by_uid": i.created_by_uid, "gpl_compatible": bool(i.gpl_compatible & 1),
+        "attach_btf_obj_id": i.attach_btf_obj_id, "attach_btf_id": i.attach_btf_id,
+    }
+
+
+def _map_info(fd):
+    i = _new("struct bpf_map_info *")
+    _get_info(fd, i)
+    return {
+        "id": i.id, "type": i.type, "type_name": map_type_name(i.type), "key_size": i.key_size,
+        "value_size": i.value_size, "max_entries": i.max_entries, "map_flags": i.map_flags,
+        "name": _cstr(i.name), "btf_id": i.btf_id, "btf_key_type_id": i.btf_key_type_id,
+        "btf_value_type_id": i.btf_value_type_id, "map_extra": i.map_extra,
+        "btf_vmlinux_value_type_id": i.btf_vmlinux_value_type_id,
+    }
+
+
+def _btf_info(fd):
+    name = _new("char[]", 64)
+    i = _new("struct bpf_btf_info *")
+    i.name = _addr(name)
+    i.name_len = 64
+    _get_info(fd, i)
+    return {"id": i.id, "btf_size": i.btf_size, "name": ffi.string(name).decode(errors="replace"),
+            "kernel_btf": bool(i.kernel_btf)}
+
+
+def _link_info(fd):
+    i = _new("struct bpf_link_info *")
+    _get_info(fd, i)
+    t = i.type
+    d = {"id": i.id, "type": t, "type_name": uapi.LINK_TYPE_NAMES[t] if t < len(uapi.LINK_TYPE_NAMES) else str(t),
+         "prog_id": i.prog_id}
+    if t == 1:  # raw_tracepoint: ask again with a buffer for its name
+        name = _new("char[]", 128)
+        j = _new("struct bpf_link_info *")
+        j.u[0] = _addr(name)
+        j.u[1] = 128
+        _get_info(fd, j)
+        d["tp_name"] = ffi.string(name).decode(errors="replace")
+    elif t == 2:  # tracing: attach_type, target_obj_id, target_btf_id
+        d["attach_type"] = i.u[0] & 0xFFFFFFFF
+        d["target_obj_id"] = i.u[0] >> 32
+        d["target_btf_id"] = i.u[1] & 0xFFFFFFFF
+    elif t == 7:  # perf_event: u32 type of the perf link
+        d["perf_event_type"] = i.u[0] & 0xFFFFFFFF
+    return d
+
+
+_INFO = {"prog": _prog_info, "map": _map_info, "link": _link_info, "btf": _btf_info}
+
+
+def obj_get_info(fd, kind):
+    """BPF_OBJ_GET_INFO_BY_FD decoded into a dict; ``kind`` is prog, map, link or btf."""
+    try:
+        fn = _INFO[kind]
+    except KeyError:
+        raise ValueError(f"obj_get_info kind must be one of {sorted(_INFO)}, not {kind!r}") from None
+    d = fn(fd)
+    explain.trace("syscall", f"BPF_OBJ_GET_INFO_BY_FD fd={fd} ({kind}) -> id {d['id']}")
+    return d
+
+
+def enable_stats():
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME) -> fd; run_time_ns/run_cnt count while it is open."""
+    a = _new("struct bpf_attr_enable_stats *")
+    a.type = uapi.BPF_STATS_RUN_TIME
+    fd, err = _bpf(uapi.BPF_ENABLE_STATS, a, 4)
+    explain.trace("syscall", f"BPF_ENABLE_STATS type=RUN_TIME -> {_errno.errorcode.get(err, err) if err else 'fd %d' % fd}")
+    if err:
+        raise _fail("BPF_ENABLE_STATS", err)
+    return fd
+
+
+_ncpus = None
+
+
+def parse_cpu_list(text):
+    """Count the CPUs in a kernel cpu list such as ``0-3,6,8-9``."""
+    n = 0
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-")
+            n += int(hi) - int(lo) + 1
+        else:
+            n += 1
+    return n
+
+
+def num_possible_cpus():
+    """CPUs the kernel may ever bring up: per-CPU map values have one slot each."""
+    global _ncpus
+    if _ncpus is None:
+        with open("/sys/devices/system/cpu/possible") as f:
+            _ncpus = parse_cpu_list(f.read())
+    return _ncpus

@@ -1,0 +1,239 @@
+"""Run any CPU-time sampler for a while and turn what it saw into joules.
+
+Both monitors (``monitor``: eBPF, ``traditional``: /proc) differ only in how
+they measure CPU time; everything after that is here, once: the run's length
+and refresh schedule, Ctrl-C/SIGTERM, interval windows, the energy meter read
+at each window bound, the power model, and handing the results to a reporter.
+
+A sampler reports *cumulative* usage since it started; an interval is the
+difference of two cumulative windows. That way nothing falls between
+intervals, and the summary is one window over the whole run rather than a sum
+of rounded pieces.
+"""
+
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+try:  # Protocol is in typing from 3.8; keep a fallback for odd builds
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object
+
+from ebpf_energy.model.base import Attribution, PowerModel
+from ebpf_energy.selfcost import SelfCost
+from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
+
+
+class Sampler(Protocol):
+    """What a CPU-time monitor gives the driver.
+
+    ``source`` is ``"ebpf"`` or ``"procfs"``. ``start()`` begins measuring now
+    (its window's ``start_ns`` is CLOCK_MONOTONIC). ``read()`` returns a
+    :class:`UsageWindow` cumulative since ``start()`` and ending now: every
+    process seen, exited ones included, with ``samples_or_events`` and
+    ``drops`` cumulative too. ``stop()`` releases everything and is
+    idempotent. Optionally ``stats() -> dict``: facts about the measurement
+    itself (samples late, the sampler's own CPU) that the report carries
+    under ``"sampler"``.
+    """
+
+    source: str
+
+    def start(self) -> None: ...
+
+    def read(self) -> UsageWindow: ...
+
+    def stop(self) -> None: ...
+
+
+Meter = object  # anything with read() -> Reading, where later.delta(earlier) -> {domain: J}
+
+
+def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
+    """The usage between two cumulative windows of one run.
+
+    Only processes that did something in between are kept: gained CPU or
+    slices, appeared, or exited. A counter that went backwards (it cannot,
+    for a correct sampler) is clamped to zero rather than giving negative
+    joules.
+    """
+    procs = {}
+    for pid, p in cur.processes.items():
+        q = prev.processes.get(pid)
+        cpu = p.cpu_ns - (q.cpu_ns if q else 0)
+        slices = p.slices - (q.slices if q else 0)
+        newly_exited = p.exited and not (q and q.exited)
+        if cpu <= 0 and slices <= 0 and q is not None and not newly_exited:
+            continue
+        threads = []
+        if p.threads:
+            before = {t.tid: t for t in q.threads} if q else {}
+            for t in p.threads:
+                u = before.get(t.tid)
+                tcpu = t.cpu_ns - (u.cpu_ns if u else 0)
+                tsl = t.slices - (u.slices if u else 0)
+                if tcpu > 0 or tsl > 0 or u is None or (t.exited and not u.exited):
+                    threads.append(ThreadUsage(t.tid, t.comm, max(0, tcpu), max(0, tsl), t.exited))
+        procs[pid] = ProcessUsage(pid=pid, comm=p.comm, cpu_ns=max(0, cpu), slices=max(0, slices),
+                                  exited=p.exited, cgroup=p.cgroup, cgroup_id=p.cgroup_id, threads=threads)
+    per_cpu = [max(0, c - (prev.idle_ns_per_cpu[i] if i < len(prev.idle_ns_per_cpu) else 0))
+               for i, c in enumerate(cur.idle_ns_per_cpu)]
+    return UsageWindow(
+        source=cur.source,
+        start_ns=prev.end_ns,
+        end_ns=cur.end_ns,
+        ncpus=cur.ncpus,
+        processes=procs,
+        idle_ns=max(0, cur.idle_ns - prev.idle_ns),
+        idle_ns_per_cpu=per_cpu,
+        samples_or_events=max(0, cur.samples_or_events - prev.samples_or_events),
+        drops={k: max(0, v - prev.drops.get(k, 0)) for k, v in cur.drops.items()},
+    )
+
+
+class Stopper:
+    """A stop request that can interrupt a wait: set from a signal handler or
+    another thread, it wakes ``wait()`` at once (a pipe, so ``select`` returns
+    even though PEP 475 retries interrupted sleeps)."""
+
+    def __init__(self):
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        self.reason: Optional[str] = None
+
+    def set(self, reason: str = "stop") -> None:
+        if self.reason is None:
+            self.reason = reason
+        try:
+            os.write(self._w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def is_set(self) -> bool:
+        return self.reason is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True when a stop was requested."""
+        if self.reason is None and timeout > 0:
+            select.select([self._r], [], [], timeout)
+        return self.reason is not None
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass
+class RunResult:
+    """What a run measured: the whole window, its joules, and how it went."""
+
+    window: UsageWindow
+    attribution: Attribution
+    meter_j: Optional[Dict[str, float]]
+    intervals: int
+    stopped_by: Optional[str]  # "SIGINT", "SIGTERM", or None when the duration ran out
+    overhead_cpu_ns: int  # this process's own user+sys CPU over the run
+    sampler_stats: dict = field(default_factory=dict)
+
+
+OnInterval = Callable[[int, UsageWindow, Attribution, Optional[Dict[str, float]]], None]
+
+
+def _install_signals(stopper: Stopper):
+    """SIGINT/SIGTERM end the run (the summary is still printed); a second
+    signal gives up at once. Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+
+    def handler(signum, frame):
+        if stopper.is_set():
+            raise KeyboardInterrupt
+        stopper.set(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, handler)
+    return old
+
+
+def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float = 0.0,
+          interval_s: Optional[float] = None, on_interval: Optional[OnInterval] = None,
+          stopper: Optional[Stopper] = None, handle_signals: bool = True) -> RunResult:
+    """Measure for ``duration_s`` seconds (0: until SIGINT/SIGTERM or
+    ``stopper.set()``), calling ``on_interval(n, window, attribution,
+    meter_j)`` every ``interval_s`` seconds when given, then return the
+    whole run. Interval deadlines are ``start + n*interval_s`` so refreshes
+    do not drift. The sampler is always stopped, even on errors."""
+    if duration_s < 0:
+        raise ValueError("duration must be >= 0 seconds")
+    if interval_s is not None and not interval_s > 0:
+        raise ValueError("interval must be > 0 seconds")
+    own_stopper = stopper is None
+    stopper = stopper or Stopper()
+    old = _install_signals(stopper) if handle_signals else {}
+    cost = SelfCost()
+    try:
+        sampler.start()
+        try:
+            m0 = meter.read() if meter is not None else None
+            t0 = time.monotonic()
+            end = t0 + duration_s if duration_s > 0 else None
+            prev, m_prev, n = None, m0, 0
+            while True:
+                nxt = t0 + (n + 1) * interval_s if interval_s else None
+                target = min(x for x in (nxt, end) if x is not None) if (nxt or end) else None
+                timeout = 3600.0 if target is None else target - time.monotonic()
+                if stopper.wait(timeout):
+                    break
+                if target is None or time.monotonic() < target:
+                    continue
+                if end is not None and time.monotonic() >= end:
+                    break
+                n += 1
+                prev, m_prev = _interval(sampler, model, meter, prev, m_prev, n, on_interval)
+            cur = sampler.read()
+            m1 = meter.read() if meter is not None else None
+            if interval_s and on_interval is not None:
+                last = prev or _empty_like(cur)
+                if cur.end_ns - last.end_ns > 1_000_000:  # the partial last interval, if it is not empty
+                    n += 1
+                    iw = diff_windows(last, cur)
+                    mj = m1.delta(m_prev) if meter is not None else None
+                    on_interval(n, iw, model.attribute(iw, mj), mj)
+            meter_j = m1.delta(m0) if meter is not None else None
+            attribution = model.attribute(cur, meter_j)
+        finally:
+            sampler.stop()
+        stats = sampler.stats() if hasattr(sampler, "stats") else {}
+        return RunResult(window=cur, attribution=attribution, meter_j=meter_j, intervals=n,
+                         stopped_by=stopper.reason, overhead_cpu_ns=cost.cpu_ns(), sampler_stats=stats)
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        if own_stopper:
+            stopper.close()
+
+
+def _interval(sampler, model, meter, prev, m_prev, n, on_interval):
+    cur = sampler.read()
+    m = meter.read() if meter is not None else None
+    if on_interval is not None:
+        iw = diff_windows(prev or _empty_like(cur), cur)
+        mj = m.delta(m_prev) if meter is not None else None
+        on_interval(n, iw, model.attribute(iw, mj), mj)
+    return cur, m
+
+
+def _empty_like(w: UsageWindow) -> UsageWindow:
+    """The zero window at the run's start: the first interval's predecessor."""
+    return UsageWindow(source=w.source, start_ns=w.start_ns, end_ns=w.start_ns, ncpus=w.ncpus,
+                       processes={}, idle_ns=0, idle_ns_per_cpu=[0] * len(w.idle_ns_per_cpu),
+                       samples_or_events=0, drops={k: 0 for k in w.drops})

@@ -1,0 +1,342 @@
+"""Turn a measured window and its joules into what the user reads.
+
+One canonical form, the report dictionary (the ``--json`` object documented in
+``contracts.md``), is built first; the table and the CSV are drawn from it, so
+the three outputs can never disagree. Every output names the power model and
+whether its joules are measured or modelled.
+
+Totals always cover the whole machine. When filters (``--pid``, ``--comm``,
+``--cgroup``) or an explicit ``--top`` leave processes out, what was left out
+is summed under ``"omitted"``, so the books still balance:
+``total_energy_j == sum(processes[].energy_j) + omitted.energy_j + idle_energy_j``
+(with nothing omitted, the contract's plain form holds).
+"""
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, TextIO
+
+from ebpf_energy.model.base import Attribution
+from ebpf_energy.usage import UsageWindow
+
+SCHEMA = 1
+BY_CHOICES = ("process", "thread", "cgroup")
+DEFAULT_TABLE_TOP = 20
+CLEAR_SCREEN = "\033[H\033[2J"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which processes to list. Each kind of filter given narrows the list;
+    several values of one kind are alternatives (``--pid 1 --pid 2``).
+    ``cgroup`` keeps that cgroup and every cgroup below it."""
+
+    pids: FrozenSet[int] = frozenset()
+    comms: FrozenSet[str] = frozenset()
+    cgroup: Optional[str] = None
+
+    def __bool__(self):
+        return bool(self.pids or self.comms or self.cgroup)
+
+    def matches(self, pid: int, comm: str, cgroup: Optional[str]) -> bool:
+        if self.pids and pid not in self.pids:
+            return False
+        if self.comms and comm not in self.comms:
+            return False
+        if self.cgroup and self.cgroup != "/":
+            if cgroup is None or not (cgroup == self.cgroup or cgroup.startswith(self.cgroup + "/")):
+                return False
+        return True
+
+
+def normalize_cgroup(path: str, mount: Optional[str]) -> str:
+    """``--cgroup`` accepts the v2 path (``/a/b``) or the full directory
+    (``/sys/fs/cgroup/unified/a/b``); both become ``/a/b``."""
+    path = path.rstrip("/") or "/"
+    if mount and (path == mount or path.startswith(mount.rstrip("/") + "/")):
+        path = path[len(mount.rstrip("/")):] or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    return path
+
+
+def _sort_key(row):
+    return (-row["energy_j"], -row["cpu_ns"], row.get("pid", 0), row.get("tid", 0), row.get("cgroup") or "")
+
+
+def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool = False,
+                 by: str = "process", selection: Optional[Selection] = None,
+                 extra: Optional[dict] = None) -> dict:
+    """The report dictionary for one window (sorted by energy, most first)."""
+    if by not in BY_CHOICES:
+        raise ValueError(f"--by must be one of {', '.join(BY_CHOICES)}, got {by!r}")
+    threads = threads or by == "thread"
+    rows, omitted = [], {"processes": 0, "cpu_ns": 0, "energy_j": []}
+    for pid, p in window.processes.items():
+        e = attribution.energy_j.get(pid, 0.0)
+        if selection and not selection.matches(pid, p.comm, p.cgroup):
+            omitted["processes"] += 1
+            omitted["cpu_ns"] += p.cpu_ns
+            omitted["energy_j"].append(e)
+            continue
+        row = {"pid": pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
+               "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited)}
+        if threads:
+            trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
+                      "energy_j": attribution.thread_energy_j(p.cpu_ns, e, t.cpu_ns),
+                      "exited": bool(t.exited)} for t in p.threads]
+            trows.sort(key=_sort_key)
+            row["threads"] = trows
+        rows.append(row)
+    rows.sort(key=_sort_key)
+    all_energy = list(attribution.energy_j.get(pid, 0.0) for pid in window.processes)
+    report = {
+        "schema": SCHEMA,
+        "source": window.source,
+        "duration_s": round(window.duration_s, 9),
+        "ncpus": window.ncpus,
+        "model": dict(attribution.model),
+        "total_cpu_ns": window.total_cpu_ns,
+        "idle_ns": window.idle_ns,
+        "total_energy_j": math.fsum(all_energy) + attribution.idle_energy_j,
+        "idle_energy_j": attribution.idle_energy_j,
+        "domains_j": dict(attribution.domains_j),
+        "dropped": window.dropped,
+        "drops": dict(window.drops),
+        "samples_or_events": window.samples_or_events,
+        "processes_seen": len(window.processes),
+        "processes": rows,
+    }
+    if selection:
+        report["omitted"] = {"processes": omitted["processes"], "cpu_ns": omitted["cpu_ns"],
+                             "energy_j": math.fsum(omitted["energy_j"])}
+    if by == "cgroup":
+        report["cgroups"] = group_by_cgroup(rows)
+    if extra:
+        report.update(extra)
+    return report
+
+
+def group_by_cgroup(rows: List[dict]) -> List[dict]:
+    groups: Dict[Optional[str], dict] = {}
+    for r in rows:
+        g = groups.setdefault(r["cgroup"], {"cgroup": r["cgroup"], "cgroup_id": r["cgroup_id"],
+                                            "processes": 0, "cpu_ns": 0, "slices": 0, "energy_j": []})
+        g["processes"] += 1
+        g["cpu_ns"] += r["cpu_ns"]
+        g["slices"] += r["slices"]
+        g["energy_j"].append(r["energy_j"])
+    out = []
+    for g in groups.values():
+        g["energy_j"] = math.fsum(g["energy_j"])
+        out.append(g)
+    out.sort(key=_sort_key)
+    return out
+
+
+def limit(report: dict, top: Optional[int]) -> dict:
+    """A copy listing only the ``top`` processes; the rest are counted in
+    ``truncated`` and summed into ``omitted`` so the totals still balance."""
+    if top is None or len(report["processes"]) <= top:
+        return report
+    out = dict(report)
+    kept, cut = report["processes"][:top], report["processes"][top:]
+    out["processes"] = kept
+    out["truncated"] = len(cut)
+    prev = report.get("omitted", {"processes": 0, "cpu_ns": 0, "energy_j": 0.0})
+    out["omitted"] = {"processes": prev["processes"] + len(cut),
+                      "cpu_ns": prev["cpu_ns"] + sum(r["cpu_ns"] for r in cut),
+                      "energy_j": math.fsum([prev["energy_j"]] + [r["energy_j"] for r in cut])}
+    if "cgroups" in report:
+        out["cgroups"] = report["cgroups"][:top]
+    return out
+
+
+# -- rendering -----------------------------------------------------------------
+
+def model_sentence(model: dict) -> str:
+    """One line saying which model made the joules and whether they are measured."""
+    name = model.get("name", "?")
+    params = ", ".join(f"{k}={v}" for k, v in model.items()
+                       if k not in ("name", "measured", "profile", "meter", "simulated"))
+    text = name + (f" ({params})" if params else "")
+    if model.get("profile"):
+        text += f", profile {model['profile']}"
+    if model.get("measured"):
+        text += f" - measured by {model.get('meter') or 'a meter'}"
+        if model.get("simulated"):
+            text += " (SIMULATED meter)"
+    else:
+        text += " - modelled, not measured" + ("" if model.get("meter") else " (no energy meter)")
+    return text
+
+
+def _ms(ns):
+    return f"{ns / 1e6:.3f}"
+
+
+def _mj(j):
+    return f"{j * 1e3:.3f}"
+
+
+def _rows_for(report: dict, by: str):
+    """(header, rows of cells) for the table and the CSV."""
+    if by == "cgroup":
+        head = ["CGROUP", "PROCS", "CPU (ms)", "ENERGY (mJ)"]
+        return head, [[g["cgroup"] or "?", str(g["processes"]), _ms(g["cpu_ns"]), _mj(g["energy_j"])]
+                      for g in report.get("cgroups", [])]
+    if by == "thread":
+        head = ["PID", "TID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
+        threads = [(p, t) for p in report["processes"] for t in p.get("threads", [])]
+        threads.sort(key=lambda pt: _sort_key(pt[1]))
+        return head, [[str(p["pid"]), str(t["tid"]), _comm(t), _ms(t["cpu_ns"]), _mj(t["energy_j"])]
+                      for p, t in threads]
+    head = ["PID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
+    return head, [[str(p["pid"]), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])] for p in report["processes"]]
+
+
+def _comm(row):
+    return row["comm"] + (" (exited)" if row.get("exited") else "")
+
+
+def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT_TABLE_TOP,
+                 title: Optional[str] = None) -> str:
+    head, rows = _rows_for(report, by)
+    shown = rows if top is None else rows[:top]
+    widths = [max([len(h)] + [len(r[i]) for r in shown]) for i, h in enumerate(head)]
+    left = {"COMM", "CGROUP"}
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if h in left else c.rjust(w)
+                         for c, w, h in zip(cells, widths, head)).rstrip()
+
+    out = []
+    if title:
+        out.append(title)
+    out.append(line(head))
+    out.extend(line(r) for r in shown)
+    if len(rows) > len(shown):
+        out.append(f"... {len(rows) - len(shown)} more (use --top N, or --json for all)")
+    out.append("")
+    span = report["duration_s"]
+    cpus = report.get("ncpus")
+    out.append(f"Total CPU time: {_ms(report['total_cpu_ns'])} ms over {span:.3f} s"
+               + (f" on {cpus} CPUs" if cpus else ""))
+    out.append(f"Idle time:      {_ms(report['idle_ns'])} ms (summed over CPUs)")
+    out.append(f"Total energy:   {_mj(report['total_energy_j'])} mJ"
+               f" (processes {_mj(report['total_energy_j'] - report['idle_energy_j'])}"
+               f" + idle {_mj(report['idle_energy_j'])})")
+    for d, j in sorted(report.get("domains_j", {}).items()):
+        out.append(f"  {d}: {_mj(j)} mJ (measured, outside the split)")
+    out.append(f"Model:          {model_sentence(report['model'])}")
+    om = report.get("omitted")
+    if om and om["processes"]:
+        out.append(f"Not listed:     {om['processes']} processes, {_ms(om['cpu_ns'])} ms, "
+                   f"{_mj(om['energy_j'])} mJ (filtered or cut)")
+    out.append(f"Seen:           {report.get('processes_seen', len(report['processes']))} processes; "
+               f"dropped {report['dropped']} ({', '.join(f'{k} {v}' for k, v in report['drops'].items())})")
+    s = report.get("sampler")
+    if s and "samples" in s:
+        out.append(f"Samples:        {s['samples']} every {s['interval_s']} s, {s['late_samples']} late, "
+                   f"{s['missed_deadlines']} missed; {s.get('vanished', 0)} vanished mid-read")
+    if "overhead_cpu_ns" in report and span > 0:
+        share = report["overhead_cpu_ns"] / (span * 1e9) * 100
+        out.append(f"Monitor's own CPU: {_ms(report['overhead_cpu_ns'])} ms ({share:.2f}% of one CPU)")
+    return "\n".join(out) + "\n"
+
+
+def csv_header(by: str, with_interval: bool) -> List[str]:
+    cols = {"process": ["pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited"],
+            "thread": ["pid", "tid", "comm", "cgroup", "cpu_ns", "slices", "energy_j", "exited"],
+            "cgroup": ["cgroup", "cgroup_id", "processes", "cpu_ns", "slices", "energy_j"]}[by]
+    return (["interval"] if with_interval else []) + cols
+
+
+def render_csv(report: dict, by: str = "process", interval=None, header: bool = True) -> str:
+    """Rows of one report as CSV; ``interval`` (a number or ``"summary"``)
+    fills a leading column when given."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = csv_header(by, interval is not None)
+    if header:
+        w.writerow(cols)
+    if by == "cgroup":
+        rows = report.get("cgroups", [])
+    elif by == "thread":
+        rows = [dict(t, pid=p["pid"], cgroup=p["cgroup"]) for p in report["processes"]
+                for t in p.get("threads", [])]
+        rows.sort(key=_sort_key)
+    else:
+        rows = report["processes"]
+    for r in rows:
+        r = dict(r, interval=interval)
+        w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+    return buf.getvalue()
+
+
+class Reporter:
+    """Writes a run's output: per interval (when asked) and the summary.
+
+    ``fmt`` is ``table``, ``json`` or ``csv``. ``top`` None means the default:
+    20 rows in the table, everything in JSON and CSV. Only the report goes
+    to ``stream``; the screen is cleared between refreshes only on a tty.
+    """
+
+    def __init__(self, stream: TextIO, fmt: str = "table", by: str = "process", threads: bool = False,
+                 top: Optional[int] = None, selection: Optional[Selection] = None,
+                 intervals: bool = False, title: str = "ebpf-energy"):
+        self.stream = stream
+        self.fmt = fmt
+        self.by = by
+        self.threads = threads or by == "thread"
+        self.top = top
+        self.selection = selection
+        self.intervals = intervals
+        self.title = title
+        self._csv_header_done = False
+        try:
+            self._tty = stream.isatty()
+        except (AttributeError, ValueError):
+            self._tty = False
+
+    def _report(self, window, attribution, extra):
+        return build_report(window, attribution, threads=self.threads, by=self.by,
+                            selection=self.selection, extra=extra)
+
+    def _emit(self, report, label):
+        if self.fmt == "json":
+            obj = limit(report, self.top)
+            if self.intervals:
+                obj = dict(obj, **({"summary": True} if label == "summary" else {"interval": label}))
+                self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
+            else:
+                self.stream.write(json.dumps(obj, indent=2) + "\n")
+        elif self.fmt == "csv":
+            obj = limit(report, self.top)
+            self.stream.write(render_csv(obj, self.by, label if self.intervals else None,
+                                         header=not self._csv_header_done))
+            self._csv_header_done = True
+        else:
+            top = DEFAULT_TABLE_TOP if self.top is None else self.top
+            if label == "summary":
+                title = f"{self.title}: summary of {report['duration_s']:.3f} s"
+            else:
+                title = f"{self.title}: interval {label}, {report['duration_s']:.3f} s"
+            text = render_table(report, self.by, top, title=title)
+            if label != "summary" and self._tty:
+                text = CLEAR_SCREEN + text
+            elif self.intervals:
+                text = text + "\n"
+            self.stream.write(text)
+        self.stream.flush()
+
+    def interval(self, n: int, window: UsageWindow, attribution: Attribution, extra: Optional[dict] = None):
+        self._emit(self._report(window, attribution, extra), n)
+
+    def summary(self, window: UsageWindow, attribution: Attribution, extra: Optional[dict] = None) -> dict:
+        report = self._report(window, attribution, extra)
+        self._emit(report, "summary")
+        return report

@@ -3,19 +3,19 @@
  * key/value structs, flags and numa_node, plus a program that touches each of
  * them for `target_tgid` (.rodata), so every type round-trips:
  *
- *   map            type              key          value        flags                          other
- *   hash_map       HASH              struct mkey   struct mval   BPF_F_NO_PREALLOC|NUMA_NODE    numa_node 0, 128 entries
- *   array_map      ARRAY             __u32        struct mval   BPF_F_MMAPABLE                 16 entries
- *   pcpu_hash      PERCPU_HASH       struct mkey   struct mval   0                              64 entries
- *   pcpu_array     PERCPU_ARRAY      __u32        __u64        0                              4 entries
- *   lru_hash       LRU_HASH          struct mkey   struct mval   BPF_F_NO_COMMON_LRU            256 entries
- *   lru_pcpu_hash  LRU_PERCPU_HASH   struct mkey   __u64        0                              256 entries
- *   ring           RINGBUF           -            -            0                              16 KiB
- *   perf_events    PERF_EVENT_ARRAY  __u32        __u32        0                              8 entries (explicit)
- *   task_store     TASK_STORAGE      int          struct mval   BPF_F_NO_PREALLOC              0 entries (required)
- *   storage_echo   HASH              __u32 (tid)  struct mval   0                              64 entries
+ *   map            type              key          value        map_flags                          other
+ *   hash_map       HASH              struct mkey  struct mval  BPF_F_NO_PREALLOC|BPF_F_NUMA_NODE  numa_node 0, 128 entries
+ *   array_map      ARRAY             __u32        struct mval  BPF_F_MMAPABLE                     16 entries
+ *   pcpu_hash      PERCPU_HASH       struct mkey  struct mval  0                                  64 entries
+ *   pcpu_array     PERCPU_ARRAY      __u32        __u64        0                                  4 entries
+ *   lru_hash       LRU_HASH          struct mkey  struct mval  BPF_F_NO_COMMON_LRU                256 entries
+ *   lru_pcpu_hash  LRU_PERCPU_HASH   struct mkey  __u64        0                                  256 entries
+ *   ring           RINGBUF           -            -            0                                  16 KiB
+ *   perf_events    PERF_EVENT_ARRAY  __u32        __u32        0                                  8 entries (declared)
+ *   task_store     TASK_STORAGE      int          struct mval  BPF_F_NO_PREALLOC                  0 entries (required)
+ *   storage_echo   HASH              __u32 (tid)  struct mval  0                                  64 entries
  *
- * On each syscall of target_tgid (tp_btf/sys_enter) the program:
+ * On each getppid() (trigger_nr) of target_tgid (tp_btf/sys_enter) the program:
  *  - gets (creating) the task storage of the current task, bumps its `count`,
  *    sets `tag` = TAG_TASK and `tid`, then copies what it reads back into
  *    storage_echo[tid]: "written by a program, read back through it";
@@ -24,7 +24,11 @@
  *    (+1), and a struct mval record into `ring`;
  *  - tries bpf_perf_event_output on perf_events (no fd installed -> error,
  *    counted in perf_output_errors).
- * The counters in .bss (calls, ring_reserve_failed) say how often it ran. */
+ * After N calls from one thread: calls == N; task storage and storage_echo[tid]
+ * count == N, tag TAG_TASK; hash_map / lru_hash [{tgid,tid}].count == N;
+ * pcpu_hash count and lru_pcpu_hash value summed over CPUs == N; array_map[1]
+ * count == N; pcpu_array[1] summed == N; N records on `ring` with count 1..N;
+ * perf_output_errors == N (no perf event fd installed); ring_reserve_failed 0. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -120,6 +124,7 @@ struct {
 } storage_echo SEC(".maps");
 
 const volatile __u32 target_tgid = 0; /* 0 = nobody */
+const volatile __u64 trigger_nr = 110; /* only this syscall triggers: getppid on x86-64 */
 
 __u64 calls = 0;
 __u64 ring_reserve_failed = 0;
@@ -146,7 +151,7 @@ int BPF_PROG(touch_all, struct pt_regs *regs, long id)
 	__u64 *cnt, one = 1;
 	__u32 idx = 1;
 
-	if (!target_tgid || k.tgid != target_tgid)
+	if (!target_tgid || k.tgid != target_tgid || id != trigger_nr)
 		return 0;
 	__sync_fetch_and_add(&calls, 1);
 

@@ -29,7 +29,7 @@ struct {
 } records SEC(".maps");
 
 const volatile __u32 target_tgid = 0;  /* 0 = nobody */
-const volatile __u64 syscall_nr = NR_GETPPID_X86_64;
+const volatile __u64 trigger_nr = NR_GETPPID_X86_64;
 const volatile __u32 discard_every = 4; /* 0 = never discard */
 
 __u64 next_seq = 0;
@@ -46,7 +46,7 @@ int BPF_PROG(emit, struct pt_regs *regs, long id)
 	__u64 seq;
 	int i;
 
-	if (!target_tgid || (pid_tgid >> 32) != target_tgid || id != syscall_nr)
+	if (!target_tgid || (pid_tgid >> 32) != target_tgid || id != trigger_nr)
 		return 0;
 	seq = __sync_fetch_and_add(&next_seq, 1);
 	r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);

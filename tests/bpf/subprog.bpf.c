@@ -4,7 +4,7 @@
  *  triple_plus_one  static __noinline:  f(x) = 3x + 1       (static call, no reloc)
  *  mix              static __noinline:  f(x) * 2 + x        (calls triple_plus_one)
  *  global_square    global __noinline:  x * x + 5           (imm = -1 call, verified alone)
- * With input = 5 (.rodata, settable) after one syscall of target_tgid:
+ * With input = 5 (.rodata, settable) after one getppid() (trigger_nr) of target_tgid:
  *    res_sys    = mix(5) + global_square(5) = (16*2+5) + (25+5) = 67
  *    res_switch = triple_plus_one(5) + global_square(2) = 16 + 9 = 25
  * (res_switch is set by the sched_switch program, which runs on its own.)
@@ -15,6 +15,7 @@
 
 const volatile __u64 input = 5;
 const volatile __u32 target_tgid = 0; /* 0 = every process */
+const volatile __u64 trigger_nr = 110; /* only this syscall triggers: getppid on x86-64 */
 
 __u64 res_sys = 0;
 __u64 res_switch = 0;
@@ -37,11 +38,11 @@ __noinline int global_square(int x)
 }
 
 SEC("raw_tp/sys_enter")
-int on_sys_enter(void *ctx)
+int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
-	if (target_tgid && tgid != target_tgid)
+	if ((target_tgid && tgid != target_tgid) || id != trigger_nr)
 		return 0;
 	res_sys = mix(input) + global_square((int)input);
 	hits_sys += 1;

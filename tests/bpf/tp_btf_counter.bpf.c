@@ -12,7 +12,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} per_cpu_switches SEC(".maps");
+} cpu_switches SEC(".maps");
 
 __u64 switches = 0; /* .bss */
 
@@ -24,7 +24,7 @@ int BPF_PROG(count_switch, bool preempt, struct task_struct *prev,
 	__u64 *slot;
 
 	__sync_fetch_and_add(&switches, 1);
-	slot = bpf_map_lookup_elem(&per_cpu_switches, &zero);
+	slot = bpf_map_lookup_elem(&cpu_switches, &zero);
 	if (slot)
 		*slot += 1; /* per-CPU value: only this CPU writes it */
 	return 0;

@@ -48,7 +48,7 @@ class RaplSplitModel(PowerModel):
 
     def describe(self) -> dict:
         d = {**super().describe(), "meter": self.meter_name, "idle_share": self.idle_share,
-             "simulated_meter": self.simulated_meter,
+             "simulated": self.simulated_meter,
              "idle_rule": "profile" if self.profile else "cpu_time_share"}
         if self.profile:
             d.update(profile=self.profile.get("_path"), idle_watts=float(self.profile["idle_watts"]))

@@ -1,0 +1,122 @@
+"""Run the calibration: levels x rounds of load, sampled, then fitted.
+
+Every (round, level) step sets the load, lets it settle, then takes many short
+samples of (meter joules per domain, CPU busy seconds from /proc/stat). The
+order of levels is shuffled in each round so a slow drift (temperature, a
+neighbour's load) does not line up with the load and bias the slope.
+"""
+
+import datetime
+import random
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from ebpf_energy.calibration import profile as profiles
+from ebpf_energy.calibration.cpustat import busy_seconds
+from ebpf_energy.calibration.fit import FitError, linear_fit, residuals_by_level
+from ebpf_energy.calibration.workload import Workload
+
+MIN_R2 = 0.9
+
+
+class NotCredible(Exception):
+    """The fit exists but must not be trusted; ``fit`` holds what was found."""
+
+    def __init__(self, reason: str, fit: Optional[dict] = None):
+        super().__init__(reason)
+        self.fit = fit
+
+
+def plan(levels: Sequence[int], rounds: int, seed: Optional[int] = None) -> List[tuple]:
+    """[(round, level), ...] with the level order shuffled in each round."""
+    rng = random.Random(seed)
+    steps = []
+    for r in range(rounds):
+        order = list(levels)
+        rng.shuffle(order)
+        steps += [(r, lv) for lv in order]
+    return steps
+
+
+def sample_levels(meter, steps, seconds_per_level: float, sample_interval: float = 0.1, settle: float = 0.2,
+                  on_step: Optional[Callable[[int, int, int], None]] = None,
+                  cpu_reader: Callable[[], float] = busy_seconds) -> List[dict]:
+    """Drive the load through ``steps`` and return the raw samples.
+
+    The workers are killed however this returns (KeyboardInterrupt included).
+    """
+    samples = []
+    with Workload() as load:
+        for i, (rnd, level) in enumerate(steps):
+            if on_step:
+                on_step(i, rnd, level)
+            load.set_level(level)
+            time.sleep(settle)
+            prev, prev_cpu = meter.read(), cpu_reader()
+            end = time.monotonic() + seconds_per_level
+            while time.monotonic() < end:
+                time.sleep(sample_interval)
+                cur, cur_cpu = meter.read(), cpu_reader()
+                dt = cur.seconds_since(prev)
+                if dt > 0:
+                    samples.append({"round": rnd, "level": level, "t_s": dt, "cpu_s": cur_cpu - prev_cpu,
+                                    "joules": cur.delta(prev)})
+                prev, prev_cpu = cur, cur_cpu
+    return samples
+
+
+def fit_domain(samples: List[dict], domain: str) -> dict:
+    xs = [s["cpu_s"] / s["t_s"] for s in samples]
+    ys = [s["joules"][domain] / s["t_s"] for s in samples]
+    f = linear_fit(xs, ys)
+    return {"idle_watts": f.intercept, "watts_per_cpu_second": f.slope, "r2": f.r2, "n": f.n,
+            "stderr": {"idle_watts": f.se_intercept, "watts_per_cpu_second": f.se_slope},
+            "ci95": {"idle_watts": f.ci95_intercept, "watts_per_cpu_second": f.ci95_slope},
+            "residuals": residuals_by_level([s["level"] for s in samples], f.residuals)}
+
+
+def total_domain(samples: List[dict]) -> str:
+    keys = set(samples[0]["joules"]) if samples else set()
+    for d in ("package", "psys"):
+        if d in keys:
+            return d
+    raise NotCredible("the meter reported no package (or psys) energy")
+
+
+def build_profile(samples: List[dict], meter, settings: dict, min_r2: float = MIN_R2) -> dict:
+    """Fit the samples; raise NotCredible with the reason when the fit must not be used."""
+    if not samples:
+        raise NotCredible("no samples were taken (levels too short?)")
+    distinct = sorted({s["level"] for s in samples})
+    if len(distinct) < 2:
+        raise NotCredible(f"only one load level ({distinct[0]}) was measured: idle and dynamic power cannot be "
+                          "told apart; give at least two levels, e.g. --levels 0,1,2")
+    domain = total_domain(samples)
+    try:
+        main = fit_domain(samples, domain)
+    except FitError as e:
+        raise NotCredible(str(e)) from None
+    per_domain = {}
+    for d in sorted(set(samples[0]["joules"]) - {domain}):
+        try:
+            per_domain[d] = fit_domain(samples, d)
+        except FitError:
+            pass
+    info = getattr(meter, "describe", lambda: {})()
+    prof = {"schema": profiles.SCHEMA, "idle_watts": main["idle_watts"],
+            "watts_per_cpu_second": main["watts_per_cpu_second"], "r2": main["r2"], "ci95": main["ci95"],
+            "stderr": main["stderr"], "domain": domain, "meter": meter.name,
+            "simulated": bool(getattr(meter, "simulated", False)), "meter_info": info,
+            "residuals": main["residuals"], "per_domain": per_domain, **profiles.host_identity(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "settings": settings, "samples": samples}
+    if main["watts_per_cpu_second"] <= 0:
+        raise NotCredible(f"the fitted watts per CPU-second is {main['watts_per_cpu_second']:.3g} (not positive): "
+                          "energy did not rise with load; is the meter the right one?", prof)
+    if main["idle_watts"] < 0:
+        raise NotCredible(f"the fitted idle power is negative ({main['idle_watts']:.3g} W)", prof)
+    if main["r2"] < min_r2:
+        raise NotCredible(f"R² = {main['r2']:.3f} is below {min_r2}: power does not follow CPU load closely "
+                          "enough (a noisy machine? other load during calibration?); retry on a quiet machine "
+                          "or with longer levels", prof)
+    return prof

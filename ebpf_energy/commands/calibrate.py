@@ -1,0 +1,149 @@
+"""``ebpf-energy calibrate``: fit idle watts and watts per CPU-second on RAPL.
+
+Exit status: 0 a credible profile was fitted (and saved); 1 no usable meter
+or bad input; 4 the fit is not credible (reason given, nothing saved);
+130 interrupted (workers killed, nothing saved).
+"""
+
+import json
+import os
+import signal
+import sys
+
+import click
+
+from ebpf_energy.commands._options import powercap_root_option
+
+EXIT_NOT_CREDIBLE = 4
+EXIT_INTERRUPTED = 130
+
+
+def _levels(text, ncpus):
+    if text is None:
+        return list(range(ncpus + 1))
+    try:
+        levels = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint="--levels")
+    if not levels or levels[0] < 0:
+        raise click.BadParameter("levels are numbers of busy CPUs, >= 0", param_hint="--levels")
+    if levels[-1] > 4 * ncpus:
+        raise click.BadParameter(f"{levels[-1]} busy CPUs on a {ncpus}-CPU machine", param_hint="--levels")
+    return levels
+
+
+def _default_output(simulated):
+    from ebpf_energy.calibration.profile import default_path
+
+    path = default_path()
+    # a simulated fit never replaces a real profile at the default location
+    return os.path.join(os.path.dirname(path), "profile-simulated.json") if simulated else path
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@powercap_root_option
+@click.option("--meter", "meter_kind", type=click.Choice(["auto", "powercap", "perf"]), default="auto",
+              show_default=True, help="Which RAPL interface to read.")
+@click.option("--levels", default=None, metavar="N,N,...", help="Busy-CPU levels (default 0,1,...,ncpus).")
+@click.option("--seconds-per-level", type=click.FloatRange(min=0.2), default=5.0, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=0.25, show_default=True,
+              help="Seconds per sample within a level.")
+@click.option("--settle", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="Seconds to wait after changing the load before sampling.")
+@click.option("--min-r2", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="Refuse fits with a lower R².")
+@click.option("--seed", type=int, default=None, help="Seed for the shuffled level order.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to save the profile (default ~/.config/ebpf-energy/profile.json, "
+                   "or profile-simulated.json beside it for a simulated meter).")
+@click.option("--no-save", is_flag=True, help="Fit and report, but save nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON (stdout carries only JSON).")
+def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, sample_interval, settle, min_r2, seed,
+              output, no_save, as_json):
+    """Fit idle watts and watts per CPU-second against a RAPL meter.
+
+    Spinning worker processes drive the CPUs through load levels (several
+    rounds, shuffled order) while the meter and /proc/stat are sampled; the
+    fit is power = idle_watts + watts_per_cpu_second x busy CPUs.
+    """
+    from ebpf_energy.calibration import profile as profiles
+    from ebpf_energy.calibration.runner import NotCredible, build_profile, plan, sample_levels
+    from ebpf_energy.model.calibrated import CalibratedModel
+    from ebpf_energy.rapl.errors import RaplError
+    from ebpf_energy.rapl.meter import open_meter
+
+    def warn(message):
+        click.echo(f"ebpf-energy: warning: {message}", err=True)
+
+    ncpus = os.cpu_count() or 1
+    level_list = _levels(levels, ncpus)
+    try:
+        meter = open_meter(meter_kind, powercap_root=powercap_root, warn=warn)
+    except RaplError as e:
+        raise click.ClickException(str(e)) from None
+    if meter is None:
+        raise click.ClickException(
+            "no RAPL meter here (no powercap zones and no perf power PMU): calibration needs one. To try it "
+            "without hardware: `python -m ebpf_energy.rapl.simulated DIR &` then "
+            "`ebpf-energy calibrate --powercap-root DIR`.")
+    steps = plan(level_list, rounds, seed)
+    settings = {"levels": level_list, "seconds_per_level": seconds_per_level, "rounds": rounds,
+                "sample_interval": sample_interval, "settle": settle, "seed": seed}
+    show_progress = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
+    old_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        with meter:
+            if show_progress:
+                with click.progressbar(length=len(steps), label="calibrating", file=sys.stderr, show_eta=True,
+                                       item_show_func=lambda s: s) as bar:
+                    def on_step(i, rnd, level):
+                        bar.update(1 if i else 0, f"round {rnd + 1}/{rounds}, {level} busy CPU(s)")
+                    samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle, on_step)
+                    bar.update(1)
+            else:
+                samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle)
+            prof = build_profile(samples, meter, settings, min_r2)
+    except KeyboardInterrupt:
+        click.echo("ebpf-energy: calibration interrupted; workers stopped, no profile saved", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except RaplError as e:
+        raise click.ClickException(str(e)) from None
+    except NotCredible as e:
+        if as_json:
+            out = {"schema": 1, "error": str(e), "credible": False}
+            if e.fit:
+                out.update({k: e.fit[k] for k in ("idle_watts", "watts_per_cpu_second", "r2", "ci95", "residuals")})
+            click.echo(json.dumps(out))
+        click.echo(f"ebpf-energy: calibration refused: {e}", err=True)
+        sys.exit(EXIT_NOT_CREDIBLE)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+    path = None
+    if not no_save:
+        path = profiles.save(prof, output or _default_output(prof["simulated"]))
+        prof["_path"] = path
+    prof["path"] = path
+    prof["model"] = CalibratedModel(prof, path=path).describe()
+    prof["credible"] = True
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in prof.items() if not k.startswith("_")}))
+        return
+    ci = prof["ci95"]
+    click.echo(f"meter:           {prof['meter']}{' (SIMULATED)' if prof['simulated'] else ''}")
+    click.echo(f"idle power:      {prof['idle_watts']:.3f} W   (95% CI {ci['idle_watts'][0]:.3f} .. "
+               f"{ci['idle_watts'][1]:.3f})")
+    click.echo(f"per CPU-second:  {prof['watts_per_cpu_second']:.3f} W   (95% CI {ci['watts_per_cpu_second'][0]:.3f} .. "
+               f"{ci['watts_per_cpu_second'][1]:.3f})")
+    click.echo(f"R²:              {prof['r2']:.4f}   ({len(prof['samples'])} samples)")
+    for level, r in prof["residuals"].items():
+        click.echo(f"  level {level:>3}: mean residual {r['mean_w']:+.3f} W, rms {r['rms_w']:.3f} W (n={r['n']})")
+    for d, f in prof["per_domain"].items():
+        click.echo(f"  {d}: {f['idle_watts']:.3f} W idle + {f['watts_per_cpu_second']:.3f} W per CPU-second "
+                   f"(R² {f['r2']:.3f})")
+    click.echo(f"profile saved:   {path}" if path else "profile not saved (--no-save)")

@@ -371,7 +371,7 @@ class Btf(BtfQueries):
         if tstart < sstart + str_len and sstart < tstart + type_len:
             raise BtfError("BTF type and string sections overlap")
         strings = data[sstart:sstart + str_len]
-        if str_len and (strings[0] != 0 or strings[-1] != 0):
+        if not str_len or strings[0] != 0 or strings[-1] != 0:
             raise BtfError("BTF string section must start and end with a NUL byte")
         name_of_off = _string_reader(strings)
         tdata = data[tstart:tstart + type_len]

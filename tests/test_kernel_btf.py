@@ -1,0 +1,106 @@
+"""KernelBtf: lazy index of /sys/kernel/btf/vmlinux, its on-disk cache, and agreement
+with an eager parse and with bpftool."""
+
+import glob
+import os
+import random
+import re
+import subprocess
+
+import pytest
+
+from ebpf_energy.loader.btf import Btf, KIND_STRUCT, KIND_TYPEDEF
+from ebpf_energy.loader.errors import BtfError
+from ebpf_energy.loader.kernel_btf import KernelBtf, default_cache_dir
+
+VMLINUX = "/sys/kernel/btf/vmlinux"
+
+
+@pytest.fixture(scope="module")
+def eager():
+    with open(VMLINUX, "rb") as f:
+        return Btf.parse(f.read())
+
+
+def test_cold_then_cached(tmp_path):
+    cold = KernelBtf.load(cache_dir=str(tmp_path))
+    assert not cold.from_cache and cold.index_seconds > 0
+    files = glob.glob(str(tmp_path / "vmlinux-*.idx"))
+    assert len(files) == 1
+    warm = KernelBtf.load(cache_dir=str(tmp_path))
+    assert warm.from_cache and len(warm) == len(cold)
+    assert warm.index_seconds < cold.index_seconds  # reported, not a fixed threshold (2 shared cores)
+    assert warm.find("task_struct", KIND_STRUCT) == cold.find("task_struct", KIND_STRUCT)
+
+
+def test_corrupt_or_stale_cache_is_rebuilt(tmp_path):
+    KernelBtf.load(cache_dir=str(tmp_path))
+    (path,) = glob.glob(str(tmp_path / "vmlinux-*.idx"))
+    for junk in (b"", b"garbage" * 100, open(path, "rb").read()[:50]):
+        with open(path, "wb") as f:
+            f.write(junk)
+        kb = KernelBtf.load(cache_dir=str(tmp_path))
+        assert not kb.from_cache and kb.find("task_struct", KIND_STRUCT)
+        assert KernelBtf.load(cache_dir=str(tmp_path)).from_cache  # rewritten
+    # a cache built for other BTF bytes is never used: the key is the content hash
+    other = tmp_path / "other_btf"
+    data = bytearray(open(VMLINUX, "rb").read())
+    strings_end = len(data) - 2
+    data[strings_end] = ord("Q") if data[strings_end] != ord("Q") else ord("R")  # inside the last string
+    other.write_bytes(bytes(data))
+    kb = KernelBtf.load(str(other), cache_dir=str(tmp_path))
+    assert not kb.from_cache
+    assert len(glob.glob(str(tmp_path / "vmlinux-*.idx"))) == 2
+
+
+def test_unwritable_cache_dir_still_loads(tmp_path):
+    ro = tmp_path / "file_not_dir"
+    ro.write_text("x")
+    kb = KernelBtf.load(cache_dir=str(ro / "sub"))
+    assert kb.find("task_struct", KIND_STRUCT)
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == os.path.join(str(tmp_path), "ebpf-energy")
+
+
+def test_lazy_types_equal_eager_parse(eager, tmp_path):
+    kb = KernelBtf.load(cache_dir=str(tmp_path))
+    assert len(kb) == len(eager.types)
+    rng = random.Random(1)
+    ids = rng.sample(range(1, len(kb)), 3000) + [1, len(kb) - 1]
+    for i in ids:
+        assert kb.type(i) == eager.types[i]
+    for name in ("task_struct", "pid", "btf_trace_sched_switch", "u32", "sched_switch", "rq"):
+        assert kb.find(name) == eager.find(name)
+    tid = kb.find("task_struct", KIND_STRUCT)[0]
+    assert kb.size_of(tid) == eager.size_of(tid)
+    td = kb.find("u32", KIND_TYPEDEF)[0]
+    assert kb.name_of(kb.resolve(td)) == "unsigned int"
+    with pytest.raises(BtfError):
+        kb.type(len(kb))
+
+
+def test_task_struct_matches_bpftool(tmp_path):
+    kb = KernelBtf.load(cache_dir=str(tmp_path))
+    out = subprocess.run(["bpftool", "btf", "dump", "file", VMLINUX], check=True, capture_output=True,
+                         text=True).stdout
+    m = re.search(r"^\[(\d+)\] STRUCT 'task_struct' size=(\d+) vlen=(\d+)$", out, re.M)
+    tid = kb.find("task_struct", KIND_STRUCT)[0]
+    t = kb.type(tid)
+    assert (tid, t.size, len(t.members)) == (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(BtfError, match="cannot read"):
+        KernelBtf.load(str(tmp_path / "nope"), cache_dir=str(tmp_path))
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(BtfError):
+        KernelBtf.load(str(bad), cache_dir=str(tmp_path))
+    trunc = tmp_path / "trunc"
+    data = open(VMLINUX, "rb").read()
+    trunc.write_bytes(data[:len(data) // 2])
+    with pytest.raises(BtfError):
+        KernelBtf.load(str(trunc), cache_dir=str(tmp_path))

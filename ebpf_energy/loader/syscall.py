@@ -78,6 +78,10 @@ def _bpf(cmd, attr, size):
     return (r, ffi.errno) if r < 0 else (r, 0)
 
 
+def _hex(v):
+    return "0" if not v else hex(v)
+
+
 def _addr(cdata):
     return int(_cast("uintptr_t", cdata))
 
@@ -104,6 +108,17 @@ def raise_memlock():
     except (ValueError, OSError) as e:
         explain.trace("syscall", f"setrlimit(RLIMIT_MEMLOCK, infinity) refused ({e}); "
                       "fine on kernels >= 5.11, which charge BPF memory to the memory cgroup")
+
+
+raise_memlock_best_effort = raise_memlock
+
+
+def close(fd):
+    """Close an fd we own (map, program, link, BTF, perf event), traced."""
+    if fd is None or fd < 0:
+        return
+    os.close(fd)
+    explain.trace("close", f"fd {fd}")
 
 
 def map_type_name(t):
@@ -140,7 +155,7 @@ def map_create(map_type, key_size, value_size, max_entries, map_flags=0, name=""
     size = ffi.sizeof(a[0]) if map_extra else ffi.offsetof("struct bpf_attr_map_create", "map_extra")
     fd, err = _bpf(uapi.BPF_MAP_CREATE, a, size)
     desc = (f"BPF_MAP_CREATE type={map_type_name(map_type)} key={key_size} value={value_size} "
-            f"max_entries={max_entries} flags={a.map_flags:#x} name={nm.decode() or '-'}")
+            f"max_entries={max_entries} flags={_hex(a.map_flags)} name={nm.decode() or '-'}")
     if btf_fd:
         desc += f" btf_fd={btf_fd} key_type_id={btf_key_type_id} value_type_id={btf_value_type_id}"
     if err:
@@ -228,6 +243,10 @@ def map_update(fd, key, value, flags=0):
             raise SyscallError("BPF_MAP_UPDATE_ELEM", err, "EEXIST: key already present", "BPF_NOEXIST")
         if err == _errno.ENOENT:
             raise SyscallError("BPF_MAP_UPDATE_ELEM", err, "ENOENT: no such key", "BPF_EXIST")
+        if err == _errno.EPERM:
+            raise PermissionDenied("BPF_MAP_UPDATE_ELEM", err, "EPERM: operation not permitted",
+                                   "the map is frozen or read-only for user space (BPF_F_RDONLY); "
+                                   "otherwise " + _ROOT_HINT)
         raise _fail("BPF_MAP_UPDATE_ELEM", err)
 
 
@@ -428,7 +447,7 @@ def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach
     if prog_btf_fd:
         desc += f" btf_fd={prog_btf_fd} func_info={a.func_info_cnt} line_info={a.line_info_cnt}"
     if prog_flags:
-        desc += f" flags={prog_flags:#x}"
+        desc += f" flags={_hex(prog_flags)}"
     if log_level:
         desc += f" log_level={log_level}"
     if err:
@@ -439,6 +458,9 @@ def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach
                           lines[-1])
             raise VerifierError(program=name, message=f"verifier rejected program {name or '?'}: {reason}",
                                 log=log)
+        if err == _errno.EACCES:  # EPERM is privilege; EACCES from BPF_PROG_LOAD is the verifier
+            raise SyscallError("BPF_PROG_LOAD", err, "EACCES: the verifier rejected the program",
+                               "load again with log_level=1 to read why")
         raise _fail("BPF_PROG_LOAD", err)
     explain.trace("syscall", f"{desc} -> fd {fd}")
     return fd, log

@@ -48,6 +48,11 @@ class Zone:
     wraps: int = 0
 
     @property
+    def label(self) -> str:
+        """``package-0`` for a package zone, ``package-0/dram`` for a sub-zone."""
+        return self.package if self.domain in ("package", "psys") else f"{self.package}/{self.domain}"
+
+    @property
     def wrap_seconds(self) -> float:
         """How long the counter takes to wrap at the zone's maximum power."""
         return self.max_range_uj / 1e6 / self.max_power_w
@@ -175,7 +180,8 @@ class PowercapMeter(Meter):
 
     @property
     def wraps(self) -> Dict[str, int]:
-        return {z.path: z.wraps for z in self.zones}
+        """Wraps seen so far per zone label (``package-0``, ``package-0/core``)."""
+        return {z.label: z.wraps for z in self.zones}
 
     def _keepalive(self, period):
         while not self._stop.wait(period):

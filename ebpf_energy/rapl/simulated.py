@@ -72,6 +72,7 @@ class SimulatedPowercap:
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread = None
+        self.lock = threading.Lock()  # held while a tick writes: hold it to read truth and files consistently
         self.total_uj = {}  # zone dir -> exact accumulated uJ (the truth, for tests)
         self.ticks = 0
         self._build()
@@ -132,7 +133,8 @@ class SimulatedPowercap:
         while not self._stop.wait(self.period):
             now = time.monotonic()
             busy = per_cpu_busy_seconds(self.stat_path)
-            self._advance(now - last_t, [max(b - a, 0.0) for a, b in zip(last_busy, busy)])
+            with self.lock:
+                self._advance(now - last_t, [max(b - a, 0.0) for a, b in zip(last_busy, busy)])
             last_t, last_busy = now, busy
 
     def true_joules(self, domain: str = "package") -> float:

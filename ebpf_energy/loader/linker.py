@@ -117,13 +117,14 @@ class Linker:
             out = fn.out_start + (k - fn.start)
             op = I.opcode(code, out)
             reloc = relocs.get(k)
-            if op == I.CALL and I.src_reg(code, out) == I.PSEUDO_CALL:
+            if op == I.CALL and reloc is not None and reloc.symbol.shndx == SHN_UNDEF:
+                # a call to an extern function: a kfunc, resolved against kernel BTF
+                prog.fixups.append(Fixup(out, "extern", reloc.symbol.name, symbol=reloc.symbol.name, call=True))
+            elif op == I.CALL and I.src_reg(code, out) == I.PSEUDO_CALL:
                 self._link_call(prog, fn, k, out, reloc, placed, place)
             elif op == I.CALL and reloc is not None:
-                sym = reloc.symbol
-                if sym.shndx != SHN_UNDEF:
-                    raise RelocationError(f"{prog.name}: helper call at instruction {k} relocated against {sym.name}")
-                prog.fixups.append(Fixup(out, "extern", sym.name, symbol=sym.name, call=True))
+                raise RelocationError(f"{prog.name}: helper call at instruction {k} relocated against "
+                                      f"{reloc.symbol.name}")
             elif op == I.LD_IMM64:
                 if I.src_reg(code, out) == I.PSEUDO_FUNC:
                     self._link_func_pointer(prog, fn, k, out, reloc, placed, place)

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, Optional
 
 from ebpf_energy.loader import attach as attach_mod
 from ebpf_energy.loader import core, explain, program, syscall
+from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError
 from ebpf_energy.loader.externs import kallsyms_address, kconfig_value, read_kconfig
 from ebpf_energy.loader.globals import GlobalData
@@ -19,7 +20,11 @@ from ebpf_energy.loader.linker import Linker
 from ebpf_energy.loader.maps import Map
 from ebpf_energy.loader.spec import MAP_TYPES, ObjectSpec, kernel_map_name
 
+PERF_EVENT_ARRAY = 4
 TASK_STORAGE = 29
+# Map types whose key/value the kernel does not describe with BTF (fds, ids,
+# stack traces): it refuses BTF ids for them, so libbpf leaves them out too.
+NO_BTF_KV = {3, 4, 7, 8, 12, 13, 27, 31}  # prog/perf_event/cgroup arrays, stack_trace, map-in-map, ringbufs
 PIN_BY_NAME = 1
 PIN_ROOT = "/sys/fs/bpf"
 _kernel_btf = None
@@ -188,7 +193,10 @@ class BpfObject:
                 for v in self.spec.kconfig:
                     data = kconfig_value(v, kconfig, self.spec.btf.codec(v.type_id))
                     spec.initial[v.offset: v.offset + len(data)] = data
-            use_btf = self.btf_fd and (spec.key_type_id or spec.value_type_id)
+            use_btf = bool(self.btf_fd and (spec.key_type_id or spec.value_type_id)
+                           and spec.type not in NO_BTF_KV)
+            if spec.type == PERF_EVENT_ARRAY and spec.max_entries == 0:
+                spec.max_entries = syscall.num_possible_cpus()
             if spec.pinning == PIN_BY_NAME and self._reuse_pinned(spec):
                 continue
             key_codec = value_codec = None
@@ -243,7 +251,7 @@ class BpfObject:
             if relos:
                 target = kernel_btf()
                 for relo in relos:
-                    idx = relo.insn_off // 8
+                    idx = relo.insn_off_bytes // 8
                     result = core.resolve(relo, self.spec.btf, target)
                     before, after = core.patch(buf, idx, result)
                     explain.trace("core", f"{sec.name} insn {idx}: {result.local_desc} -> "
@@ -271,7 +279,7 @@ class BpfObject:
                 explain.trace("reloc", f"{p.name}: {len(linked.fixups)} ld_imm64 relocations", *lines)
             attach_btf_id = 0
             if kind.btf_target:
-                ids = kernel_btf().find(kind.btf_target, kind=kind.btf_target_kind)
+                ids = kernel_btf().find(kind.btf_target, kind=KIND_NAMES.index(kind.btf_target_kind))
                 if not ids:
                     raise LoaderError(f"program {p.name}: the kernel has no {kind.btf_target_kind} "
                                       f"{kind.btf_target!r} to attach {p.section} to")
@@ -299,7 +307,7 @@ class BpfObject:
             local = btf.type(self.spec.ksyms[name])
             kbtf = kernel_btf()
             if fx.call or local.kind_name == "func":
-                ids = kbtf.find(name, kind="func")
+                ids = kbtf.find(name, kind=KIND_FUNC)
                 if not ids:
                     raise LoaderError(f"kfunc {name} __ksym: not in the kernel's BTF")
                 return I.PSEUDO_KFUNC_CALL, ids[0], 0
@@ -307,7 +315,7 @@ class BpfObject:
                 addr = kallsyms_address(name)
                 return 0, struct.unpack("<i", struct.pack("<I", addr & 0xFFFFFFFF))[0], \
                     struct.unpack("<i", struct.pack("<I", addr >> 32))[0]
-            ids = kbtf.find(name, kind="var")
+            ids = kbtf.find(name, kind=KIND_VAR)
             if not ids:
                 raise LoaderError(f"extern {name} __ksym: the kernel's BTF has no variable of that name")
             return I.PSEUDO_BTF_ID, ids[0], 0

@@ -39,11 +39,11 @@ def rebased_info(linked: LinkedProgram, ext):
     for fn in linked.functions:
         lo, hi = fn.start * I.INSN_SIZE, fn.end * I.INSN_SIZE
         for rec in ext.func_info.get(fn.section, ()):
-            if lo <= rec.insn_off < hi:
-                funcs.append((fn.out_start + rec.insn_off // I.INSN_SIZE - fn.start, rec.type_id))
+            if lo <= rec.insn_off_bytes < hi:
+                funcs.append((fn.out_start + rec.insn_off_bytes // I.INSN_SIZE - fn.start, rec.type_id))
         for rec in ext.line_info.get(fn.section, ()):
-            if lo <= rec.insn_off < hi:
-                lines.append((fn.out_start + rec.insn_off // I.INSN_SIZE - fn.start, rec))
+            if lo <= rec.insn_off_bytes < hi:
+                lines.append((fn.out_start + rec.insn_off_bytes // I.INSN_SIZE - fn.start, rec))
     funcs.sort()
     lines.sort(key=lambda t: t[0])
     return funcs, lines

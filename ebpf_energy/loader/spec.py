@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ebpf_energy.loader import explain
-from ebpf_energy.loader.btf import Btf
+from ebpf_energy.loader.btf import KIND_DATASEC, Btf
 from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
 from ebpf_energy.loader.errors import BtfError, LoaderError
@@ -149,7 +149,7 @@ class ObjectSpec:
     def _datasec_id(self, name):
         if self.btf is None:
             return 0
-        ids = self.btf.find(name, kind="datasec")
+        ids = self.btf.find(name, kind=KIND_DATASEC)
         return ids[0] if ids else 0
 
     def _vars_of(self, datasec_id):
@@ -184,7 +184,7 @@ class ObjectSpec:
             return
         weak = {s.name for s in self.elf.symbols if s.shndx == 0 and s.bind == "WEAK"}
         for sec_name in (".kconfig", ".ksyms"):
-            ids = self.btf.find(sec_name, kind="datasec")
+            ids = self.btf.find(sec_name, kind=KIND_DATASEC)
             if not ids:
                 continue
             for var_id, _off, _size in self.btf.type(ids[0]).vars:

@@ -219,6 +219,7 @@ class ProcfsPoller:
         self._start_tick = 0
         self._last_ns = 0
         self._last_end_ns = 0
+        self._reusable_until_ns = 0
         self._idle0 = 0
         self._idle0_cpu: Dict[int, int] = {}
         self._idle = 0
@@ -247,15 +248,29 @@ class ProcfsPoller:
 
     def read(self) -> UsageWindow:
         """Everything gained since ``start()``, up to a sample taken now (or
-        one finished within a few ms, so the poll thread and the caller do
-        not both scan ``/proc`` at the same deadline)."""
+        a scheduled one that finished less than 5 ms ago, so the poll thread
+        and a caller refreshing on the same grid do not both scan ``/proc``
+        at each deadline)."""
         if not self._started:
             raise RuntimeError("read() before start()")
+        deltas = None
         with self._lock:
-            reuse_ns = min(self.interval_s / 4, 0.005) * 1e9
-            if time.monotonic_ns() - self._last_end_ns > reuse_ns:
-                self._sample()
-            return self._window()
+            if time.monotonic_ns() > self._reusable_until_ns:
+                deltas = self._sample()
+            window = self._window()
+        if deltas is not None and self.on_sample is not None:
+            self.on_sample(self.samples, (self._last_ns - self._t0_ns) / 1e9, deltas)
+        return window
+
+    def poll(self) -> None:
+        """Take one sample now, off the schedule (tests, and callers that
+        need the state at an exact moment)."""
+        if not self._started:
+            raise RuntimeError("poll() before start()")
+        with self._lock:
+            deltas = self._sample()
+        if self.on_sample is not None:
+            self.on_sample(self.samples, (self._last_ns - self._t0_ns) / 1e9, deltas)
 
     def stop(self) -> None:
         self._stop_evt.set()
@@ -304,7 +319,8 @@ class ProcfsPoller:
                 if lateness > late_limit:
                     self.late_samples += 1
                 deltas = self._sample()
-            if deltas and self.on_sample is not None:
+                self._reusable_until_ns = self._last_end_ns + min(step // 4, 5_000_000)
+            if self.on_sample is not None:
                 self.on_sample(self.samples, (now - self._t0_ns) / 1e9, deltas)
 
     # -- one sample ----------------------------------------------------------
@@ -373,6 +389,7 @@ class ProcfsPoller:
         self.samples += 1
         self._last_ns = now
         self._last_end_ns = time.monotonic_ns()
+        self._reusable_until_ns = 0
         self.own_cpu_ns += time.thread_time_ns() - cpu0
         return deltas
 

@@ -25,9 +25,10 @@ def _interval(ctx, param, value):
 
 def _verbose_printer(err):
     def on_sample(n, t_s, deltas):
-        lines = [f"[sample {n} +{t_s:.3f}s] {pid} {comm} +{ns / 1e6:.3f} ms" for pid, comm, ns in deltas]
-        err.write("\n".join(lines) + "\n")
-        err.flush()
+        if deltas:
+            err.write("".join(f"[sample {n} +{t_s:.3f}s] {pid} {comm} +{ns / 1e6:.3f} ms\n"
+                              for pid, comm, ns in deltas))
+            err.flush()
     return on_sample
 
 

@@ -128,7 +128,9 @@ def _rejection(linked, args, lines, first) -> VerifierError:
     idx = failing_insn(log)
     if idx is not None:
         where = source_line_of(lines, idx)
-    msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}): {first}"]
+    errname = getattr(first, "errno", None)
+    reason = {13: "EACCES", 22: "EINVAL", 7: "E2BIG", 28: "ENOSPC"}.get(errname, str(errname or ""))
+    msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}, {reason})"]
     if where is not None:
         msg.append(f"failing instruction {idx} is at {where.file_name}:{where.line}: {where.source}")
     elif idx is not None:

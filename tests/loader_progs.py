@@ -139,7 +139,15 @@ def vmlinux_btf_id(typedef_name):
 
 
 def open_fds():
-    return set(os.listdir("/proc/self/fd"))
+    """This process's open fds (minus the one listdir used to read the list)."""
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue
+        out.add(name)
+    return out
 
 
 def obj_ids(kind, fd):

@@ -104,8 +104,9 @@ class Link:
                     pass
 
 
-def attach_tracepoint(prog_fd, category, name):
-    """tp/<category>/<name>: perf event + BPF_LINK_CREATE, or the ioctl path on old kernels."""
+def attach_tracepoint(prog_fd, category, name, legacy=False):
+    """tp/<category>/<name>: perf event + BPF_LINK_CREATE, or the ioctl path on old
+    kernels (``legacy=True`` forces it, so it stays tested on new ones)."""
     target = f"tp/{category}/{name}"
     tp_id = tracepoint_id(category, name)
     explain.trace("attach", f"{target}: tracepoint id {tp_id}")
@@ -115,9 +116,11 @@ def attach_tracepoint(prog_fd, category, name):
         raise
     except SyscallError as e:
         raise AttachError(f"cannot attach {target}: {e}") from e
+    link_err = "legacy attach requested"
     try:
-        lfd = syscall.link_create(prog_fd, pfd, uapi.BPF_PERF_EVENT)
-        return Link("perf_event", lfd, target, perf_fd=pfd, prog_fd=prog_fd)
+        if not legacy:
+            lfd = syscall.link_create(prog_fd, pfd, uapi.BPF_PERF_EVENT)
+            return Link("perf_event", lfd, target, perf_fd=pfd, prog_fd=prog_fd)
     except (NotSupported, PermissionDenied) as e:
         explain.trace("attach", f"{target}: BPF_LINK_CREATE refused ({e.errno and _errno.errorcode.get(e.errno)}), "
                       "falling back to PERF_EVENT_IOC_SET_BPF + PERF_EVENT_IOC_ENABLE")

@@ -174,3 +174,41 @@ def test_codecs(maps):
     assert boolc.decode(b"\x01") is True
     with pytest.raises(BtfError):
         btf.codec(btf.find("on_switch_a", B.KIND_FUNC)[0])
+
+
+def test_btf_defined_maps(maps):
+    from ebpf_energy.loader.mapdefs import parse_btf_maps
+    elf, btf = maps
+    defs = {m.name: m for m in parse_btf_maps(elf, btf)}
+    assert set(defs) == {"pairs", "counters", "events", "pinned_arr"}
+    p = defs["pairs"]
+    # BPF_MAP_TYPE_HASH=1, BPF_F_NO_PREALLOC=1; key __u32, value struct pair (48 bytes)
+    assert (p.type, p.max_entries, p.map_flags, p.key_size, p.value_size) == (1, 1024, 1, 4, 48)
+    assert btf.name_of(p.key_type_id) == "__u32" and btf.name_of(p.value_type_id) == "pair"
+    c = defs["counters"]  # PERCPU_ARRAY=6 with explicit sizes and no BTF types
+    assert (c.type, c.key_size, c.value_size, c.max_entries, c.key_type_id, c.value_type_id) == (6, 4, 8, 4, 0, 0)
+    e = defs["events"]  # RINGBUF=27
+    assert (e.type, e.max_entries, e.key_size, e.value_size) == (27, 1 << 16, 0, 0)
+    a = defs["pinned_arr"]  # ARRAY=2, LIBBPF_PIN_BY_NAME=1
+    assert (a.type, a.pinning, a.numa_node, a.value_size) == (2, 1, 0, 8)
+    assert p.numa_node is None and p.pinning == 0
+    syms = {s.name: s.value for s in elf.symbols if s.shndx == elf.section(".maps").index}
+    assert all(m.offset == syms[m.name] for m in defs.values())
+
+
+def test_btf_defined_map_errors(maps):
+    from ebpf_energy.loader.mapdefs import parse_btf_maps
+    elf, btf = maps
+    renamed = Btf.parse(btf.to_bytes().replace(b"\0max_entries\0", b"\0max_entriez\0"))
+    with pytest.raises(BtfError, match="unknown map attribute 'max_entriez'"):
+        parse_btf_maps(elf, renamed)
+    broken = Btf.parse(btf.to_bytes())
+    ds = broken.type(broken.find(".maps", B.KIND_DATASEC)[0])
+    st = broken.type(broken.resolve(broken.type(ds.vars[0].type).type))
+    int_id = broken.find("int", B.KIND_INT)[0]
+    st.members[0] = st.members[0]._replace(type=int_id)
+    with pytest.raises(BtfError, match="must be __uint"):
+        parse_btf_maps(elf, broken)
+    nodatasec = Btf.parse(btf.to_bytes().replace(b"\0.maps\0", b"\0.mapz\0"))
+    with pytest.raises(BtfError, match="no BTF DATASEC"):
+        parse_btf_maps(elf, nodatasec)

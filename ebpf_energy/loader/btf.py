@@ -303,16 +303,18 @@ class BtfQueries:
             raise BtfError(f"BTF type [{type_id}] is too large ({total} bytes)")
         return total
 
-    def describe(self, type_id):
+    def describe(self, type_id, _depth=0):
         """``struct task_struct``, ``int``, ``char[16]``: a C-ish name for messages."""
         try:
             t = self.type(type_id)
+            if _depth > MAX_RESOLVE_DEPTH:
+                return "..."
             if t.kind in (KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64):
                 return f"{'enum' if t.kind == KIND_ENUM64 else t.kind_name} {t.name or '(anon)'}"
             if t.kind == KIND_PTR:
-                return self.describe(t.type) + " *"
+                return self.describe(t.type, _depth + 1) + " *"
             if t.kind == KIND_ARRAY:
-                return f"{self.describe(t.array.elem_type)}[{t.array.nelems}]"
+                return f"{self.describe(t.array.elem_type, _depth + 1)}[{t.array.nelems}]"
             if t.kind == KIND_UNKN:
                 return "void"
             return t.name or t.kind_name
@@ -437,8 +439,16 @@ class Btf(BtfQueries):
                 raise BtfError(f"BTF {t.kind_name} [{t.id}] '{t.name}' has no type")
             if k == KIND_FUNC and self.types[t.type].kind != KIND_FUNC_PROTO:
                 raise BtfError(f"BTF func [{t.id}] '{t.name}' does not point to a func_proto")
-        # sizes resolve without loops or overflow
+        # sizes resolve without loops or overflow; pointer/modifier chains end
         for t in self.types[1:]:
+            if t.kind == KIND_PTR or t.kind in MODIFIER_KINDS:
+                cur = t
+                for _ in range(MAX_RESOLVE_DEPTH):
+                    if cur.kind != KIND_PTR and cur.kind not in MODIFIER_KINDS:
+                        break
+                    cur = self.types[cur.type]
+                else:
+                    raise BtfError(f"BTF {t.kind_name} [{t.id}]: pointer/modifier chain too long (loop?)")
             if t.kind in MODIFIER_KINDS or t.kind == KIND_ARRAY:
                 self.skip_modifiers(t.id)
                 target = self.types[self.skip_modifiers(t.id)] if t.kind != KIND_ARRAY else t
@@ -783,6 +793,8 @@ def make_codec(btf, type_id, _depth=0):
 
 
 def _struct_fields(btf, t, base_bits, out, depth):
+    if depth > MAX_RESOLVE_DEPTH:
+        raise BtfError(f"{btf.describe(t.id)} nests too deeply for a codec (loop?)")
     for m in t.members:
         bit = base_bits + m.bit_offset
         mt = btf.type(btf.skip_modifiers(m.type))

@@ -288,9 +288,11 @@ def types_match(lb, lid, tb, tid, behind_ptr=False, depth=MAX_DEPTH):
 
 # -- matching a local spec in a target candidate ----------------------------------------
 
-def _match_member(lb, lacc, tb, tid, spec):
+def _match_member(lb, lacc, tb, tid, spec, depth=0):
     """Find the local member (by exact name) in target composite ``tid``, descending into
     anonymous members; pushes raw/accessors onto ``spec``. Returns the member type id or None."""
+    if depth > MAX_DEPTH:
+        raise CoreError(f"CO-RE: anonymous members of {tb.describe(tid)} nest too deeply (loop?)")
     lm = lb.type(lacc.type_id).members[lacc.idx]
     tid, tt = _skip(tb, tid)
     if not _is_composite(tt):
@@ -301,7 +303,7 @@ def _match_member(lb, lacc, tb, tid, spec):
         spec.bit_offset += m.bit_offset
         spec.raw.append(i)
         if not m.name:
-            found = _match_member(lb, lacc, tb, m.type, spec)
+            found = _match_member(lb, lacc, tb, m.type, spec, depth + 1)
             if found is not None:
                 return found
         elif m.name == lm.name:

@@ -52,14 +52,33 @@ class RingBuffer:
             self._cons_mm = self._prod_mm = None
             self._release()
             raise LoaderError(f"cannot mmap ring buffer (map fd {map_fd}, {max_entries} bytes): {e}") from None
+        self._views()
+        explain.trace("ringbuf", f"mmap ring buffer fd {map_fd}: consumer page rw, producer page + "
+                      f"2x{max_entries} bytes data ro")
+
+    def _views(self):
         self._cons = memoryview(self._cons_mm).cast("Q")
         pm = memoryview(self._prod_mm)
         self._prod = pm[:8].cast("Q")
-        self._data = pm[page:]
+        self._data = pm[self._page:]
         self._hdr = self._data.cast("I")
         self._pm = pm
-        explain.trace("ringbuf", f"mmap ring buffer fd {map_fd}: consumer page rw, producer page + "
-                      f"2x{max_entries} bytes data ro")
+
+    @classmethod
+    def over_memory(cls, consumer_page, producer_pages, max_entries, callback=None):
+        """A consumer over plain writable buffers laid out like the kernel's mapping
+        (for exercising the record parser on states a program cannot leave behind,
+        such as a BUSY record)."""
+        self = cls.__new__(cls)
+        self.map_fd = -1
+        self.max_entries = max_entries
+        self.callback = callback
+        self._mask = max_entries - 1
+        self._epoll = None
+        self._page = len(consumer_page)
+        self._cons_mm, self._prod_mm = consumer_page, producer_pages
+        self._views()
+        return self
 
     # --- positions
     @property
@@ -169,7 +188,8 @@ class RingBuffer:
             m = getattr(self, name, None)
             if m is not None:
                 try:
-                    m.close()
+                    if hasattr(m, "close"):
+                        m.close()
                 except BufferError:
                     pass  # a caller still holds a view: unmapped when it is dropped
                 setattr(self, name, None)

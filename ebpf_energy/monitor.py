@@ -1,0 +1,385 @@
+"""The eBPF sampler: CPU time per thread and process from ``energy_monitor.bpf.o``.
+
+Kernel side (``bpf/energy_monitor.bpf.c``): on every ``sched_switch`` the
+slice that just ended is added to a per-CPU hash keyed by tid; who runs on
+each CPU since when lives in a ``.bss`` slot per CPU, so no stale start time
+can be read. This module loads that object with our own loader and turns the
+maps into cumulative :class:`~ebpf_energy.usage.UsageWindow` s:
+
+* a read closes out running slices: the task on each CPU since its last
+  switch is credited up to the read time (a task alone on a CPU may not
+  switch for seconds);
+* threads whose final switch-out was accounted (flag DEAD) are folded into
+  user-space totals and then deleted, so exited tasks are never lost and
+  thousands of short processes never fill the map;
+* drops (map full, ring buffer full) are counted in the kernel and reported.
+
+Record layouts come from the object's own BTF, not from a copy of the C
+header, so the two can never drift apart.
+"""
+
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable, Dict, List, Optional
+
+from ebpf_energy.loader import syscall
+from ebpf_energy.loader.btf import KIND_ARRAY, KIND_INT, KIND_STRUCT, KIND_NAMES
+from ebpf_energy.loader.errors import LoaderError, PermissionDenied
+from ebpf_energy.loader.object import BpfObject
+from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
+
+FLAG_EXITED = 0x1
+FLAG_DEAD = 0x2
+DEFAULT_MAX_TASKS = 16384
+IDLE_RINGBUF = 4096
+STREAM_RINGBUF = 1 << 20
+
+
+def object_path() -> str:
+    """The shipped, CO-RE-portable monitor object (package data)."""
+    return str(resources.files("ebpf_energy") / "bpf" / "energy_monitor.bpf.o")
+
+
+class StructLayout:
+    """A fast ``struct.Struct`` decoder for a BTF struct of ints and char arrays."""
+
+    def __init__(self, btf, name):
+        ids = btf.find(name, kind=KIND_STRUCT)
+        if not ids:
+            raise LoaderError(f"the monitor object's BTF has no struct {name}: wrong object?")
+        t = btf.type(ids[0])
+        fmt, names, pos = "<", [], 0
+        for m in t.members:
+            off = m.bit_offset // 8
+            if off > pos:
+                fmt += f"{off - pos}x"
+            mt = btf.type(btf.resolve(m.type))
+            size = btf.size_of(m.type)
+            if mt.kind == KIND_INT:
+                fmt += {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
+            elif mt.kind == KIND_ARRAY:
+                fmt += f"{size}s"
+            else:
+                raise LoaderError(f"struct {name}.{m.name}: unexpected {KIND_NAMES[mt.kind]} member")
+            names.append(m.name)
+            pos = off + size
+        if t.size > pos:
+            fmt += f"{t.size - pos}x"
+        self.struct = struct.Struct(fmt)
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self.size = t.size
+
+
+@dataclass
+class _Thread:
+    """User-space running totals of one thread (tid)."""
+
+    tid: int
+    tgid: int = 0
+    comm: str = ""
+    cgroup_id: int = 0
+    cpu_ns: int = 0  # folded in from deleted (DEAD) entries
+    slices: int = 0
+    per_cpu: List[int] = field(default_factory=list)
+    flags: int = 0
+    meta_ns: int = 0
+
+
+class CgroupPaths:
+    """cgroup id (the v2 directory's inode number) -> path relative to the v2 mount."""
+
+    def __init__(self, mount: Optional[str]):
+        self.mount = mount
+        self._paths: Dict[int, str] = {}
+        self._scanned_at = 0.0
+
+    def path(self, cgroup_id: int) -> Optional[str]:
+        if not cgroup_id or not self.mount:
+            return None
+        p = self._paths.get(cgroup_id)
+        if p is None and time.monotonic() - self._scanned_at > 1.0:
+            self._scan()
+            p = self._paths.get(cgroup_id)
+        return p
+
+    def _scan(self):
+        self._scanned_at = time.monotonic()
+        root = self.mount.rstrip("/")
+        for dirpath, dirnames, _ in os.walk(root):
+            try:
+                ino = os.stat(dirpath).st_ino
+            except OSError:
+                continue
+            self._paths[ino] = dirpath[len(root):] or "/"
+
+
+def cgroup2_mount() -> Optional[str]:
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    return parts[1]
+    except OSError:
+        pass
+    return None
+
+
+class EbpfSampler:
+    """The ``Sampler`` of :mod:`ebpf_energy.driver` backed by the BPF monitor."""
+
+    source = "ebpf"
+
+    def __init__(self, *, max_tasks: int = DEFAULT_MAX_TASKS, threads: bool = False,
+                 on_event: Optional[Callable[[dict], None]] = None, filter_tgid: int = 0, filter_tid: int = 0,
+                 filter_cgroup_id: int = 0, min_slice_ns: int = 0, path: Optional[str] = None):
+        if max_tasks < 1:
+            raise ValueError("max_tasks must be at least 1")
+        self.max_tasks = max_tasks
+        self.threads = threads
+        self.on_event = on_event
+        self.filters = dict(filter_tgid=filter_tgid, filter_tid=filter_tid, filter_cgroup_id=filter_cgroup_id,
+                            min_slice_ns=min_slice_ns)
+        self.path = path or object_path()
+        self.obj: Optional[BpfObject] = None
+        self.start_ns = 0
+        self._threads: Dict[int, _Thread] = {}
+        self._cgroups = CgroupPaths(cgroup2_mount())
+        self._ncpus = syscall.num_possible_cpus()
+        self._lock = threading.Lock()
+        self._ring = None
+        self._ring_thread = None
+        self._stop_ring = threading.Event()
+        self.events_received = 0
+
+    # -- Sampler protocol ------------------------------------------------------
+    def start(self):
+        if os.geteuid() != 0:
+            raise PermissionDenied("monitor", 1, "the eBPF monitor needs root",
+                                   "run it as root, or give python CAP_BPF and CAP_PERFMON")
+        obj = BpfObject.open(self.path)
+        try:
+            btf = obj.spec.btf
+            self._task_layout = StructLayout(btf, "task_stats")
+            self._slot_layout = StructLayout(btf, "cpu_slot")
+            self._event_layout = StructLayout(btf, "slice_event")
+            stream = self.on_event is not None
+            obj.set_max_entries("tasks", self.max_tasks)
+            obj.set_max_entries("events", STREAM_RINGBUF if stream else IDLE_RINGBUF)
+            ro = obj.rodata
+            ro["stream_events"] = stream
+            for k, v in self.filters.items():
+                ro[k] = v
+            # .rodata is frozen at load and the verifier folds it, so the start
+            # time is taken just before load: a slice already running when we
+            # attach counts from here.
+            self.start_ns = time.monotonic_ns()
+            ro["start_ns"] = self.start_ns
+            obj.load()
+            obj.attach()
+        except BaseException:
+            obj.close()
+            raise
+        self.obj = obj
+        self._bss = obj.bss.view()
+        self._slots_off = obj.bss._var("slots")[0]
+        self._tasks_fd = obj.maps["tasks"].fd
+        self._value_size = (self._task_layout.size + 7) // 8 * 8
+        self._touch_every_cpu()
+        if stream:
+            self._start_stream(obj)
+
+    def _touch_every_cpu(self):
+        """Force a switch on every CPU so each slot knows who is running there."""
+        try:
+            allowed = os.sched_getaffinity(0)
+        except OSError:
+            return
+        try:
+            for cpu in sorted(allowed):
+                os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
+        finally:
+            try:
+                os.sched_setaffinity(0, allowed)
+            except OSError:
+                pass
+
+    def read(self) -> UsageWindow:
+        with self._lock:
+            return self._read()
+
+    def stop(self):
+        self._stop_ring.set()
+        if self._ring_thread is not None:
+            self._ring_thread.join(timeout=2)
+            self._ring_thread = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        self._bss = None
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
+
+    def stats(self) -> dict:
+        return {"events_received": self.events_received} if self.on_event else {}
+
+    # -- reading ---------------------------------------------------------------
+    def _slots(self):
+        """(seq, start_ns, tid, tgid, idle_ns, task_drops, dropped_ns, events, event_drops) per CPU."""
+        lay = self._slot_layout
+        out = []
+        for cpu in range(self._ncpus):
+            off = self._slots_off + cpu * lay.size
+            for _ in range(100):
+                rec = lay.struct.unpack_from(self._bss, off)
+                if rec[0] & 1:
+                    continue
+                again = struct.unpack_from("<Q", self._bss, off)[0]
+                if again == rec[0]:
+                    break
+            out.append(rec)
+        return out
+
+    def _read_tasks(self):
+        keys, values = [], []
+        token = None
+        while True:
+            try:
+                ks, vs, token = syscall.map_lookup_batch(self._tasks_fd, 4, self._value_size * self._ncpus,
+                                                         4096, token, False)
+            except LoaderError as e:
+                if getattr(e, "errno", None) == 28:  # ENOSPC: a bucket larger than the batch
+                    continue
+                raise
+            keys.extend(ks)
+            values.extend(vs)
+            if token is None:
+                return keys, values
+
+    def _read(self) -> UsageWindow:
+        lay = self._task_layout
+        st = lay.struct
+        i_cpu, i_sl, i_meta, i_cg, i_tgid, i_flags, i_comm = (lay.index[n] for n in (
+            "cpu_ns", "slices", "meta_ns", "cgroup_id", "tgid", "flags", "comm"))
+        slots_before = self._slots()
+        keys, values = self._read_tasks()
+        now = time.monotonic_ns()
+        slots = self._slots()
+        vs = self._value_size
+        live: Dict[int, _Thread] = {}
+        dead = []
+        for kb, vb in zip(keys, values):
+            tid = int.from_bytes(kb, "little")
+            t = _Thread(tid)
+            base = self._threads.get(tid)
+            if base is not None:
+                t.cpu_ns, t.slices, t.per_cpu = base.cpu_ns, base.slices, list(base.per_cpu)
+                t.tgid, t.comm, t.cgroup_id, t.flags, t.meta_ns = base.tgid, base.comm, base.cgroup_id, \
+                    base.flags, base.meta_ns
+            if not t.per_cpu:
+                t.per_cpu = [0] * self._ncpus
+            for cpu in range(self._ncpus):
+                rec = st.unpack_from(vb, cpu * vs)
+                t.cpu_ns += rec[i_cpu]
+                t.slices += rec[i_sl]
+                t.per_cpu[cpu] += rec[i_cpu]
+                t.flags |= rec[i_flags]
+                if rec[i_meta] >= t.meta_ns and (rec[i_meta] or not t.comm):
+                    t.meta_ns = rec[i_meta]
+                    t.tgid = rec[i_tgid] or t.tgid
+                    t.cgroup_id = rec[i_cg] or t.cgroup_id
+                    comm = rec[i_comm].split(b"\0", 1)[0].decode("utf-8", "replace")
+                    t.comm = comm or t.comm
+            live[tid] = t
+            if t.flags & FLAG_DEAD:
+                dead.append((kb, t))
+        # Fold dead threads into the user-space totals and delete them from the map.
+        for kb, t in dead:
+            self._threads[tid_of(kb)] = t
+            syscall.map_delete(self._tasks_fd, kb)
+        threads: Dict[int, _Thread] = {tid: t for tid, t in self._threads.items() if tid not in live}
+        threads.update(live)
+        # Close out running slices.
+        open_ns: Dict[int, int] = {}
+        idle_per_cpu = []
+        for cpu, rec in enumerate(slots):
+            seq, start, tid, tgid, idle = rec[0], rec[1], rec[2], rec[3], rec[4]
+            start_eff = start if start else self.start_ns
+            running = max(0, now - start_eff)
+            if start and tid:
+                open_ns[tid] = open_ns.get(tid, 0) + running
+                if tid not in threads:
+                    threads[tid] = _Thread(tid, tgid=tgid, per_cpu=[0] * self._ncpus)
+                idle_per_cpu.append(idle)
+            else:
+                idle_per_cpu.append(idle + (running if (start or not seq) else 0))
+            if start and tid:
+                threads[tid].per_cpu[cpu] += running
+        drops_tasks = sum(r[5] for r in slots)
+        drops_events = sum(r[8] for r in slots)
+        switches = sum(r[0] // 2 for r in slots)
+        return self._window(threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches)
+
+    def _window(self, threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches):
+        procs: Dict[int, ProcessUsage] = {}
+        for tid, t in threads.items():
+            cpu = t.cpu_ns + open_ns.get(tid, 0)
+            tgid = t.tgid or tid
+            exited = bool(t.flags & (FLAG_EXITED | FLAG_DEAD))
+            p = procs.get(tgid)
+            if p is None:
+                p = procs[tgid] = ProcessUsage(pid=tgid, comm=t.comm, cpu_ns=0, slices=0, exited=True,
+                                               cgroup_id=t.cgroup_id or None,
+                                               cgroup=self._cgroups.path(t.cgroup_id))
+            p.cpu_ns += cpu
+            p.slices += t.slices
+            p.exited = p.exited and exited
+            if tid == tgid and t.comm:
+                p.comm = t.comm
+                if t.cgroup_id:
+                    p.cgroup_id, p.cgroup = t.cgroup_id, self._cgroups.path(t.cgroup_id)
+            elif not p.comm:
+                p.comm = t.comm
+            if self.threads:
+                p.threads.append(ThreadUsage(tid, t.comm, cpu, t.slices, exited))
+        return UsageWindow(source=self.source, start_ns=self.start_ns, end_ns=now, ncpus=self._ncpus,
+                           processes=procs, idle_ns=sum(idle_per_cpu), idle_ns_per_cpu=idle_per_cpu,
+                           samples_or_events=switches, drops={"tasks": drops_tasks, "events": drops_events})
+
+    # -- verbose event stream --------------------------------------------------------
+    def _start_stream(self, obj):
+        from ebpf_energy.loader.ringbuf import RingBuffer
+
+        lay = self._event_layout
+        names = lay.names
+        unpack = lay.struct.unpack_from
+        cb = self.on_event
+
+        def on_record(mv):
+            rec = dict(zip(names, unpack(mv)))
+            rec["comm"] = rec["comm"].split(b"\0", 1)[0].decode("utf-8", "replace")
+            self.events_received += 1
+            cb(rec)
+
+        events = obj.maps["events"]
+        self._ring = RingBuffer(events.fd, events.max_entries, on_record)
+
+        def pump():
+            while not self._stop_ring.is_set():
+                self._ring.poll(100)
+            self._ring.consume()
+
+        self._ring_thread = threading.Thread(target=pump, name="ebpf-energy-events", daemon=True)
+        self._ring_thread.start()
+
+
+def tid_of(key: bytes) -> int:
+    return int.from_bytes(key, "little")

@@ -113,7 +113,8 @@ def load(linked: LinkedProgram, prog_type: int, license: str, *, ext=None, btf_f
 
 def _rejection(linked, args, lines, first) -> VerifierError:
     log = getattr(first, "log", "") or ""
-    if not log:
+    if failing_insn(log) is None:  # no log, or only statistics (log_level 4 under --explain)
+        first_log = log
         try:
             fd, log = syscall.prog_load(**args, log_level=1, log_size=LOG_SIZE)
         except VerifierError as again:
@@ -123,6 +124,7 @@ def _rejection(linked, args, lines, first) -> VerifierError:
         else:  # it loaded the second time (a transient failure): don't leak it
             syscall.close(fd)
             log = ""
+        log = log or first_log
     tail = [l for l in log.rstrip().splitlines() if l.strip()][-12:]
     where = None
     idx = failing_insn(log)
@@ -130,7 +132,8 @@ def _rejection(linked, args, lines, first) -> VerifierError:
         where = source_line_of(lines, idx)
     errname = getattr(first, "errno", None)
     reason = {13: "EACCES", 22: "EINVAL", 7: "E2BIG", 28: "ENOSPC"}.get(errname, str(errname or ""))
-    msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}, {reason})"]
+    msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}"
+           f"{', ' + reason if reason else ''})"]
     if where is not None:
         msg.append(f"failing instruction {idx} is at {where.file_name}:{where.line}: {where.source}")
     elif idx is not None:

@@ -1,0 +1,266 @@
+"""``ebpf-energy traditional`` end to end, as a user runs it."""
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ebpf_energy.procfs import CLK_TCK, find_cgroup2_mount
+from ebpf_energy.report import csv_header
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK_NS = 1_000_000_000 // CLK_TCK
+CONTRACT_KEYS = {"schema", "duration_s", "model", "total_cpu_ns", "idle_ns", "total_energy_j", "idle_energy_j",
+                 "domains_j", "dropped", "drops", "processes"}
+PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited"}
+
+
+def cmd(*args):
+    return [sys.executable, "-m", "ebpf_energy", "traditional", *args]
+
+
+def run(*args, timeout=30):
+    return subprocess.run(cmd(*args), capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def balanced(r):
+    """Processes (+ what filters/--top left out) + idle = total."""
+    listed = math.fsum(p["energy_j"] for p in r["processes"])
+    omitted = r.get("omitted", {}).get("energy_j", 0.0)
+    return r["total_energy_j"] == pytest.approx(listed + omitted + r["idle_energy_j"], rel=1e-12, abs=1e-15)
+
+
+def test_json_summary():
+    r = run("-d", "0.5", "--json", "-p", "10")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)  # stdout is only the JSON
+    assert CONTRACT_KEYS <= set(obj) and obj["schema"] == 1 and obj["source"] == "procfs"
+    assert obj["model"] == {"name": "fixed", "measured": False, "profile": None, "meter": None, "watts_per_cpu": 10.0}
+    assert obj["drops"] == {"tasks": 0, "events": 0} and obj["dropped"] == 0
+    assert obj["duration_s"] == pytest.approx(0.5, abs=0.1)
+    assert obj["idle_energy_j"] == 0.0
+    assert obj["total_energy_j"] == math.fsum(p["energy_j"] for p in obj["processes"]) + obj["idle_energy_j"]
+    assert obj["total_cpu_ns"] == sum(p["cpu_ns"] for p in obj["processes"])
+    assert 0 < obj["total_cpu_ns"] + obj["idle_ns"] <= 2 * os.cpu_count() * obj["duration_s"] * 1e9
+    for p in obj["processes"]:
+        assert set(p) == PROC_KEYS
+        assert p["energy_j"] == pytest.approx(p["cpu_ns"] / 1e9 * 10)
+    assert obj["sampler"]["samples"] >= 5 and obj["overhead_cpu_ns"] > 0
+    assert "polling /proc every 0.1 s" in r.stderr
+
+
+def test_json_lines_with_interval():
+    r = run("-d", "0.5", "-i", "0.1", "--json", "-p", "10")
+    assert r.returncode == 0, r.stderr
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert objs[-1]["summary"] is True and "interval" not in objs[-1]
+    assert [o["interval"] for o in objs[:-1]] == list(range(1, len(objs)))
+    assert 4 <= len(objs) - 1 <= 6
+    assert sum(o["total_cpu_ns"] for o in objs[:-1]) == objs[-1]["total_cpu_ns"]
+    assert all(CONTRACT_KEYS <= set(o) and balanced(o) for o in objs)
+
+
+def test_csv_has_a_header():
+    r = run("-d", "0.3", "--csv", "-p", "10")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == csv_header("process", False)
+    assert all(len(row) == len(rows[0]) for row in rows)
+    r = run("-d", "0.3", "-i", "0.1", "--csv", "-p", "10", "--by", "cgroup")
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == csv_header("cgroup", True) and rows[-1][0] == "summary"
+
+
+def test_default_table_names_the_model():
+    r = run("-d", "0.3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].split()[:2] == ["PID", "COMM"]
+    assert "Model:" in r.stdout and "fixed" in r.stdout and "not measured" in r.stdout
+    assert "Total energy:" in r.stdout and "Idle time:" in r.stdout
+    assert "warning" in r.stderr  # no meter, no profile: said out loud, on stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_prints_the_summary_and_exits_0(sig):
+    p = subprocess.Popen(cmd("-d", "0", "--json", "-p", "10"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT)
+    try:
+        assert "polling" in p.stderr.readline()
+        time.sleep(0.5)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    obj = json.loads(out)
+    assert obj["duration_s"] >= 0.3 and balanced(obj)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["-d", "-1"], ["-i", "0"], ["-i", "-1"], ["-i", "abc"], ["-i", "0.001"],
+                                  ["--json", "--csv"], ["--by", "pid"], ["--top", "0"], ["-p", "0"],
+                                  ["-d", "x"], ["--pid", "-3"]])
+def test_usage_errors_exit_2(args):
+    r = run(*args, "-d", "0.1") if "-d" not in args else run(*args)
+    assert r.returncode == 2, (args, r.stdout, r.stderr)
+    assert r.stdout == "" and "Error" in r.stderr and "Traceback" not in r.stderr
+
+
+BURNER = textwrap.dedent("""
+    import os, sys, threading, time
+    cg = sys.argv[1]
+    if cg != "-":
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    def burn(secs):
+        t = time.thread_time()
+        while time.thread_time() - t < secs:
+            pass
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.process_time()
+    ts = [threading.Thread(target=burn, args=(0.25,)) for _ in range(2)]
+    [t.start() for t in ts]; [t.join() for t in ts]
+    print(int((time.process_time() - t0) * 1e9), flush=True)
+    sys.stdin.readline()
+""")
+
+
+def measure_child(cg_dir, *args, duration="1.5"):
+    """Start a child (in ``cg_dir`` when given), start the CLI, make the child
+    burn once the CLI has taken samples; return (child pid, burn ns, objects)."""
+    child = subprocess.Popen([sys.executable, "-c", BURNER, cg_dir or "-"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    cli = None
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        cli = subprocess.Popen(cmd("-d", duration, "-i", "0.1", "--json", "-p", "10", *args),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        first = cli.stdout.readline()  # an interval is out: the window has begun
+        assert first, cli.stderr.read()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        burned = int(child.stdout.readline())
+        out, err = cli.communicate(timeout=30)
+        assert cli.returncode == 0, err
+        objs = [json.loads(first)] + [json.loads(line) for line in out.splitlines()]
+        return child.pid, burned, objs
+    finally:
+        child.stdin.close()
+        child.wait(10)
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+def test_pid_filter_threads_and_accuracy():
+    pid, burned, objs = measure_child(None, "--pid", str(os.getpid()), "--pid", "0", "--threads",
+                                      "--pid", "999999999")
+    summary = objs[-1]
+    pids = {p["pid"] for p in summary["processes"]}
+    assert pids <= {os.getpid()}  # only what was asked (the test process may not have run)
+    assert summary["omitted"]["processes"] >= 1 and balanced(summary)
+
+    pid, burned, objs = measure_child(None, "--pid", "0", "--threads")
+    summary = objs[-1]
+    assert summary["processes"] == [] and summary["omitted"]["cpu_ns"] == summary["total_cpu_ns"]
+
+    pid, burned, objs = measure_child(None, "--threads")
+    summary = objs[-1]
+    row = next(p for p in summary["processes"] if p["pid"] == pid)
+    # existed before the window: counted from the first sample, so it holds the burn
+    # (plus a little reading and printing), to a couple of ticks
+    assert burned - 2 * TICK_NS <= row["cpu_ns"] <= burned + 3 * TICK_NS, (row["cpu_ns"], burned)
+    busy = [t for t in row["threads"] if t["cpu_ns"] >= 0.15e9]
+    assert len(busy) == 2 and all(t["exited"] for t in busy)
+    assert sum(o["processes"][0]["cpu_ns"] for o in objs[:-1] if o["processes"] and
+               o["processes"][0]["pid"] == pid) <= row["cpu_ns"]
+
+
+@pytest.fixture
+def own_cgroup():
+    mount = find_cgroup2_mount()
+    assert mount, "no cgroup v2 mount"
+    path = os.path.join(mount, f"ebpf-energy-test-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield mount, path
+    finally:
+        for _ in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                time.sleep(0.05)
+
+
+def test_by_cgroup_with_a_cgroup_of_our_own(own_cgroup):
+    mount, path = own_cgroup
+    rel = path[len(mount):]
+    pid, burned, objs = measure_child(path, "--cgroup", path, "--by", "cgroup")
+    summary = objs[-1]
+    assert [p["pid"] for p in summary["processes"]] == [pid]
+    assert summary["processes"][0]["cgroup"] == rel
+    assert summary["cgroups"] == [{"cgroup": rel, "cgroup_id": os.stat(path).st_ino, "processes": 1,
+                                   "cpu_ns": summary["processes"][0]["cpu_ns"], "slices": 0,
+                                   "energy_j": summary["processes"][0]["energy_j"]}]
+    assert summary["processes"][0]["cpu_ns"] >= burned - 2 * TICK_NS
+    assert balanced(summary)
+    r = run("-d", "0.2", "--json", "-p", "10", "--cgroup", rel + "-nonexistent")
+    assert r.returncode == 0 and json.loads(r.stdout)["processes"] == []
+
+
+def test_verbose_goes_to_stderr():
+    r = run("-d", "0.4", "-v", "--json", "-p", "10")
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout)
+    assert "[sample " in r.stderr and " ms" in r.stderr
+
+
+def _importable_copy(base):
+    """The package and click copied where uid 65534 can read them (pytest's
+    tmp_path and site-packages may sit under /root, mode 0700)."""
+    import click
+
+    shutil.copytree(ROOT / "ebpf_energy", base / "ebpf_energy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(os.path.dirname(click.__file__), base / "click", ignore=shutil.ignore_patterns("__pycache__"))
+    for d, dirs, files in os.walk(base):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
+
+
+def test_works_without_root():
+    """Run as nobody with no capabilities: /proc is all it needs."""
+    base = Path(tempfile.mkdtemp(prefix="ebpf-energy-nobody-"))
+    try:
+        os.chmod(base, 0o755)
+        _importable_copy(base)
+        drop = []
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "setpriv (util-linux) is needed to drop privilege"
+            drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                    "--bounding-set=-all"]
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
+        r = subprocess.run(drop + cmd("-d", "0.3", "--json", "--threads", "-p", "10"),
+                           capture_output=True, text=True, cwd=str(base), env=env, timeout=30)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert obj["sampler"]["samples"] >= 3 and balanced(obj)
+    assert obj["total_cpu_ns"] > 0

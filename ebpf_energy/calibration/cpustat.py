@@ -26,3 +26,17 @@ def per_cpu_busy_seconds(path: str = "/proc/stat") -> List[float]:
 def busy_seconds(path: str = "/proc/stat") -> float:
     """Busy seconds since boot, all CPUs summed."""
     return sum(per_cpu_busy_seconds(path))
+
+
+def cgroup_busy_seconds(cgroup_dir: str) -> float:
+    """CPU seconds used by a cgroup v2 (``cpu.stat`` usage_usec), dead members included.
+
+    Used to calibrate on a shared machine: the workers run in their own cgroup,
+    so other people's load does not blur the x axis.
+    """
+    with open(os.path.join(cgroup_dir, "cpu.stat")) as f:
+        for line in f:
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) / 1e6
+    raise ValueError(f"{cgroup_dir}/cpu.stat has no usage_usec")

@@ -40,13 +40,13 @@ def plan(levels: Sequence[int], rounds: int, seed: Optional[int] = None) -> List
 
 def sample_levels(meter, steps, seconds_per_level: float, sample_interval: float = 0.1, settle: float = 0.2,
                   on_step: Optional[Callable[[int, int, int], None]] = None,
-                  cpu_reader: Callable[[], float] = busy_seconds) -> List[dict]:
+                  cpu_reader: Callable[[], float] = busy_seconds, cgroup: Optional[str] = None) -> List[dict]:
     """Drive the load through ``steps`` and return the raw samples.
 
     The workers are killed however this returns (KeyboardInterrupt included).
     """
     samples = []
-    with Workload() as load:
+    with Workload(cgroup) as load:
         for i, (rnd, level) in enumerate(steps):
             if on_step:
                 on_step(i, rnd, level)

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import List
+from typing import List, Optional
 
 SPIN = (
     "import ctypes, os, signal, sys\n"
@@ -26,8 +26,10 @@ SPIN = (
 class Workload:
     """``set_level(n)`` keeps exactly n spinning workers alive."""
 
-    def __init__(self):
+    def __init__(self, cgroup: Optional[str] = None):
+        """``cgroup``: a cgroup v2 folder the workers are moved into (optional)."""
         self.workers: List[subprocess.Popen] = []
+        self.cgroup = cgroup
 
     @property
     def level(self) -> int:
@@ -44,6 +46,9 @@ class Workload:
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
             self.workers.append(p)
             started.append(p)
+            if self.cgroup:
+                with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as f:
+                    f.write(str(p.pid))
         for p in started:  # wait until each one spins, so the level is real when we sample
             p.stdout.read(1)
 

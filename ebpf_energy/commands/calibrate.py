@@ -58,13 +58,16 @@ def _sigterm_as_interrupt(signum, frame):
 @click.option("--min-r2", type=click.FloatRange(0, 1), default=0.9, show_default=True,
               help="Refuse fits with a lower R².")
 @click.option("--seed", type=int, default=None, help="Seed for the shuffled level order.")
+@click.option("--cpu-cgroup", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Run the workers in this cgroup v2 folder and take busy time from its cpu.stat instead of "
+                   "/proc/stat (for tests on a shared machine; the idle fit then includes other load).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Where to save the profile (default ~/.config/ebpf-energy/profile.json, "
                    "or profile-simulated.json beside it for a simulated meter).")
 @click.option("--no-save", is_flag=True, help="Fit and report, but save nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON (stdout carries only JSON).")
 def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, sample_interval, settle, min_r2, seed,
-              output, no_save, as_json):
+              cpu_cgroup, output, no_save, as_json):
     """Fit idle watts and watts per CPU-second against a RAPL meter.
 
     Spinning worker processes drive the CPUs through load levels (several
@@ -92,7 +95,11 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
             "without hardware: `python -m ebpf_energy.rapl.simulated DIR &` then "
             "`ebpf-energy calibrate --powercap-root DIR`.")
     steps = plan(level_list, rounds, seed)
-    settings = {"levels": level_list, "seconds_per_level": seconds_per_level, "rounds": rounds,
+    from ebpf_energy.calibration.cpustat import busy_seconds, cgroup_busy_seconds
+
+    cpu_reader = (lambda: cgroup_busy_seconds(cpu_cgroup)) if cpu_cgroup else busy_seconds
+    settings = {"cpu_source": cpu_cgroup or "/proc/stat", "levels": level_list,
+                "seconds_per_level": seconds_per_level, "rounds": rounds,
                 "sample_interval": sample_interval, "settle": settle, "seed": seed}
     show_progress = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
     old_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -103,10 +110,12 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
                                        item_show_func=lambda s: s) as bar:
                     def on_step(i, rnd, level):
                         bar.update(1 if i else 0, f"round {rnd + 1}/{rounds}, {level} busy CPU(s)")
-                    samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle, on_step)
+                    samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle, on_step,
+                                            cpu_reader, cpu_cgroup)
                     bar.update(1)
             else:
-                samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle)
+                samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle, None, cpu_reader,
+                                        cpu_cgroup)
             prof = build_profile(samples, meter, settings, min_r2)
     except KeyboardInterrupt:
         click.echo("ebpf-energy: calibration interrupted; workers stopped, no profile saved", err=True)

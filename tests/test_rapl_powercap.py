@@ -50,8 +50,8 @@ def test_two_packages_summed_domains_apart(tmp_path):
 
 
 def test_single_wrap_each_domain_alone(tmp_path):
-    z = two_packages(str(tmp_path), max_range=1_000_000)
-    set_energy(z["p0"], 999_900)
+    z = two_packages(str(tmp_path), max_range=10**10)  # 25 s to wrap at the 400 W guess: no warning due
+    set_energy(z["p0"], 10**10 - 100)
     with PowercapMeter(str(tmp_path), keepalive=0) as m:
         r0 = m.read()
         set_energy(z["p0"], 50)  # wrapped: 100 + 50 uJ

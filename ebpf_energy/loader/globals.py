@@ -9,6 +9,7 @@ changed without rewriting its neighbours that a program may be updating.
 
 import mmap
 
+from ebpf_energy.loader import syscall
 from ebpf_energy.loader.errors import LoaderError
 
 
@@ -62,7 +63,7 @@ class GlobalData:
             return bytes(self._buf)
         if self._mm is not None:
             return bytes(self._mm[: self._map.value_size])
-        return bytes(self._map.lookup(b"\0\0\0\0", raw=True))
+        return bytes(syscall.map_lookup(self._map.fd, b"\0\0\0\0", self._map.value_size))
 
     def view(self) -> memoryview:
         """Zero-copy view of the live section (for hot readers such as the monitor)."""
@@ -77,7 +78,11 @@ class GlobalData:
 
     def __setitem__(self, name, value):
         offset, size, type_id = self._var(name)
-        data = self._btf.codec(type_id).encode(value)
+        try:
+            data = self._btf.codec(type_id).encode(value)
+        except LoaderError as e:  # the codec names the type; say which variable it was
+            e.args = (f"{self.section}.{name}: {e}",)
+            raise
         if len(data) != size:
             raise LoaderError(f"{self.section}.{name}: value encodes to {len(data)} bytes, variable has {size}")
         if self._buf is not None:
@@ -89,7 +94,7 @@ class GlobalData:
         else:
             whole = bytearray(self.raw())
             whole[offset: offset + size] = data
-            self._map.update(b"\0\0\0\0", bytes(whole), raw=True)
+            syscall.map_update(self._map.fd, b"\0\0\0\0", bytes(whole), 0)
 
     def to_dict(self):
         return {name: self[name] for name in self._vars}

@@ -1,0 +1,355 @@
+"""``ebpf-energy load`` as a real process: JSON shape (contracts.md "Loader
+(load)"), exit codes, --program, --set, --max-entries, --no-attach, --stats
+and the --explain teaching trace.
+
+Long runs use ``--duration 30`` and are stopped with SIGINT once this test has
+triggered an exact number of ``getppid()`` calls; what the child holds in the
+kernel is read from its /proc/PID/fdinfo (prog_id, map_id, link_id, btf_id).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ebpf_energy.loader import syscall
+
+from test_object import NCPU, assert_gone, trigger
+
+pytestmark = pytest.mark.kernel
+ROOT = Path(__file__).resolve().parent.parent
+CMD = [sys.executable, "-m", "ebpf_energy", "load"]
+ATTACH_TIMEOUT_S = 20
+
+
+def run_load(*args, timeout=60):
+    return subprocess.run(CMD + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def fdinfo_ids(pid):
+    """{kind: {id: fields}} of the BPF objects process ``pid`` holds fds of."""
+    out = {"prog": {}, "map": {}, "link": {}, "btf": {}}
+    try:
+        names = os.listdir(f"/proc/{pid}/fdinfo")
+    except FileNotFoundError:
+        return out
+    for fd in names:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        for kind in ("link", "prog", "map", "btf"):  # a link's fdinfo also names its prog_id
+            if f"{kind}_id" in fields:
+                out[kind][int(fields[f"{kind}_id"])] = fields
+                break
+    return out
+
+
+class Running:
+    """``load OBJ --duration 30 ARGS`` in the background, its output collected."""
+
+    def __init__(self, obj, *args, duration=30):
+        self.proc = subprocess.Popen(CMD + [str(obj), "--duration", str(duration)] + [str(a) for a in args],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._out, self._err = [], []
+        self._threads = [threading.Thread(target=self._drain, args=(s, buf), daemon=True)
+                         for s, buf in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _drain(stream, buf):
+        buf.append(stream.read())
+
+    def wait_attached(self, links):
+        """Wait until the child holds ``links`` links; returns its kernel ids."""
+        deadline = time.monotonic() + ATTACH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ids = fdinfo_ids(self.proc.pid)
+            if len(ids["link"]) >= links:
+                return ids
+            if self.proc.poll() is not None:
+                self.finish()
+                raise AssertionError(f"load exited early ({self.proc.returncode}): {self.stderr}")
+            time.sleep(0.01)
+        raise AssertionError(f"no {links} links after {ATTACH_TIMEOUT_S}s: {fdinfo_ids(self.proc.pid)}")
+
+    def wait_loaded(self, progs):
+        deadline = time.monotonic() + ATTACH_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ids = fdinfo_ids(self.proc.pid)
+            if len(ids["prog"]) >= progs:
+                time.sleep(0.1)  # let it finish (attach or not) before reading again
+                return fdinfo_ids(self.proc.pid)
+            assert self.proc.poll() is None, self.finish()
+            time.sleep(0.01)
+        raise AssertionError("programs never loaded")
+
+    def stop(self, sig=signal.SIGINT, timeout=20):
+        self.proc.send_signal(sig)
+        return self.finish(timeout)
+
+    def finish(self, timeout=20):
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        for t in self._threads:
+            t.join(5)
+        return self.proc.returncode
+
+    stdout = property(lambda self: "".join(self._out))
+    stderr = property(lambda self: "".join(self._err))
+
+    def json(self):
+        return json.loads(self.stdout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def by_name(items):
+    return {i["name"]: i for i in items}
+
+
+def as_id_sets(ids):
+    return {k: set(v) for k, v in ids.items()}
+
+
+# --------------------------------------------------------------------------- JSON and --set
+PROGRAM_KEYS = {"name", "section", "type", "attached", "id", "run_cnt", "run_time_ns"}
+MAP_KEYS = {"name", "type", "key_size", "value_size", "max_entries", "entries"}
+
+
+def test_json_shape_set_and_exact_counts(test_objects):
+    n = 6
+    with Running(test_objects("rodata"), "--json", "--set", f"target_tgid={os.getpid()}",
+                 "--set", "multiplier=5", "--set", "offset=0x1", "--set", "tag=xyz") as run:
+        ids = run.wait_attached(1)
+        trigger(n)
+        assert run.stop() == 0, run.stderr
+    report = run.json()  # stdout is exactly one JSON object
+    assert report["schema"] == 1
+    assert report["object"].endswith("rodata.bpf.o")
+    (prog,) = report["programs"]
+    assert PROGRAM_KEYS <= set(prog)
+    assert (prog["name"], prog["section"], prog["type"], prog["attached"]) == \
+        ("use_settings", "raw_tp/sys_enter", "raw_tracepoint", True)
+    assert prog["id"] in ids["prog"]
+    assert isinstance(prog["run_cnt"], int) and isinstance(prog["run_time_ns"], int)
+    maps = by_name(report["maps"])
+    assert set(maps) == {".rodata", ".bss"}
+    for m in maps.values():
+        assert MAP_KEYS <= set(m)
+        assert (m["type"], m["key_size"], m["max_entries"]) == ("array", 4, 1)
+    assert maps[".bss"]["entries"] == [{"key": 0, "value": {
+        "out_value": 7 * 5 + 1, "out_calls": n, "out_tag_len": 3, "out_tag": "xyz"}}]
+    ro = maps[".rodata"]["entries"][0]["value"]
+    assert (ro["target_tgid"], ro["multiplier"], ro["offset"], ro["enabled"], ro["tag"]) == \
+        (os.getpid(), 5, 1, True, "xyz")
+    assert_gone(as_id_sets(ids))
+
+
+def test_json_maps_all_types_and_decoding(test_objects):
+    n = 5
+    with Running(test_objects("maps_all"), "--json", "--set", f"target_tgid={os.getpid()}") as run:
+        ids = run.wait_attached(1)
+        trigger(n)
+        tid = threading.get_native_id()
+        assert run.stop() == 0, run.stderr
+    maps = by_name(run.json()["maps"])
+    assert {k: v["type"] for k, v in maps.items()} == {
+        "hash_map": "hash", "array_map": "array", "pcpu_hash": "percpu_hash", "pcpu_array": "percpu_array",
+        "lru_hash": "lru_hash", "lru_pcpu_hash": "lru_percpu_hash", "ring": "ringbuf",
+        "perf_events": "perf_event_array", "task_store": "task_storage", "storage_echo": "hash",
+        ".rodata": "array", ".bss": "array"}
+    for name in ("ring", "perf_events", "task_store"):
+        assert maps[name]["entries"] is None
+    key = {"tgid": os.getpid(), "tid": tid}
+    assert maps["hash_map"]["entries"] == [{"key": key, "value": {"count": n, "tag": 0x48415348, "tid": tid}}]
+    assert maps["storage_echo"]["entries"] == [{"key": tid, "value": {"count": n, "tag": 0x5441534B, "tid": tid}}]
+    (pcpu,) = maps["pcpu_hash"]["entries"]
+    assert pcpu["key"] == key and len(pcpu["value"]) == NCPU
+    assert sum(v["count"] for v in pcpu["value"]) == n
+    arr = {e["key"]: e["value"] for e in maps["pcpu_array"]["entries"]}
+    assert sorted(arr) == [0, 1, 2, 3] and sum(arr[1]) == n and all(len(v) == NCPU for v in arr.values())
+    assert len(maps["array_map"]["entries"]) == 16
+    assert maps[".bss"]["entries"][0]["value"]["calls"] == n
+    assert_gone(as_id_sets(ids))
+
+
+def test_stats_give_run_counts_and_text_output(test_objects):
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        stats_before = f.read()
+    r = run_load(test_objects("tp_btf_counter"), "--duration", "0.3", "--stats", "--json")
+    assert r.returncode == 0, r.stderr
+    (prog,) = json.loads(r.stdout)["programs"]
+    assert prog["type"] == "tracing" and prog["attached"] is True
+    assert prog["run_cnt"] > 0 and prog["run_time_ns"] > 0
+    maps = by_name(json.loads(r.stdout)["maps"])
+    assert maps[".bss"]["entries"][0]["value"]["switches"] > 0
+    (cpu,) = maps["cpu_switches"]["entries"]
+    assert len(cpu["value"]) == NCPU and sum(cpu["value"]) > 0
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        assert f.read() == stats_before  # BPF_ENABLE_STATS is an fd, not the sysctl
+
+    r = run_load(test_objects("tp_btf_counter"))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^count_switch\s+tp_btf/sched_switch\s+tracing\s+\d+\s+yes", r.stdout, re.M)
+    assert "map cpu_switches (percpu_array, key 4 B, value 8 B, max_entries 1)" in r.stdout
+    assert "map .bss (array" in r.stdout
+
+
+# --------------------------------------------------------------------------- --program
+@pytest.mark.parametrize("names", [["switch_b"], ["switch_a", "sys_enter_c"]])
+def test_program_selection_loads_only_those(test_objects, names):
+    args = [a for n in names for a in ("--program", n)]
+    with Running(test_objects("multi_prog"), "--json", *args) as run:
+        ids = run.wait_attached(len(names))
+        time.sleep(0.05)
+        trigger(2)
+        held = fdinfo_ids(run.proc.pid)
+        names_in_kernel = sorted(_prog_name(i) for i in held["prog"])
+        assert names_in_kernel == sorted(names)
+        assert len(held["link"]) == len(names)
+        assert run.stop() == 0, run.stderr
+    report = run.json()
+    assert sorted(p["name"] for p in report["programs"]) == sorted(names)
+    hits = by_name(report["maps"])[".bss"]["entries"][0]["value"]
+    letters = {n[-1] for n in names}
+    assert {k for k, v in hits.items() if v > 0} == {f"hits_{c}" for c in letters}
+    assert_gone(as_id_sets(ids))
+
+
+def _prog_name(prog_id):
+    fd = syscall.prog_get_fd_by_id(prog_id)
+    try:
+        return syscall.obj_get_info(fd, "prog")["name"]
+    finally:
+        os.close(fd)
+
+
+def test_program_unknown_name_is_an_error_listing_names(test_objects):
+    r = run_load(test_objects("multi_prog"), "--program", "switch_z")
+    assert r.returncode == 1
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error:")
+    for name in ("switch_z", "switch_a", "switch_b", "sys_enter_c", "switch_d"):
+        assert name in r.stderr
+
+
+# --------------------------------------------------------------------------- exit codes
+def test_verifier_reject_exit_status_and_message(test_objects):
+    r = run_load(test_objects("verifier_reject"), "--json")
+    assert r.returncode == 1
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: the verifier rejected program 'bad_deref'")
+    assert "REJECT_HERE" in r.stderr and "map_value_or_null" in r.stderr
+    assert re.search(r"verifier_reject\.bpf\.c:\d+: return \*v > 0; /\* REJECT_HERE \*/", r.stderr)
+
+    r = run_load(test_objects("verifier_reject"), "--program", "good_prog", "--json")
+    assert r.returncode == 0, r.stderr
+    (prog,) = json.loads(r.stdout)["programs"]
+    assert prog["name"] == "good_prog" and prog["attached"] is True
+
+
+def test_bad_inputs_exit_codes(test_objects, tmp_path):
+    not_elf = tmp_path / "not_elf.bpf.o"
+    not_elf.write_bytes(b"\x7fELF" + os.urandom(200))
+    r = run_load(not_elf)
+    assert r.returncode == 1 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+    r = run_load(tmp_path / "missing.bpf.o")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+    rodata = test_objects("rodata")
+    cases = [
+        (["--set", "nope=1"], 2, "nope"),
+        (["--set", "novalue"], 2, "NAME=VALUE"),
+        (["--set", "tag=" + "x" * 40], 1, "tag"),
+        (["--max-entries", "nomap=4"], 2, "nomap"),
+        (["--max-entries", "records=abc"], 2, "abc"),
+    ]
+    for args, code, needle in cases:
+        r = run_load(rodata, *args)
+        assert r.returncode == code, (args, r.returncode, r.stderr)
+        assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stdout == ""
+
+
+def test_max_entries_reaches_the_kernel(test_objects):
+    with Running(test_objects("ringbuf"), "--json", "--max-entries", "records=8192") as run:
+        ids = run.wait_attached(1)
+        rings = [f for f in ids["map"].values() if f["map_type"] == "27"]
+        assert [int(f["max_entries"]) for f in rings] == [8192]
+        assert run.stop(signal.SIGTERM) == 0, run.stderr
+    rec = by_name(run.json()["maps"])["records"]
+    assert (rec["type"], rec["max_entries"], rec["entries"]) == ("ringbuf", 8192, None)
+    assert_gone(as_id_sets(ids))
+
+
+def test_no_attach_loads_but_does_not_attach(test_objects):
+    with Running(test_objects("tp_btf_counter"), "--json", "--no-attach") as run:
+        ids = run.wait_loaded(1)
+        assert len(ids["prog"]) == 1 and not ids["link"]
+        assert run.stop() == 0, run.stderr
+    (prog,) = run.json()["programs"]
+    assert prog["attached"] is False and prog["run_cnt"] == 0
+    switches = by_name(run.json()["maps"])[".bss"]["entries"][0]["value"]["switches"]
+    assert switches == 0  # never ran
+    assert_gone(as_id_sets(ids))
+
+
+# --------------------------------------------------------------------------- --explain
+def test_explain_tells_every_step(test_objects):
+    r = run_load(test_objects("core_task"), "--explain", "--json")
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout)  # the trace goes to stderr only
+    lines = r.stderr.splitlines()
+    steps = {m.group(1) for m in (re.match(r"^\[(\w+)\s*\]", l) for l in lines) if m}
+    assert {"elf", "btf", "map", "reloc", "core", "prog", "close"} <= steps
+    text = r.stderr
+    # sections found
+    assert re.search(r"^\[elf\s*\] .*core_task\.bpf\.o: \d+ sections", text, re.M)
+    assert re.search(r"^\s+raw_tp/sys_enter\s+\d+ bytes", text, re.M)
+    # each map: create attributes and fd
+    assert re.search(r"BPF_MAP_CREATE type=hash key=4 value=40 max_entries=64 .*name=seen.* -> fd \d+", text)
+    assert re.search(r"^\[map\s*\] seen: BPF_MAP_CREATE hash -> fd \d+", text, re.M)
+    assert re.search(r"^\[map\s*\] \.rodata: .*BPF_MAP_FREEZE", text, re.M)
+    # relocations: instruction, symbol, before -> after
+    assert re.search(r"^\s+insn\s+\d+: map seen: .* ll\s+->\s+r1 = 0x[0-9a-f]+ ll map_fd", text, re.M)
+    assert re.search(r"^\s+insn\s+\d+: data target_pid: .*->\s+r1 = map_value\(fd \d+\) \+ 0", text, re.M)
+    # CO-RE: local type and access string -> kernel offset, and the patched instruction
+    assert re.search(r"^\[core\s*\] .*insn \d+: struct task_struct\.tgid \(0:\d+ @ byte \d+\) -> "
+                     r"struct task_struct\.tgid", text, re.M)
+    assert re.search(r"^\[core\s*\] .*field_exists struct task_struct\.pid", text, re.M)
+    assert re.search(r"^\s+r1 = \d+\s+->\s+r1 = \d+", text, re.M)
+    # program load with instruction count and verifier statistics
+    assert re.search(r"^\[prog\s*\] BPF_PROG_LOAD read_task: \d+ instructions -> fd \d+", text, re.M)
+    assert re.search(r"^\s+processed \d+ insns", text, re.M)
+    # attach: the syscall and its arguments
+    assert re.search(r"BPF_RAW_TRACEPOINT_OPEN name=sys_enter prog_fd=\d+ -> link fd \d+", text)
+
+
+def test_explain_tracepoint_attach(test_objects):
+    r = run_load(test_objects("seed_style"), "--explain")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^\[attach\s*\] tp/sched/sched_switch: tracepoint id \d+", r.stderr, re.M)
+    assert re.search(r"perf_event_open type=2 config=\d+ .*-> fd \d+", r.stderr)
+    assert re.search(r"BPF_LINK_CREATE prog_fd=\d+ target_fd=\d+ .*-> link fd \d+", r.stderr)

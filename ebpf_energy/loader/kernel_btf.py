@@ -166,9 +166,7 @@ def _build_index(data, endian, hdr):
         raise BtfError("kernel BTF type section ends inside a type") from None
     if i != n or (type_len & 3):
         raise BtfError("kernel BTF type section ends inside a type")
-    offsets = array("I", offs)
-    for k in range(len(offsets)):
-        offsets[k] <<= 2
+    offsets = array("I", [o << 2 for o in offs])  # word index -> byte offset
     # name index: (name_off << 32 | id), sorted; a lookup is a bisect
     names = array("Q", sorted([(no << 32) | tid for tid, no in enumerate(noffs, 1) if no]))
     return offsets, names

@@ -128,7 +128,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct task_stats *v;
 	struct cpu_slot *s;
-	__u64 now, since, dur;
+	__u64 now, since, dur, runtime;
 	__u32 tid, flags;
 
 	if (cpu >= EM_MAX_CPUS) {
@@ -147,6 +147,12 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 		if (tid == 0) {
 			s->idle_ns += dur;
 		} else {
+			/* The scheduler's own account of the slice (what schedstat and
+			 * rusage report); wall time only for the slice that was already
+			 * running at attach, whose start runtime we never saw. */
+			runtime = prev->se.sum_exec_runtime;
+			if (s->start_ns && s->tid == tid && runtime >= s->start_runtime)
+				dur = runtime - s->start_runtime;
 			flags = prev_state & EM_TASK_DEAD ? EM_FLAG_DEAD | EM_FLAG_EXITED : 0;
 			v = bpf_map_lookup_elem(&tasks, &tid);
 			if (v) {
@@ -165,6 +171,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	s->tid = next->pid;
 	s->tgid = next->tgid;
 	s->start_ns = now;
+	s->start_runtime = next->se.sum_exec_runtime;
 	barrier();
 	*(volatile __u64 *)&s->seq += 1; /* even: consistent again */
 	return 0;

@@ -21,7 +21,7 @@
 #define EM_FLAG_EXECED  0x4   /* comm refreshed by sched_process_exec */
 
 /* Who runs on one CPU since when, plus that CPU's counters.
- * One 64-byte cache line per CPU, written only by its own CPU.
+ * Two 64-byte cache lines per CPU, written only by its own CPU.
  * Read protocol (user space, lock-free): read seq; if odd retry; copy the
  * slot; re-read seq; retry if it changed. seq advances by 2 per switch,
  * so switches = seq / 2. start_ns == 0: no switch seen on this CPU since
@@ -29,6 +29,9 @@
 struct cpu_slot {
 	__u64 seq;
 	__u64 start_ns;     /* when `tid` went on this CPU */
+	__u64 start_runtime; /* its se.sum_exec_runtime then: slices are measured
+	                      * in the scheduler's own clock, so per-task totals
+	                      * equal /proc/PID/schedstat exactly */
 	__u32 tid;          /* running now; 0 = the idle task */
 	__u32 tgid;
 	__u64 idle_ns;      /* closed idle (pid 0) time on this CPU */

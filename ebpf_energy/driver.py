@@ -166,12 +166,15 @@ def _install_signals(stopper: Stopper):
 
 def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float = 0.0,
           interval_s: Optional[float] = None, on_interval: Optional[OnInterval] = None,
-          stopper: Optional[Stopper] = None, handle_signals: bool = True) -> RunResult:
+          stopper: Optional[Stopper] = None, handle_signals: bool = True,
+          on_started: Optional[Callable[[], None]] = None) -> RunResult:
     """Measure for ``duration_s`` seconds (0: until SIGINT/SIGTERM or
     ``stopper.set()``), calling ``on_interval(n, window, attribution,
     meter_j)`` every ``interval_s`` seconds when given, then return the
     whole run. Interval deadlines are ``start + n*interval_s`` so refreshes
-    do not drift. The sampler is always stopped, even on errors."""
+    do not drift. The sampler is always stopped, even on errors.
+    ``on_started()`` is called once measuring has really begun (programs
+    attached, baseline taken): the moment to tell a waiting user or harness."""
     if duration_s < 0:
         raise ValueError("duration must be >= 0 seconds")
     if interval_s is not None and not interval_s > 0:
@@ -184,6 +187,8 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
         sampler.start()
         try:
             m0 = meter.read() if meter is not None else None
+            if on_started is not None:
+                on_started()
             t0 = time.monotonic()
             end = t0 + duration_s if duration_s > 0 else None
             prev, m_prev, n = None, m0, 0

@@ -156,6 +156,7 @@ class EbpfSampler:
         self._ring_thread = None
         self._stop_ring = threading.Event()
         self.events_received = 0
+        self._bpf_stats = {}
 
     # -- Sampler protocol ------------------------------------------------------
     def start(self):
@@ -225,15 +226,29 @@ class EbpfSampler:
             self._ring = None
         self._bss = None
         if self.obj is not None:
+            self._bpf_stats = self._program_stats()
             self.obj.close()
             self.obj = None
 
+    def _program_stats(self):
+        """In-kernel cost of our programs (non-zero while bpf_stats are on)."""
+        run_cnt = run_ns = 0
+        for p in self.obj.programs.values():
+            if p.loaded:
+                info = p.info()
+                run_cnt += info.get("run_cnt", 0)
+                run_ns += info.get("run_time_ns", 0)
+        return {"bpf_run_cnt": run_cnt, "bpf_run_time_ns": run_ns}
+
     def stats(self) -> dict:
-        return {"events_received": self.events_received} if self.on_event else {}
+        out = dict(self._bpf_stats)
+        if self.on_event:
+            out["events_received"] = self.events_received
+        return out
 
     # -- reading ---------------------------------------------------------------
     def _slots(self):
-        """(seq, start_ns, tid, tgid, idle_ns, task_drops, dropped_ns, events, event_drops) per CPU."""
+        """Each CPU's slot as a tuple in ``cpu_slot`` field order (see ``_slot_layout.index``)."""
         lay = self._slot_layout
         out = []
         for cpu in range(self._ncpus):
@@ -269,7 +284,6 @@ class EbpfSampler:
         st = lay.struct
         i_cpu, i_sl, i_meta, i_cg, i_tgid, i_flags, i_comm = (lay.index[n] for n in (
             "cpu_ns", "slices", "meta_ns", "cgroup_id", "tgid", "flags", "comm"))
-        slots_before = self._slots()
         keys, values = self._read_tasks()
         now = time.monotonic_ns()
         slots = self._slots()
@@ -310,22 +324,24 @@ class EbpfSampler:
         # Close out running slices.
         open_ns: Dict[int, int] = {}
         idle_per_cpu = []
+        ix = self._slot_layout.index
+        i_seq, i_start, i_tid, i_tgid, i_idle = ix["seq"], ix["start_ns"], ix["tid"], ix["tgid"], ix["idle_ns"]
         for cpu, rec in enumerate(slots):
-            seq, start, tid, tgid, idle = rec[0], rec[1], rec[2], rec[3], rec[4]
-            start_eff = start if start else self.start_ns
-            running = max(0, now - start_eff)
+            seq, start, tid, tgid, idle = rec[i_seq], rec[i_start], rec[i_tid], rec[i_tgid], rec[i_idle]
+            running = max(0, now - (start or self.start_ns))
             if start and tid:
                 open_ns[tid] = open_ns.get(tid, 0) + running
                 if tid not in threads:
                     threads[tid] = _Thread(tid, tgid=tgid, per_cpu=[0] * self._ncpus)
+                threads[tid].per_cpu[cpu] += running
                 idle_per_cpu.append(idle)
             else:
-                idle_per_cpu.append(idle + (running if (start or not seq) else 0))
-            if start and tid:
-                threads[tid].per_cpu[cpu] += running
-        drops_tasks = sum(r[5] for r in slots)
-        drops_events = sum(r[8] for r in slots)
-        switches = sum(r[0] // 2 for r in slots)
+                # idle now, or no switch seen on this CPU since attach (we
+                # force one on every CPU at start, so that CPU sat idle)
+                idle_per_cpu.append(idle + running)
+        drops_tasks = sum(r[ix["task_drops"]] for r in slots)
+        drops_events = sum(r[ix["event_drops"]] for r in slots)
+        switches = sum(r[i_seq] // 2 for r in slots)
         return self._window(threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches)
 
     def _window(self, threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches):

@@ -100,11 +100,14 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
     reporter = Reporter(sys.stdout, fmt=fmt, by=by, threads=threads, top=top, selection=selection,
                         intervals=interval is not None, title="ebpf-energy monitor (eBPF)")
     how_long = f"for {duration:g} s" if duration > 0 else "until Ctrl-C"
-    err.write(f"ebpf-energy monitor: measuring every context switch {how_long}\n")
-    err.flush()
+
+    def started():
+        err.write(f"ebpf-energy monitor: measuring every context switch {how_long}\n")
+        err.flush()
+
     try:
         result = drive(sampler, model, meter=meter, duration_s=duration, interval_s=interval,
-                       on_interval=lambda n, w, a, mj: reporter.interval(n, w, a))
+                       on_interval=lambda n, w, a, mj: reporter.interval(n, w, a), on_started=started)
         extra = {"overhead_cpu_ns": result.overhead_cpu_ns, "sampler": result.sampler_stats}
         if result.window.dropped:
             err.write(f"ebpf-energy monitor: warning: {result.window.drops['tasks']} slices lost to a full task "

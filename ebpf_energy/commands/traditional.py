@@ -71,11 +71,14 @@ def traditional(duration, interval, verbose, top, threads, pids, comms, cgroup, 
     reporter = Reporter(sys.stdout, fmt=fmt, by=by, threads=threads, top=top, selection=selection,
                         intervals=interval is not None, title="ebpf-energy traditional (/proc)")
     how_long = f"for {duration:g} s" if duration > 0 else "until Ctrl-C"
-    err.write(f"ebpf-energy traditional: polling /proc every {poll_s:g} s {how_long}\n")
-    err.flush()
+
+    def started():
+        err.write(f"ebpf-energy traditional: polling /proc every {poll_s:g} s {how_long}\n")
+        err.flush()
+
     try:
         result = drive(poller, model, meter=meter, duration_s=duration, interval_s=interval,
-                       on_interval=lambda n, w, a, mj: reporter.interval(n, w, a))
+                       on_interval=lambda n, w, a, mj: reporter.interval(n, w, a), on_started=started)
         extra = {"overhead_cpu_ns": result.overhead_cpu_ns, "sampler": result.sampler_stats}
         reporter.summary(result.window, result.attribution, extra)
     except KeyboardInterrupt:

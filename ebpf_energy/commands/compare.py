@@ -1,0 +1,64 @@
+"""``ebpf-energy compare``: both monitors, one workload, one table."""
+
+import json
+import sys
+
+import click
+
+from ebpf_energy.commands._options import model_options
+from ebpf_energy.workloads import NAMES
+
+
+def _model_args(power, profile, no_profile, powercap_root, meter, idle_share):
+    """The model options, passed on unchanged to both monitors."""
+    args = []
+    if power is not None:
+        args += ["-p", repr(power)]
+    if profile:
+        args += ["--profile", profile]
+    if no_profile:
+        args.append("--no-profile")
+    if powercap_root:
+        args += ["--powercap-root", powercap_root]
+    if meter and meter != "auto":
+        args += ["--meter", meter]
+    if idle_share:
+        args.append("--idle-share")
+    return args
+
+
+@click.command()
+@click.option("-d", "--duration", type=click.FloatRange(min=0, min_open=True), required=True, metavar="SECONDS",
+              help="Length of the window (the workload is stopped at its end if still running).")
+@click.option("-w", "--workload-command", "command", default=None, metavar="COMMAND",
+              help="A shell command to run as the workload.")
+@click.option("--workload", "workload", type=click.Choice(NAMES), default=None,
+              help="A built-in workload (needs nothing installed).")
+@click.option("-i", "--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True, metavar="SECONDS",
+              help="The /proc monitor's poll interval.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
+@model_options
+def compare(duration, command, workload, interval, as_json, **model_kw):
+    """Run the eBPF monitor and the /proc poller side by side on one workload
+    and compare CPU time, energy, processes caught and their own overhead.
+
+    The truth is the CPU time the workload's parent collected for its whole
+    process tree (rusage). Needs root.
+    """
+    from ebpf_energy.compare import CompareError, compare as run_compare, render
+
+    if command and workload:
+        raise click.UsageError("-w and --workload are alternatives: give one")
+    if not command and not workload:
+        workload = "mixed"
+    progress = None if as_json else (lambda msg: click.echo(f"ebpf-energy compare: {msg}", err=True))
+    try:
+        result = run_compare(duration, command=command, workload=workload, interval=interval,
+                             model_args=_model_args(**model_kw), progress=progress)
+    except CompareError as e:
+        click.echo(f"ebpf-energy compare: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(render(result), nl=False)

@@ -1,0 +1,295 @@
+"""Run the eBPF and the /proc monitor over one window and one workload, and judge both.
+
+Each monitor runs as its own process (so its own CPU use is its overhead and
+nothing else's), both started before the workload and stopped after it. The
+workload runs in a cgroup of its own, so "the workload's processes" is a
+fact both monitors report (their ``cgroup`` field), not a guess from names.
+The truth is the rusage the workload's parent collected for all of its
+children (``wait4``), and, for built-in workloads, the number of processes
+they made.
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from ebpf_energy.workloads import NAMES as WORKLOAD_NAMES
+
+READY_TIMEOUT_S = 60
+
+
+class CompareError(Exception):
+    """A clear reason the comparison could not run (after cleaning up)."""
+
+
+@dataclass
+class MonitorRun:
+    name: str
+    argv: List[str]
+    proc: Optional[subprocess.Popen] = None
+    stderr_lines: List[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+    report: Optional[dict] = None
+
+    def start(self, env):
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+
+    def _pump_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.rstrip("\n"))
+            if line.startswith(("ebpf-energy monitor: measuring", "ebpf-energy traditional: polling")):
+                self.ready.set()
+        self.ready.set()  # it exited: wake the waiter, which will see the exit status
+
+    def stop(self, timeout=30):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        if self.proc.returncode == 0 and out.strip():
+            self.report = last_json(out)
+
+    def failure(self):
+        tail = "\n".join(self.stderr_lines[-5:])
+        return f"the {self.name} monitor failed (exit {self.proc.returncode}): {tail}"
+
+
+class WorkloadCgroup:
+    """A cgroup v2 directory for the workload, removed afterwards."""
+
+    def __init__(self, mount):
+        self.mount = mount.rstrip("/")
+        self.rel = f"/ebpf-energy-compare-{os.getpid()}"
+        self.path = self.mount + self.rel
+
+    def __enter__(self):
+        os.mkdir(self.path)
+        return self
+
+    def join(self):
+        """preexec_fn: move the child into the cgroup before it execs."""
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def __exit__(self, *exc):
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                self.kill_all()
+                time.sleep(0.1)
+
+    def kill_all(self):
+        try:
+            with open(os.path.join(self.path, "cgroup.procs")) as f:
+                pids = [int(x) for x in f.read().split()]
+        except OSError:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def workload_argv(command: Optional[str], name: Optional[str], duration: float):
+    if name:
+        if name not in WORKLOAD_NAMES:
+            raise CompareError(f"unknown workload {name!r}: choose one of {', '.join(WORKLOAD_NAMES)}")
+        return [sys.executable, "-m", "ebpf_energy.workloads", name, repr(duration)], f"builtin:{name}"
+    return ["/bin/sh", "-c", command], command
+
+
+def run_workload(argv, cgroup: WorkloadCgroup, duration: float, grace: float = 0.0):
+    """Start, let it run at most ``duration`` (+ ``grace``) s, reap it.
+
+    Returns (exit code, cpu_ns of its tree from wait4, stdout, stderr). A
+    command still running at the deadline gets SIGTERM (its whole group).
+    """
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=cgroup.join,
+                                start_new_session=True)
+    except OSError as e:
+        raise CompareError(f"cannot start the workload {shlex.join(argv)}: {e.strerror}") from None
+    out, err = [], []
+    readers = [threading.Thread(target=lambda s=s, o=o: o.append(s.read()), daemon=True)
+               for s, o in ((proc.stdout, out), (proc.stderr, err))]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + duration + grace
+    while True:
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            break
+        if time.monotonic() >= deadline:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            pid, status, rusage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.01)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cgroup.kill_all()
+    return proc.returncode, _cpu_ns(rusage), _join(readers[0], out), _join(readers[1], err)
+
+
+def _join(reader, out):
+    reader.join(timeout=5)
+    return (out[0] if out else b"").decode(errors="replace")
+
+
+def _cpu_ns(ru):
+    return int(round((ru.ru_utime + ru.ru_stime) * 1e9))
+
+
+def last_json(text: str) -> Optional[dict]:
+    """The summary of a monitor's output: one JSON object, or JSON Lines ending with it."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+def summarize(report: dict, cgroup_rel: str) -> dict:
+    """One monitor's row of the comparison (contracts.md `compare`)."""
+    mine = [p for p in report["processes"]
+            if p.get("cgroup") and (p["cgroup"] == cgroup_rel or p["cgroup"].startswith(cgroup_rel + "/"))]
+    sampler = report.get("sampler") or {}
+    row = {
+        "total_cpu_ns": report["total_cpu_ns"],
+        "total_energy_j": report["total_energy_j"],
+        "processes_seen": report.get("processes_seen", len(report["processes"])),
+        "samples_or_events": report.get("samples_or_events", 0),
+        "overhead_cpu_ns": report.get("overhead_cpu_ns", 0),
+        "workload_processes_seen": len(mine),
+        "workload_cpu_ns": sum(p["cpu_ns"] for p in mine),
+        "duration_s": report["duration_s"],
+        "model": report["model"],
+    }
+    if "bpf_run_time_ns" in sampler:
+        row["bpf_ns"] = sampler["bpf_run_time_ns"]
+    return row
+
+
+def compare(duration: float, command: Optional[str] = None, workload: Optional[str] = None,
+            interval: float = 0.1, model_args: Optional[List[str]] = None, progress=None) -> dict:
+    """Run everything and return the ``compare --json`` object."""
+    from ebpf_energy.loader import syscall
+    from ebpf_energy.monitor import cgroup2_mount
+
+    if os.geteuid() != 0:
+        raise CompareError("compare runs the eBPF monitor, which needs root (or CAP_BPF and CAP_PERFMON)")
+    if bool(command) == bool(workload):
+        raise CompareError("give either -w COMMAND or --workload NAME")
+    mount = cgroup2_mount()
+    if mount is None:
+        raise CompareError("no cgroup v2 mount: compare puts the workload in a cgroup of its own to know "
+                           "its processes")
+    argv, label = workload_argv(command, workload, duration)
+    model_args = list(model_args or [])
+    base = [sys.executable, "-m", "ebpf_energy"]
+    runs = [MonitorRun("ebpf", base + ["monitor", "--json", "-d", "0"] + model_args),
+            MonitorRun("traditional", base + ["traditional", "--json", "-d", "0", "-i", repr(interval)]
+                       + model_args)]
+    env = dict(os.environ)
+    stats_fd = None
+    try:
+        stats_fd = syscall.enable_stats()
+        with WorkloadCgroup(mount) as cg:
+            for r in runs:
+                r.start(env)
+            for r in runs:
+                if not r.ready.wait(READY_TIMEOUT_S) or r.proc.poll() is not None:
+                    r.proc.wait(timeout=5) if r.proc.poll() is None else None
+                    raise CompareError(r.failure())
+            if progress:
+                progress(f"both monitors running; workload {label} for up to {duration:g} s")
+            code, cpu_ns, out, err = run_workload(argv, cg, duration, grace=10.0 if workload else 0.0)
+            time.sleep(0.05)  # let the last exits reach both monitors
+            for r in runs:
+                r.stop()
+            for r in runs:
+                if r.report is None:
+                    raise CompareError(r.failure())
+            if command and code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+                detail = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
+                raise CompareError(f"the workload command failed ({detail}); both monitors were stopped")
+            processes = None
+            if workload:
+                try:
+                    processes = json.loads(out.strip().splitlines()[-1])["processes"]
+                except (ValueError, IndexError, KeyError):
+                    processes = None
+            result = {
+                "schema": 1,
+                "duration_s": max(r.report["duration_s"] for r in runs),
+                "workload": {"command": label, "processes": processes, "cpu_ns": cpu_ns, "exit_code": code,
+                             "cgroup": cg.rel},
+                "monitors": {r.name: summarize(r.report, cg.rel) for r in runs},
+            }
+            result["model"] = runs[0].report["model"]
+            return result
+    finally:
+        for r in runs:
+            if r.proc is not None and r.proc.poll() is None:
+                r.proc.kill()
+                r.proc.wait()
+        if stats_fd is not None:
+            syscall.close(stats_fd)
+
+
+def render(result: dict) -> str:
+    """The comparison as a table a person reads top to bottom."""
+    w = result["workload"]
+    mons = result["monitors"]
+    names = ["ebpf", "traditional"]
+    truth_cpu = w["cpu_ns"]
+
+    def pct(a, b):
+        return f"{100.0 * a / b:.1f}%" if b else "-"
+
+    rows = [
+        ("total CPU time (ms)", [f"{mons[n]['total_cpu_ns'] / 1e6:.1f}" for n in names]),
+        ("total energy (J)", [f"{mons[n]['total_energy_j']:.3f}" for n in names]),
+        ("processes seen", [str(mons[n]["processes_seen"]) for n in names]),
+        ("samples / events", [str(mons[n]["samples_or_events"]) for n in names]),
+        ("own CPU time (ms)", [f"{mons[n]['overhead_cpu_ns'] / 1e6:.1f}" for n in names]),
+        ("in-kernel BPF time (ms)", [f"{mons['ebpf'].get('bpf_ns', 0) / 1e6:.1f}", "-"]),
+        ("workload processes seen", [
+            f"{mons[n]['workload_processes_seen']}" + (f" of {w['processes']}" if w["processes"] else "")
+            for n in names]),
+        ("workload CPU (ms)", [f"{mons[n]['workload_cpu_ns'] / 1e6:.1f}" for n in names]),
+        ("  vs truth (rusage)", [pct(mons[n]["workload_cpu_ns"], truth_cpu) for n in names]),
+    ]
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"ebpf-energy compare: {w['command']} over {result['duration_s']:.2f} s",
+             f"truth: {truth_cpu / 1e6:.1f} ms of CPU in the workload's tree"
+             + (f", {w['processes']} processes" if w["processes"] else ""),
+             "",
+             f"{'':<{width}}{'eBPF':>14}{'/proc':>14}"]
+    for label, vals in rows:
+        lines.append(f"{label:<{width}}{vals[0]:>14}{vals[1]:>14}")
+    return "\n".join(lines) + "\n"

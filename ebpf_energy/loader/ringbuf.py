@@ -95,15 +95,22 @@ class RingBuffer:
 
     # --- draining
     def consume(self, callback=None):
-        """Deliver every committed record to the callback; returns how many were delivered."""
+        """Deliver the committed records to the callback; returns how many were delivered.
+
+        Stops at a BUSY record, when the callback returns true, or after one ring's
+        worth of data (so a producer as fast as we are cannot keep us here forever).
+        """
         cb = callback or self.callback
         if cb is None:
             raise LoaderError("RingBuffer.consume needs a callback (or use consume_batch)")
         cons_v, prod_v, hdr, data, mask = self._cons, self._prod, self._hdr, self._data, self._mask
         cons = cons_v[0]
+        end = cons + self.max_entries  # at most one ring's worth per call: a fast producer can't pin us here
         n = 0
         while True:
             prod = prod_v[0]
+            if prod > end:
+                prod = end
             if cons >= prod:
                 return n
             while cons < prod:
@@ -132,16 +139,20 @@ class RingBuffer:
 
         Each record costs one header read and one slice of the mapping (a single
         copy), so the records stay valid after the call and the ring space is
-        handed back at once. ``max_records`` bounds one call's work.
+        handed back at once. ``max_records`` bounds one call's work; one call never
+        takes more than one ring's worth of data.
         """
         cons_v, prod_v, hdr, mask, mm = self._cons, self._prod, self._hdr, self._mask, self._prod_mm
         base = self._page + HDR
         cons = cons_v[0]
+        end = cons + self.max_entries  # at most one ring's worth per call (bounded time and memory)
         out = []
         add = out.append
         left = -1 if max_records is None else max_records
         while left:
             prod = prod_v[0]
+            if prod > end:
+                prod = end
             if cons >= prod:
                 break
             while cons < prod and left:
@@ -168,11 +179,16 @@ class RingBuffer:
         n = self.consume()
         if n:
             return n
+        self.wait(timeout_ms)
+        return self.consume()
+
+    def wait(self, timeout_ms=-1):
+        """Block until the kernel signals data (or the timeout); True if it did.
+        Pairs with consume_batch() for a poll loop without callbacks."""
         if self._epoll is None:
             self._epoll = select.epoll()
             self._epoll.register(self.map_fd, select.EPOLLIN)
-        self._epoll.poll(-1 if timeout_ms is None or timeout_ms < 0 else timeout_ms / 1000.0)
-        return self.consume()
+        return bool(self._epoll.poll(-1 if timeout_ms is None or timeout_ms < 0 else timeout_ms / 1000.0))
 
     # --- lifetime
     def _release(self):

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from ebpf_energy.cgroups import CgroupError, TempCgroup
 from ebpf_energy.workloads import NAMES as WORKLOAD_NAMES
 
 READY_TIMEOUT_S = 60
@@ -67,47 +68,6 @@ class MonitorRun:
         return f"the {self.name} monitor failed (exit {self.proc.returncode}): {tail}"
 
 
-class WorkloadCgroup:
-    """A cgroup v2 directory for the workload, removed afterwards."""
-
-    def __init__(self, mount):
-        self.mount = mount.rstrip("/")
-        self.rel = f"/ebpf-energy-compare-{os.getpid()}"
-        self.path = self.mount + self.rel
-
-    def __enter__(self):
-        os.mkdir(self.path)
-        return self
-
-    def join(self):
-        """preexec_fn: move the child into the cgroup before it execs."""
-        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-
-    def __exit__(self, *exc):
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                self.kill_all()
-                time.sleep(0.1)
-
-    def kill_all(self):
-        try:
-            with open(os.path.join(self.path, "cgroup.procs")) as f:
-                pids = [int(x) for x in f.read().split()]
-        except OSError:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def workload_argv(command: Optional[str], name: Optional[str], duration: float):
     if name:
         if name not in WORKLOAD_NAMES:
@@ -116,7 +76,7 @@ def workload_argv(command: Optional[str], name: Optional[str], duration: float):
     return ["/bin/sh", "-c", command], command
 
 
-def run_workload(argv, cgroup: WorkloadCgroup, duration: float, grace: float = 0.0):
+def run_workload(argv, cgroup: TempCgroup, duration: float, grace: float = 0.0):
     """Start, let it run at most ``duration`` (+ ``grace``) s, reap it.
 
     Returns (exit code, cpu_ns of its tree from wait4, stdout, stderr). A
@@ -173,10 +133,9 @@ def last_json(text: str) -> Optional[dict]:
     return None
 
 
-def summarize(report: dict, cgroup_rel: str) -> dict:
+def summarize(report: dict, cgroup: TempCgroup) -> dict:
     """One monitor's row of the comparison (contracts.md `compare`)."""
-    mine = [p for p in report["processes"]
-            if p.get("cgroup") and (p["cgroup"] == cgroup_rel or p["cgroup"].startswith(cgroup_rel + "/"))]
+    mine = [p for p in report["processes"] if cgroup.contains(p.get("cgroup"))]
     sampler = report.get("sampler") or {}
     row = {
         "total_cpu_ns": report["total_cpu_ns"],
@@ -198,16 +157,11 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             interval: float = 0.1, model_args: Optional[List[str]] = None, progress=None) -> dict:
     """Run everything and return the ``compare --json`` object."""
     from ebpf_energy.loader import syscall
-    from ebpf_energy.monitor import cgroup2_mount
 
     if os.geteuid() != 0:
         raise CompareError("compare runs the eBPF monitor, which needs root (or CAP_BPF and CAP_PERFMON)")
     if bool(command) == bool(workload):
         raise CompareError("give either -w COMMAND or --workload NAME")
-    mount = cgroup2_mount()
-    if mount is None:
-        raise CompareError("no cgroup v2 mount: compare puts the workload in a cgroup of its own to know "
-                           "its processes")
     argv, label = workload_argv(command, workload, duration)
     model_args = list(model_args or [])
     base = [sys.executable, "-m", "ebpf_energy"]
@@ -218,7 +172,7 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
     stats_fd = None
     try:
         stats_fd = syscall.enable_stats()
-        with WorkloadCgroup(mount) as cg:
+        with TempCgroup("compare") as cg:
             for r in runs:
                 r.start(env)
             for r in runs:
@@ -248,10 +202,12 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
                 "duration_s": max(r.report["duration_s"] for r in runs),
                 "workload": {"command": label, "processes": processes, "cpu_ns": cpu_ns, "exit_code": code,
                              "cgroup": cg.rel},
-                "monitors": {r.name: summarize(r.report, cg.rel) for r in runs},
+                "monitors": {r.name: summarize(r.report, cg) for r in runs},
             }
             result["model"] = runs[0].report["model"]
             return result
+    except CgroupError as e:
+        raise CompareError(f"{e} (compare puts the workload in a cgroup of its own to know its processes)") from None
     finally:
         for r in runs:
             if r.proc is not None and r.proc.poll() is None:

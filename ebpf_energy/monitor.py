@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Callable, Dict, List, Optional
 
+from ebpf_energy.cgroups import cgroup2_mount
 from ebpf_energy.loader import syscall
 from ebpf_energy.loader.btf import KIND_ARRAY, KIND_INT, KIND_STRUCT, KIND_NAMES
 from ebpf_energy.loader.errors import LoaderError, PermissionDenied
@@ -116,18 +117,6 @@ class CgroupPaths:
             except OSError:
                 continue
             self._paths[ino] = dirpath[len(root):] or "/"
-
-
-def cgroup2_mount() -> Optional[str]:
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 2 and parts[2] == "cgroup2":
-                    return parts[1]
-    except OSError:
-        pass
-    return None
 
 
 class EbpfSampler:

@@ -1,0 +1,114 @@
+"""A throw-away cgroup v2 directory: how we know every process of a command.
+
+Children inherit their parent's cgroup, so a command started inside one
+keeps all of its descendants there, however short-lived, and the eBPF
+monitor reports each task's cgroup. ``compare``, ``run`` and
+``ebpf_energy.measure()`` use this; the directory is removed afterwards.
+"""
+
+import itertools
+import os
+import signal
+import time
+from typing import List, Optional
+
+_counter = itertools.count()
+
+
+class CgroupError(Exception):
+    """No cgroup v2, or no permission to make one."""
+
+
+def cgroup2_mount() -> Optional[str]:
+    """Where cgroup v2 is mounted (``/sys/fs/cgroup`` or ``/sys/fs/cgroup/unified``)."""
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    return parts[1]
+    except OSError:
+        pass
+    return None
+
+
+def own_cgroup() -> str:
+    """This process's cgroup v2 path (the ``0::`` line of /proc/self/cgroup)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].strip() or "/"
+    return "/"
+
+
+class TempCgroup:
+    """``with TempCgroup("run") as cg:`` makes ``<mount>/ebpf-energy-run-<pid>-<n>``."""
+
+    def __init__(self, purpose: str, mount: Optional[str] = None):
+        self.mount = (mount or cgroup2_mount() or "").rstrip("/")
+        if not self.mount:
+            raise CgroupError("no cgroup v2 mount: needed to follow a command's processes")
+        self.rel = f"/ebpf-energy-{purpose}-{os.getpid()}-{next(_counter)}"
+        self.path = self.mount + self.rel
+        self.id = 0
+
+    def __enter__(self):
+        try:
+            os.mkdir(self.path)
+        except PermissionError:
+            raise CgroupError(f"cannot create {self.path}: needs root") from None
+        except OSError as e:
+            raise CgroupError(f"cannot create {self.path}: {e.strerror}") from None
+        self.id = os.stat(self.path).st_ino
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+    def add(self, pid: int = 0):
+        """Move ``pid`` (0: the calling process, all its threads) into the cgroup."""
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(pid or os.getpid()))
+
+    def join(self):
+        """``preexec_fn`` for subprocess: the child moves itself in before it execs."""
+        self.add(0)
+
+    def contains(self, cgroup_path: Optional[str]) -> bool:
+        return bool(cgroup_path) and (cgroup_path == self.rel or cgroup_path.startswith(self.rel + "/"))
+
+    def pids(self) -> List[int]:
+        try:
+            with open(os.path.join(self.path, "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+    def kill_all(self):
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, timeout_s: float = 5.0):
+        """Remove the directory; leftover processes are killed first (rmdir needs it empty)."""
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if time.monotonic() > end:
+                    return
+                self.kill_all()
+                time.sleep(0.02)
+
+
+def move_to(path_rel: str, pid: int = 0, mount: Optional[str] = None):
+    """Move a process back to the cgroup it came from."""
+    mount = (mount or cgroup2_mount() or "").rstrip("/")
+    with open(os.path.join(mount + path_rel, "cgroup.procs"), "w") as f:
+        f.write(str(pid or os.getpid()))

@@ -218,3 +218,42 @@ def test_unprivileged_user_gets_permission_denied():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("DENIED BPF_MAP_CREATE"), out.stdout + out.stderr
     assert "needs root or CAP_BPF+CAP_PERFMON" in out.stdout
+
+
+def test_prebuilt_ffi_module_is_current_and_matches_the_cdef():
+    """_uapi_ffi.py is uapi.CDEF pre-parsed (fast start-up); regenerate it with
+    `python3 -m ebpf_energy.loader.uapi` after editing CDEF."""
+    import cffi
+
+    from ebpf_energy.loader import _uapi_ffi
+
+    assert _uapi_ffi.CDEF_CRC == uapi.cdef_crc(), "stale: run python3 -m ebpf_energy.loader.uapi"
+    assert syscall.FFI_SOURCE == "pre-built"
+    parsed = cffi.FFI()
+    parsed.cdef(uapi.CDEF)
+    for name in ("bpf_attr_map_create", "bpf_attr_elem", "bpf_attr_batch", "bpf_attr_prog_load", "bpf_attr_obj",
+                 "bpf_attr_test_run", "bpf_attr_get_id", "bpf_attr_info", "bpf_attr_raw_tp", "bpf_attr_btf_load",
+                 "bpf_attr_link_create", "bpf_prog_info", "bpf_map_info", "bpf_btf_info", "bpf_link_info",
+                 "perf_event_attr"):
+        assert _uapi_ffi.ffi.sizeof(f"struct {name}") == parsed.sizeof(f"struct {name}"), name
+
+
+def test_attr_layouts_match_the_kernel_uapi():
+    """Offsets the kernel reads, from include/uapi/linux/bpf.h and perf_event.h."""
+    f = syscall.ffi
+    assert f.offsetof("struct bpf_attr_map_create", "map_name") == 28
+    assert f.offsetof("struct bpf_attr_map_create", "btf_fd") == 48
+    assert f.offsetof("struct bpf_attr_map_create", "map_extra") == 64
+    assert f.offsetof("struct bpf_attr_elem", "key") == 8 and f.sizeof("struct bpf_attr_elem") == 32
+    assert f.offsetof("struct bpf_attr_batch", "count") == 32 and f.offsetof("struct bpf_attr_batch", "flags") == 48
+    assert f.offsetof("struct bpf_attr_prog_load", "prog_name") == 48
+    assert f.offsetof("struct bpf_attr_prog_load", "expected_attach_type") == 68
+    assert f.offsetof("struct bpf_attr_prog_load", "attach_btf_id") == 108
+    assert f.offsetof("struct bpf_attr_test_run", "repeat") == 32
+    assert f.offsetof("struct bpf_attr_link_create", "target_btf_id") == 16
+    assert f.offsetof("struct bpf_prog_info", "name") == 64
+    assert f.offsetof("struct bpf_prog_info", "run_time_ns") == 192
+    assert f.offsetof("struct bpf_prog_info", "verified_insns") == 216
+    assert f.offsetof("struct bpf_map_info", "btf_id") == 64
+    assert f.sizeof("struct perf_event_attr") == uapi.PERF_ATTR_SIZE_VER5
+    assert f.offsetof("struct perf_event_attr", "wakeup_events") == 48

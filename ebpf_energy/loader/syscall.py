@@ -10,13 +10,27 @@ the trace text is only built when someone listens.
 import errno as _errno
 import os
 
-import cffi
-
 from . import explain, uapi
 from .errors import BtfError, NotSupported, PermissionDenied, SyscallError, VerifierError
 
-ffi = cffi.FFI()
-ffi.cdef(uapi.CDEF)
+
+def _make_ffi():
+    """The cffi FFI for uapi.CDEF: the pre-parsed module when it is current (~1 ms),
+    else parse CDEF now with pycparser (~30 ms)."""
+    try:
+        from . import _uapi_ffi
+        if _uapi_ffi.CDEF_CRC == uapi.cdef_crc():
+            return _uapi_ffi.ffi, "pre-built"
+    except Exception:  # missing, or built by an incompatible cffi: parse instead
+        pass
+    import cffi
+
+    f = cffi.FFI()
+    f.cdef(uapi.CDEF)
+    return f, "parsed"
+
+
+ffi, FFI_SOURCE = _make_ffi()
 libc = ffi.dlopen(None)
 
 _syscall = libc.syscall

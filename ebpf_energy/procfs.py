@@ -20,6 +20,7 @@ whatever its caller does (``compare`` runs it beside the eBPF monitor).
 """
 
 import os
+import resource
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -146,7 +147,7 @@ class _Task:
     """What the poller remembers about one process or thread."""
 
     __slots__ = ("id", "path", "comm", "start", "base", "last", "prior", "exited", "fresh",
-                 "cgroup", "cgroup_id", "threads", "live_tids")
+                 "cgroup", "cgroup_id", "threads", "live_tids", "fd")
 
     def __init__(self, id_, path, comm, start, ticks, window_start_tick):
         self.id = id_
@@ -158,6 +159,7 @@ class _Task:
         self.cgroup_id = None
         self.threads = None
         self.live_tids = None
+        self.fd = None  # kept open on its stat file (see ProcfsPoller._read_stat)
         self._begin(start, ticks, window_start_tick)
 
     def _begin(self, start, ticks, window_start_tick):
@@ -208,6 +210,9 @@ class ProcfsPoller:
         self.on_sample = on_sample
         self._cg_mount = cgroup_mount if cgroup_mount is not None else find_cgroup2_mount(root)
         self._cg_ids: Dict[str, Optional[int]] = {}
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_fds = max(0, min(4096, (soft if soft > 0 else 1024) // 2 - 16))
+        self._nfds = 0
         self._ns_per_tick = 1_000_000_000 // CLK_TCK
         self._lock = threading.Lock()
         self._stop_evt = threading.Event()
@@ -216,6 +221,7 @@ class ProcfsPoller:
         self._procs: Dict[int, _Task] = {}
         self._live = set()
         self._t0_ns = 0
+        self._grid_ns = 0
         self._start_tick = 0
         self._last_ns = 0
         self._last_end_ns = 0
@@ -243,6 +249,10 @@ class ProcfsPoller:
         with self._lock:
             self._sample()
             self._idle0, self._idle0_cpu = self._idle, dict(self._idle_cpu)
+        # The schedule starts when start() returns, not before the baseline
+        # scan: a caller refreshing every interval from then on (the driver)
+        # then wakes together with the poll thread and shares its sample.
+        self._grid_ns = time.monotonic_ns()
         self._thread = threading.Thread(target=self._run, name="procfs-poller", daemon=True)
         self._thread.start()
 
@@ -277,6 +287,9 @@ class ProcfsPoller:
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
             t.join()
+        with self._lock:
+            self.max_fds = 0  # a read() after stop() keeps nothing open
+            self._close_all()
 
     def stats(self) -> dict:
         """How the polling went: what a reader needs to trust the numbers."""
@@ -299,7 +312,7 @@ class ProcfsPoller:
         n = 0
         while True:
             n += 1
-            deadline = self._t0_ns + n * step
+            deadline = self._grid_ns + n * step
             delay = deadline - time.monotonic_ns()
             if delay > 0 and self._stop_evt.wait(delay / 1e9):
                 return
@@ -337,7 +350,6 @@ class ProcfsPoller:
         verbose = self.on_sample is not None
         deltas = [] if verbose else None
         procs = self._procs
-        start_tick = self._start_tick
         live = []
         with os.scandir(root) as it:
             for entry in it:
@@ -346,45 +358,23 @@ class ProcfsPoller:
                     continue
                 pid = int(name)
                 rec = procs.get(pid)
-                path = rec.path if rec is not None else entry.path
-                try:
-                    data = _read(path + "/stat")
-                except (FileNotFoundError, ProcessLookupError):
-                    self.vanished += 1
+                vanished = self.vanished
+                found = self._account(procs, pid, rec, entry.path)
+                if found is None:
+                    if rec is not None and self.vanished == vanished:
+                        live.append(pid)  # unreadable or malformed this time, not gone
                     continue
-                except OSError:
-                    self.unreadable += 1
-                    continue
-                if not data:
-                    self.vanished += 1
-                    continue
-                try:
-                    _, comm, ticks, start = parse_stat(data)
-                except MalformedStat:
-                    self.malformed += 1
-                    continue
+                rec, before, new = found
                 live.append(pid)
-                if rec is None:
-                    rec = procs[pid] = _Task(pid, path, comm, start, ticks, start_tick)
+                if new:
                     self._read_cgroup(rec)
-                    before = rec.base
-                elif start != rec.start:
-                    rec.reuse(comm, start, ticks, start_tick)
-                    self._read_cgroup(rec)
-                    before = rec.base
-                else:
-                    before = rec.last
-                    if ticks > rec.last:
-                        rec.last = ticks
-                    rec.comm = comm
-                    rec.exited = False
                 if verbose and rec.last > before:
-                    deltas.append((pid, comm, (rec.last - before) * self._ns_per_tick))
+                    deltas.append((pid, rec.comm, (rec.last - before) * self._ns_per_tick))
                 if self.threads:
-                    self._sample_threads(rec, start_tick)
+                    self._sample_threads(rec)
         live_now = set(live)
         for pid in self._live - live_now:
-            procs[pid].exited = True
+            self._gone(procs[pid])
         self._live = live_now
         self.samples += 1
         self._last_ns = now
@@ -393,7 +383,7 @@ class ProcfsPoller:
         self.own_cpu_ns += time.thread_time_ns() - cpu0
         return deltas
 
-    def _sample_threads(self, rec, start_tick):
+    def _sample_threads(self, rec):
         if rec.threads is None:
             rec.threads, rec.live_tids = {}, set()
         threads = rec.threads
@@ -409,31 +399,110 @@ class ProcfsPoller:
         with it:
             for entry in it:
                 try:
-                    data = _read(entry.path + "/stat")
-                    tid, comm, ticks, start = parse_stat(data)
-                except (FileNotFoundError, ProcessLookupError):
-                    self.vanished += 1
+                    tid = int(entry.name)
+                except ValueError:
                     continue
-                except MalformedStat:
-                    self.malformed += 1
-                    continue
-                except (OSError, ValueError):
-                    self.unreadable += 1
-                    continue
-                live.append(tid)
-                t = threads.get(tid)
-                if t is None:
-                    threads[tid] = _Task(tid, entry.path, comm, start, ticks, start_tick)
-                elif start != t.start:
-                    t.reuse(comm, start, ticks, start_tick)
-                else:
-                    if ticks > t.last:
-                        t.last = ticks
-                    t.comm = comm
+                if self._account(threads, tid, threads.get(tid), entry.path) is not None:
+                    live.append(tid)
         live_now = set(live)
         for tid in rec.live_tids - live_now:
-            threads[tid].exited = True
+            self._gone(threads[tid])
         rec.live_tids = live_now
+
+    def _account(self, table, id_, rec, path):
+        """Read one task's stat and credit what it gained: ``(task, ticks
+        before, is_new)``, or None when it could not be read (counted)."""
+        data, fd = self._read_stat(rec, path)
+        if data is None:
+            return None
+        try:
+            _, comm, ticks, start = parse_stat(data)
+        except MalformedStat:
+            self.malformed += 1
+            if fd is not None:
+                os.close(fd)
+                self._nfds -= 1
+            return None
+        if rec is None:
+            rec = table[id_] = _Task(id_, path, comm, start, ticks, self._start_tick)
+            rec.fd = fd
+            return rec, rec.base, True
+        if fd is not None:
+            rec.fd = fd
+        if start != rec.start:  # the id names a new task now
+            rec.reuse(comm, start, ticks, self._start_tick)
+            return rec, rec.base, True
+        before = rec.last
+        if ticks > before:
+            rec.last = ticks
+        rec.comm = comm
+        rec.exited = False
+        return rec, before, False
+
+    def _read_stat(self, rec, path):
+        """A task's stat, with one ``pread`` on a descriptor kept open since
+        the task was first seen (half the syscalls of open/read/close); a
+        kept descriptor names the task, not the id, so once the task is gone
+        it fails with ESRCH even if the id is reused, and the path is opened
+        anew. At most ``max_fds`` descriptors are kept; beyond, open/read/close.
+
+        Returns ``(data, new descriptor to keep or None)``; ``(None, None)``
+        when the task could not be read (counted)."""
+        if rec is not None and rec.fd is not None:
+            try:
+                data = os.pread(rec.fd, _READ_SIZE, 0)
+                if data:
+                    return data, None
+            except OSError:
+                pass
+            self._close_fd(rec)
+        try:
+            fd = os.open(path + "/stat", _O_FLAGS)
+        except (FileNotFoundError, ProcessLookupError):
+            self.vanished += 1
+            return None, None
+        except OSError:
+            self.unreadable += 1
+            return None, None
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except ProcessLookupError:
+            data = b""
+        except OSError:
+            os.close(fd)
+            self.unreadable += 1
+            return None, None
+        if not data:
+            os.close(fd)
+            self.vanished += 1
+            return None, None
+        if self._nfds < self.max_fds:
+            self._nfds += 1
+            return data, fd
+        os.close(fd)
+        return data, None
+
+    def _close_fd(self, rec):
+        if rec.fd is not None:
+            os.close(rec.fd)
+            rec.fd = None
+            self._nfds -= 1
+
+    def _gone(self, rec):
+        """The task is no longer listed: it exited (its counts stay)."""
+        rec.exited = True
+        self._close_fd(rec)
+        if rec.threads:
+            for t in rec.threads.values():
+                t.exited = True
+                self._close_fd(t)
+
+    def _close_all(self):
+        for rec in self._procs.values():
+            self._close_fd(rec)
+            if rec.threads:
+                for t in rec.threads.values():
+                    self._close_fd(t)
 
     def _read_cgroup(self, rec):
         try:

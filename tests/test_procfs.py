@@ -92,11 +92,12 @@ class FakeProc:
         self._write("stat", "\n".join(lines) + "\nintr 0\n")
 
     def _write(self, rel, text):
+        # In place, like a /proc file: a reader holding it open reads the new
+        # contents (the poller keeps stat files open between samples).
         path = os.path.join(self.root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
+        with open(path, "w") as f:
             f.write(text)
-        os.replace(path + ".tmp", path)
 
     def proc(self, pid, comm, ticks, start, cgroup="/", threads=None):
         self._write(f"{pid}/stat", stat_line(pid, comm, ticks, 0, start))
@@ -363,3 +364,43 @@ def test_fixed_schedule_does_not_drift():
     s = p.stats()
     assert s["missed_deadlines"] >= 8 and s["samples"] <= 10, s
     assert s["samples"] + s["missed_deadlines"] >= 18, s
+
+
+def open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("max_fds", [0, 2, 1000])
+def test_kept_descriptors_are_capped_and_released(fake, max_fds):
+    for pid in range(100, 110):
+        fake.proc(pid, f"p{pid}", 10, 1, threads={pid: 10})
+    before = open_fds()
+    p = ProcfsPoller(interval_s=60, root=fake.root, threads=True)
+    p.max_fds = max_fds
+    p.start()
+    try:
+        for pid in range(100, 110):
+            fake.proc(pid, f"p{pid}", 10 + pid - 100, 1, threads={pid: 10 + pid - 100})
+        p.poll()
+        assert len(open_fds() - before) <= max_fds
+        fake.remove(105)  # gone: its descriptors are closed at once
+        fake.raw(106, "106 (now broken")
+        w = p.read()
+    finally:
+        p.stop()
+    assert open_fds() == before
+    assert {pid: u.cpu_ns // TICK_NS for pid, u in w.processes.items()} == {
+        pid: pid - 100 for pid in range(101, 110)}
+    assert w.processes[105].exited and not w.processes[106].exited
+    assert sum(t.cpu_ns for t in w.processes[103].threads) == 3 * TICK_NS
+
+
+def test_real_proc_leaves_no_descriptor_open():
+    before = open_fds()
+    p = ProcfsPoller(interval_s=0.02, threads=True)
+    p.start()
+    time.sleep(0.2)
+    p.read()
+    assert len(open_fds() - before) > 10  # it does keep stat files open while running
+    p.stop()
+    assert open_fds() == before

@@ -160,6 +160,10 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 				v->slices += 1;
 				if (flags)
 					v->flags |= flags;
+				/* a task moved to another cgroup keeps running: follow
+				 * it every 64 slices (prev is current here) */
+				if ((v->slices & 63) == 0)
+					v->cgroup_id = bpf_get_current_cgroup_id();
 			} else if (!insert_task(tid, prev, dur, now, flags)) {
 				s->task_drops += 1;
 				s->dropped_ns += dur;

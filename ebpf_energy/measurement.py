@@ -1,0 +1,268 @@
+"""Energy of one command or one block of Python code, whole process tree included.
+
+The tree is followed with a temporary cgroup (children inherit it, so every
+descendant is counted, however short-lived) and measured with the eBPF
+sampler; the power model active for the machine turns CPU time into joules.
+Without root there is no eBPF: the fallback is the rusage the kernel keeps
+for us and our reaped children, which is exact for CPU time but cannot count
+processes (``processes`` is then None and ``method`` says ``rusage``).
+
+    with ebpf_energy.measure() as m:
+        work()
+    print(m.joules, m.cpu_seconds, m.processes)
+"""
+
+import functools
+import os
+import resource
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+from ebpf_energy.usage import ProcessUsage, UsageWindow
+
+DEFAULT_CARBON_INTENSITY = 475.0  # gCO2e per kWh: world average grid intensity (IEA, 2019)
+
+
+def carbon_grams(joules: float, g_per_kwh: float) -> float:
+    return joules / 3.6e6 * g_per_kwh
+
+
+@dataclass
+class Result:
+    """What one measured run cost."""
+
+    wall_s: float
+    cpu_ns: int
+    energy_j: float
+    carbon_g: float
+    processes: Optional[int]
+    model: dict
+    method: str  # "ebpf" (cgroup + sched_switch) or "rusage"
+    rusage_cpu_ns: int = 0  # what the kernel's rusage says, for cross-checking
+    command: Optional[List[str]] = None
+    exit_code: Optional[int] = None
+    pids: List[int] = field(default_factory=list)
+
+    @property
+    def joules(self):
+        return self.energy_j
+
+    @property
+    def cpu_seconds(self):
+        return self.cpu_ns / 1e9
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("pids")
+        return d
+
+
+def _default_model():
+    from ebpf_energy.model.select import choose_model
+
+    return choose_model(warn=lambda msg: None)
+
+
+def _rusage_ns(who) -> int:
+    r = resource.getrusage(who)
+    return int(round((r.ru_utime + r.ru_stime) * 1e9))
+
+
+class _Tree:
+    """Sampler + cgroup + meter around one measured stretch (root only)."""
+
+    def __init__(self, model, meter):
+        from ebpf_energy.cgroups import TempCgroup
+        from ebpf_energy.monitor import EbpfSampler
+
+        self.model, self.meter = model, meter
+        self.cgroup = TempCgroup("run")
+        self.sampler = EbpfSampler()
+        self.m0 = None
+
+    def __enter__(self):
+        self.cgroup.__enter__()
+        try:
+            self.sampler.start()
+            self.m0 = self.meter.read() if self.meter is not None else None
+        except BaseException:
+            self.sampler.stop()
+            self.cgroup.remove()
+            raise
+        return self
+
+    def finish(self, exclude_pid=0, extra_cpu_ns=0):
+        """Read the whole machine's window; return (cpu_ns, joules, pids, model) of the tree.
+
+        ``extra_cpu_ns`` is CPU time of the tree measured another way (the
+        calling process itself, see Measurement); it is priced like the rest:
+        at the tree's average joules per CPU-ns, or by the model alone when the
+        tree has no other CPU time.
+        """
+        window = self.sampler.read()
+        meter_j = self.meter.read().delta(self.m0) if self.meter is not None else None
+        attribution = self.model.attribute(window, meter_j)
+        mine = [p for p in window.processes.values()
+                if self.cgroup.contains(p.cgroup) and p.pid != exclude_pid]
+        cpu_ns = sum(p.cpu_ns for p in mine)
+        joules = sum(attribution.energy_j.get(p.pid, 0.0) for p in mine)
+        if extra_cpu_ns:
+            total_cpu = window.total_cpu_ns or 1
+            dynamic = sum(attribution.energy_j.values())
+            joules += dynamic * extra_cpu_ns / total_cpu
+            cpu_ns += extra_cpu_ns
+        return cpu_ns, joules, sorted(p.pid for p in mine), attribution.model
+
+    def close(self, keep_alive_to: Optional[str] = None):
+        self.sampler.stop()
+        if keep_alive_to is not None:
+            from ebpf_energy.cgroups import move_to
+
+            for pid in self.cgroup.pids():  # processes that outlive the block keep running
+                try:
+                    move_to(keep_alive_to, pid)
+                except OSError:
+                    pass
+        self.cgroup.remove()
+
+
+def _modelled_alone(model, cpu_ns: int, wall_ns: int):
+    """Joules for a lone CPU-time figure (the rusage fallback): the model sees one process."""
+    window = UsageWindow(source="rusage", start_ns=0, end_ns=wall_ns, ncpus=os.cpu_count() or 1,
+                         processes={1: ProcessUsage(pid=1, comm="", cpu_ns=cpu_ns)})
+    a = model.attribute(window, None)
+    return a.energy_j.get(1, 0.0), a.model
+
+
+def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAULT_CARBON_INTENSITY,
+                forward_signals=True) -> Result:
+    """Run ``argv`` to completion and measure its whole tree."""
+    if model is None:
+        model, meter = _default_model()
+    root = os.geteuid() == 0
+    tree = _Tree(model, meter) if root else None
+    if tree is not None:
+        tree.__enter__()
+    old = {}
+    try:
+        t0 = time.monotonic_ns()
+        try:
+            proc = subprocess.Popen(argv, preexec_fn=tree.cgroup.join if tree else None)
+        except OSError as e:
+            raise RunError(f"cannot run {argv[0]}: {e.strerror}") from None
+        if forward_signals:
+            # like time(1): the terminal's Ctrl-C reaches the command itself;
+            # we stay to report. SIGTERM to us is passed on.
+            old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            old[signal.SIGTERM] = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(s))
+        while True:
+            try:
+                _, status, ru = os.wait4(proc.pid, 0)
+                break
+            except InterruptedError:
+                continue
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall_ns = time.monotonic_ns() - t0
+        rusage_ns = int(round((ru.ru_utime + ru.ru_stime) * 1e9))
+        if tree is not None:
+            cpu_ns, joules, pids, model_desc = tree.finish()
+            method, processes = "ebpf", len(pids)
+        else:
+            cpu_ns, pids, processes, method = rusage_ns, [proc.pid], None, "rusage"
+            joules, model_desc = _modelled_alone(model, cpu_ns, wall_ns)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if tree is not None:
+            tree.close()
+    return Result(wall_s=wall_ns / 1e9, cpu_ns=cpu_ns, energy_j=joules,
+                  carbon_g=carbon_grams(joules, carbon_intensity), processes=processes, model=model_desc,
+                  method=method, rusage_cpu_ns=rusage_ns, command=list(argv), exit_code=proc.returncode, pids=pids)
+
+
+class RunError(Exception):
+    """The command could not be started."""
+
+
+class Measurement:
+    """``with measure():`` or ``@measure()``: energy of a block of this process and its children."""
+
+    def __init__(self, model=None, meter=None, carbon_intensity=DEFAULT_CARBON_INTENSITY, use_ebpf=None):
+        self._model, self._meter = model, meter
+        self.carbon_intensity = carbon_intensity
+        self.use_ebpf = (os.geteuid() == 0) if use_ebpf is None else use_ebpf
+        self.result: Optional[Result] = None
+        self._tree = None
+        self.history: List[Result] = []
+
+    # -- results ------------------------------------------------------------------
+    def _need(self):
+        if self.result is None:
+            raise RuntimeError("the measurement has not finished: read it after the with block")
+        return self.result
+
+    joules = property(lambda self: self._need().energy_j)
+    cpu_seconds = property(lambda self: self._need().cpu_ns / 1e9)
+    processes = property(lambda self: self._need().processes)
+    wall_seconds = property(lambda self: self._need().wall_s)
+    carbon_grams = property(lambda self: self._need().carbon_g)
+
+    # -- context manager ----------------------------------------------------------
+    def __enter__(self):
+        from ebpf_energy.cgroups import own_cgroup
+
+        if self._model is None:
+            self._model, self._meter = _default_model()
+        self._origin = None
+        if self.use_ebpf:
+            self._tree = _Tree(self._model, self._meter).__enter__()
+            self._origin = own_cgroup()
+            self._tree.cgroup.add(os.getpid())
+        self._self0 = _rusage_ns(resource.RUSAGE_SELF)
+        self._r0 = self._self0 + _rusage_ns(resource.RUSAGE_CHILDREN)
+        self._t0 = time.monotonic_ns()
+        return self
+
+    def __exit__(self, *exc):
+        from ebpf_energy.cgroups import move_to
+
+        wall_ns = time.monotonic_ns() - self._t0
+        rusage_ns = _rusage_ns(resource.RUSAGE_SELF) + _rusage_ns(resource.RUSAGE_CHILDREN) - self._r0
+        if self._tree is not None:
+            # This process moved into the cgroup while running, which the
+            # kernel side only notices at its next refresh: count our own
+            # part from RUSAGE_SELF (exact) and the children from the cgroup.
+            self_ns = _rusage_ns(resource.RUSAGE_SELF) - self._self0
+            try:
+                move_to(self._origin)
+                cpu_ns, joules, pids, desc = self._tree.finish(exclude_pid=os.getpid(), extra_cpu_ns=self_ns)
+            finally:
+                self._tree.close(keep_alive_to=self._origin)
+                self._tree = None
+            processes, method = len(pids) + 1, "ebpf"
+        else:
+            cpu_ns, pids, processes, method = rusage_ns, [], None, "rusage"
+            joules, desc = _modelled_alone(self._model, cpu_ns, wall_ns)
+        self.result = Result(wall_s=wall_ns / 1e9, cpu_ns=cpu_ns, energy_j=joules,
+                             carbon_g=carbon_grams(joules, self.carbon_intensity), processes=processes,
+                             model=desc, method=method, rusage_cpu_ns=rusage_ns, pids=pids)
+        self.history.append(self.result)
+        return False
+
+    # -- decorator ----------------------------------------------------------------
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
+
+        wrapper.measurement = self
+        return wrapper
+
+
+def measure(**kwargs) -> Measurement:
+    """Measure a block (``with measure() as m``) or every call of a function (``@measure()``)."""
+    return Measurement(**kwargs)

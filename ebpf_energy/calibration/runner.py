@@ -38,6 +38,23 @@ def plan(levels: Sequence[int], rounds: int, seed: Optional[int] = None) -> List
     return steps
 
 
+def aligned_read(meter, cpu_reader, timeout: float = 0.05):
+    """Read the meter just after its counters move, then the CPU time.
+
+    RAPL counters update in steps (about every millisecond on hardware, every
+    tick on the simulator); a reading taken just after a step is fresh, so the
+    joules and the CPU time it is paired with describe the same instant.
+    """
+    first = meter.read()
+    key = next(iter(first.joules), None)
+    deadline = time.monotonic() + timeout
+    cur = first
+    while key is not None and cur.joules[key] == first.joules[key] and time.monotonic() < deadline:
+        time.sleep(0.0005)
+        cur = meter.read()
+    return cur, cpu_reader()
+
+
 def sample_levels(meter, steps, seconds_per_level: float, sample_interval: float = 0.1, settle: float = 0.2,
                   on_step: Optional[Callable[[int, int, int], None]] = None,
                   cpu_reader: Callable[[], float] = busy_seconds, cgroup: Optional[str] = None) -> List[dict]:
@@ -52,11 +69,11 @@ def sample_levels(meter, steps, seconds_per_level: float, sample_interval: float
                 on_step(i, rnd, level)
             load.set_level(level)
             time.sleep(settle)
-            prev, prev_cpu = meter.read(), cpu_reader()
+            prev, prev_cpu = aligned_read(meter, cpu_reader)
             end = time.monotonic() + seconds_per_level
             while time.monotonic() < end:
                 time.sleep(sample_interval)
-                cur, cur_cpu = meter.read(), cpu_reader()
+                cur, cur_cpu = aligned_read(meter, cpu_reader)
                 dt = cur.seconds_since(prev)
                 if dt > 0:
                     samples.append({"round": rnd, "level": level, "t_s": dt, "cpu_s": cur_cpu - prev_cpu,

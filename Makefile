@@ -69,7 +69,7 @@ test: deps objects test-objects bench-objects
 	$(VPY) -m pytest -q -rs
 
 fuzz: deps test-objects
-	FUZZ_CASES=50000 $(VPY) -m pytest -q tests/test_fuzz_elf.py
+	FUZZ_CASES=50000 $(VPY) -m pytest -q tests/test_fuzz_pure.py tests/test_fuzz_object.py
 
 bench: deps objects test-objects bench-objects
 	$(VPY) bench/run.py

@@ -12,7 +12,6 @@ process (imports and start-up included), measured with ``wait4`` rusage.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time

@@ -51,9 +51,6 @@ class Sampler(Protocol):
     def stop(self) -> None: ...
 
 
-Meter = object  # anything with read() -> Reading, where later.delta(earlier) -> {domain: J}
-
-
 def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
     """The usage between two cumulative windows of one run.
 
@@ -169,9 +166,11 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
           stopper: Optional[Stopper] = None, handle_signals: bool = True,
           on_started: Optional[Callable[[], None]] = None) -> RunResult:
     """Measure for ``duration_s`` seconds (0: until SIGINT/SIGTERM or
-    ``stopper.set()``), calling ``on_interval(n, window, attribution,
-    meter_j)`` every ``interval_s`` seconds when given, then return the
-    whole run. Interval deadlines are ``start + n*interval_s`` so refreshes
+    ``stopper.set()``). ``meter`` (optional) has ``read() -> Reading`` with
+    ``later.delta(earlier) -> {domain: J}``; it is read at every window
+    bound and the model gets the joules of exactly that window. Calls
+    ``on_interval(n, window, attribution, meter_j)`` every ``interval_s``
+    seconds when given, then returns the whole run. Interval deadlines are ``start + n*interval_s`` so refreshes
     do not drift. The sampler is always stopped, even on errors.
     ``on_started()`` is called once measuring has really begun (programs
     attached, baseline taken): the moment to tell a waiting user or harness."""

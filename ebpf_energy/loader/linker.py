@@ -95,6 +95,9 @@ class Linker:
         placed: Dict[Tuple[int, int], int] = {}
 
         def place(sh, s, e, fname):
+            if not 0 <= s < e <= I.count(self.code[sh]):
+                raise RelocationError(f"function {fname} (instructions {s}..{e}) lies outside its section "
+                                      f"{self.elf.section_by_index(sh).name}")
             out_start = I.count(prog.insns)
             prog.insns += self.code[sh][s * I.INSN_SIZE:e * I.INSN_SIZE]
             placed[(sh, s)] = out_start
@@ -126,6 +129,9 @@ class Linker:
                 raise RelocationError(f"{prog.name}: helper call at instruction {k} relocated against "
                                       f"{reloc.symbol.name}")
             elif op == I.LD_IMM64:
+                if k + 1 >= fn.end:
+                    raise RelocationError(f"{prog.name}: ld_imm64 at instruction {k} of {fn.section} "
+                                          "has no second half")
                 if I.src_reg(code, out) == I.PSEUDO_FUNC:
                     self._link_func_pointer(prog, fn, k, out, reloc, placed, place)
                 elif reloc is not None:

@@ -15,7 +15,7 @@ from ebpf_energy.loader import explain
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf
 from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
-from ebpf_energy.loader.errors import BtfError, LoaderError
+from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
 from ebpf_energy.loader.externs import KconfigVar
 from ebpf_energy.loader.mapdefs import parse_btf_maps
 from ebpf_energy.loader.sections import SectionKind, classify
@@ -170,6 +170,9 @@ class ObjectSpec:
             if not funcs:
                 funcs = []
             for sym in funcs:
+                if sym.value % 8 or sym.size % 8 or sym.value + sym.size > sec.size or sym.value >= sec.size:
+                    raise ElfError(f"function {sym.name!r} at {sym.value}+{sym.size} does not fit the "
+                                   f"{sec.size}-byte section {sec.name} in whole instructions")
                 start = sym.value // 8
                 end = start + (sym.size // 8 if sym.size else (sec.size - sym.value) // 8)
                 if sym.name in self.programs:

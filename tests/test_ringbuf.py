@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ebpf_energy.loader import syscall, uapi
-from ebpf_energy.loader.asm import R0, R1, R2, R3, R4, R6, Asm, reg
+from ebpf_energy.loader.asm import R0, R1, R2, R3, R4, R6, R10, Asm, reg
 from ebpf_energy.loader.attach import attach_raw_tracepoint
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.maps import Map
@@ -141,7 +141,7 @@ def test_raw_tracepoint_program_streams_real_events():
         a.call(uapi.FN_get_current_pid_tgid)
         a.rsh(R0, 32)
         a.jmp("jne", R0, os.getpid(), "out")
-        a.stx(8, R10 := 10, -16, R0)
+        a.stx(8, R10, -16, R0)
         a.stx(8, R10, -8, R6)
         a.ld_map_fd(R1, ring.fd)
         a.mov(R2, reg(R10))

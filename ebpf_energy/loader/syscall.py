@@ -35,12 +35,15 @@ libc = ffi.dlopen(None)
 
 _syscall = libc.syscall
 _NULL = ffi.NULL
+_memmove = ffi.memmove
+_buffer = ffi.buffer
 _new = ffi.new
 _from_buffer = ffi.from_buffer
 _cast = ffi.cast
 _SYS_bpf = uapi.SYS_bpf
 _CMD = {c: ffi.cast("long", c) for c in uapi.CMD_NAMES}
 _ulong = {}
+_SIZE32 = ffi.cast("unsigned long", 32)
 
 
 class MapFullError(SyscallError):
@@ -190,43 +193,55 @@ def _elem_attr(fd, key, value, flags):
     return a
 
 
+def _elem_call(cmd, fd, key, value, out_size, flags=0):
+    """One BPF_MAP_*_ELEM call with the attr, key, value and output in a single
+    allocation (the hot path: a few cffi operations per element).
+    Returns (errno or 0, output bytes or None)."""
+    kl = len(key) if key is not None else 0
+    vl = len(value) if value is not None else out_size
+    buf = _new("char[]", 32 + kl + vl)
+    a = _cast("struct bpf_attr_elem *", buf)
+    base = _addr(buf)
+    a.map_fd = fd
+    if key is not None:
+        _memmove(buf + 32, key, kl)
+        a.key = base + 32
+    if value is not None:
+        _memmove(buf + 32 + kl, value, vl)
+    if vl:
+        a.value = base + 32 + kl
+    a.flags = flags
+    if _syscall(_SYS_bpf, _CMD[cmd], a, _SIZE32) < 0:
+        return ffi.errno, None
+    return 0, (_buffer(buf)[32 + kl:] if out_size else None)
+
+
+def _ename(err):
+    return _errno.errorcode.get(err, str(err))
+
+
 def map_lookup(fd, key, value_size, flags=0):
     """BPF_MAP_LOOKUP_ELEM -> value bytes, or None when the key is absent (ENOENT)."""
-    out = bytearray(value_size)
-    a = _new("struct bpf_attr_elem *")
-    a.map_fd = fd
-    kb = _from_buffer(key)
-    vb = _from_buffer(out)
-    a.key = _addr(kb)
-    a.value = _addr(vb)
-    a.flags = flags
-    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_LOOKUP_ELEM], a, _size(32))
-    if r < 0:
-        err = ffi.errno
-        if explain._sink is not None:
-            explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
-                          f"{_errno.errorcode.get(err, err)}")
+    err, out = _elem_call(uapi.BPF_MAP_LOOKUP_ELEM, fd, key, None, value_size, flags)
+    if explain._sink is not None:
+        explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
+                      + (_ename(err) if err else f"{out[:32].hex()}{'...' if value_size > 32 else ''}"))
+    if err:
         if err == _errno.ENOENT:
             return None
         raise _fail("BPF_MAP_LOOKUP_ELEM", err)
-    if explain._sink is not None:
-        explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
-                      f"{bytes(out[:32]).hex()}{'...' if value_size > 32 else ''}")
-    return bytes(out)
+    return out
 
 
 def map_lookup_and_delete(fd, key, value_size):
     """BPF_MAP_LOOKUP_AND_DELETE_ELEM (queue/stack pop, hash take) -> bytes or None."""
-    out = bytearray(value_size)
-    a = _elem_attr(fd, key, out, 0)
-    r, err = _bpf(uapi.BPF_MAP_LOOKUP_AND_DELETE_ELEM, a, 32)
-    explain.trace("syscall", f"BPF_MAP_LOOKUP_AND_DELETE_ELEM fd={fd} -> "
-                  f"{_errno.errorcode.get(err, err) if err else 'ok'}")
+    err, out = _elem_call(uapi.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, key, None, value_size)
+    explain.trace("syscall", f"BPF_MAP_LOOKUP_AND_DELETE_ELEM fd={fd} -> {_ename(err) if err else 'ok'}")
     if err == _errno.ENOENT:
         return None
     if err:
         raise _fail("BPF_MAP_LOOKUP_AND_DELETE_ELEM", err)
-    return bytes(out)
+    return out
 
 
 _UPDATE_FLAGS = {0: "BPF_ANY", 1: "BPF_NOEXIST", 2: "BPF_EXIST", 4: "BPF_F_LOCK"}
@@ -235,20 +250,11 @@ _UPDATE_FLAGS = {0: "BPF_ANY", 1: "BPF_NOEXIST", 2: "BPF_EXIST", 4: "BPF_F_LOCK"
 def map_update(fd, key, value, flags=0):
     """BPF_MAP_UPDATE_ELEM. A full map raises MapFullError, an existing key with
     BPF_NOEXIST or a missing one with BPF_EXIST raises SyscallError(EEXIST/ENOENT)."""
-    a = _new("struct bpf_attr_elem *")
-    a.map_fd = fd
-    kb = _from_buffer(key)
-    vb = _from_buffer(value)
-    a.key = _addr(kb)
-    a.value = _addr(vb)
-    a.flags = flags
-    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_UPDATE_ELEM], a, _size(32))
-    err = ffi.errno if r < 0 else 0
+    err, _ = _elem_call(uapi.BPF_MAP_UPDATE_ELEM, fd, key, value, 0, flags)
     if explain._sink is not None:
         explain.trace("syscall", f"BPF_MAP_UPDATE_ELEM fd={fd} key={bytes(key).hex()} "
                       f"value={bytes(value[:32]).hex()}{'...' if len(value) > 32 else ''} "
-                      f"flags={_UPDATE_FLAGS.get(flags, hex(flags))} -> "
-                      f"{_errno.errorcode.get(err, err) if err else 'ok'}")
+                      f"flags={_UPDATE_FLAGS.get(flags, hex(flags))} -> {_ename(err) if err else 'ok'}")
     if err:
         if err in (_errno.E2BIG, _errno.ENOSPC):
             raise MapFullError("BPF_MAP_UPDATE_ELEM", err, _errno.errorcode[err] + ": map is full",
@@ -266,15 +272,10 @@ def map_update(fd, key, value, flags=0):
 
 def map_delete(fd, key):
     """BPF_MAP_DELETE_ELEM -> True if deleted, False if the key was absent."""
-    a = _new("struct bpf_attr_elem *")
-    a.map_fd = fd
-    kb = _from_buffer(key)
-    a.key = _addr(kb)
-    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_DELETE_ELEM], a, _size(32))
-    err = ffi.errno if r < 0 else 0
+    err, _ = _elem_call(uapi.BPF_MAP_DELETE_ELEM, fd, key, None, 0)
     if explain._sink is not None:
         explain.trace("syscall", f"BPF_MAP_DELETE_ELEM fd={fd} key={bytes(key).hex()} -> "
-                      f"{_errno.errorcode.get(err, err) if err else 'ok'}")
+                      f"{_ename(err) if err else 'ok'}")
     if err == _errno.ENOENT:
         return False
     if err:
@@ -284,24 +285,15 @@ def map_delete(fd, key):
 
 def map_get_next_key(fd, key, key_size):
     """BPF_MAP_GET_NEXT_KEY: the key after ``key`` (None = first), or None at the end."""
-    out = bytearray(key_size)
-    a = _new("struct bpf_attr_elem *")
-    a.map_fd = fd
-    if key is not None:
-        kb = _from_buffer(key)
-        a.key = _addr(kb)
-    ob = _from_buffer(out)
-    a.value = _addr(ob)
-    r = _syscall(_SYS_bpf, _CMD[uapi.BPF_MAP_GET_NEXT_KEY], a, _size(32))
-    err = ffi.errno if r < 0 else 0
+    err, out = _elem_call(uapi.BPF_MAP_GET_NEXT_KEY, fd, key, None, key_size)
     if explain._sink is not None:
         explain.trace("syscall", f"BPF_MAP_GET_NEXT_KEY fd={fd} key={'NULL' if key is None else bytes(key).hex()}"
-                      f" -> {_errno.errorcode.get(err, err) if err else bytes(out).hex()}")
+                      f" -> {_ename(err) if err else out.hex()}")
     if err == _errno.ENOENT:
         return None
     if err:
         raise _fail("BPF_MAP_GET_NEXT_KEY", err)
-    return bytes(out)
+    return out
 
 
 def map_freeze(fd):
@@ -636,6 +628,9 @@ def _next_id(cmd, start_id):
     a = _new("struct bpf_attr_get_id *")
     a.start_id = start_id
     r, err = _bpf(cmd, a, 12)
+    if explain._sink is not None:
+        explain.trace("syscall", f"{uapi.CMD_NAMES[cmd]} start_id={start_id} -> "
+                      f"{'none left (ENOENT)' if err == _errno.ENOENT else _ename(err) if err else a.next_id}")
     if err == _errno.ENOENT:
         return None
     if err:

@@ -1,0 +1,434 @@
+"""Per-process energy as Prometheus counters, with bounded memory and cardinality.
+
+Every ``interval`` seconds the exporter reads the eBPF sampler (cumulative
+since start), takes the difference with the previous read, lets the power
+model turn that window into joules (with the meter's joules over exactly that
+window), and adds the result to a ledger. Scrapes only format the ledger's
+last snapshot, so a scrape costs O(top N), whatever ran before.
+
+Series and why they stay honest (counters never go backwards):
+
+* Only the ``top`` processes by energy over the run get their own series
+  (labels pid, comm, cgroup); everything else is charged to one series with
+  ``pid="other"``. A process's series starts at everything it spent since the
+  exporter started (a new series: Prometheus takes its first value as the
+  baseline, so nothing is counted twice by ``rate``/``increase``). While it
+  is out of the top N its joules go to ``other``; if it comes back, its series
+  continues from the value it had when it left (no jump), so
+  ``sum(increase(...))`` over all series equals the joules attributed.
+* An exported process that exits keeps its final value for ``linger_s``
+  seconds (so a scrape sees it), then its series ends; a process that exits
+  while charged to ``other`` is dropped at once: its joules are already there.
+
+Memory: the ledger holds live processes plus at most ``top`` lingering ones.
+The sampler is told to forget a process once every thread of it has had its
+last switch-out accounted (:class:`CompactingSampler`), and dead threads of
+live processes are merged into one record per process, so a week-long run
+holds what is alive now, not everything that ever ran.
+"""
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Set, Tuple
+
+from ebpf_energy.driver import diff_windows
+from ebpf_energy.model.base import Attribution, PowerModel
+from ebpf_energy.monitor import FLAG_DEAD, FLAG_EXITED, EbpfSampler, _Thread
+from ebpf_energy.usage import UsageWindow
+
+DEFAULT_LISTEN = "127.0.0.1:9877"
+DEFAULT_TOP = 20
+DEFAULT_INTERVAL_S = 2.0
+DEFAULT_LINGER_S = 120.0
+OTHER = "other"
+
+
+class ExporterError(Exception):
+    """A clear, one-sentence reason the exporter cannot run."""
+
+
+def require_prometheus_client():
+    """Import prometheus_client (the ``[exporter]`` extra) or say how to get it."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ExporterError("the exporter needs the Python package prometheus_client: "
+                            "pip install 'ebpf-energy[exporter]' (or apt install python3-prometheus-client)") from None
+    return prometheus_client
+
+
+def parse_listen(text: str) -> Tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); port 0 picks a free one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ExporterError(f"--listen wants HOST:PORT (e.g. {DEFAULT_LISTEN} or [::1]:9877), got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+# -- the sampler, forgetting what is gone ------------------------------------------------
+
+class CompactingSampler(EbpfSampler):
+    """:class:`EbpfSampler` whose user-space memory tracks what is alive.
+
+    The base sampler folds each dead thread into a user-space record and keeps
+    it forever (a one-shot ``monitor`` wants the whole run). After each read
+    this one knows which processes are *fully dead* (every thread's last
+    switch-out accounted and its map entry deleted: nothing more can be
+    credited to them), so the exporter can take their final numbers and
+    :meth:`forget` them; :meth:`compact` merges the dead threads of a live
+    process into one record, keyed ``-tgid`` (never a real tid).
+    """
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.fully_dead: Set[int] = set()
+
+    def _window(self, threads, open_ns, *rest):
+        alive, seen = set(), set()
+        for tid, t in threads.items():
+            tgid = t.tgid or tid
+            seen.add(tgid)
+            if not t.flags & FLAG_DEAD:
+                alive.add(tgid)
+        self.fully_dead = seen - alive
+        return super()._window(threads, open_ns, *rest)
+
+    def forget(self, pids: Iterable[int]) -> None:
+        pids = set(pids)
+        if not pids:
+            return
+        with self._lock:
+            for tid in [tid for tid, t in self._threads.items() if (t.tgid or tid) in pids]:
+                del self._threads[tid]
+
+    def compact(self) -> None:
+        with self._lock:
+            groups: Dict[int, List[int]] = {}
+            for tid, t in self._threads.items():
+                groups.setdefault(t.tgid or abs(tid), []).append(tid)
+            for tgid, tids in groups.items():
+                if len(tids) < 2:
+                    continue
+                parts = [self._threads.pop(tid) for tid in tids]
+                lead = next((t for t in parts if t.tid == tgid), None) or max(parts, key=lambda t: t.meta_ns)
+                merged = _Thread(-tgid, tgid=tgid, comm=lead.comm, cgroup_id=lead.cgroup_id,
+                                 cpu_ns=sum(t.cpu_ns for t in parts), slices=sum(t.slices for t in parts),
+                                 per_cpu=[sum(c) for c in zip(*(t.per_cpu for t in parts))],
+                                 flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts))
+                self._threads[-tgid] = merged
+
+    def held_threads(self) -> int:
+        """Dead-thread records held in user space (what must stay bounded)."""
+        return len(self._threads)
+
+
+# -- the ledger ------------------------------------------------------------------------
+
+@dataclass
+class _Proc:
+    pid: int
+    comm: str
+    cgroup: str
+    joules: float = 0.0  # over the run: ranks the top N
+    cpu_ns: int = 0
+    series_j: float = 0.0  # the value of its own series
+    series_cpu_ns: int = 0
+    exported: bool = False
+    ever_exported: bool = False
+    gone_at: Optional[float] = None  # fully dead since (monotonic s)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a scrape shows: plain values, built once per refresh."""
+
+    processes: Tuple[Tuple[str, str, str, float, float], ...] = ()  # (pid, comm, cgroup, cpu_s, joules)
+    other_cpu_s: float = 0.0
+    other_j: float = 0.0
+    idle_j: float = 0.0
+    idle_cpu_s: float = 0.0
+    total_j: float = 0.0
+    domains_j: Dict[str, float] = field(default_factory=dict)
+    drops: Dict[str, int] = field(default_factory=dict)
+    model: Dict[str, str] = field(default_factory=dict)
+    window: Dict[str, float] = field(default_factory=dict)  # the last refresh window's books
+    tracked: int = 0
+    sampler_held: int = 0
+    refreshes: int = 0
+    refresh_s: float = 0.0
+    timestamp: float = 0.0
+
+
+class Ledger:
+    """Cumulative joules and CPU per series; see the module docstring for the rules."""
+
+    def __init__(self, top: int = DEFAULT_TOP, linger_s: float = DEFAULT_LINGER_S):
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        self.top = top
+        self.linger_s = linger_s
+        self.procs: Dict[int, _Proc] = {}
+        self.other_j = 0.0
+        self.other_cpu_ns = 0
+        self.idle_j = 0.0
+        self.idle_ns = 0
+        self.total_j = 0.0
+        self.domains_j: Dict[str, float] = {}
+
+    def add(self, window: UsageWindow, att: Attribution, meter_j: Optional[Dict[str, float]],
+            gone: Set[int], now: float) -> None:
+        """Charge one window. ``gone``: pids fully dead after it (final numbers)."""
+        before: Dict[int, Tuple[float, int, float, int]] = {}  # exported pid -> values before this window
+        for pid, p in window.processes.items():
+            e = att.energy_j.get(pid, 0.0)
+            st = self.procs.get(pid)
+            if st is None or st.gone_at is not None:  # new, or a reused pid
+                st = self.procs[pid] = _Proc(pid, p.comm, p.cgroup or "")
+            st.comm = p.comm or st.comm
+            st.cgroup = p.cgroup or st.cgroup
+            st.joules += e
+            st.cpu_ns += p.cpu_ns
+            if st.exported:
+                before[pid] = (st.series_j, st.series_cpu_ns, e, p.cpu_ns)
+                st.series_j += e
+                st.series_cpu_ns += p.cpu_ns
+            else:
+                self.other_j += e
+                self.other_cpu_ns += p.cpu_ns
+        self.idle_j += att.idle_energy_j
+        self.idle_ns += window.idle_ns
+        self.total_j += math.fsum(att.energy_j.values()) + att.idle_energy_j
+        for d, j in (meter_j or {}).items():
+            self.domains_j[d] = self.domains_j.get(d, 0.0) + max(j, 0.0)
+        for pid in gone:
+            st = self.procs.get(pid)
+            if st is not None and st.gone_at is None:
+                st.gone_at = now
+        self._expire(now)
+        self._rank(before)
+
+    def _expire(self, now):
+        for pid in [pid for pid, st in self.procs.items() if st.gone_at is not None
+                    and (not st.exported or now - st.gone_at >= self.linger_s)]:
+            del self.procs[pid]
+
+    def _rank(self, before):
+        """The top N by energy over the run take the series; the rest go to ``other``.
+
+        A series leaving now was never shown with this window's joules: they
+        move to ``other`` and the series keeps the value last shown (exactly:
+        restored, not subtracted), so nothing is lost and a return continues it.
+        """
+        pool = sorted(self.procs.values(), key=lambda s: (-s.joules, -s.cpu_ns, s.pid))
+        for i, st in enumerate(pool):
+            keep = i < self.top
+            if keep and not st.exported:
+                if not st.ever_exported:  # a new series starts at what it spent so far
+                    st.series_j, st.series_cpu_ns = st.joules, st.cpu_ns
+                st.exported = st.ever_exported = True
+            elif not keep and st.exported:
+                st.exported = False
+                if st.pid in before:
+                    st.series_j, st.series_cpu_ns, e, cpu = before[st.pid]
+                    self.other_j += e
+                    self.other_cpu_ns += cpu
+                if st.gone_at is not None:  # nothing more will come: its series just ends
+                    del self.procs[st.pid]
+
+    def exported(self) -> List[_Proc]:
+        return sorted((s for s in self.procs.values() if s.exported), key=lambda s: (-s.series_j, s.pid))
+
+
+# -- the exporter ------------------------------------------------------------------------
+
+class Exporter:
+    """Sampler + model (+ meter) -> a :class:`Snapshot` refreshed by :meth:`refresh`."""
+
+    def __init__(self, sampler, model: PowerModel, meter=None, top: int = DEFAULT_TOP,
+                 linger_s: float = DEFAULT_LINGER_S):
+        self.sampler = sampler
+        self.model = model
+        self.meter = meter
+        self.ledger = Ledger(top, linger_s)
+        self.snapshot = Snapshot(model=_info_labels(model.describe()))
+        self._prev: Optional[UsageWindow] = None
+        self._m_prev = None
+        self._refreshes = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.sampler.start()
+        try:
+            self._m_prev = self.meter.read() if self.meter is not None else None
+        except BaseException:
+            self.sampler.stop()
+            raise
+
+    def refresh(self) -> Snapshot:
+        with self._lock:
+            t0 = time.monotonic()
+            cur = self.sampler.read()
+            m = self.meter.read() if self.meter is not None else None
+            prev = self._prev or _empty_like(cur)
+            iw = diff_windows(prev, cur)
+            mj = m.delta(self._m_prev) if m is not None else None
+            att = self.model.attribute(iw, mj)
+            gone = getattr(self.sampler, "fully_dead", None)
+            if gone is None:  # a sampler that cannot tell: exited is final enough
+                gone = {pid for pid, p in cur.processes.items() if p.exited}
+            gone = set(gone)
+            self.ledger.add(iw, att, mj, gone, t0)
+            if hasattr(self.sampler, "forget"):
+                self.sampler.forget(gone)
+                self.sampler.compact()
+                for pid in gone:
+                    cur.processes.pop(pid, None)
+            self._prev, self._m_prev = cur, m
+            self._refreshes += 1
+            self.snapshot = self._snapshot(cur, iw, att, mj, time.monotonic() - t0)
+            return self.snapshot
+
+    def stop(self) -> None:
+        self.sampler.stop()
+
+    def _snapshot(self, cur, iw, att, mj, took) -> Snapshot:
+        lg = self.ledger
+        procs = tuple((str(s.pid), s.comm, s.cgroup, s.series_cpu_ns / 1e9, s.series_j) for s in lg.exported())
+        proc_j = math.fsum(att.energy_j.values())
+        if att.model.get("measured") and mj:
+            from ebpf_energy.model.rapl_split import package_joules
+
+            total = package_joules(mj)
+        else:
+            total = att.total_energy_j
+        books = proc_j + att.idle_energy_j
+        window = {"seconds": iw.duration_s, "process_joules": proc_j, "idle_joules": att.idle_energy_j,
+                  "total_joules": total,
+                  "conservation_error_ratio": (books - total) / total if total else 0.0}
+        held = self.sampler.held_threads() if hasattr(self.sampler, "held_threads") else 0
+        return Snapshot(processes=procs, other_cpu_s=lg.other_cpu_ns / 1e9, other_j=lg.other_j,
+                        idle_j=lg.idle_j, idle_cpu_s=lg.idle_ns / 1e9, total_j=lg.total_j,
+                        domains_j=dict(lg.domains_j), drops=dict(cur.drops), model=_info_labels(att.model),
+                        window=window, tracked=len(lg.procs), sampler_held=held, refreshes=self._refreshes,
+                        refresh_s=took, timestamp=time.time())
+
+
+def _info_labels(model: dict) -> Dict[str, str]:
+    """The model description as info labels (strings; absent values empty)."""
+    out = {}
+    for k, v in model.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        out[k] = "" if v is None else str(v)
+    return out
+
+
+def _empty_like(w: UsageWindow) -> UsageWindow:
+    return UsageWindow(source=w.source, start_ns=w.start_ns, end_ns=w.start_ns, ncpus=w.ncpus, processes={},
+                       idle_ns=0, idle_ns_per_cpu=[0] * len(w.idle_ns_per_cpu), samples_or_events=0,
+                       drops={k: 0 for k in w.drops})
+
+
+# -- Prometheus side ---------------------------------------------------------------------
+
+class SnapshotCollector:
+    """A prometheus_client collector formatting the exporter's last snapshot."""
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+
+    def describe(self):
+        return []  # no collect() at registration: the sampler may not be running yet
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+        s = self.exporter.snapshot
+        labels = ["pid", "comm", "cgroup"]
+        cpu = CounterMetricFamily("ebpf_energy_process_cpu_seconds", "CPU time per process (top N by energy; "
+                                  "pid=\"other\" holds everyone else).", labels=labels)
+        joules = CounterMetricFamily("ebpf_energy_process_joules", "Energy per process by the active model "
+                                     "(top N by energy; pid=\"other\" holds everyone else).", labels=labels)
+        for pid, comm, cgroup, cpu_s, j in s.processes:
+            cpu.add_metric([pid, comm, cgroup], cpu_s)
+            joules.add_metric([pid, comm, cgroup], j)
+        cpu.add_metric([OTHER, OTHER, ""], s.other_cpu_s)
+        joules.add_metric([OTHER, OTHER, ""], s.other_j)
+        yield cpu
+        yield joules
+        yield CounterMetricFamily("ebpf_energy_idle_joules", "Energy the model charges to idle CPUs.",
+                                  value=s.idle_j)
+        yield CounterMetricFamily("ebpf_energy_idle_cpu_seconds", "Idle time summed over CPUs.", value=s.idle_cpu_s)
+        yield CounterMetricFamily("ebpf_energy_joules", "All energy attributed: processes plus idle.",
+                                  value=s.total_j)
+        if s.domains_j:
+            pkg = CounterMetricFamily("ebpf_energy_package_joules", "Energy measured by the RAPL meter per "
+                                      "domain (package: all packages summed; dram is outside it).",
+                                      labels=["domain"])
+            for d, j in sorted(s.domains_j.items()):
+                pkg.add_metric([d], j)
+            yield pkg
+        drops = CounterMetricFamily("ebpf_energy_dropped", "Scheduling slices (tasks: full task map) and "
+                                    "events (full ring buffer) lost in the kernel.", labels=["kind"])
+        for k, v in sorted(s.drops.items()):
+            drops.add_metric([k], v)
+        yield drops
+        yield InfoMetricFamily("ebpf_energy_model", "The power model making the joules (and its calibration "
+                               "profile and meter, if any).", value=s.model)
+        for key, doc in (("seconds", "Length of the last refresh window."),
+                         ("process_joules", "Processes' joules in the last refresh window."),
+                         ("idle_joules", "Idle joules in the last refresh window."),
+                         ("total_joules", "The measured (meter) or modelled total over the last refresh window."),
+                         ("conservation_error_ratio", "(processes + idle - total) / total over the last "
+                                                      "refresh window; 0 when the books balance.")):
+            yield GaugeMetricFamily(f"ebpf_energy_window_{key}", doc, value=s.window.get(key, 0.0))
+        yield GaugeMetricFamily("ebpf_energy_tracked_processes", "Processes the exporter holds in memory (live "
+                                "ones plus exported ones lingering after exit).", value=s.tracked)
+        yield GaugeMetricFamily("ebpf_energy_sampler_dead_threads", "Dead-thread records the sampler holds "
+                                "(one per live process at most, after compaction).", value=s.sampler_held)
+        yield CounterMetricFamily("ebpf_energy_refreshes", "Refreshes of the numbers since start.",
+                                  value=s.refreshes)
+        yield GaugeMetricFamily("ebpf_energy_refresh_duration_seconds", "Wall time the last refresh took.",
+                                value=s.refresh_s)
+        yield GaugeMetricFamily("ebpf_energy_last_refresh_timestamp_seconds", "Unix time of the last refresh.",
+                                value=s.timestamp)
+
+
+def make_server(exporter: Exporter, host: str, port: int):
+    """A threaded HTTP server for ``/metrics`` (bound, not yet serving)."""
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+    from wsgiref.simple_server import make_server as wsgi_server
+
+    prom = require_prometheus_client()
+    registry = prom.CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(exporter))
+    metrics_app = prom.make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html")])
+            return [b"<html><body><a href=\"/metrics\">ebpf-energy metrics</a></body></html>\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics\n"]
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    try:
+        return wsgi_server(host, port, app, server_class=Server, handler_class=QuietHandler)
+    except OSError as e:
+        raise ExporterError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -273,13 +273,15 @@ class EbpfSampler:
         st = lay.struct
         i_cpu, i_sl, i_meta, i_cg, i_tgid, i_flags, i_comm = (lay.index[n] for n in (
             "cpu_ns", "slices", "meta_ns", "cgroup_id", "tgid", "flags", "comm"))
+        slots_before = self._slots()
         keys, values = self._read_tasks()
+        entries = dict(zip(keys, values))
+        slots = self._settle(entries, slots_before, self._slots())
         now = time.monotonic_ns()
-        slots = self._slots()
         vs = self._value_size
         live: Dict[int, _Thread] = {}
         dead = []
-        for kb, vb in zip(keys, values):
+        for kb, vb in entries.items():
             tid = int.from_bytes(kb, "little")
             t = _Thread(tid)
             base = self._threads.get(tid)
@@ -332,6 +334,38 @@ class EbpfSampler:
         drops_events = sum(r[ix["event_drops"]] for r in slots)
         switches = sum(r[i_seq] // 2 for r in slots)
         return self._window(threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches)
+
+    def _settle(self, entries, before, after, rounds=3):
+        """Re-read the entries a slow batch read can have missed; return the slots to close out with.
+
+        The batch lookup is not atomic: an entry read early misses a slice
+        that closes later during the read, and the slot read after it then
+        shows only the next task. Unfixed, the slice that was running when the
+        read began (possibly seconds long, for a task alone on its CPU) was
+        missing from this read. For every CPU whose ``seq`` moved, the entry
+        of the task that was on it is looked up again and that CPU's copy
+        replaced, then the slots are re-read; this repeats while switches keep
+        landing. Lookups always precede the slot read that is returned, so a
+        slice is never counted both closed and open; what can still be missed
+        are slices that began and ended inside the read (bounded by its
+        length, and counted by the next read).
+        """
+        ix = self._slot_layout.index
+        i_seq, i_tid = ix["seq"], ix["tid"]
+        vs, n = self._value_size, self._ncpus
+        for _ in range(rounds):
+            changed = [c for c in range(n) if before[c][i_seq] != after[c][i_seq] and before[c][i_tid]]
+            if not changed:
+                return after
+            for c in changed:
+                kb = before[c][i_tid].to_bytes(4, "little")
+                fresh = syscall.map_lookup(self._tasks_fd, kb, vs * n)
+                if fresh is None:  # not in the map: its slices were dropped (map full), counted as such
+                    continue
+                old = entries.get(kb) or bytes(vs * n)
+                entries[kb] = old[:c * vs] + bytes(fresh[c * vs:(c + 1) * vs]) + old[(c + 1) * vs:]
+            before, after = after, self._slots()
+        return after
 
     def _window(self, threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches):
         procs: Dict[int, ProcessUsage] = {}

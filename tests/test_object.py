@@ -664,9 +664,6 @@ def test_externs_resolved(test_objects, fds_unchanged):
     assert_gone(ids)
 
 
-@pytest.mark.xfail(strict=True, reason="loader bug: the object's BTF goes to BPF_BTF_LOAD unsanitised; the kernel "
-                   "refuses extern FUNC linkage, extern VARs and the .ksyms/.kconfig DATASECs (libbpf rewrites "
-                   "them), so the loader drops the BTF: no func_info/line_info for this object")
 def test_externs_btf_given_to_the_kernel(test_objects, fds_unchanged):
     with BpfObject.open(test_objects("externs")) as obj:
         obj.load()

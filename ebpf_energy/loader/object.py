@@ -11,7 +11,7 @@ import struct
 from typing import Dict, Iterable, List, Optional
 
 from ebpf_energy.loader import attach as attach_mod
-from ebpf_energy.loader import core, explain, program, syscall
+from ebpf_energy.loader import btf_sanitize, core, explain, program, syscall
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError
 from ebpf_energy.loader.externs import kallsyms_address, kconfig_value, read_kconfig
@@ -175,7 +175,7 @@ class BpfObject:
     def _load_btf(self):
         if self.spec.btf is None:
             return
-        data = self.spec.btf.to_bytes()
+        data = btf_sanitize.for_kernel(self.spec.btf)
         try:
             self.btf_fd = syscall.btf_load(data)
             explain.trace("btf", f"BPF_BTF_LOAD {len(data)} bytes -> fd {self.btf_fd}")

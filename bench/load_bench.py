@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Load benchmark: open -> load -> attach -> close, ours against libbpf.
+
+Variants, timed as wall clock and run interleaved (one of each per round, in
+a rotating order, so drift and noise hit all of them alike):
+  harness   bench/build/libbpf_harness OBJ, a whole process (libbpf's open, load,
+            attach, close, plus exec and the kernel's teardown)
+  cli       `ebpf-energy load OBJ --duration 0`, a whole process (interpreter
+            start, imports, kernel BTF index from its cache, report, teardown)
+  inproc    our loader's own work inside a Python process that has already done
+            its imports: BpfObject.open -> load -> attach -> close, measured in a
+            fresh child per round, so the per-process kernel BTF index (from its
+            on-disk cache) is paid as a real first load pays it; `inproc-warm` is
+            a second load in the same child (kernel BTF already indexed)
+Targets (contracts.md "Loader (load)"): inproc <= 1.5x harness, cli <= 2x harness.
+Also the kernel BTF index: cold (empty cache dir) and warm (cache present).
+
+Needs root. Usage: python3 bench/load_bench.py [--rounds 7] [--json] [OBJ ...]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HARNESS = os.path.join(ROOT, "bench", "build", "libbpf_harness")
+DEFAULT_OBJS = [os.path.join(ROOT, "tests", "bpf", "build", "seed_style.bpf.o"),
+                os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o")]
+TARGETS = {"inproc": 1.5, "cli": 2.0}
+
+# Runs in a child: imports first (not timed), then two timed loads.
+INPROC = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[2])
+from ebpf_energy.loader.object import BpfObject
+import ebpf_energy.loader.kernel_btf, elftools.elf.elffile  # what open/load import lazily
+out = []
+for _ in range(2):
+    t0 = time.perf_counter()
+    with BpfObject.open(sys.argv[1]) as obj:
+        obj.load()
+        obj.attach()
+    out.append(time.perf_counter() - t0)
+print(json.dumps(out))
+"""
+
+
+def cli_command(obj):
+    exe = shutil.which("ebpf-energy")
+    base = [exe] if exe else [sys.executable, "-m", "ebpf_energy"]
+    return base + ["load", obj, "--duration", "0"]
+
+
+def timed(cmd):
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    return dt
+
+
+def inproc(obj):
+    r = subprocess.run([sys.executable, "-c", INPROC, obj, ROOT], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"in-process load of {obj} failed: {r.stderr.strip()}")
+    first, warm = json.loads(r.stdout)
+    return first, warm
+
+
+def bench_object(obj, rounds):
+    samples = {"harness": [], "cli": [], "inproc": [], "inproc-warm": []}
+    order = ["harness", "cli", "inproc"]
+    for i in range(rounds):
+        for name in order[i % 3:] + order[:i % 3]:
+            if name == "harness":
+                samples["harness"].append(timed([HARNESS, obj]))
+            elif name == "cli":
+                samples["cli"].append(timed(cli_command(obj)))
+            else:
+                first, warm = inproc(obj)
+                samples["inproc"].append(first)
+                samples["inproc-warm"].append(warm)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ratios = {k: med[k] / med["harness"] for k in ("cli", "inproc", "inproc-warm")}
+    return {"object": os.path.relpath(obj, ROOT), "rounds": rounds,
+            "median_s": med, "min_s": {k: min(v) for k, v in samples.items()},
+            "ratio_to_harness": ratios,
+            "meets_target": {k: ratios[k] <= t for k, t in TARGETS.items()}}
+
+
+def bench_kernel_btf(rounds):
+    sys.path.insert(0, ROOT)
+    from ebpf_energy.loader.kernel_btf import KernelBtf
+
+    cold, warm = [], []
+    for _ in range(rounds):
+        d = tempfile.mkdtemp(prefix="ebpf-energy-btf-cache-")
+        try:
+            kb = KernelBtf.load(cache_dir=d)
+            assert not kb.from_cache
+            cold.append(kb.index_seconds)
+            kb = KernelBtf.load(cache_dir=d)
+            assert kb.from_cache
+            warm.append(kb.index_seconds)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return {"types": len(kb), "cold_ms": statistics.median(cold) * 1000, "warm_ms": statistics.median(warm) * 1000,
+            "targets_ms": {"cold": 150, "warm": 50}}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("objects", nargs="*", default=DEFAULT_OBJS)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (bpf())")
+    if not os.access(HARNESS, os.X_OK):
+        raise SystemExit(f"{HARNESS} missing: run `bash bench/build.sh`")
+    result = {"loads": [bench_object(o, args.rounds) for o in args.objects],
+              "kernel_btf": bench_kernel_btf(args.rounds)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for r in result["loads"]:
+        m, q = r["median_s"], r["ratio_to_harness"]
+        print(f"{r['object']}  (median of {r['rounds']} interleaved runs)")
+        print(f"  libbpf harness process   {m['harness'] * 1000:8.1f} ms   1.00x")
+        for k, label in (("inproc", "ours in-process (first)"), ("inproc-warm", "ours in-process (warm)"),
+                         ("cli", "ours CLI process")):
+            target = TARGETS.get(k)
+            verdict = "" if target is None else f"   target <= {target}x: {'ok' if q[k] <= target else 'MISSED'}"
+            print(f"  {label:24} {m[k] * 1000:8.1f} ms   {q[k]:.2f}x{verdict}")
+    kb = result["kernel_btf"]
+    print(f"kernel BTF index ({kb['types']} types): cold {kb['cold_ms']:.1f} ms (target <= 150), "
+          f"warm {kb['warm_ms']:.1f} ms (target <= 50)")
+
+
+if __name__ == "__main__":
+    main()

@@ -532,8 +532,6 @@ def _resolve(relo, local, target, kind):
         cres_first.local_desc, cres_first.candidates = res.local_desc, res.candidates
         res = cres_first
         res.target_desc = chosen.describe()
-    explain.trace("core", f"{KIND_NAMES[kind]} {res.local_desc} -> "
-                  + ("POISON (" + res.reason + ")" if res.poison else f"{res.target_desc}: {res.new_val}"))
     return res
 
 

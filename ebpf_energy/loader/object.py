@@ -37,8 +37,6 @@ def kernel_btf():
         from ebpf_energy.loader.kernel_btf import KernelBtf
 
         _kernel_btf = KernelBtf.load()
-        explain.trace("btf", f"kernel BTF /sys/kernel/btf/vmlinux indexed in "
-                             f"{_kernel_btf.index_seconds * 1000:.1f} ms")
     return _kernel_btf
 
 
@@ -178,7 +176,6 @@ class BpfObject:
         data = btf_sanitize.for_kernel(self.spec.btf)
         try:
             self.btf_fd = syscall.btf_load(data)
-            explain.trace("btf", f"BPF_BTF_LOAD {len(data)} bytes -> fd {self.btf_fd}")
         except BtfError as e:
             if any(m.type == TASK_STORAGE for m in self.spec.maps.values()):
                 raise
@@ -214,7 +211,6 @@ class BpfObject:
                 key_codec=key_codec, value_codec=value_codec)
             m.spec_name = spec.name
             self.maps[spec.name] = m
-            explain.trace("map", f"{spec.name}: BPF_MAP_CREATE {spec.type_name} -> fd {m.fd}")
             if spec.initial is not None:
                 syscall.map_update(m.fd, b"\0\0\0\0", bytes(spec.initial), 0)
                 if spec.readonly:
@@ -254,9 +250,11 @@ class BpfObject:
                     idx = relo.insn_off_bytes // 8
                     result = core.resolve(relo, self.spec.btf, target)
                     before, after = core.patch(buf, idx, result)
-                    explain.trace("core", f"{sec.name} insn {idx}: {result.local_desc} -> "
-                                          f"{'POISONED: ' + result.reason if result.poison else result.target_desc}",
-                                  f"{before}  ->  {after}")
+                    if explain.enabled():
+                        outcome = (f"POISONED ({result.reason})" if result.poison
+                                   else f"{result.target_desc} = {result.new_val}")
+                        explain.trace("core", f"{sec.name} insn {idx}: {result.kind_name} "
+                                              f"{result.local_desc} -> {outcome}", f"{before}  ->  {after}")
             code[sec.index] = buf
         return code
 

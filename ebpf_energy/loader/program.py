@@ -106,8 +106,7 @@ def load(linked: LinkedProgram, prog_type: int, license: str, *, ext=None, btf_f
         raise _rejection(linked, args, lines, first) from None
     if stats:
         summary = [line for line in log.splitlines() if line.startswith(("processed", "verification time"))]
-        explain.trace("prog", f"BPF_PROG_LOAD {linked.name}: {linked.insn_count} instructions -> fd {fd}",
-                      *summary)
+        explain.trace("verifier", f"{linked.name}: accepted, {linked.insn_count} instructions", *summary)
     return fd
 
 

@@ -98,9 +98,6 @@ class ObjectSpec:
     @classmethod
     def parse(cls, path, data: Optional[bytes] = None) -> "ObjectSpec":
         elf = ElfObject.from_bytes(data) if data is not None else ElfObject.from_path(path)
-        explain.trace("elf", f"{path}: {len(elf.sections)} sections, license {elf.license!r}",
-                      *(f"{s.name:<24} {s.size:>7} bytes{'  (code)' if s.is_exec else ''}"
-                        for s in elf.sections if s.name and s.size))
         btf = ext = None
         if elf.btf:
             btf = Btf.parse(elf.btf)
@@ -108,9 +105,6 @@ class ObjectSpec:
             explain.trace("btf", f".BTF: {len(btf.types) - 1} types; DATASEC sizes and offsets filled from the ELF")
             if elf.btf_ext:
                 ext = BtfExt.parse(elf.btf_ext, btf)
-                explain.trace("btf", ".BTF.ext: " + ", ".join(
-                    f"{sum(len(v) for v in getattr(ext, a).values())} {a.replace('_', ' ')}"
-                    for a in ("func_info", "line_info", "core_relos")))
         spec = cls(path=str(path), elf=elf, btf=btf, ext=ext)
         spec._collect_maps()
         spec._collect_programs()

@@ -337,7 +337,7 @@ def test_explain_tells_every_step(test_objects):
     assert re.search(r"^\s+insn\s+\d+: map seen: .* ll\s+->\s+r1 = 0x[0-9a-f]+ ll map_fd", text, re.M)
     assert re.search(r"^\s+insn\s+\d+: data target_pid: .*->\s+r1 = map_value\(fd \d+\) \+ 0", text, re.M)
     # CO-RE: local type and access string -> kernel offset, and the patched instruction
-    assert re.search(r"^\[core\s*\] .*insn \d+: byte_off struct task_struct\.tgid \(0:\d+ @ byte \d+\) -> "
+    assert re.search(r"^\[core\s*\] .*insn \d+: (byte_off )?struct task_struct\.tgid \(0:\d+ @ byte \d+\) -> "
                      r"struct task_struct\.tgid", text, re.M)
     assert re.search(r"^\[core\s*\] .*field_exists struct task_struct\.pid", text, re.M)
     assert re.search(r"^\s+r1 = \d+\s+->\s+r1 = \d+", text, re.M)

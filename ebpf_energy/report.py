@@ -25,6 +25,14 @@ from ebpf_energy.usage import UsageWindow
 SCHEMA = 1
 BY_CHOICES = ("process", "thread", "cgroup")
 DEFAULT_TABLE_TOP = 20
+# How each RAPL domain relates to the package total that is split above.
+DOMAIN_NOTES = {
+    "package": "measured package total, split above",
+    "core": "measured, part of the package total",
+    "uncore": "measured, part of the package total",
+    "dram": "measured, not in the package total",
+    "psys": "measured, whole platform",
+}
 CLEAR_SCREEN = "\033[H\033[2J"
 
 
@@ -230,7 +238,7 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
                f" (processes {_mj(report['total_energy_j'] - report['idle_energy_j'])}"
                f" + idle {_mj(report['idle_energy_j'])})")
     for d, j in sorted(report.get("domains_j", {}).items()):
-        out.append(f"  {d}: {_mj(j)} mJ (measured, outside the split)")
+        out.append(f"  {d}: {_mj(j)} mJ ({DOMAIN_NOTES.get(d, 'measured, not in the split')})")
     out.append(f"Model:          {model_sentence(report['model'])}")
     om = report.get("omitted")
     if om and om["processes"]:

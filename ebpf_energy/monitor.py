@@ -273,10 +273,14 @@ class EbpfSampler:
         st = lay.struct
         i_cpu, i_sl, i_meta, i_cg, i_tgid, i_flags, i_comm = (lay.index[n] for n in (
             "cpu_ns", "slices", "meta_ns", "cgroup_id", "tgid", "flags", "comm"))
-        slots_before = self._slots()
-        keys, values = self._read_tasks()
-        entries = dict(zip(keys, values))
-        slots = self._settle(entries, slots_before, self._slots())
+        for _ in range(3):
+            t0 = time.monotonic_ns()
+            slots_before = self._slots()
+            keys, values = self._read_tasks()
+            entries = dict(zip(keys, values))
+            slots = self._settle(entries, slots_before, self._slots())
+            if not self._missed_slices(slots_before, slots, t0):
+                break
         now = time.monotonic_ns()
         vs = self._value_size
         live: Dict[int, _Thread] = {}
@@ -366,6 +370,15 @@ class EbpfSampler:
                 entries[kb] = old[:c * vs] + bytes(fresh[c * vs:(c + 1) * vs]) + old[(c + 1) * vs:]
             before, after = after, self._slots()
         return after
+
+    def _missed_slices(self, before, after, t0, limit_ns=500_000):
+        """True when tasks may have run more than ``limit_ns`` on one CPU
+        entirely inside the read (two or more switches there while reading,
+        e.g. the reader was preempted): those slices can be missing from the
+        entries read, so the read is worth doing again."""
+        ix = self._slot_layout.index
+        i_seq, i_start = ix["seq"], ix["start_ns"]
+        return any(a[i_seq] - b[i_seq] >= 4 and a[i_start] - t0 > limit_ns for b, a in zip(before, after))
 
     def _window(self, threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches):
         procs: Dict[int, ProcessUsage] = {}

@@ -358,6 +358,29 @@ def test_task_plus_idle_is_cpus_times_window(sampler_factory):
     assert w2.samples_or_events > w1.samples_or_events > 0
 
 
+def test_every_read_accounts_its_whole_interval(sampler_factory):
+    """Between any two reads, task + idle time grows by CPUs x the time between them.
+
+    Reads are frequent while CPU burners switch: a slice that ends while a
+    read is in progress must still be in that read (it used to be missing
+    from it and reappear in the next one, a dip of milliseconds)."""
+    s = sampler_factory()
+    pids = [spawn(BURNER, "emt-rd", 1.5) for _ in range(2)]
+    try:
+        prev, worst = s.read(), 0
+        for _ in range(150):
+            time.sleep(0.003)
+            w = s.read()
+            gained = (w.total_cpu_ns + w.idle_ns) - (prev.total_cpu_ns + prev.idle_ns)
+            worst = max(worst, abs(gained - w.ncpus * (w.end_ns - prev.end_ns)))
+            prev = w
+        assert worst <= 1_000_000, f"an interval was off by {worst / 1e6:.3f} ms"
+    finally:
+        for pid in pids:
+            os.kill(pid, 9)
+            reap(pid)
+
+
 def test_tiny_max_tasks_counts_drops(sampler_factory):
     """A 2-entry task map overflows: the loss is counted, reads keep working."""
     s = sampler_factory(max_tasks=2)

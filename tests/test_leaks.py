@@ -43,9 +43,7 @@ def test_close_leaves_nothing(test_objects, name):
             ids = object_ids(obj)
     # the trace saw every object the kernel reports for the loaded object
     assert ids == {k: v for k, v in rec.ids.items()}, (ids, rec.ids)
-    assert ids["prog"] and ids["map"] and ids["link"]
-    # externs: the kernel refuses its BTF as is (see test_object.test_externs_btf_given_to_the_kernel)
-    assert ids["btf"] or name == "externs"
+    assert ids["prog"] and ids["map"] and ids["link"] and ids["btf"]
     assert_gone(ids)
     assert open_fds() == fds
 

@@ -28,8 +28,9 @@ from ebpf_energy.exporter import DEFAULT_INTERVAL_S, DEFAULT_LINGER_S, DEFAULT_L
               metavar="SECONDS", help="How long an exported process's series stays after it exits.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=16384, show_default=True, metavar="N",
               help="Threads the kernel map holds between two refreshes; overflow is counted as dropped.")
+@click.option("--explain", "explain_", is_flag=True, help="Tell every loader step (syscalls, relocations) on stderr.")
 @model_options
-def exporter(listen, top, interval, linger, max_tasks, **model_kw):
+def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
     """Serve CPU seconds and joules per process to Prometheus (/metrics).
 
     Counters only go up: the top N processes by energy get their own series,
@@ -52,6 +53,10 @@ def exporter(listen, top, interval, linger, max_tasks, **model_kw):
         fail(str(e))
     if os.geteuid() != 0:
         fail("needs root (or CAP_BPF and CAP_PERFMON) to load its BPF program; run it with sudo.")
+    if explain_:
+        from ebpf_energy.loader import explain
+
+        explain.enable(sys.stderr)
     model, meter = model_from_options(**model_kw)
     server, serving = None, False
     ex = Exporter(CompactingSampler(max_tasks=max_tasks), model, meter, top=top, linger_s=linger)

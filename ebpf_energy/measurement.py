@@ -196,6 +196,7 @@ class Measurement:
         self.use_ebpf = (os.geteuid() == 0) if use_ebpf is None else use_ebpf
         self.result: Optional[Result] = None
         self._tree = None
+        self._active = False  # inside the block: entering again would orphan the running tree
         self.history: List[Result] = []
 
     # -- results ------------------------------------------------------------------
@@ -214,6 +215,9 @@ class Measurement:
     def __enter__(self):
         from ebpf_energy.cgroups import own_cgroup
 
+        if self._active:
+            raise RuntimeError("this measurement is already running: a Measurement measures one block at a time "
+                               "(use a new measure() for a nested block)")
         if self._model is None:
             self._model, self._meter = _default_model()
         self._origin = None
@@ -224,11 +228,13 @@ class Measurement:
         self._self0 = _rusage_ns(resource.RUSAGE_SELF)
         self._r0 = self._self0 + _rusage_ns(resource.RUSAGE_CHILDREN)
         self._t0 = time.monotonic_ns()
+        self._active = True
         return self
 
     def __exit__(self, *exc):
         from ebpf_energy.cgroups import move_to
 
+        self._active = False
         wall_ns = time.monotonic_ns() - self._t0
         rusage_ns = _rusage_ns(resource.RUSAGE_SELF) + _rusage_ns(resource.RUSAGE_CHILDREN) - self._r0
         if self._tree is not None:
@@ -256,6 +262,8 @@ class Measurement:
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            if self._active:  # a recursive call (or another thread's): part of the call being measured
+                return fn(*args, **kwargs)
             with self:
                 return fn(*args, **kwargs)
 

@@ -60,7 +60,9 @@ def plugin_args():
     """Load the plugin the way it is installed: by its entry point when the
     package is installed, else by name (both cannot be given: pluggy refuses
     one module under two names)."""
-    if any(ep.value == "ebpf_energy.pytest_plugin" for ep in entry_points(group="pytest11")):
+    eps = entry_points()
+    group = eps.select(group="pytest11") if hasattr(eps, "select") else eps.get("pytest11", [])  # 3.9: a dict
+    if any(ep.value == "ebpf_energy.pytest_plugin" for ep in group):
         return []
     return ["-p", "ebpf_energy.pytest_plugin"]
 

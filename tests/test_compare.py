@@ -1,0 +1,104 @@
+"""`ebpf-energy compare`: both monitors over one workload, judged against rusage."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ebpf_energy.compare import last_json, render
+
+pytestmark = pytest.mark.kernel
+
+
+def compare(*args, timeout=120):
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "--json", "-p", "15", *args],
+                       capture_output=True, text=True, timeout=timeout)
+    return r
+
+
+def leftover_cgroups():
+    from ebpf_energy.cgroups import cgroup2_mount
+
+    mount = cgroup2_mount()
+    return sorted(n for n in os.listdir(mount) if n.startswith(f"ebpf-energy-compare-"))
+
+
+def test_short_lived_every_workload_process_seen_by_ebpf():
+    before = leftover_cgroups()
+    r = compare("-d", "3", "--workload", "short-lived")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["schema"] == 1
+    wl = out["workload"]
+    assert wl["processes"] > 100  # ~3 ms each for 3 s
+    ebpf, trad = out["monitors"]["ebpf"], out["monitors"]["traditional"]
+    for m in (ebpf, trad):
+        assert set(m) >= {"total_cpu_ns", "total_energy_j", "processes_seen", "samples_or_events",
+                          "overhead_cpu_ns", "workload_processes_seen", "workload_cpu_ns"}
+        assert m["overhead_cpu_ns"] > 0
+    assert ebpf["workload_processes_seen"] == wl["processes"]
+    assert abs(ebpf["workload_cpu_ns"] - wl["cpu_ns"]) <= max(0.005 * wl["cpu_ns"], 1_000_000)
+    assert ebpf["bpf_ns"] > 0  # bpf_stats were on for the run ...
+    # ... and the /proc side's capture rate is reported, whatever it is
+    assert 0 <= trad["workload_processes_seen"] <= wl["processes"]
+    assert ebpf["samples_or_events"] > trad["samples_or_events"] > 0
+    assert leftover_cgroups() == before
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        assert f.read().strip() == "0"
+
+
+def test_cpu_workload_both_within_their_error():
+    r = compare("-d", "2", "--workload", "cpu", "-i", "0.1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    truth = out["workload"]["cpu_ns"]
+    ebpf, trad = out["monitors"]["ebpf"], out["monitors"]["traditional"]
+    assert abs(ebpf["workload_cpu_ns"] - truth) <= 0.005 * truth
+    # /proc: whole ticks, and each process is counted only from its first sample
+    tick_ns = 1e9 / os.sysconf("SC_CLK_TCK")
+    samples = trad["samples_or_events"]
+    assert abs(trad["workload_cpu_ns"] - truth) <= tick_ns * (samples + 2) * out["workload"]["processes"]
+
+
+def test_shell_command_workload_and_its_children():
+    cmd = "for i in 1 2 3 4 5; do python3 -c 'sum(range(300000))'; done"
+    r = compare("-d", "10", "-w", cmd)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["workload"]["command"] == cmd
+    ebpf = out["monitors"]["ebpf"]
+    assert ebpf["workload_processes_seen"] >= 6  # the shell and its five pythons
+    truth = out["workload"]["cpu_ns"]
+    assert abs(ebpf["workload_cpu_ns"] - truth) <= max(0.005 * truth, 1_000_000)
+
+
+def test_failing_workload_is_a_clear_error_and_cleans_up():
+    before = leftover_cgroups()
+    r = compare("-d", "5", "-w", "echo broken >&2; exit 3")
+    assert r.returncode == 1
+    assert "workload command failed" in r.stderr and "broken" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert leftover_cgroups() == before
+
+
+def test_missing_command_is_a_clear_error():
+    r = compare("-d", "2", "-w", "no-such-command-anywhere")
+    assert r.returncode == 1
+    assert "workload command failed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_render_names_both_monitors_and_the_truth():
+    result = {"duration_s": 1.0, "workload": {"command": "x", "processes": 3, "cpu_ns": 2_000_000},
+              "monitors": {n: {"total_cpu_ns": 1, "total_energy_j": 1.0, "processes_seen": 1,
+                               "samples_or_events": 1, "overhead_cpu_ns": 1, "workload_processes_seen": 3,
+                               "workload_cpu_ns": 2_000_000} for n in ("ebpf", "traditional")}}
+    text = render(result)
+    assert "eBPF" in text and "/proc" in text and "3 of 3" in text and "100.0%" in text
+
+
+def test_last_json_reads_a_summary_after_json_lines():
+    assert last_json('{"interval": 1}\n{"summary": true, "x": 2}\n') == {"summary": True, "x": 2}
+    assert last_json('{\n  "a": 1\n}\n') == {"a": 1}
+    assert last_json("garbage") is None

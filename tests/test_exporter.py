@@ -160,6 +160,7 @@ class RunningExporter:
         with urllib.request.urlopen(self.url, timeout=10) as r:
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
             text = r.read().decode()
+        self.last_text = text
         out = {}
         for fam in text_string_to_metric_families(text):
             for s in fam.samples:
@@ -226,6 +227,15 @@ def test_metrics_names_labels_monotonic_top_n_and_clean_exit():
             k.wait()
     assert rc == 0, "".join(ex.lines)
     assert_gone(held)  # SIGTERM left nothing of the exporter's loaded
+    # naming conventions, on the raw text: our prefix, snake case, base units
+    for line in ex.last_text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, labels, _ = SAMPLE.match(line).groups()
+        assert re.fullmatch(r"ebpf_energy_[a-z_]+", name), name
+        assert not re.search(r"_(ms|ns|kj|mj|watts?)(_|$)", name), name
+        if labels:
+            assert LABEL.sub("", labels).strip(",") == "", labels
     for m in (a, b):
         types = {name: t for name, (t, _) in m.items()}
         for name in ("ebpf_energy_process_cpu_seconds_total", "ebpf_energy_process_joules_total",
@@ -419,7 +429,8 @@ def test_simulated_meter_package_joules_per_domain():
     db = {dict(k)["domain"]: v for k, v in b["ebpf_energy_package_joules_total"][1].items()}
     assert all(db[d] > da[d] for d in da)
     # the simulated package draws at least its idle watts (8 W) over the time between scrapes
-    gap = value(b, "ebpf_energy_last_refresh_timestamp_seconds") - value(a, "ebpf_energy_last_refresh_timestamp_seconds")
+    stamp = "ebpf_energy_last_refresh_timestamp_seconds"
+    gap = value(b, stamp) - value(a, stamp)
     assert db["package"] - da["package"] >= 8.0 * gap * 0.8
 
 

@@ -37,8 +37,10 @@ def _model_args(power, profile, no_profile, powercap_root, meter, idle_share):
 @click.option("-i", "--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True, metavar="SECONDS",
               help="The /proc monitor's poll interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
+@click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
+              help="Also draw the comparison as bar charts into FILE (needs matplotlib).")
 @model_options
-def compare(duration, command, workload, interval, as_json, **model_kw):
+def compare(duration, command, workload, interval, as_json, plot=None, **model_kw):
     """Run the eBPF monitor and the /proc poller side by side on one workload
     and compare CPU time, energy, processes caught and their own overhead.
 
@@ -51,6 +53,15 @@ def compare(duration, command, workload, interval, as_json, **model_kw):
         raise click.UsageError("-w and --workload are alternatives: give one")
     if not command and not workload:
         workload = "mixed"
+    if plot:
+        from ebpf_energy.plot import PlotError, check_path, require_matplotlib
+
+        try:  # before the run: fail fast
+            require_matplotlib()
+            check_path(plot)
+        except PlotError as e:
+            click.echo(f"ebpf-energy compare: {e}", err=True)
+            sys.exit(1)
     progress = None if as_json else (lambda msg: click.echo(f"ebpf-energy compare: {msg}", err=True))
     try:
         result = run_compare(duration, command=command, workload=workload, interval=interval,
@@ -62,3 +73,11 @@ def compare(duration, command, workload, interval, as_json, **model_kw):
         click.echo(json.dumps(result, indent=2))
     else:
         click.echo(render(result), nl=False)
+    if plot:
+        from ebpf_energy.plot import PlotError, plot_compare
+
+        try:
+            click.echo(f"ebpf-energy compare: plot written to {plot_compare(result, plot)}", err=True)
+        except PlotError as e:
+            click.echo(f"ebpf-energy compare: {e}", err=True)
+            sys.exit(1)

@@ -55,9 +55,11 @@ def _event_printer(err, watts):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stdout carries only the JSON).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header.")
 @click.option("--explain", "explain_", is_flag=True, help="Tell every loader step (syscalls, relocations) on stderr.")
+@click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
+              help="Also draw energy over time for the top processes into FILE (needs matplotlib).")
 @model_options
 def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, max_tasks, min_slice_us,
-            as_json, as_csv, explain_, **model_kw):
+            as_json, as_csv, explain_, plot=None, **model_kw):
     """Per-process CPU time and energy, measured in the kernel with eBPF.
 
     Every context switch is accounted to the nanosecond, short-lived
@@ -69,6 +71,7 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
     from ebpf_energy.loader import explain
     from ebpf_energy.loader.errors import LoaderError
     from ebpf_energy.monitor import EbpfSampler, cgroup2_mount
+    from ebpf_energy.plot import PlotError, Timeline  # matplotlib itself only with --plot
     from ebpf_energy.report import Reporter, Selection, normalize_cgroup
 
     err = sys.stderr
@@ -76,6 +79,13 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
         click.echo("ebpf-energy monitor: needs root (or CAP_BPF and CAP_PERFMON) to load its BPF program; "
                    "run it with sudo, or use `ebpf-energy traditional`, which needs no privilege.", err=True)
         sys.exit(1)
+    timeline = None
+    if plot:
+        try:
+            timeline = Timeline.for_run(plot, duration, interval)  # before the run: fail fast
+        except PlotError as e:
+            click.echo(f"ebpf-energy monitor: {e}", err=True)
+            sys.exit(1)
     if explain_:
         explain.enable(err)
     mount = cgroup2_mount()
@@ -106,14 +116,23 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
         err.flush()
 
     try:
-        result = drive(sampler, model, meter=meter, duration_s=duration, interval_s=interval,
-                       on_interval=lambda n, w, a, mj: reporter.interval(n, w, a), on_started=started)
+        on_interval = lambda n, w, a, mj: reporter.interval(n, w, a)  # noqa: E731
+        if timeline is not None:  # record windows for the plot; print them only with -i
+            on_interval = timeline.hook(on_interval if interval is not None else None)
+        result = drive(sampler, model, meter=meter, duration_s=duration,
+                       interval_s=timeline.interval_s if timeline is not None else interval,
+                       on_interval=on_interval, on_started=started)
         extra = {"overhead_cpu_ns": result.overhead_cpu_ns, "sampler": result.sampler_stats}
         if result.window.dropped:
             err.write(f"ebpf-energy monitor: warning: {result.window.drops['tasks']} slices lost to a full task "
                       f"map (raise --max-tasks) and {result.window.drops['events']} events to a full ring buffer\n")
         reporter.summary(result.window, result.attribution, extra)
+        if timeline is not None:
+            err.write(f"ebpf-energy monitor: plot written to {timeline.save(result.attribution.model)}\n")
     except LoaderError as e:
+        click.echo(f"ebpf-energy monitor: {e}", err=True)
+        sys.exit(1)
+    except PlotError as e:
         click.echo(f"ebpf-energy monitor: {e}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -226,4 +226,22 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid)
 	return 0;
 }
 
+/* prctl(PR_SET_NAME) or a write to /proc/PID/comm renames a task without an
+ * exec: keep the name current. Fires before the new name is copied in, so
+ * read it from the argument; the task need not be current (/proc writes). */
+SEC("tp_btf/task_rename")
+int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
+{
+	__u32 tid = task->pid;
+	struct task_stats *v = bpf_map_lookup_elem(&tasks, &tid);
+
+	if (!v)
+		return 0; /* its first switch-out reads the new name itself */
+	v->meta_ns = bpf_ktime_get_ns();
+	v->tgid = task->tgid;
+	v->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	bpf_probe_read_kernel_str(&v->comm, sizeof(v->comm), comm);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -301,12 +301,16 @@ class EbpfSampler:
                 t.slices += rec[i_sl]
                 t.per_cpu[cpu] += rec[i_cpu]
                 t.flags |= rec[i_flags]
+                # comm/tgid/cgroup: from the copy written last (meta_ns)
                 if rec[i_meta] >= t.meta_ns and (rec[i_meta] or not t.comm):
                     t.meta_ns = rec[i_meta]
                     t.tgid = rec[i_tgid] or t.tgid
-                    t.cgroup_id = rec[i_cg] or t.cgroup_id
+                    if rec[i_cg]:
+                        t.cgroup_id = rec[i_cg]
                     comm = rec[i_comm].split(b"\0", 1)[0].decode("utf-8", "replace")
                     t.comm = comm or t.comm
+                elif rec[i_cg] and not t.cgroup_id:
+                    t.cgroup_id = rec[i_cg]
             live[tid] = t
             if t.flags & FLAG_DEAD:
                 dead.append((kb, t))

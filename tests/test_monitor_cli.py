@@ -54,17 +54,17 @@ def check_report(obj):
 
 
 def wait_for_our_programs(proc, timeout=20.0):
-    """Ids of the programs/maps/links the CLI process holds, once all three programs are attached."""
+    """Ids of the programs/maps/links the CLI process holds, once all its programs are attached."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         ids = bpf_ids(proc.pid)
-        if len(ids["link"]) == 3:
+        if len(ids["link"]) == len(OUR_PROGRAMS):
             names = prog_names(ids["prog"])
             assert set(names.values()) == OUR_PROGRAMS, names
             return ids
         time.sleep(0.05)
-    raise AssertionError("the monitor did not attach its three programs in time")
+    raise AssertionError(f"the monitor did not attach its {len(OUR_PROGRAMS)} programs in time")
 
 
 def test_json_contract_and_conservation():

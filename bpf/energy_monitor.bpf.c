@@ -59,14 +59,17 @@ static __always_inline void fill_meta(struct task_stats *v, struct task_struct *
 				      __u64 now)
 {
 	v->meta_ns = now;
-	v->cgroup_id = bpf_get_current_cgroup_id(); /* t is current in every caller */
+	if (t == bpf_get_current_task_btf())
+		v->cgroup_id = bpf_get_current_cgroup_id();
+	else
+		v->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
 	v->tgid = BPF_CORE_READ(t, tgid);
 	BPF_CORE_READ_STR_INTO(&v->comm, t, comm);
 }
 
 /* Create the entry for `t` holding the first slice; false when the map is full. */
 static __always_inline bool insert_task(__u32 tid, struct task_struct *t, __u64 dur,
-					__u64 now, __u32 flags)
+					__u64 now, __u32 flags, __u64 runtime)
 {
 	struct task_stats init = {};
 	struct task_stats *v;
@@ -75,6 +78,7 @@ static __always_inline bool insert_task(__u32 tid, struct task_struct *t, __u64 
 	init.cpu_ns = dur;
 	init.slices = dur ? 1 : 0;
 	init.flags = flags;
+	init.last_runtime = runtime;
 	fill_meta(&init, t, now);
 	err = bpf_map_update_elem(&tasks, &tid, &init, BPF_NOEXIST);
 	if (err == -17 /* EEXIST: created meanwhile, add to it instead */) {
@@ -84,6 +88,8 @@ static __always_inline bool insert_task(__u32 tid, struct task_struct *t, __u64 
 		v->cpu_ns += dur;
 		v->slices += init.slices;
 		v->flags |= flags;
+		if (runtime > v->last_runtime)
+			v->last_runtime = runtime;
 		return true;
 	}
 	return err == 0;
@@ -121,6 +127,105 @@ static __always_inline void stream_slice(struct cpu_slot *s, struct task_struct 
 	bpf_ringbuf_submit(e, wake);
 }
 
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+
+/* Add `ns` of on-CPU time to a task other than prev: the slot's task, whose
+ * switch-out this CPU never reported. Without it that time would be nobody's
+ * and tasks + idle would not add up to the window. */
+static __always_inline void credit_task(struct cpu_slot *s, __u32 tid, __u64 ns, __u64 now)
+{
+	struct task_struct *t;
+	struct task_stats *o;
+
+	if (!ns)
+		return;
+	o = bpf_map_lookup_elem(&tasks, &tid);
+	if (o) {
+		o->cpu_ns += ns;
+		o->slices += 1;
+		return;
+	}
+	t = bpf_task_from_pid(tid);
+	if (!t) { /* gone already: nobody left to credit; say so */
+		s->task_drops += 1;
+		s->dropped_ns += ns;
+		return;
+	}
+	if (!insert_task(tid, t, ns, now, 0, 0)) {
+		s->task_drops += 1;
+		s->dropped_ns += ns;
+	}
+	bpf_task_release(t);
+}
+
+/* How long the slot's task really ran since it was switched in here (at most
+ * `limit`), read from the task itself: its switch-out went unreported, so the
+ * slot's wall time also holds whatever ran after it. */
+static __always_inline __u64 slot_task_ran(struct cpu_slot *s, __u64 limit)
+{
+	struct task_struct *t = bpf_task_from_pid(s->tid);
+	__u64 r, ran = 0; /* not found (seen here for this VM's agent threads,
+			   * whose switch-outs are the unreported ones): the
+			   * rest of the slot is counted as idle, which it
+			   * mostly is */
+
+	if (t) {
+		r = t->se.sum_exec_runtime;
+		ran = r >= s->start_runtime ? r - s->start_runtime : 0;
+		bpf_task_release(t);
+		if (ran > limit)
+			ran = limit;
+	}
+	return ran;
+}
+
+/* The slot's task (not prev) owns part of `wall`: credit what it ran, return the rest. */
+static __always_inline __u64 settle_slot_task(struct cpu_slot *s, __u32 prev_tid, __u64 wall, __u64 now)
+{
+	__u64 ran;
+
+	if (!s->start_ns || !s->tid || s->tid == prev_tid || !wall)
+		return wall;
+	ran = slot_task_ran(s, wall);
+	credit_task(s, s->tid, ran, now);
+	return wall - ran;
+}
+
+/* The switch-in of `prev` on this CPU was not seen: the slot holds another
+ * task (some switches reach no tracepoint; on this VM, the agent's threads
+ * are switched in and out unseen), or this is the slice running at attach.
+ * Its slice is then its runtime now minus its runtime at its last accounted
+ * switch-out (the largest last_runtime over the per-CPU copies). A task never
+ * accounted yet: for the fair class, the runtime when it was last picked
+ * (the kernel keeps it); else the wall time since the slot's start. */
+static __always_inline __u64 unseen_switch_in(struct task_struct *prev, __u32 tid,
+					      __u64 runtime, __u64 wall)
+{
+	struct task_stats *c;
+	__u64 last = 0, picked;
+	__u32 cpu;
+
+	for (cpu = 0; cpu < EM_MAX_CPUS; cpu++) {
+		c = bpf_map_lookup_percpu_elem(&tasks, &tid, cpu);
+		if (!c)
+			break;
+		if (c->last_runtime > last)
+			last = c->last_runtime;
+	}
+	/* never more than the wall time this CPU's slot covers: time the task
+	 * ran unseen elsewhere was credited there, and each CPU's books must
+	 * balance (tasks + idle = elapsed) */
+	if (last && runtime >= last)
+		return runtime - last < wall ? runtime - last : wall;
+	if (prev->policy == 0 || prev->policy == 3 || prev->policy == 5) {
+		picked = prev->se.prev_sum_exec_runtime;
+		if (runtime >= picked && runtime - picked <= wall)
+			return runtime - picked;
+	}
+	return wall;
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
@@ -128,7 +233,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct task_stats *v;
 	struct cpu_slot *s;
-	__u64 now, since, dur, runtime;
+	__u64 now, since, dur, runtime, wall;
 	__u32 tid, flags;
 
 	if (cpu >= EM_MAX_CPUS) {
@@ -145,26 +250,34 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	if (since && now > since) {
 		dur = now - since;
 		if (tid == 0) {
-			s->idle_ns += dur;
+			/* idle's switch-in unseen: the slot's task ran first */
+			s->idle_ns += settle_slot_task(s, 0, dur, now);
 		} else {
 			/* The scheduler's own account of the slice (what schedstat and
-			 * rusage report); wall time only for the slice that was already
-			 * running at attach, whose start runtime we never saw. */
+			 * rusage report): the task's runtime now minus at switch-in. */
 			runtime = prev->se.sum_exec_runtime;
-			if (s->start_ns && s->tid == tid && runtime >= s->start_runtime)
+			if (s->start_ns && s->tid == tid && runtime >= s->start_runtime) {
 				dur = runtime - s->start_runtime;
+			} else {
+				/* prev's switch-in unseen: prev's own runtime, then the
+				 * slot's task's, then idle share the wall time */
+				wall = dur;
+				dur = unseen_switch_in(prev, tid, runtime, wall);
+				s->idle_ns += settle_slot_task(s, tid, wall - dur, now);
+			}
 			flags = prev_state & EM_TASK_DEAD ? EM_FLAG_DEAD | EM_FLAG_EXITED : 0;
 			v = bpf_map_lookup_elem(&tasks, &tid);
 			if (v) {
 				v->cpu_ns += dur;
 				v->slices += 1;
+				v->last_runtime = runtime;
 				if (flags)
 					v->flags |= flags;
 				/* a task moved to another cgroup keeps running: follow
 				 * it every 64 slices (prev is current here) */
 				if ((v->slices & 63) == 0)
 					v->cgroup_id = bpf_get_current_cgroup_id();
-			} else if (!insert_task(tid, prev, dur, now, flags)) {
+			} else if (!insert_task(tid, prev, dur, now, flags, runtime)) {
 				s->task_drops += 1;
 				s->dropped_ns += dur;
 			}
@@ -190,7 +303,7 @@ static __always_inline void touch_meta(struct task_struct *t, __u32 tid, __u32 f
 	if (!v) {
 		/* not switched out yet: create it so comm and flags are kept;
 		 * if the map is full the final switch-out counts the drop */
-		insert_task(tid, t, 0, now, flags);
+		insert_task(tid, t, 0, now, flags, 0);
 		return;
 	}
 	v->flags |= flags;

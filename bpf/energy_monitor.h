@@ -54,6 +54,8 @@ struct task_stats {
 	__u32 tgid;
 	__u32 flags;        /* EM_FLAG_* */
 	char comm[EM_COMM_LEN];
+	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this
+	                     * CPU (the largest over the copies is the latest) */
 };
 
 /* One ring-buffer record per closed slice (only when stream_events). */

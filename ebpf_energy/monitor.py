@@ -325,10 +325,21 @@ class EbpfSampler:
         idle_per_cpu = []
         ix = self._slot_layout.index
         i_seq, i_start, i_tid, i_tgid, i_idle = ix["seq"], ix["start_ns"], ix["tid"], ix["tgid"], ix["idle_ns"]
+        i_rt = ix["start_runtime"]
         for cpu, rec in enumerate(slots):
             seq, start, tid, tgid, idle = rec[i_seq], rec[i_start], rec[i_tid], rec[i_tgid], rec[i_idle]
             running = max(0, now - (start or self.start_ns))
             if start and tid:
+                # A task that is not runnable is not on this CPU although the
+                # slot says so: its switch-out went unreported (it happens on
+                # this VM). Count what it really ran (the scheduler's clock)
+                # and the rest as idle, as the kernel side will. A runnable
+                # one keeps the wall time: /proc's runtime of a running task
+                # lags by up to a tick.
+                ran, runnable = task_runtime_since(tid, rec[i_rt])
+                if not runnable and ran < running:
+                    idle += running - ran
+                    running = ran
                 open_ns[tid] = open_ns.get(tid, 0) + running
                 if tid not in threads:
                     threads[tid] = _Thread(tid, tgid=tgid, per_cpu=[0] * self._ncpus)
@@ -435,6 +446,20 @@ class EbpfSampler:
 
         self._ring_thread = threading.Thread(target=pump, name="ebpf-energy-events", daemon=True)
         self._ring_thread.start()
+
+
+def task_runtime_since(tid: int, since_runtime: int):
+    """(ns the task ran since its ``se.sum_exec_runtime`` was ``since_runtime``,
+    whether it is runnable now), from /proc; (0, False) when it is gone."""
+    try:
+        with open(f"/proc/{tid}/schedstat", "rb") as f:
+            runtime = int(f.read().split(None, 1)[0])
+        with open(f"/proc/{tid}/stat", "rb") as f:
+            stat = f.read()
+        state = stat[stat.rindex(b")") + 2: stat.rindex(b")") + 3]
+    except (OSError, ValueError, IndexError):
+        return 0, False
+    return max(0, runtime - since_runtime), state == b"R"
 
 
 def tid_of(key: bytes) -> int:

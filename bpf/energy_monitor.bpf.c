@@ -31,6 +31,7 @@ const volatile __u64 start_ns = 0;        /* monotonic ns at attach; 0: first sl
 const volatile bool stream_events = false; /* one slice_event per closed slice on `events` */
 const volatile __u32 filter_tgid = 0;     /* stream only this process (0 = all) */
 const volatile __u32 filter_tid = 0;      /* stream only this thread (0 = all) */
+const volatile __u32 nr_cpus = EM_MAX_CPUS; /* possible CPUs, set by user space */
 const volatile __u64 filter_cgroup_id = 0; /* stream only this cgroup v2 id (0 = all) */
 const volatile __u64 min_slice_ns = 0;    /* stream only slices at least this long */
 const volatile __u32 wakeup_batch = 64;   /* wake the reader every N events (<= 1: every event) */
@@ -206,7 +207,8 @@ static __always_inline __u64 unseen_switch_in(struct task_struct *prev, __u32 ti
 	__u64 last = 0, picked;
 	__u32 cpu;
 
-	for (cpu = 0; cpu < EM_MAX_CPUS; cpu++) {
+	/* nr_cpus is frozen .rodata: the verifier walks only that many rounds */
+	for (cpu = 0; cpu < EM_MAX_CPUS && cpu < nr_cpus; cpu++) {
 		c = bpf_map_lookup_percpu_elem(&tasks, &tid, cpu);
 		if (!c)
 			break;

@@ -163,6 +163,7 @@ class EbpfSampler:
             obj.set_max_entries("events", STREAM_RINGBUF if stream else IDLE_RINGBUF)
             ro = obj.rodata
             ro["stream_events"] = stream
+            ro["nr_cpus"] = self._ncpus
             for k, v in self.filters.items():
                 ro[k] = v
             # .rodata is frozen at load and the verifier folds it, so the start

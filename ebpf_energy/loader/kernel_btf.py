@@ -43,6 +43,7 @@ class KernelBtf(BtfQueries):
         self._offsets = offsets          # array('I'): byte offset of type i+1 in the type section
         self._names = names              # sorted array('Q') of name_off << 32 | type id
         self._cache = {0: VOID}
+        self._lookups = {}  # (kind, name) -> ids, see _ids_named
         _, _, _, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(endian + "HBBIIIII", data)
         self._types = memoryview(data)[hdr_len + type_off:hdr_len + type_off + type_len]
         self.strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
@@ -107,11 +108,23 @@ class KernelBtf(BtfQueries):
         return sorted(out)
 
     def _ids_named(self, name):
-        """Every string equal to ``name`` ends with ``name\\0``; look those offsets up."""
-        return self._ids_at(_find_all(self.strings, name.encode() + b"\0", full=True))
+        """Every string equal to ``name`` ends with ``name\\0``; look those offsets up.
+
+        Memoised: one object asks for the same few types (``task_struct``)
+        once per CO-RE record, and each scan reads the whole string table."""
+        key = ("=", name)
+        ids = self._lookups.get(key)
+        if ids is None:
+            ids = self._lookups[key] = self._ids_at(_find_all(self.strings, name.encode() + b"\0", full=True))
+        return ids
 
     def _ids_with_prefix(self, prefix):
-        return self._ids_at(_find_all(self.strings, b"\0" + prefix.encode(), full=False, shift=1))
+        key = ("^", prefix)
+        ids = self._lookups.get(key)
+        if ids is None:
+            ids = self._lookups[key] = self._ids_at(
+                _find_all(self.strings, b"\0" + prefix.encode(), full=False, shift=1))
+        return ids
 
 
 def _find_all(strings, needle, full, shift=0):

@@ -13,7 +13,8 @@ from typing import Dict, Iterable, List, Optional
 from ebpf_energy.loader import attach as attach_mod
 from ebpf_energy.loader import btf_sanitize, core, explain, program, syscall
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
-from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError
+from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError, PermissionDenied
+from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
 from ebpf_energy.loader.externs import kallsyms_address, kconfig_value, read_kconfig
 from ebpf_energy.loader.globals import GlobalData
 from ebpf_energy.loader.linker import Linker
@@ -28,6 +29,15 @@ NO_BTF_KV = {3, 4, 7, 8, 12, 13, 27, 31}  # prog/perf_event/cgroup arrays, stack
 PIN_BY_NAME = 1
 PIN_ROOT = "/sys/fs/bpf"
 _kernel_btf = None
+TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN)
+
+
+class TrampolineRefused(LoaderError):
+    """fentry/fexit refused although we are privileged: the kernel forbids trampolines."""
+
+    def __init__(self, message, errno):
+        self.errno = errno
+        super().__init__(message)
 
 
 def kernel_btf():
@@ -284,9 +294,18 @@ class BpfObject:
                 attach_btf_id = ids[0]
                 explain.trace("prog", f"{p.name}: attach target {kind.btf_target} is kernel BTF id {attach_btf_id}")
             p.linked = linked
-            p.fd = program.load(linked, kind.prog_type, self.spec.elf.license, ext=self.spec.ext,
-                                btf_fd=self.btf_fd, expected_attach_type=kind.expected_attach_type,
-                                attach_btf_id=attach_btf_id, kern_version=kver)
+            try:
+                p.fd = program.load(linked, kind.prog_type, self.spec.elf.license, ext=self.spec.ext,
+                                    btf_fd=self.btf_fd, expected_attach_type=kind.expected_attach_type,
+                                    attach_btf_id=attach_btf_id, kern_version=kver)
+            except PermissionDenied as e:
+                if kind.expected_attach_type in TRAMPOLINE_ATTACH and os.geteuid() == 0:
+                    raise TrampolineRefused(
+                        f"program {p.name} ({p.section}): this kernel refuses fentry/fexit programs even to "
+                        "root (BPF trampolines are not permitted here, e.g. kernel lockdown or no "
+                        "direct-call ftrace); attach to a tracepoint instead (tp_btf/, raw_tp/, tp/)",
+                        e.errno) from None
+                raise
 
     def _resolve_fixup(self, fx):
         """(src_reg, imm, next imm) for one ld_imm64 or kfunc call fixup."""

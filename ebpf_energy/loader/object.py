@@ -204,14 +204,14 @@ class BpfObject:
                            and spec.type not in NO_BTF_KV)
             if spec.type == PERF_EVENT_ARRAY and spec.max_entries == 0:
                 spec.max_entries = syscall.num_possible_cpus()
-            if spec.pinning == PIN_BY_NAME and self._reuse_pinned(spec):
-                continue
             key_codec = value_codec = None
             if self.spec.btf is not None and spec.kind == "btf":
                 if spec.key_type_id:
                     key_codec = self.spec.btf.codec(spec.key_type_id)
                 if spec.value_type_id:
                     value_codec = self.spec.btf.codec(spec.value_type_id)
+            if spec.pinning == PIN_BY_NAME and self._reuse_pinned(spec, key_codec, value_codec):
+                continue
             m = Map.create(
                 kernel_map_name(obj_name, spec.name), spec.type, spec.key_size, spec.value_size,
                 spec.max_entries, map_flags=spec.flags, numa_node=spec.numa_node,
@@ -232,11 +232,11 @@ class BpfObject:
             if spec.pinning == PIN_BY_NAME:
                 m.pin(os.path.join(PIN_ROOT, spec.name))
 
-    def _reuse_pinned(self, spec) -> bool:
+    def _reuse_pinned(self, spec, key_codec, value_codec) -> bool:
         path = os.path.join(PIN_ROOT, spec.name)
         if not os.path.exists(path):
             return False
-        m = Map.pinned(path)
+        m = Map.pinned(path, key_codec=key_codec, value_codec=value_codec)
         if (m.type, m.key_size, m.value_size, m.max_entries) != (spec.type, spec.key_size, spec.value_size,
                                                                spec.max_entries):
             m.close()

@@ -1,0 +1,97 @@
+"""What ``monitor`` and ``traditional`` share: the listing options and the run loop.
+
+The two monitors differ only in their sampler; their reports, filters,
+signals and exit codes must not drift apart, or the comparison between them
+means nothing.
+"""
+
+import os
+import sys
+
+import click
+
+from ebpf_energy.report import BY_CHOICES
+
+_LISTING = [
+    click.option("--top", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Rows to list (table default 20; JSON and CSV list everything unless given)."),
+    click.option("--threads", is_flag=True, help="Also list each thread under its process."),
+    click.option("--pid", "pids", type=click.IntRange(min=0), multiple=True, metavar="PID",
+                 help="Only list this process (repeatable). Totals still cover the whole machine."),
+    click.option("--comm", "comms", multiple=True, metavar="NAME",
+                 help="Only list processes with this name (repeatable)."),
+    click.option("--cgroup", default=None, metavar="PATH",
+                 help="Only list processes in this cgroup v2 path (or below it)."),
+    click.option("--by", type=click.Choice(BY_CHOICES), default="process", show_default=True,
+                 help="One row per process, per thread, or per cgroup."),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON (stdout carries only the JSON)."),
+    click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header."),
+]
+
+duration_option = click.option(
+    "-d", "--duration", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+    help="How long to measure; 0 means until Ctrl-C or SIGTERM.")
+
+
+def listing_options(func):
+    for option in reversed(_LISTING):
+        func = option(func)
+    return func
+
+
+def output_format(as_json: bool, as_csv: bool) -> str:
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are alternatives: give one")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+def selection_for(pids, comms, cgroup, mount):
+    from ebpf_energy.report import Selection, normalize_cgroup
+
+    cg = normalize_cgroup(cgroup, mount) if cgroup else None
+    return Selection(pids=frozenset(pids), comms=frozenset(comms), cgroup=cg)
+
+
+def run_and_report(name, sampler, model, meter, reporter, *, duration, interval, started_message,
+                   on_interval=None, interval_s=None, after=None, errors=()):
+    """Drive ``sampler``, print the summary, and always release sampler and meter.
+
+    ``errors`` are exception types whose message is the whole story (exit 1);
+    a second Ctrl-C gives up without a summary (exit 130); a closed stdout
+    (``| head``) ends quietly. ``after(result)`` runs once the summary is out.
+    """
+    from ebpf_energy.driver import drive
+
+    err = sys.stderr
+
+    def started():
+        err.write(f"ebpf-energy {name}: {started_message}\n")
+        err.flush()
+
+    if on_interval is None:
+        on_interval = lambda n, w, a, mj: reporter.interval(n, w, a)  # noqa: E731
+    try:
+        result = drive(sampler, model, meter=meter, duration_s=duration,
+                       interval_s=interval if interval_s is None else interval_s,
+                       on_interval=on_interval, on_started=started)
+        if result.window.dropped:
+            err.write(f"ebpf-energy {name}: warning: {result.window.drops['tasks']} slices lost to a full task "
+                      f"map (raise --max-tasks) and {result.window.drops['events']} events to a full ring buffer\n")
+        extra = {"overhead_cpu_ns": result.overhead_cpu_ns, "sampler": result.sampler_stats}
+        reporter.summary(result.window, result.attribution, extra)
+        if after is not None:
+            after(result)
+    except errors as e:
+        click.echo(f"ebpf-energy {name}: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.write(f"ebpf-energy {name}: interrupted twice, no summary\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    finally:
+        sampler.stop()
+        if meter is not None:
+            meter.close()

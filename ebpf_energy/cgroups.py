@@ -42,13 +42,17 @@ def own_cgroup() -> str:
 
 
 class TempCgroup:
-    """``with TempCgroup("run") as cg:`` makes ``<mount>/ebpf-energy-run-<pid>-<n>``."""
+    """``with TempCgroup("run") as cg:`` makes ``<mount>[<parent>]/ebpf-energy-run-<pid>-<n>``.
 
-    def __init__(self, purpose: str, mount: Optional[str] = None):
+    Made under ``parent`` (the caller's own cgroup, for nested measurements),
+    a measurement inside another stays inside the outer one's cgroup, so the
+    outer one still counts those processes."""
+
+    def __init__(self, purpose: str, mount: Optional[str] = None, parent: str = "/"):
         self.mount = (mount or cgroup2_mount() or "").rstrip("/")
         if not self.mount:
             raise CgroupError("no cgroup v2 mount: needed to follow a command's processes")
-        self.rel = f"/ebpf-energy-{purpose}-{os.getpid()}-{next(_counter)}"
+        self.rel = f"{parent.rstrip('/')}/ebpf-energy-{purpose}-{os.getpid()}-{next(_counter)}"
         self.path = self.mount + self.rel
         self.id = 0
 
@@ -77,25 +81,39 @@ class TempCgroup:
     def contains(self, cgroup_path: Optional[str]) -> bool:
         return bool(cgroup_path) and (cgroup_path == self.rel or cgroup_path.startswith(self.rel + "/"))
 
-    def pids(self) -> List[int]:
-        try:
-            with open(os.path.join(self.path, "cgroup.procs")) as f:
-                return [int(x) for x in f.read().split()]
-        except OSError:
-            return []
+    def pids(self, subtree: bool = False) -> List[int]:
+        """Processes in the cgroup (and, with ``subtree``, in the cgroups below it)."""
+        dirs = [d for d, _, _ in os.walk(self.path)] if subtree else [self.path]
+        out = []
+        for d in dirs:
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    out.extend(int(x) for x in f.read().split())
+            except OSError:
+                pass
+        return out
 
     def kill_all(self):
-        for pid in self.pids():
+        for pid in self.pids(subtree=True):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
+    @property
+    def nested(self) -> bool:
+        """Inside another of ours: that one removes this one (and still sees its ids until then)."""
+        return "/ebpf-energy-" in self.rel.rsplit("/", 1)[0]
+
     def remove(self, timeout_s: float = 5.0):
-        """Remove the directory; leftover processes are killed first (rmdir needs it empty)."""
+        """Remove the directory and any left inside it, deepest first; leftover
+        processes are killed first (rmdir needs it empty)."""
         end = time.monotonic() + timeout_s
         while True:
             try:
+                for dirpath, _, _ in sorted(os.walk(self.path), key=lambda t: -t[0].count("/")):
+                    if dirpath != self.path:
+                        os.rmdir(dirpath)
                 os.rmdir(self.path)
                 return
             except FileNotFoundError:

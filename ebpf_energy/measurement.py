@@ -79,7 +79,9 @@ class _Tree:
         from ebpf_energy.monitor import EbpfSampler
 
         self.model, self.meter = model, meter
-        self.cgroup = TempCgroup("run")
+        from ebpf_energy.cgroups import own_cgroup
+
+        self.cgroup = TempCgroup("run", parent=own_cgroup())
         self.sampler = EbpfSampler()
         self.m0 = None
 
@@ -118,10 +120,12 @@ class _Tree:
 
     def close(self, keep_alive_to: Optional[str] = None):
         self.sampler.stop()
+        if self.cgroup.nested and keep_alive_to is not None:
+            return  # the enclosing measurement removes it, after counting what ran in it
         if keep_alive_to is not None:
             from ebpf_energy.cgroups import move_to
 
-            for pid in self.cgroup.pids():  # processes that outlive the block keep running
+            for pid in self.cgroup.pids(subtree=True):  # processes that outlive the block keep running
                 try:
                     move_to(keep_alive_to, pid)
                 except OSError:

@@ -97,19 +97,22 @@ class CgroupPaths:
     def __init__(self, mount: Optional[str]):
         self.mount = mount
         self._paths: Dict[int, str] = {}
-        self._scanned_at = 0.0
+        self._missed: Dict[int, float] = {}  # id -> when a scan last failed to find it
 
     def path(self, cgroup_id: int) -> Optional[str]:
+        """A new id (a cgroup made after the last scan) costs one rescan; an id
+        that stays unknown (removed already) is looked for at most once a second."""
         if not cgroup_id or not self.mount:
             return None
         p = self._paths.get(cgroup_id)
-        if p is None and time.monotonic() - self._scanned_at > 1.0:
+        if p is None and time.monotonic() - self._missed.get(cgroup_id, 0.0) > 1.0:
             self._scan()
             p = self._paths.get(cgroup_id)
+            if p is None:
+                self._missed[cgroup_id] = time.monotonic()
         return p
 
     def _scan(self):
-        self._scanned_at = time.monotonic()
         root = self.mount.rstrip("/")
         for dirpath, dirnames, _ in os.walk(root):
             try:

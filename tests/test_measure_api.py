@@ -258,3 +258,28 @@ def test_measure_without_root_uses_rusage():
     assert out["method"] == "rusage" and out["processes"] is None
     assert out["cpu_s"] == pytest.approx(out["truth"], rel=0.01, abs=2e-3) and out["cpu_s"] >= 0.1
     assert out["model"]["name"] == "fixed" and out["joules"] == pytest.approx(out["cpu_s"] * 15.0, rel=1e-6)
+
+
+@pytest.mark.kernel
+def test_nested_measurements_each_count_their_own_and_the_outer_counts_all():
+    def child(seconds):
+        pid = os.fork()
+        if pid == 0:
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with ebpf_energy.measure() as outer:
+        child(0.05)
+        with ebpf_energy.measure() as inner:
+            child(0.1)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    assert inner.processes == 2 and outer.processes == 3
+    assert inner.cpu_seconds >= 0.1 and outer.cpu_seconds >= children
+    assert outer.cpu_seconds > inner.cpu_seconds + 0.05 * 0.99
+    from ebpf_energy.cgroups import cgroup2_mount
+    assert not [n for n in os.listdir(cgroup2_mount()) if n.startswith(f"ebpf-energy-run-{os.getpid()}-")]

@@ -22,7 +22,7 @@ Series and why they stay honest (counters never go backwards):
 
 Memory: the ledger holds live processes plus at most ``top`` lingering ones.
 The sampler is told to forget a process once every thread of it has had its
-last switch-out accounted (:class:`CompactingSampler`), and dead threads of
+last switch-out accounted (:meth:`EbpfSampler.forget`), and dead threads of
 live processes are merged into one record per process, so a week-long run
 holds what is alive now, not everything that ever ran.
 """
@@ -31,11 +31,10 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from ebpf_energy.driver import diff_windows
 from ebpf_energy.model.base import Attribution, PowerModel
-from ebpf_energy.monitor import FLAG_DEAD, FLAG_EXITED, EbpfSampler, _Thread
 from ebpf_energy.usage import UsageWindow
 
 DEFAULT_LISTEN = "127.0.0.1:9877"
@@ -70,61 +69,6 @@ def parse_listen(text: str) -> Tuple[str, int]:
 
 
 # -- the sampler, forgetting what is gone ------------------------------------------------
-
-class CompactingSampler(EbpfSampler):
-    """:class:`EbpfSampler` whose user-space memory tracks what is alive.
-
-    The base sampler folds each dead thread into a user-space record and keeps
-    it forever (a one-shot ``monitor`` wants the whole run). After each read
-    this one knows which processes are *fully dead* (every thread's last
-    switch-out accounted and its map entry deleted: nothing more can be
-    credited to them), so the exporter can take their final numbers and
-    :meth:`forget` them; :meth:`compact` merges the dead threads of a live
-    process into one record, keyed ``-tgid`` (never a real tid).
-    """
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.fully_dead: Set[int] = set()
-
-    def _window(self, threads, open_ns, *rest):
-        alive, seen = set(), set()
-        for tid, t in threads.items():
-            tgid = t.tgid or tid
-            seen.add(tgid)
-            if not t.flags & FLAG_DEAD:
-                alive.add(tgid)
-        self.fully_dead = seen - alive
-        return super()._window(threads, open_ns, *rest)
-
-    def forget(self, pids: Iterable[int]) -> None:
-        pids = set(pids)
-        if not pids:
-            return
-        with self._lock:
-            for tid in [tid for tid, t in self._threads.items() if (t.tgid or tid) in pids]:
-                del self._threads[tid]
-
-    def compact(self) -> None:
-        with self._lock:
-            groups: Dict[int, List[int]] = {}
-            for tid, t in self._threads.items():
-                groups.setdefault(t.tgid or abs(tid), []).append(tid)
-            for tgid, tids in groups.items():
-                if len(tids) < 2:
-                    continue
-                parts = [self._threads.pop(tid) for tid in tids]
-                lead = next((t for t in parts if t.tid == tgid), None) or max(parts, key=lambda t: t.meta_ns)
-                merged = _Thread(-tgid, tgid=tgid, comm=lead.comm, cgroup_id=lead.cgroup_id,
-                                 cpu_ns=sum(t.cpu_ns for t in parts), slices=sum(t.slices for t in parts),
-                                 per_cpu=[sum(c) for c in zip(*(t.per_cpu for t in parts))],
-                                 flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts))
-                self._threads[-tgid] = merged
-
-    def held_threads(self) -> int:
-        """Dead-thread records held in user space (what must stay bounded)."""
-        return len(self._threads)
-
 
 # -- the ledger ------------------------------------------------------------------------
 
@@ -277,7 +221,7 @@ class Exporter:
             iw = diff_windows(prev, cur)
             mj = m.delta(self._m_prev) if m is not None else None
             att = self.model.attribute(iw, mj)
-            gone = getattr(self.sampler, "fully_dead", None)
+            gone = self.sampler.fully_dead
             if gone is None:  # a sampler that cannot tell: exited is final enough
                 gone = {pid for pid, p in cur.processes.items() if p.exited}
             gone = set(gone)
@@ -309,7 +253,7 @@ class Exporter:
         window = {"seconds": iw.duration_s, "process_joules": proc_j, "idle_joules": att.idle_energy_j,
                   "total_joules": total,
                   "conservation_error_ratio": (books - total) / total if total else 0.0}
-        held = self.sampler.held_threads() if hasattr(self.sampler, "held_threads") else 0
+        held = self.sampler.held_threads()
         return Snapshot(processes=procs, other_cpu_s=lg.other_cpu_ns / 1e9, other_j=lg.other_j,
                         idle_j=lg.idle_j, idle_cpu_s=lg.idle_ns / 1e9, total_j=lg.total_j,
                         domains_j=dict(lg.domains_j), drops=dict(cur.drops), model=_info_labels(att.model),

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from ebpf_energy.usage import ProcessUsage, UsageWindow
 

@@ -149,6 +149,7 @@ class EbpfSampler:
         self._stop_ring = threading.Event()
         self.events_received = 0
         self._bpf_stats = {}
+        self.fully_dead = set()  # processes all of whose threads are accounted for good
 
     # -- Sampler protocol ------------------------------------------------------
     def start(self):
@@ -331,7 +332,7 @@ class EbpfSampler:
         i_seq, i_start, i_tid, i_tgid, i_idle = ix["seq"], ix["start_ns"], ix["tid"], ix["tgid"], ix["idle_ns"]
         i_rt = ix["start_runtime"]
         for cpu, rec in enumerate(slots):
-            seq, start, tid, tgid, idle = rec[i_seq], rec[i_start], rec[i_tid], rec[i_tgid], rec[i_idle]
+            start, tid, tgid, idle = rec[i_start], rec[i_tid], rec[i_tgid], rec[i_idle]
             running = max(0, now - (start or self.start_ns))
             if start and tid:
                 # A task that is not runnable is not on this CPU although the
@@ -400,6 +401,12 @@ class EbpfSampler:
         return any(a[i_seq] - b[i_seq] >= 4 and a[i_start] - t0 > limit_ns for b, a in zip(before, after))
 
     def _window(self, threads, open_ns, now, idle_per_cpu, drops_tasks, drops_events, switches):
+        alive, seen = set(), set()
+        for tid, t in threads.items():
+            seen.add(t.tgid or tid)
+            if not t.flags & FLAG_DEAD:
+                alive.add(t.tgid or tid)
+        self.fully_dead = seen - alive
         procs: Dict[int, ProcessUsage] = {}
         for tid, t in threads.items():
             cpu = t.cpu_ns + open_ns.get(tid, 0)
@@ -424,6 +431,42 @@ class EbpfSampler:
         return UsageWindow(source=self.source, start_ns=self.start_ns, end_ns=now, ncpus=self._ncpus,
                            processes=procs, idle_ns=sum(idle_per_cpu), idle_ns_per_cpu=idle_per_cpu,
                            samples_or_events=switches, drops={"tasks": drops_tasks, "events": drops_events})
+
+    # -- bounded memory for long runs ---------------------------------------------
+    def forget(self, pids) -> None:
+        """Drop the user-space records of processes that are fully dead (every
+        thread's last slice accounted: see ``fully_dead`` after a read) once a
+        caller has taken their final numbers; a one-shot ``monitor`` keeps
+        them for its summary, the exporter does not."""
+        pids = set(pids)
+        if not pids:
+            return
+        with self._lock:
+            for tid in [tid for tid, t in self._threads.items() if (t.tgid or tid) in pids]:
+                del self._threads[tid]
+
+    def compact(self) -> None:
+        """Merge the dead threads of each process into one record (keyed
+        ``-tgid``, never a real tid): a long-lived process that starts and
+        ends threads costs one record, not one per thread."""
+        with self._lock:
+            groups: Dict[int, List[int]] = {}
+            for tid, t in self._threads.items():
+                groups.setdefault(t.tgid or abs(tid), []).append(tid)
+            for tgid, tids in groups.items():
+                if len(tids) < 2:
+                    continue
+                parts = [self._threads.pop(tid) for tid in tids]
+                lead = next((t for t in parts if t.tid == tgid), None) or max(parts, key=lambda t: t.meta_ns)
+                self._threads[-tgid] = _Thread(
+                    -tgid, tgid=tgid, comm=lead.comm, cgroup_id=lead.cgroup_id,
+                    cpu_ns=sum(t.cpu_ns for t in parts), slices=sum(t.slices for t in parts),
+                    per_cpu=[sum(c) for c in zip(*(t.per_cpu for t in parts))],
+                    flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts))
+
+    def held_threads(self) -> int:
+        """Dead-thread records held in user space (what must stay bounded)."""
+        return len(self._threads)
 
     # -- verbose event stream --------------------------------------------------------
     def _start_stream(self, obj):

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ebpf_energy.exporter import CompactingSampler, Exporter, ExporterError, Ledger, parse_listen
+from ebpf_energy.exporter import Exporter, ExporterError, Ledger, parse_listen
+from ebpf_energy.monitor import EbpfSampler
 from ebpf_energy.model.base import Attribution
 from ebpf_energy.model.fixed import FixedWattsModel
 from ebpf_energy.usage import ProcessUsage, UsageWindow
@@ -286,7 +287,7 @@ def test_memory_stays_bounded_and_no_cpu_is_lost():
     of this process come and go; afterwards neither the ledger nor the sampler
     holds them, yet every CPU-nanosecond they spent was charged (rusage and
     this process's CPU clock are the truth)."""
-    sampler = CompactingSampler(max_tasks=4096)
+    sampler = EbpfSampler(max_tasks=4096)
     ex = Exporter(sampler, FixedWattsModel(10), top=2, linger_s=0)
     seen_cpu = {}
     add = ex.ledger.add

@@ -9,7 +9,7 @@ neighbour's load) does not line up with the load and bias the slope.
 import datetime
 import random
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from ebpf_energy.calibration import profile as profiles
 from ebpf_energy.calibration.cpustat import busy_seconds

@@ -38,9 +38,10 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
     CAP_PERFMON) and the prometheus_client package (extra [exporter]).
     """
     from ebpf_energy.commands._signals import TerminateOnSignals
-    from ebpf_energy.exporter import CompactingSampler, Exporter, ExporterError, make_server, parse_listen
+    from ebpf_energy.exporter import Exporter, ExporterError, make_server, parse_listen
     from ebpf_energy.exporter import require_prometheus_client
     from ebpf_energy.loader.errors import LoaderError
+    from ebpf_energy.monitor import EbpfSampler
 
     def fail(message):
         click.echo(f"ebpf-energy exporter: {message}", err=True)
@@ -59,7 +60,7 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
         explain.enable(sys.stderr)
     model, meter = model_from_options(**model_kw)
     server, serving = None, False
-    ex = Exporter(CompactingSampler(max_tasks=max_tasks), model, meter, top=top, linger_s=linger)
+    ex = Exporter(EbpfSampler(max_tasks=max_tasks), model, meter, top=top, linger_s=linger)
     try:
         with TerminateOnSignals() as sig:
             server = make_server(ex, host, port)

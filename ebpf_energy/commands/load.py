@@ -6,9 +6,7 @@ on stderr as it happens.
 """
 
 import json
-import signal
 import sys
-import time
 
 import click
 

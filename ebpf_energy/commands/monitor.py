@@ -91,9 +91,8 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
     if timeline is not None:  # record windows for the plot; print them only with -i
         printing = (lambda n, w, a, mj: reporter.interval(n, w, a)) if interval is not None else None
         on_interval, interval_s = timeline.hook(printing), timeline.interval_s
-
-        def after(result):
-            err.write(f"ebpf-energy monitor: plot written to {timeline.save(result.attribution.model)}\n")
+        after = lambda result: err.write(  # noqa: E731
+            f"ebpf-energy monitor: plot written to {timeline.save(result.attribution.model)}\n")
     how_long = f"for {duration:g} s" if duration > 0 else "until Ctrl-C"
     run_and_report("monitor", sampler, model, meter, reporter, duration=duration, interval=interval,
                    started_message=f"measuring every context switch {how_long}", on_interval=on_interval,

@@ -17,7 +17,7 @@ import time
 from array import array
 
 from . import explain
-from .btf import BTF_MAGIC, HEADER_LEN, KIND_EXTRA_WORDS, MAX_KIND, VOID, BtfQueries, decode_type
+from .btf import BTF_MAGIC, HEADER_LEN, KIND_EXTRA_WORDS, VOID, BtfQueries, decode_type
 from .errors import BtfError
 
 DEFAULT_PATH = "/sys/kernel/btf/vmlinux"

@@ -11,7 +11,7 @@ Pure: works on an :class:`~ebpf_energy.loader.elf.ElfObject` and produces data.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.errors import RelocationError

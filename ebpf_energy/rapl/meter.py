@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from ebpf_energy.rapl.errors import MeterPermissionError, NoMeterError, RaplError
+from ebpf_energy.rapl.errors import NoMeterError, RaplError
 
 DEFAULT_POWERCAP_ROOT = "/sys/class/powercap"
 DEFAULT_PMU_ROOT = "/sys/bus/event_source/devices/power"

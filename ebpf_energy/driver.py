@@ -144,7 +144,7 @@ class RunResult:
 OnInterval = Callable[[int, UsageWindow, Attribution, Optional[Dict[str, float]]], None]
 
 
-def _install_signals(stopper: Stopper):
+def install_stop_signals(stopper: Stopper):
     """SIGINT/SIGTERM end the run (the summary is still printed); a second
     signal gives up at once. Only the main thread may set handlers."""
     if threading.current_thread() is not threading.main_thread():
@@ -180,7 +180,7 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
         raise ValueError("interval must be > 0 seconds")
     own_stopper = stopper is None
     stopper = stopper or Stopper()
-    old = _install_signals(stopper) if handle_signals else {}
+    old = install_stop_signals(stopper) if handle_signals else {}
     cost = SelfCost()
     try:
         sampler.start()

@@ -2,18 +2,25 @@
 /* Per-thread CPU time, accounted at every context switch.
  *
  * Who runs on each CPU since when lives in slots[cpu] (.bss), never in a map
- * keyed by pid: a task that migrates can then never read a stale start time,
- * and the slice running at attach time counts from `start_ns` (set by user
- * space to time.monotonic_ns() just before attach). User space closes out the
- * running slices itself at read time from slots[].
+ * keyed by pid: a task that migrates can then never read a stale start time.
+ * A slot is matched by the task_struct's address, which exec does not change
+ * (an exec from a non-leader thread changes the tid).
  *
- * Closed slices go to `tasks`, a PERCPU_HASH keyed by tid: one lookup per
- * switch and an in-place add into this CPU's copy (no atomics, and a per-CPU
- * split for per-core models). comm, cgroup and tgid are written only when an
- * entry is created and on exec/exit, so the fast path calls no helper but
- * the clock and the lookup. pid 0 (idle) never enters the hash: its time goes
- * to slots[cpu].idle_ns. Entries are never deleted here: the final switch-out
- * of a dying task sets EM_FLAG_DEAD and user space deletes after reading.
+ * The window opens on each CPU when user space first runs `cut` there (with
+ * BPF_PROG_TEST_RUN on that CPU, right after attach): before that nothing is
+ * accounted, so the window starts at attach, on every online CPU, whatever
+ * the reader's own CPU affinity. Every later read runs `cut` on every CPU
+ * again: it records that CPU's books and its open slice in the scheduler's
+ * clock, and bumps the CPU's epoch, so that the task entries can be read as
+ * they stood at the cut (see struct task_stats) while switches go on.
+ *
+ * Closed slices go to `tasks`, a PERCPU_HASH keyed by (tid, start time): one
+ * lookup per switch and an in-place add into this CPU's copy (no atomics).
+ * comm, cgroup and tgid are written when an entry is created and on
+ * exec/exit/rename, so the fast path calls no helper but the clock and the
+ * lookup. pid 0 (idle) never enters the hash. Entries are never deleted
+ * here: the final switch-out of a dying task sets EM_FLAG_DEAD and user
+ * space takes the entry out with BPF_MAP_LOOKUP_AND_DELETE_ELEM.
  *
  * The per-slice event stream is compiled in but removed by the verifier
  * unless user space sets stream_events before load.
@@ -27,7 +34,6 @@
 #define barrier() asm volatile("" ::: "memory")
 
 /* Settings, written by user space before load (.rodata, frozen). */
-const volatile __u64 start_ns = 0;        /* monotonic ns at attach; 0: first slices are skipped */
 const volatile bool stream_events = false; /* one slice_event per closed slice on `events` */
 const volatile __u32 filter_tgid = 0;     /* stream only this process (0 = all) */
 const volatile __u32 filter_tid = 0;      /* stream only this thread (0 = all) */
@@ -39,7 +45,7 @@ const volatile __u32 wakeup_batch = 64;   /* wake the reader every N events (<= 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);       /* user space may change it before load */
-	__type(key, __u32);               /* tid */
+	__type(key, struct task_key);
 	__type(value, struct task_stats);
 } tasks SEC(".maps");
 
@@ -48,13 +54,23 @@ struct {
 	__uint(max_entries, 256 * 1024);  /* user space may shrink it when not streaming */
 } events SEC(".maps");
 
-/* .bss: written by the programs, read by user space (mmap or lookup). */
+/* .bss: written by the programs, read by user space (mmap). */
 struct cpu_slot slots[EM_MAX_CPUS] = {};
 __u64 cpu_overflow = 0;              /* switches seen on a CPU >= EM_MAX_CPUS */
 
 /* Never read or written: makes clang emit struct slice_event into the BTF
  * (the ring buffer has no value type), so user space can decode records. */
 const struct slice_event *slice_event_layout __attribute__((unused));
+
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+
+static __always_inline void key_of(struct task_key *k, struct task_struct *t)
+{
+	k->tid = t->pid;
+	k->pad = 0;
+	k->start = t->start_time;
+}
 
 static __always_inline void fill_meta(struct task_stats *v, struct task_struct *t,
 				      __u64 now)
@@ -65,12 +81,38 @@ static __always_inline void fill_meta(struct task_stats *v, struct task_struct *
 	else
 		v->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
 	v->tgid = BPF_CORE_READ(t, tgid);
+	v->pstart = BPF_CORE_READ(t, group_leader, start_time);
 	BPF_CORE_READ_STR_INTO(&v->comm, t, comm);
 }
 
-/* Create the entry for `t` holding the first slice; false when the map is full. */
-static __always_inline bool insert_task(__u32 tid, struct task_struct *t, __u64 dur,
-					__u64 now, __u32 flags, __u64 runtime)
+/* The first write to a copy in a new epoch saves the copy as it stood at the
+ * cut, then publishes the epoch; only then may the caller add. */
+static __always_inline void roll(struct task_stats *v, __u32 epoch)
+{
+	if (v->epoch == epoch)
+		return;
+	v->cut_cpu_ns = v->cpu_ns;
+	v->cut_slices = v->slices;
+	v->cut_flags = v->flags;
+	barrier();
+	*(volatile __u32 *)&v->epoch = epoch;
+	barrier();
+}
+
+static __always_inline void add_to(struct task_stats *v, __u32 epoch, __u64 dur, __u64 slices,
+				   __u32 flags, __u64 runtime)
+{
+	roll(v, epoch);
+	v->cpu_ns += dur;
+	v->slices += slices;
+	v->flags |= flags;
+	if (runtime > v->last_runtime)
+		v->last_runtime = runtime;
+}
+
+/* Create the entry of `t` holding the first slice; false when the map is full. */
+static __always_inline bool insert_task(struct cpu_slot *s, struct task_key *key, struct task_struct *t,
+					__u64 dur, __u64 now, __u32 flags, __u64 runtime)
 {
 	struct task_stats init = {};
 	struct task_stats *v;
@@ -79,21 +121,39 @@ static __always_inline bool insert_task(__u32 tid, struct task_struct *t, __u64 
 	init.cpu_ns = dur;
 	init.slices = dur ? 1 : 0;
 	init.flags = flags;
+	init.epoch = s->epoch; /* nothing of it before the cut: cut_* stay 0 */
 	init.last_runtime = runtime;
 	fill_meta(&init, t, now);
-	err = bpf_map_update_elem(&tasks, &tid, &init, BPF_NOEXIST);
+	err = bpf_map_update_elem(&tasks, key, &init, BPF_NOEXIST);
 	if (err == -17 /* EEXIST: created meanwhile, add to it instead */) {
-		v = bpf_map_lookup_elem(&tasks, &tid);
+		v = bpf_map_lookup_elem(&tasks, key);
 		if (!v)
 			return false;
-		v->cpu_ns += dur;
-		v->slices += init.slices;
-		v->flags |= flags;
-		if (runtime > v->last_runtime)
-			v->last_runtime = runtime;
+		add_to(v, s->epoch, dur, init.slices, flags, runtime);
 		return true;
 	}
 	return err == 0;
+}
+
+/* Add a closed slice of `t` to its entry and to this CPU's books. */
+static __always_inline void account(struct cpu_slot *s, struct task_key *key, struct task_struct *t,
+				    __u64 dur, __u32 flags, __u64 runtime, __u64 now)
+{
+	struct task_stats *v = bpf_map_lookup_elem(&tasks, key);
+
+	if (v) {
+		add_to(v, s->epoch, dur, 1, flags, runtime);
+		/* a task moved to another cgroup keeps running: follow it
+		 * every 64 slices */
+		if ((v->slices & 63) == 0)
+			v->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	} else if (!insert_task(s, key, t, dur, now, flags, runtime)) {
+		s->task_drops += 1;
+		s->dropped_ns += dur;
+	}
+	s->busy_ns += dur;
+	if (flags & EM_FLAG_DEAD)
+		s->deaths += 1;
 }
 
 static __always_inline void stream_slice(struct cpu_slot *s, struct task_struct *t,
@@ -109,7 +169,7 @@ static __always_inline void stream_slice(struct cpu_slot *s, struct task_struct 
 		return;
 	if (dur < min_slice_ns)
 		return;
-	if (filter_cgroup_id && bpf_get_current_cgroup_id() != filter_cgroup_id)
+	if (filter_cgroup_id && bpf_get_current_cgroup_id() != filter_cgroup_id) /* t is current */
 		return;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -128,79 +188,58 @@ static __always_inline void stream_slice(struct cpu_slot *s, struct task_struct 
 	bpf_ringbuf_submit(e, wake);
 }
 
-extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
-extern void bpf_task_release(struct task_struct *p) __ksym;
-
-/* Add `ns` of on-CPU time to a task other than prev: the slot's task, whose
- * switch-out this CPU never reported. Without it that time would be nobody's
- * and tasks + idle would not add up to the window. */
-static __always_inline void credit_task(struct cpu_slot *s, __u32 tid, __u64 ns, __u64 now)
+/* The slot's task, whose switch-out this CPU never reported, ran part of
+ * `wall`: credit what it ran (read from the task itself) and return the
+ * rest. Without it that time would be nobody's and the CPU's books would not
+ * add up. */
+static __always_inline __u64 settle_slot_task(struct cpu_slot *s, __u64 prev_addr, __u64 wall, __u64 now)
 {
 	struct task_struct *t;
-	struct task_stats *o;
+	struct task_key key;
+	__u64 r, ran = 0;
 
-	if (!ns)
-		return;
-	o = bpf_map_lookup_elem(&tasks, &tid);
-	if (o) {
-		o->cpu_ns += ns;
-		o->slices += 1;
-		return;
-	}
-	t = bpf_task_from_pid(tid);
-	if (!t) { /* gone already: nobody left to credit; say so */
-		s->task_drops += 1;
-		s->dropped_ns += ns;
-		return;
-	}
-	if (!insert_task(tid, t, ns, now, 0, 0)) {
-		s->task_drops += 1;
-		s->dropped_ns += ns;
-	}
-	bpf_task_release(t);
-}
-
-/* How long the slot's task really ran since it was switched in here (at most
- * `limit`), read from the task itself: its switch-out went unreported, so the
- * slot's wall time also holds whatever ran after it. */
-static __always_inline __u64 slot_task_ran(struct cpu_slot *s, __u64 limit)
-{
-	struct task_struct *t = bpf_task_from_pid(s->tid);
-	__u64 r, ran = 0; /* not found (seen here for this VM's agent threads,
-			   * whose switch-outs are the unreported ones): the
-			   * rest of the slot is counted as idle, which it
-			   * mostly is */
-
-	if (t) {
+	if (!s->tid || s->task == prev_addr || !wall)
+		return wall;
+	t = bpf_task_from_pid(s->tid);
+	if (!t) /* gone already (seen here for this VM's agent threads): the
+		 * rest of the slot counts as idle, which it mostly is */
+		return wall;
+	if (t->start_time == s->key_start) {
 		r = t->se.sum_exec_runtime;
 		ran = r >= s->start_runtime ? r - s->start_runtime : 0;
-		bpf_task_release(t);
-		if (ran > limit)
-			ran = limit;
+		if (ran > wall)
+			ran = wall;
+		if (ran) {
+			key.tid = s->tid;
+			key.pad = 0;
+			key.start = s->key_start;
+			account(s, &key, t, ran, 0, r, now);
+		}
 	}
-	return ran;
-}
-
-/* The slot's task (not prev) owns part of `wall`: credit what it ran, return the rest. */
-static __always_inline __u64 settle_slot_task(struct cpu_slot *s, __u32 prev_tid, __u64 wall, __u64 now)
-{
-	__u64 ran;
-
-	if (!s->start_ns || !s->tid || s->tid == prev_tid || !wall)
-		return wall;
-	ran = slot_task_ran(s, wall);
-	credit_task(s, s->tid, ran, now);
+	bpf_task_release(t);
 	return wall - ran;
 }
 
-/* The switch-in of `prev` on this CPU was not seen: the slot holds another
- * task (some switches reach no tracepoint; on this VM, the agent's threads
- * are switched in and out unseen), or this is the slice running at attach.
- * Its slice is then its runtime now minus its runtime at its last accounted
- * switch-out (the largest last_runtime over the per-CPU copies). A task never
- * accounted yet: for the fair class, the runtime when it was last picked
- * (the kernel keeps it); else the wall time since the slot's start. */
-static __always_inline __u64 unseen_switch_in(struct task_struct *prev, __u32 tid,
+/* The slice `t` has run since it was picked, when its switch-in was not
+ * seen: for the fair class the kernel keeps its runtime at pick time. */
+static __always_inline __u64 picked_slice(struct task_struct *t, __u64 runtime, __u64 wall)
+{
+	__u64 picked;
+
+	if (t->policy == 0 || t->policy == 3 || t->policy == 5) {
+		picked = t->se.prev_sum_exec_runtime;
+		if (runtime >= picked && runtime - picked <= wall)
+			return runtime - picked;
+	}
+	return 0;
+}
+
+/* The switch-in of `prev` on this CPU was not seen (some switches reach no
+ * tracepoint; on this VM, the switch from idle often does not). Its slice is
+ * its runtime now minus its runtime at its last accounted switch-out (the
+ * largest last_runtime over the per-CPU copies); for a task never accounted
+ * yet, the slice since it was picked; else the wall time. */
+static __always_inline __u64 unseen_switch_in(struct task_struct *prev, struct task_key *key,
 					      __u64 runtime, __u64 wall)
 {
 	struct task_stats *c;
@@ -209,23 +248,40 @@ static __always_inline __u64 unseen_switch_in(struct task_struct *prev, __u32 ti
 
 	/* nr_cpus is frozen .rodata: the verifier walks only that many rounds */
 	for (cpu = 0; cpu < EM_MAX_CPUS && cpu < nr_cpus; cpu++) {
-		c = bpf_map_lookup_percpu_elem(&tasks, &tid, cpu);
+		c = bpf_map_lookup_percpu_elem(&tasks, key, cpu);
 		if (!c)
 			break;
 		if (c->last_runtime > last)
 			last = c->last_runtime;
 	}
 	/* never more than the wall time this CPU's slot covers: time the task
-	 * ran unseen elsewhere was credited there, and each CPU's books must
-	 * balance (tasks + idle = elapsed) */
+	 * ran unseen elsewhere was credited there */
 	if (last && runtime >= last)
 		return runtime - last < wall ? runtime - last : wall;
-	if (prev->policy == 0 || prev->policy == 3 || prev->policy == 5) {
-		picked = prev->se.prev_sum_exec_runtime;
-		if (runtime >= picked && runtime - picked <= wall)
-			return runtime - picked;
-	}
-	return wall;
+	picked = picked_slice(prev, runtime, wall);
+	return picked ? picked : wall;
+}
+
+/* The running task's CPU time now, as near as the kernel knows it:
+ * sum_exec_runtime is brought up to date only at ticks and switches, so add
+ * what the runqueue clock has advanced past the task's last update. */
+static __always_inline __u64 runtime_now(struct task_struct *t)
+{
+	__u64 r = t->se.sum_exec_runtime, exec_start = t->se.exec_start;
+	struct rq *rq = BPF_CORE_READ(t, se.cfs_rq, rq);
+	__u64 clock = rq ? BPF_CORE_READ(rq, clock_task) : 0;
+
+	return clock > exec_start && exec_start ? r + (clock - exec_start) : r;
+}
+
+static __always_inline void set_slot(struct cpu_slot *s, struct task_struct *t, __u64 now)
+{
+	s->task = (__u64)t;
+	s->tid = t->pid;
+	s->tgid = t->tgid;
+	s->key_start = t->start_time;
+	s->start_ns = now;
+	s->start_runtime = t->se.sum_exec_runtime;
 }
 
 SEC("tp_btf/sched_switch")
@@ -233,79 +289,131 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
-	struct task_stats *v;
+	struct task_key key;
 	struct cpu_slot *s;
-	__u64 now, since, dur, runtime, wall;
-	__u32 tid, flags;
+	__u64 now, dur, runtime, wall;
+	__u32 flags;
 
 	if (cpu >= EM_MAX_CPUS) {
 		__sync_fetch_and_add(&cpu_overflow, 1);
 		return 0;
 	}
 	s = &slots[cpu];
+	if (!s->open)
+		return 0;
 	now = bpf_ktime_get_ns();
-	since = s->start_ns ? s->start_ns : start_ns;
-	tid = prev->pid;
-
-	*(volatile __u64 *)&s->seq += 1; /* odd: slot and prev's totals changing */
-	barrier();
-	if (since && now > since) {
-		dur = now - since;
-		if (tid == 0) {
-			/* idle's switch-in unseen: the slot's task ran first */
-			s->idle_ns += settle_slot_task(s, 0, dur, now);
+	wall = now > s->start_ns ? now - s->start_ns : 0;
+	s->switches += 1;
+	if (prev->pid == 0) {
+		/* idle's switch-in unseen: the slot's task ran first */
+		s->idle_ns += settle_slot_task(s, (__u64)prev, wall, now);
+	} else {
+		/* The scheduler's own account of the slice (what schedstat and
+		 * rusage report): the task's runtime now minus at switch-in. */
+		runtime = prev->se.sum_exec_runtime;
+		key_of(&key, prev);
+		if (s->task == (__u64)prev) {
+			dur = runtime >= s->start_runtime ? runtime - s->start_runtime : 0;
 		} else {
-			/* The scheduler's own account of the slice (what schedstat and
-			 * rusage report): the task's runtime now minus at switch-in. */
-			runtime = prev->se.sum_exec_runtime;
-			if (s->start_ns && s->tid == tid && runtime >= s->start_runtime) {
-				dur = runtime - s->start_runtime;
-			} else {
-				/* prev's switch-in unseen: prev's own runtime, then the
-				 * slot's task's, then idle share the wall time */
-				wall = dur;
-				dur = unseen_switch_in(prev, tid, runtime, wall);
-				s->idle_ns += settle_slot_task(s, tid, wall - dur, now);
-			}
-			flags = prev_state & EM_TASK_DEAD ? EM_FLAG_DEAD | EM_FLAG_EXITED : 0;
-			v = bpf_map_lookup_elem(&tasks, &tid);
-			if (v) {
-				v->cpu_ns += dur;
-				v->slices += 1;
-				v->last_runtime = runtime;
-				if (flags)
-					v->flags |= flags;
-				/* a task moved to another cgroup keeps running: follow
-				 * it every 64 slices (prev is current here) */
-				if ((v->slices & 63) == 0)
-					v->cgroup_id = bpf_get_current_cgroup_id();
-			} else if (!insert_task(tid, prev, dur, now, flags, runtime)) {
-				s->task_drops += 1;
-				s->dropped_ns += dur;
-			}
-			if (stream_events)
-				stream_slice(s, prev, tid, prev->tgid, cpu, since, dur, flags);
+			/* prev's switch-in unseen: prev's own runtime, then the
+			 * slot's task's, then idle share the wall time */
+			dur = unseen_switch_in(prev, &key, runtime, wall);
+			s->idle_ns += settle_slot_task(s, (__u64)prev, wall - dur, now);
 		}
+		flags = prev_state & EM_TASK_DEAD ? EM_FLAG_DEAD | EM_FLAG_EXITED : 0;
+		account(s, &key, prev, dur, flags, runtime, now);
+		if (stream_events)
+			stream_slice(s, prev, key.tid, prev->tgid, cpu, now - wall, dur, flags);
 	}
-	s->tid = next->pid;
-	s->tgid = next->tgid;
-	s->start_ns = now;
-	s->start_runtime = next->se.sum_exec_runtime;
-	barrier();
-	*(volatile __u64 *)&s->seq += 1; /* even: consistent again */
+	set_slot(s, next, now);
+	return 0;
+}
+
+/* Run by user space on each CPU (BPF_PROG_TEST_RUN with
+ * BPF_F_TEST_RUN_ON_CPU: an IPI there, so no switch on that CPU can
+ * interleave). The first run opens the window on that CPU; every later run
+ * takes a cut: the CPU's books and its open slice as of now, and a new
+ * epoch for the task entries. */
+SEC("raw_tp")
+int cut(void *ctx)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct task_struct *curr = bpf_get_current_task_btf();
+	struct cpu_slot *s;
+	struct cpu_cut *c;
+	__u64 now, wall, runtime, run = 0, idle_open = 0;
+	__u32 unsettled = 0;
+
+	if (cpu >= EM_MAX_CPUS)
+		return 1;
+	s = &slots[cpu];
+	c = &s->cut;
+	now = bpf_ktime_get_ns();
+	if (!s->open) {
+		set_slot(s, curr, now);
+		s->start_runtime = runtime_now(curr);
+		s->epoch = 1;
+		c->open_ns = now;
+		c->ns = now;
+		c->epoch = 1;
+		barrier();
+		s->open = 1;
+		return 0;
+	}
+	wall = now > s->start_ns ? now - s->start_ns : 0;
+	runtime = runtime_now(curr);
+	if (s->task == (__u64)curr) {
+		if (s->tid == 0)
+			idle_open = wall;
+		else
+			run = runtime >= s->start_runtime ? runtime - s->start_runtime : 0;
+	} else if (s->tid == 0) {
+		/* curr was switched in unseen while the slot says idle */
+		run = curr->pid ? picked_slice(curr, runtime, wall) : 0;
+		idle_open = wall - run;
+	} else {
+		/* the slot's task was switched out unseen: its share and the
+		 * rest of the slot are settled at the next switch here */
+		unsettled = 1;
+	}
+	s->epoch += 1;
+	c->ns = now;
+	c->busy_ns = s->busy_ns;
+	c->idle_ns = s->idle_ns + idle_open;
+	c->switches = s->switches;
+	c->task_drops = s->task_drops;
+	c->dropped_ns = s->dropped_ns;
+	c->events = s->events;
+	c->event_drops = s->event_drops;
+	c->deaths = s->deaths;
+	c->run_ns = run;
+	c->run_tid = run ? curr->pid : 0;
+	c->run_tgid = curr->tgid;
+	c->run_start = curr->start_time;
+	c->run_pstart = BPF_CORE_READ(curr, group_leader, start_time);
+	c->run_cgroup_id = BPF_CORE_READ(curr, cgroups, dfl_cgrp, kn, id);
+	BPF_CORE_READ_STR_INTO(&c->run_comm, curr, comm);
+	c->unsettled = unsettled;
+	c->epoch = s->epoch;
 	return 0;
 }
 
 /* Mark (or create) the entry of `t` with `flags` and fresh comm/cgroup. */
-static __always_inline void touch_meta(struct task_struct *t, __u32 tid, __u32 flags)
+static __always_inline void touch_meta(struct task_struct *t, __u32 flags)
 {
+	__u32 cpu = bpf_get_smp_processor_id();
 	__u64 now = bpf_ktime_get_ns();
-	struct task_stats *v = bpf_map_lookup_elem(&tasks, &tid);
+	struct task_stats *v;
+	struct task_key key;
 
+	if (cpu >= EM_MAX_CPUS || !slots[cpu].open)
+		return;
+	key_of(&key, t);
+	v = bpf_map_lookup_elem(&tasks, &key);
 	if (!v) {
 		/* not switched out yet: create it so comm and flags are kept;
 		 * if the map is full the final switch-out counts the drop */
-		insert_task(tid, t, 0, now, flags, 0);
+		insert_task(&slots[cpu], &key, t, 0, now, flags, 0);
 		return;
 	}
 	v->flags |= flags;
@@ -316,28 +424,43 @@ static __always_inline void touch_meta(struct task_struct *t, __u32 tid, __u32 f
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p)
 {
-	__u32 tid = p->pid;
-
-	if (tid)
-		touch_meta(p, tid, EM_FLAG_EXITED);
+	if (p->pid)
+		touch_meta(p, EM_FLAG_EXITED);
 	return 0;
 }
 
-/* comm changes on exec; a fork child is often first switched out before it. */
+/* comm changes on exec. An exec from a non-leader thread takes over the
+ * leader's pid and start time: the old (tid, start) entry gets no more
+ * slices (mark it for reaping), the leader's entry belongs to this task
+ * from now on (its last_runtime was the old leader's), and the slot of this
+ * CPU follows the new tid. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid)
 {
-	__u32 tid = p->pid, old = old_pid;
+	__u32 cpu = bpf_get_smp_processor_id(), i;
+	struct task_key old, key;
 	struct task_stats *v;
 
-	/* exec from a non-leader thread takes over the leader's pid: the old
-	 * tid's entry gets no more slices, so let user space reap it */
-	if (old != tid) {
-		v = bpf_map_lookup_elem(&tasks, &old);
-		if (v)
-			v->flags |= EM_FLAG_DEAD | EM_FLAG_EXITED;
+	if (old_pid != p->pid) {
+		old.tid = old_pid;
+		old.pad = 0;
+		key_of(&key, p);
+		for (i = 0; i < EM_MAX_CPUS && i < nr_cpus; i++) {
+			v = bpf_map_lookup_percpu_elem(&tasks, &key, i);
+			if (!v)
+				break;
+			v->last_runtime = 0;
+		}
+		if (cpu < EM_MAX_CPUS && slots[cpu].task == (__u64)p) {
+			old.start = slots[cpu].key_start;
+			v = bpf_map_lookup_elem(&tasks, &old);
+			if (v)
+				v->flags |= EM_FLAG_DEAD | EM_FLAG_EXITED;
+			slots[cpu].tid = key.tid;
+			slots[cpu].key_start = key.start;
+		}
 	}
-	touch_meta(p, tid, EM_FLAG_EXECED);
+	touch_meta(p, EM_FLAG_EXECED);
 	return 0;
 }
 
@@ -347,9 +470,11 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid)
 SEC("tp_btf/task_rename")
 int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
 {
-	__u32 tid = task->pid;
-	struct task_stats *v = bpf_map_lookup_elem(&tasks, &tid);
+	struct task_stats *v;
+	struct task_key key;
 
+	key_of(&key, task);
+	v = bpf_map_lookup_elem(&tasks, &key);
 	if (!v)
 		return 0; /* its first switch-out reads the new name itself */
 	v->meta_ns = bpf_ktime_get_ns();

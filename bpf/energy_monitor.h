@@ -6,7 +6,9 @@
  * value, a .bss variable or a layout anchor) and clang emits it.
  *
  * Clock: every *_ns timestamp is bpf_ktime_get_ns(), i.e. CLOCK_MONOTONIC,
- * comparable with Python's time.monotonic_ns().
+ * comparable with Python's time.monotonic_ns(). CPU time (cpu_ns, busy_ns,
+ * run_ns) is the scheduler's own clock (se.sum_exec_runtime deltas), which
+ * leaves out steal; the per-CPU remainder of wall time is the steal.
  */
 #ifndef EBPF_ENERGY_MONITOR_H
 #define EBPF_ENERGY_MONITOR_H
@@ -17,45 +19,91 @@
 
 /* task_stats.flags */
 #define EM_FLAG_EXITED  0x1   /* sched_process_exit seen (the task may still run once more) */
-#define EM_FLAG_DEAD    0x2   /* final switch-out accounted: safe to delete after reading */
+#define EM_FLAG_DEAD    0x2   /* final switch-out accounted: user space may reap the entry */
 #define EM_FLAG_EXECED  0x4   /* comm refreshed by sched_process_exec */
 
-/* Who runs on one CPU since when, plus that CPU's counters.
- * Two 64-byte cache lines per CPU, written only by its own CPU.
- * Read protocol (user space, lock-free): read seq; if odd retry; copy the
- * slot; re-read seq; retry if it changed. seq advances by 2 per switch,
- * so switches = seq / 2. start_ns == 0: no switch seen on this CPU since
- * attach (tid/tgid unknown; the running slice started at rodata start_ns). */
+/* A task's identity: its tid and its start time (task_struct.start_time).
+ * A reused tid is a new key, so a new task never adds to an earlier one. */
+struct task_key {
+	__u32 tid;
+	__u32 pad;
+	__u64 start;
+};
+
+/* One CPU's books as of the latest cut (BPF_PROG_TEST_RUN of `cut` on that
+ * CPU). Written only by `cut`, which user space runs synchronously, so user
+ * space reads it with nothing writing it. */
+struct cpu_cut {
+	__u64 ns;          /* when the cut was taken */
+	__u64 open_ns;     /* when the window opened on this CPU */
+	__u64 busy_ns;     /* closed task time (scheduler clock), dropped slices included */
+	__u64 idle_ns;     /* idle wall time, the open idle slice included */
+	__u64 switches;
+	__u64 task_drops;  /* slices lost because `tasks` was full */
+	__u64 dropped_ns;  /* their CPU time */
+	__u64 events;
+	__u64 event_drops;
+	__u64 deaths;      /* final switch-outs accounted (entries user space may reap) */
+	__u64 run_start;   /* the open slice at the cut: its task's key start, */
+	__u64 run_ns;      /* its CPU time so far (scheduler clock), */
+	__u64 run_pstart;  /* its process's (group leader's) start time, */
+	__u64 run_cgroup_id;
+	__u32 run_tid;     /* its tid (0: idle, or not known yet) */
+	__u32 run_tgid;
+	__u32 epoch;       /* entries written since carry this epoch */
+	__u32 unsettled;   /* the slot's task is not what runs here: its share waits for the next switch */
+	char run_comm[EM_COMM_LEN];
+};
+
+/* Who runs on one CPU since when, plus that CPU's running counters.
+ * Written only on its own CPU: by the switch handler (interrupts off) and by
+ * `cut` (an IPI), which therefore never interleave. Before the window opens
+ * on a CPU (its first cut, right after attach) nothing is accounted there. */
 struct cpu_slot {
-	__u64 seq;
-	__u64 start_ns;     /* when `tid` went on this CPU */
-	__u64 start_runtime; /* its se.sum_exec_runtime then: slices are measured
-	                      * in the scheduler's own clock, so per-task totals
-	                      * equal /proc/PID/schedstat exactly */
-	__u32 tid;          /* running now; 0 = the idle task */
+	__u64 task;          /* address of the running task_struct: its identity across exec */
+	__u64 start_ns;      /* when it went on this CPU */
+	__u64 start_runtime; /* its se.sum_exec_runtime then */
+	__u64 key_start;     /* its task_key.start */
+	__u32 tid;           /* running now; 0 = the idle task */
 	__u32 tgid;
-	__u64 idle_ns;      /* closed idle (pid 0) time on this CPU */
-	__u64 task_drops;   /* slices lost because `tasks` was full */
-	__u64 dropped_ns;   /* their total length */
-	__u64 events;       /* slice events submitted to `events` */
-	__u64 event_drops;  /* slice events lost: ring buffer full */
+	__u32 open;          /* window open on this CPU */
+	__u32 epoch;
+	__u64 busy_ns;
+	__u64 idle_ns;
+	__u64 switches;
+	__u64 task_drops;
+	__u64 dropped_ns;
+	__u64 events;
+	__u64 event_drops;
+	__u64 deaths;
+	struct cpu_cut cut;
 } __attribute__((aligned(64)));
 
-/* Per-thread totals: value of the PERCPU_HASH `tasks`, key __u32 tid.
- * Each CPU's copy holds what ran on that CPU (no atomics needed).
- * comm/cgroup_id/tgid are written on insert, exec and exit, into the copy
- * of the CPU where that happened; take them from the copy with the largest
- * meta_ns (the latest write). flags: OR over all copies. */
+/* Per-thread totals: value of the PERCPU_HASH `tasks`, key struct task_key.
+ * Each CPU's copy holds what ran on that CPU (no atomics) and is written only
+ * on that CPU.
+ *
+ * Consistent reads: a copy first written in a new epoch (after a cut on its
+ * CPU) first saves cpu_ns/slices/flags into cut_*, then stores the epoch,
+ * then adds. The kernel copies values to user space word by word in
+ * ascending order, so a reader that finds `epoch` equal to its CPU's cut
+ * epoch takes cut_* (complete: written before epoch), and otherwise the
+ * fields before `epoch`, read before the epoch changed. Either way it sees
+ * the copy exactly as it stood at the cut. */
 struct task_stats {
 	__u64 cpu_ns;       /* closed on-CPU time on this CPU */
 	__u64 slices;       /* closed slices on this CPU */
+	__u32 flags;        /* EM_FLAG_* */
+	__u32 epoch;        /* cut epoch of this CPU at the latest add */
+	__u64 cut_cpu_ns;   /* the three fields above as they stood at the cut */
+	__u64 cut_slices;
+	__u32 cut_flags;
+	__u32 tgid;
+	__u64 pstart;       /* the group leader's start time: (tgid, pstart) is the process */
 	__u64 meta_ns;      /* when comm/cgroup_id were last written here; 0 = never */
 	__u64 cgroup_id;    /* cgroup v2 id (kernfs inode id) */
-	__u32 tgid;
-	__u32 flags;        /* EM_FLAG_* */
 	char comm[EM_COMM_LEN];
-	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this
-	                     * CPU (the largest over the copies is the latest) */
+	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this CPU */
 };
 
 /* One ring-buffer record per closed slice (only when stream_events). */

@@ -90,6 +90,8 @@ def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
         idle_ns_per_cpu=per_cpu,
         samples_or_events=max(0, cur.samples_or_events - prev.samples_or_events),
         drops={k: max(0, v - prev.drops.get(k, 0)) for k, v in cur.drops.items()},
+        dropped_cpu_ns=cur.dropped_cpu_ns - prev.dropped_cpu_ns,
+        steal_ns=cur.steal_ns - prev.steal_ns,
     )
 
 

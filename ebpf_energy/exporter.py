@@ -28,6 +28,7 @@ holds what is alive now, not everything that ever ran.
 """
 
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from ebpf_energy.driver import diff_windows
 from ebpf_energy.model.base import Attribution, PowerModel
+from ebpf_energy.report import drop_warning
 from ebpf_energy.usage import UsageWindow
 
 DEFAULT_LISTEN = "127.0.0.1:9877"
@@ -219,6 +221,9 @@ class Exporter:
             m = self.meter.read() if self.meter is not None else None
             prev = self._prev or _empty_like(cur)
             iw = diff_windows(prev, cur)
+            note = drop_warning(iw)
+            if note:
+                sys.stderr.write(f"ebpf-energy exporter: {note}\n")
             mj = m.delta(self._m_prev) if m is not None else None
             att = self.model.attribute(iw, mj)
             gone = self.sampler.fully_dead
@@ -256,7 +261,7 @@ class Exporter:
         held = self.sampler.held_threads()
         return Snapshot(processes=procs, other_cpu_s=lg.other_cpu_ns / 1e9, other_j=lg.other_j,
                         idle_j=lg.idle_j, idle_cpu_s=lg.idle_ns / 1e9, total_j=lg.total_j,
-                        domains_j=dict(lg.domains_j), drops=dict(cur.drops), model=_info_labels(att.model),
+                        domains_j=dict(lg.domains_j), drops=dict(cur.drops, cpu_ns=cur.dropped_cpu_ns), model=_info_labels(att.model),
                         window=window, tracked=len(lg.procs), sampler_held=held, refreshes=self._refreshes,
                         refresh_s=took, timestamp=time.time())
 
@@ -274,7 +279,7 @@ def _info_labels(model: dict) -> Dict[str, str]:
 def _empty_like(w: UsageWindow) -> UsageWindow:
     return UsageWindow(source=w.source, start_ns=w.start_ns, end_ns=w.start_ns, ncpus=w.ncpus, processes={},
                        idle_ns=0, idle_ns_per_cpu=[0] * len(w.idle_ns_per_cpu), samples_or_events=0,
-                       drops={k: 0 for k in w.drops})
+                       drops=dict({k: 0 for k in w.drops}, cpu_ns=0))
 
 
 # -- Prometheus side ---------------------------------------------------------------------
@@ -319,8 +324,12 @@ class SnapshotCollector:
         drops = CounterMetricFamily("ebpf_energy_dropped", "Scheduling slices (tasks: full task map) and "
                                     "events (full ring buffer) lost in the kernel.", labels=["kind"])
         for k, v in sorted(s.drops.items()):
-            drops.add_metric([k], v)
+            if k != "cpu_ns":
+                drops.add_metric([k], v)
         yield drops
+        yield CounterMetricFamily("ebpf_energy_dropped_cpu_seconds", "CPU time of the scheduling slices lost "
+                                  "to a full task map: missing from every process series.",
+                                  value=s.drops.get("cpu_ns", 0) / 1e9)
         yield InfoMetricFamily("ebpf_energy_model", "The power model making the joules (and its calibration "
                                "profile and meter, if any).", value=s.model)
         for key, doc in (("seconds", "Length of the last refresh window."),

@@ -17,10 +17,12 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from ebpf_energy.report import drop_warning
 from ebpf_energy.usage import ProcessUsage, UsageWindow
 
 DEFAULT_CARBON_INTENSITY = 475.0  # gCO2e per kWh: world average grid intensity (IEA, 2019)
@@ -45,6 +47,11 @@ class Result:
     command: Optional[List[str]] = None
     exit_code: Optional[int] = None
     pids: List[int] = field(default_factory=list)
+    # the monitor's window (CLOCK_MONOTONIC, from attach) and what it lost to a
+    # full task map (eBPF only; never silent: also said on stderr)
+    window: Optional[dict] = None
+    dropped_slices: int = 0
+    dropped_cpu_ns: int = 0
 
     @property
     def joules(self):
@@ -84,6 +91,7 @@ class _Tree:
         self.cgroup = TempCgroup("run", parent=own_cgroup())
         self.sampler = EbpfSampler()
         self.m0 = None
+        self.window = None
 
     def __enter__(self):
         self.cgroup.__enter__()
@@ -107,16 +115,26 @@ class _Tree:
         window = self.sampler.read()
         meter_j = self.meter.read().delta(self.m0) if self.meter is not None else None
         attribution = self.model.attribute(window, meter_j)
-        mine = [p for p in window.processes.values()
+        self.window = window
+        note = drop_warning(window, fix="the monitor's task map filled faster than it was emptied")
+        if note:
+            sys.stderr.write(f"ebpf-energy: {note}\n")
+        mine = [(k, p) for k, p in window.processes.items()
                 if self.cgroup.contains(p.cgroup) and p.pid != exclude_pid]
-        cpu_ns = sum(p.cpu_ns for p in mine)
-        joules = sum(attribution.energy_j.get(p.pid, 0.0) for p in mine)
+        cpu_ns = sum(p.cpu_ns for _, p in mine)
+        joules = sum(attribution.energy_j.get(k, 0.0) for k, _ in mine)
         if extra_cpu_ns:
             total_cpu = window.total_cpu_ns or 1
             dynamic = sum(attribution.energy_j.values())
             joules += dynamic * extra_cpu_ns / total_cpu
             cpu_ns += extra_cpu_ns
-        return cpu_ns, joules, sorted(p.pid for p in mine), attribution.model
+        return cpu_ns, joules, sorted(p.pid for _, p in mine), attribution.model
+
+    def window_facts(self) -> dict:
+        """The Result fields that describe the monitor's window and its losses."""
+        w = self.window
+        return {"window": {"start_ns": w.start_ns, "end_ns": w.end_ns}, "dropped_slices": w.drops.get("tasks", 0),
+                "dropped_cpu_ns": w.dropped_cpu_ns}
 
     def close(self, keep_alive_to: Optional[str] = None):
         self.sampler.stop()
@@ -184,7 +202,8 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
             tree.close()
     return Result(wall_s=wall_ns / 1e9, cpu_ns=cpu_ns, energy_j=joules,
                   carbon_g=carbon_grams(joules, carbon_intensity), processes=processes, model=model_desc,
-                  method=method, rusage_cpu_ns=rusage_ns, command=list(argv), exit_code=proc.returncode, pids=pids)
+                  method=method, rusage_cpu_ns=rusage_ns, command=list(argv), exit_code=proc.returncode, pids=pids,
+                  **(tree.window_facts() if tree is not None else {}))
 
 
 class RunError(Exception):
@@ -241,6 +260,7 @@ class Measurement:
         self._active = False
         wall_ns = time.monotonic_ns() - self._t0
         rusage_ns = _rusage_ns(resource.RUSAGE_SELF) + _rusage_ns(resource.RUSAGE_CHILDREN) - self._r0
+        facts = {}
         if self._tree is not None:
             # This process moved into the cgroup while running, which the
             # kernel side only notices at its next refresh: count our own
@@ -249,6 +269,7 @@ class Measurement:
             try:
                 move_to(self._origin)
                 cpu_ns, joules, pids, desc = self._tree.finish(exclude_pid=os.getpid(), extra_cpu_ns=self_ns)
+                facts = self._tree.window_facts()
             finally:
                 self._tree.close(keep_alive_to=self._origin)
                 self._tree = None
@@ -258,7 +279,7 @@ class Measurement:
             joules, desc = _modelled_alone(self._model, cpu_ns, wall_ns)
         self.result = Result(wall_s=wall_ns / 1e9, cpu_ns=cpu_ns, energy_j=joules,
                              carbon_g=carbon_grams(joules, self.carbon_intensity), processes=processes,
-                             model=desc, method=method, rusage_cpu_ns=rusage_ns, pids=pids)
+                             model=desc, method=method, rusage_cpu_ns=rusage_ns, pids=pids, **facts)
         self.history.append(self.result)
         return False
 

@@ -83,14 +83,14 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         raise ValueError(f"--by must be one of {', '.join(BY_CHOICES)}, got {by!r}")
     threads = threads or by == "thread"
     rows, omitted = [], {"processes": 0, "cpu_ns": 0, "energy_j": []}
-    for pid, p in window.processes.items():
-        e = attribution.energy_j.get(pid, 0.0)
-        if selection and not selection.matches(pid, p.comm, p.cgroup):
+    for key, p in window.processes.items():
+        e = attribution.energy_j.get(key, 0.0)
+        if selection and not selection.matches(p.pid, p.comm, p.cgroup):
             omitted["processes"] += 1
             omitted["cpu_ns"] += p.cpu_ns
             omitted["energy_j"].append(e)
             continue
-        row = {"pid": pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
+        row = {"pid": p.pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
                "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited)}
         if threads:
             trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
@@ -107,13 +107,16 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         "duration_s": round(window.duration_s, 9),
         "ncpus": window.ncpus,
         "model": dict(attribution.model),
+        "window": {"start_ns": window.start_ns, "end_ns": window.end_ns},
         "total_cpu_ns": window.total_cpu_ns,
         "idle_ns": window.idle_ns,
+        "steal_ns": window.steal_ns,
         "total_energy_j": math.fsum(all_energy) + attribution.idle_energy_j,
         "idle_energy_j": attribution.idle_energy_j,
         "domains_j": dict(attribution.domains_j),
         "dropped": window.dropped,
         "drops": dict(window.drops),
+        "dropped_cpu_ns": window.dropped_cpu_ns,
         "samples_or_events": window.samples_or_events,
         "processes_seen": len(window.processes),
         "processes": rows,
@@ -126,6 +129,16 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
     if extra:
         report.update(extra)
     return report
+
+
+def drop_warning(window: UsageWindow, fix: str = "raise --max-tasks") -> Optional[str]:
+    """One stderr sentence when the monitor lost anything, else None: every
+    consumer (monitor, run, measure(), exporter, the pytest plugin) says it."""
+    if not window.dropped and not window.dropped_cpu_ns:
+        return None
+    return (f"warning: {window.drops.get('tasks', 0)} scheduling slices ({window.dropped_cpu_ns / 1e6:.3f} ms of CPU) "
+            f"lost to a full task map ({fix}) and {window.drops.get('events', 0)} events to a full ring buffer; "
+            f"the CPU time reported is short by that much")
 
 
 def group_by_cgroup(rows: List[dict]) -> List[dict]:
@@ -234,6 +247,9 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     out.append(f"Total CPU time: {_ms(report['total_cpu_ns'])} ms over {span:.3f} s"
                + (f" on {cpus} CPUs" if cpus else ""))
     out.append(f"Idle time:      {_ms(report['idle_ns'])} ms (summed over CPUs)")
+    if report.get("steal_ns"):
+        out.append(f"Steal time:     {_ms(report['steal_ns'])} ms (summed over CPUs: taken by the hypervisor;"
+                   f" CPU + idle + steal = CPUs x window)")
     out.append(f"Total energy:   {_mj(report['total_energy_j'])} mJ"
                f" (processes {_mj(report['total_energy_j'] - report['idle_energy_j'])}"
                f" + idle {_mj(report['idle_energy_j'])})")
@@ -245,7 +261,8 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
         out.append(f"Not listed:     {om['processes']} processes, {_ms(om['cpu_ns'])} ms, "
                    f"{_mj(om['energy_j'])} mJ (filtered or cut)")
     out.append(f"Seen:           {report.get('processes_seen', len(report['processes']))} processes; "
-               f"dropped {report['dropped']} ({', '.join(f'{k} {v}' for k, v in report['drops'].items())})")
+               f"dropped {report['dropped']} ({', '.join(f'{k} {v}' for k, v in report['drops'].items())})"
+               + (f", {_ms(report['dropped_cpu_ns'])} ms of CPU lost" if report.get("dropped_cpu_ns") else ""))
     s = report.get("sampler")
     if s and "samples" in s:
         out.append(f"Samples:        {s['samples']} every {s['interval_s']} s, {s['late_samples']} late, "

@@ -43,6 +43,12 @@ class UsageWindow:
     idle_ns_per_cpu: List[int] = field(default_factory=list)
     samples_or_events: int = 0  # /proc: samples taken; eBPF: slices accounted
     drops: Dict[str, int] = field(default_factory=lambda: {"tasks": 0, "events": 0})
+    # CPU time of slices lost to a full task map (eBPF): in no process's total
+    dropped_cpu_ns: int = 0
+    # summed over CPUs: time they were neither running a task nor idle (the
+    # hypervisor's steal, and IRQ time where the kernel takes it out of task
+    # time), so total_cpu_ns + idle_ns + steal_ns + dropped_cpu_ns = ncpus x window
+    steal_ns: int = 0
 
     @property
     def duration_s(self) -> float:

@@ -326,12 +326,12 @@ def test_memory_stays_bounded_and_no_cpu_is_lost():
         ex.refresh()
         ex.refresh()
         t1 = time.process_time_ns()
-        held = dict(sampler._threads)
+        held = sampler.held_records()
     finally:
         ex.stop()
     assert not set(kids) & set(ex.ledger.procs), "exited processes stay in the ledger"
-    assert not set(kids) & {t.tgid or tid for tid, t in held.items()}, "the sampler still holds exited processes"
-    mine = [tid for tid, t in held.items() if (t.tgid or tid) == me]
+    assert not set(kids) & {t.tgid or t.tid for t in held.values()}, "the sampler still holds exited processes"
+    mine = [k for k, t in held.items() if (t.tgid or abs(t.tid)) == me]
     assert len(mine) <= 1, f"dead threads of a live process are not merged: {len(mine)} records"
     assert ex.snapshot.tracked == len(ex.ledger.procs) and ex.snapshot.sampler_held == len(held)
     # nothing lost, nothing counted twice (a kid forgotten too early and seen

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_monitor import BURNER, OUR_PROGRAMS, assert_all_gone, bpf_ids, prog_names, reap, schedstat_ns, spawn
+from test_monitor import BURNER, OUR_LINKS, OUR_PROGRAMS, assert_all_gone, bpf_ids, prog_names, reap, schedstat_ns, spawn
 
 pytestmark = pytest.mark.kernel
 
@@ -59,7 +59,7 @@ def wait_for_our_programs(proc, timeout=20.0):
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         ids = bpf_ids(proc.pid)
-        if len(ids["link"]) == len(OUR_PROGRAMS):
+        if len(ids["link"]) == OUR_LINKS:
             names = prog_names(ids["prog"])
             assert set(names.values()) == OUR_PROGRAMS, names
             return ids

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ebpf_energy.report import BY_CHOICES
+from ebpf_energy.report import BY_CHOICES, drop_warning
 
 _LISTING = [
     click.option("--top", type=click.IntRange(min=1), default=None, metavar="N",
@@ -74,9 +74,9 @@ def run_and_report(name, sampler, model, meter, reporter, *, duration, interval,
         result = drive(sampler, model, meter=meter, duration_s=duration,
                        interval_s=interval if interval_s is None else interval_s,
                        on_interval=on_interval, on_started=started)
-        if result.window.dropped:
-            err.write(f"ebpf-energy {name}: warning: {result.window.drops['tasks']} slices lost to a full task "
-                      f"map (raise --max-tasks) and {result.window.drops['events']} events to a full ring buffer\n")
+        note = drop_warning(result.window)
+        if note:
+            err.write(f"ebpf-energy {name}: {note}\n")
         extra = {"overhead_cpu_ns": result.overhead_cpu_ns, "sampler": result.sampler_stats}
         reporter.summary(result.window, result.attribution, extra)
         if after is not None:

@@ -209,29 +209,31 @@ class Map:
             return self.max_entries
         return sum(1 for _ in self._raw_keys())
 
-    def lookup_batch(self, delete=False, chunk=None):
+    def lookup_batch(self, delete=False, chunk=None, raw=False):
         """All ``(key, value)`` pairs, with BPF_MAP_LOOKUP_(AND_DELETE_)BATCH where the
         kernel has it for this type, else by iteration (deleting each key when asked).
-        Arrays keep every index, so ``delete=True`` on them raises NotSupported."""
+        Arrays keep every index, so ``delete=True`` on them raises NotSupported.
+        ``raw=True`` gives the kernel's bytes, undecoded (per-CPU values as one
+        buffer of rounded-up copies): for callers that decode in bulk."""
         if delete and self.type in ARRAY_TYPES:
             raise NotSupported("BPF_MAP_LOOKUP_AND_DELETE_BATCH", _errno.EINVAL,
                                f"array map {self.name} cannot delete entries",
                                "read with delete=False and reset values with update()")
         try:
-            return self._batch(delete, chunk)
+            return self._batch(delete, chunk, raw)
         except NotSupported:
             explain.trace("map", f"{self.name}: no batch ops for {self.type_name}, iterating with GET_NEXT_KEY")
         out = []
         for k in self._raw_keys():
-            raw = syscall.map_lookup(self.fd, k, self._vsize)
-            if raw is None:
+            value = syscall.map_lookup(self.fd, k, self._vsize)
+            if value is None:
                 continue
             if delete:
                 syscall.map_delete(self.fd, k)
-            out.append((self._decode_key(k), self._decode_value(raw)))
+            out.append((k, value) if raw else (self._decode_key(k), self._decode_value(value)))
         return out
 
-    def _batch(self, delete, chunk):
+    def _batch(self, delete, chunk, raw=False):
         count = chunk or max(1, min(self.max_entries, 4096))
         out = []
         token = None
@@ -244,8 +246,11 @@ class Map:
                     count *= 2  # one hash bucket holds more than `count` entries
                     continue
                 raise
-            dk, dv = self._decode_key, self._decode_value
-            out.extend((dk(k), dv(v)) for k, v in zip(ks, vs))
+            if raw:
+                out.extend(zip(ks, vs))
+            else:
+                dk, dv = self._decode_key, self._decode_value
+                out.extend((dk(k), dv(v)) for k, v in zip(ks, vs))
             if token_out is None:
                 return out
             token = token_out

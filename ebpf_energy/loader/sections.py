@@ -60,6 +60,9 @@ def classify(section: str) -> Optional[SectionKind]:
     for prefix in ("tp/", "tracepoint/"):
         if section.startswith(prefix):
             return SectionKind(PROG_TYPES["tracepoint"], attach="tracepoint", target=_after(section, prefix))
+    if section in ("raw_tp", "raw_tracepoint"):
+        # no target: loaded to be run with BPF_PROG_TEST_RUN (e.g. on one CPU), never attached
+        return SectionKind(PROG_TYPES["raw_tracepoint"])
     for prefix in ("raw_tp/", "raw_tracepoint/"):
         if section.startswith(prefix):
             return SectionKind(PROG_TYPES["raw_tracepoint"], attach="raw_tracepoint", target=_after(section, prefix))

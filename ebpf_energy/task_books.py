@@ -1,0 +1,307 @@
+"""The user-space half of the eBPF monitor's books: every task's CPU time as of a cut.
+
+The kernel side (``bpf/energy_monitor.bpf.c``) keeps one entry per task,
+keyed by ``(tid, start time)``, with one copy per CPU; a *cut* (the ``cut``
+program run on every CPU) records each CPU's totals and open slice at one
+instant and starts a new epoch there. This module, pure and kernel-free,
+turns what a read finds into a consistent picture at the cut:
+
+* an entry copy written since its CPU's cut carries the new epoch and the
+  values it had at the cut (``cut_*``); an older copy is as it was at the cut;
+* an entry taken out of the map (a dead task, reaped with
+  LOOKUP_AND_DELETE) is folded into user-space totals: the part at the cut
+  now, whatever ran after the cut (never, for a task that died before it)
+  at the next read, which comes after it;
+* the slice still running on each CPU at the cut is added in the
+  scheduler's clock, as the cut measured it.
+
+So every task's total equals what the CPUs' books say it ran up to the cut,
+nothing counted twice or missing, and totals never go backwards.
+"""
+
+import struct
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
+
+FLAG_EXITED = 0x1
+FLAG_DEAD = 0x2
+
+KEY = struct.Struct("<IIQ")  # struct task_key: tid, pad, start
+TaskKey = Tuple[int, int]  # (tid, start time)
+
+
+def decode_key(raw: bytes) -> TaskKey:
+    tid, _, start = KEY.unpack_from(raw)
+    return tid, start
+
+
+def encode_key(key: TaskKey) -> bytes:
+    return KEY.pack(key[0], 0, key[1])
+
+
+def comm_of(raw: bytes) -> str:
+    """A kernel comm as text; control characters escaped as ``ps`` does, so a
+    name cannot forge report lines."""
+    s = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    if s.isprintable():
+        return s
+    return "".join(ch if ch.isprintable() else "\\x%02x" % ord(ch) for ch in s)
+
+
+@dataclass
+class Entry:
+    """One map entry, summed over its per-CPU copies."""
+
+    cut_cpu_ns: int  # as it stood at the cut
+    cut_slices: int
+    cut_flags: int
+    cpu_ns: int  # as it stands now (the read)
+    slices: int
+    flags: int
+    tgid: int
+    pstart: int
+    comm: str
+    cgroup_id: int
+    meta_ns: int
+
+
+class EntryDecoder:
+    """Decodes a PERCPU_HASH value (one ``task_stats`` copy per possible CPU)."""
+
+    def __init__(self, layout, ncpus: int):
+        self.layout = layout
+        self.ncpus = ncpus
+        self.stride = (layout.size + 7) // 8 * 8
+        self.value_size = self.stride * ncpus
+        ix = layout.index
+        self._ix = tuple(ix[n] for n in ("cpu_ns", "slices", "flags", "epoch", "cut_cpu_ns", "cut_slices",
+                                         "cut_flags", "tgid", "pstart", "meta_ns", "cgroup_id", "comm"))
+
+    def decode(self, raw: bytes, epochs: List[int]) -> Entry:
+        """``epochs[cpu]``: that CPU's epoch at the cut (0: no cut there, every copy as it is)."""
+        i_cpu, i_sl, i_fl, i_ep, i_ccpu, i_csl, i_cfl, i_tgid, i_ps, i_meta, i_cg, i_comm = self._ix
+        unpack = self.layout.struct.unpack_from
+        stride = self.stride
+        ccpu = csl = cfl = cpu = sl = fl = 0
+        best = None
+        for c in range(self.ncpus):
+            rec = unpack(raw, c * stride)
+            cpu += rec[i_cpu]
+            sl += rec[i_sl]
+            fl |= rec[i_fl]
+            e = rec[i_ep]
+            if e and e == epochs[c]:
+                ccpu += rec[i_ccpu]
+                csl += rec[i_csl]
+                cfl |= rec[i_cfl]
+            else:
+                ccpu += rec[i_cpu]
+                csl += rec[i_sl]
+                cfl |= rec[i_fl]
+            if rec[i_meta] and (best is None or rec[i_meta] > best[i_meta]):
+                best = rec
+        if best is None:
+            return Entry(ccpu, csl, cfl, cpu, sl, fl, 0, 0, "", 0, 0)
+        return Entry(ccpu, csl, cfl, cpu, sl, fl, best[i_tgid], best[i_ps], comm_of(best[i_comm]),
+                     best[i_cg], best[i_meta])
+
+
+@dataclass
+class Thread:
+    """A task's running totals in user space (its reaped entries folded in)."""
+
+    tid: int
+    start: int
+    tgid: int = 0
+    pstart: int = 0
+    comm: str = ""
+    cgroup_id: int = 0
+    cpu_ns: int = 0
+    slices: int = 0
+    flags: int = 0
+    meta_ns: int = 0
+
+    def take_meta(self, e: Entry):
+        if e.meta_ns >= self.meta_ns and e.meta_ns:
+            self.meta_ns = e.meta_ns
+            self.tgid = e.tgid or self.tgid
+            self.pstart = e.pstart or self.pstart
+            self.comm = e.comm or self.comm
+            self.cgroup_id = e.cgroup_id or self.cgroup_id
+
+
+@dataclass
+class OpenSlice:
+    """The slice running on one CPU at its cut (from ``struct cpu_cut``)."""
+
+    tid: int
+    start: int
+    tgid: int
+    pstart: int
+    comm: str
+    cgroup_id: int
+    run_ns: int
+
+
+@dataclass
+class CpuCut:
+    """One CPU's books at its cut (``struct cpu_cut``)."""
+
+    cpu: int
+    ns: int
+    open_ns: int
+    busy_ns: int
+    idle_ns: int
+    switches: int
+    task_drops: int
+    dropped_ns: int
+    events: int
+    event_drops: int
+    deaths: int
+    epoch: int
+    unsettled: bool
+    running: Optional[OpenSlice]
+
+
+class Books:
+    """Reaped tasks' totals, and the assembly of one read into a window."""
+
+    def __init__(self):
+        self.closed: Dict[TaskKey, Thread] = {}
+        self._pending: Dict[TaskKey, Tuple[int, int]] = {}  # ran after a cut, before the reap
+        self._first_pstart: Dict[int, int] = {}  # tgid -> start of the first process seen with it
+        self.fully_dead = set()  # process keys whose every thread was reaped
+
+    def begin(self):
+        """Start a read (after the new cut): what was reaped after the last
+        cut happened before this one."""
+        for key, (cpu, sl) in self._pending.items():
+            t = self.closed[key]
+            t.cpu_ns += cpu
+            t.slices += sl
+        self._pending.clear()
+
+    def reap(self, key: TaskKey, e: Entry):
+        """Fold an entry taken out of the map: its value at the cut now, the rest at the next read."""
+        t = self.closed.get(key)
+        if t is None:
+            t = self.closed[key] = Thread(key[0], key[1])
+        t.cpu_ns += e.cut_cpu_ns
+        t.slices += e.cut_slices
+        t.flags |= e.flags
+        t.take_meta(e)
+        later = (e.cpu_ns - e.cut_cpu_ns, e.slices - e.cut_slices)
+        if later != (0, 0):
+            p = self._pending.get(key, (0, 0))
+            self._pending[key] = (p[0] + later[0], p[1] + later[1])
+
+    def process_key(self, tgid: int, pstart: int):
+        """A process's key in :attr:`UsageWindow.processes`: its pid for the
+        first process seen with that pid, ``(pid, start)`` for later ones
+        (pid reuse), so keys stay the same from read to read."""
+        first = self._first_pstart.setdefault(tgid, pstart)
+        return tgid if first == pstart or not pstart else (tgid, pstart)
+
+    def window(self, live: Dict[TaskKey, Entry], cuts: List[CpuCut], *, source: str, cgroup_path,
+               with_threads: bool) -> UsageWindow:
+        threads: Dict[TaskKey, Thread] = {}
+        for key, t in self.closed.items():
+            # what ran after the cut is counted at the next read: not final yet
+            flags = t.flags & ~FLAG_DEAD if key in self._pending else t.flags
+            threads[key] = Thread(t.tid, t.start, t.tgid, t.pstart, t.comm, t.cgroup_id, t.cpu_ns, t.slices,
+                                  flags, t.meta_ns)
+        for key, e in live.items():
+            t = threads.get(key)
+            if t is None:
+                t = threads[key] = Thread(key[0], key[1])
+            t.cpu_ns += e.cut_cpu_ns
+            t.slices += e.cut_slices
+            t.take_meta(e)
+            # still in the map, so not reaped (DEAD in user space means reaped)
+            t.flags = t.flags & ~FLAG_DEAD | (FLAG_EXITED if (e.flags | e.cut_flags) & (FLAG_EXITED | FLAG_DEAD) else 0)
+        for c in cuts:
+            r = c.running
+            if r is None or not r.tid:
+                continue
+            key = (r.tid, r.start)
+            t = threads.get(key)
+            if t is None:
+                t = threads[key] = Thread(r.tid, r.start, r.tgid, r.pstart, r.comm, r.cgroup_id)
+            t.cpu_ns += r.run_ns
+            t.flags &= ~FLAG_DEAD
+            if not t.comm:
+                t.comm = r.comm
+            t.tgid = t.tgid or r.tgid
+            t.pstart = t.pstart or r.pstart
+            t.cgroup_id = t.cgroup_id or r.cgroup_id
+        return self._assemble(threads, cuts, source, cgroup_path, with_threads)
+
+    def _assemble(self, threads, cuts, source, cgroup_path, with_threads) -> UsageWindow:
+        alive, seen = set(), set()
+        procs: Dict[object, ProcessUsage] = {}
+        for t in threads.values():
+            tgid = t.tgid or t.tid
+            pkey = self.process_key(tgid, t.pstart)
+            seen.add(pkey)
+            if not t.flags & FLAG_DEAD:
+                alive.add(pkey)
+            exited = bool(t.flags & (FLAG_EXITED | FLAG_DEAD))
+            p = procs.get(pkey)
+            if p is None:
+                p = procs[pkey] = ProcessUsage(pid=tgid, comm=t.comm, cpu_ns=0, slices=0, exited=True,
+                                               cgroup_id=t.cgroup_id or None, cgroup=cgroup_path(t.cgroup_id))
+            p.cpu_ns += t.cpu_ns
+            p.slices += t.slices
+            p.exited = p.exited and exited
+            if t.tid == tgid and t.comm:
+                p.comm = t.comm
+                if t.cgroup_id:
+                    p.cgroup_id, p.cgroup = t.cgroup_id, cgroup_path(t.cgroup_id)
+            elif not p.comm:
+                p.comm = t.comm
+            if with_threads:
+                p.threads.append(ThreadUsage(t.tid, t.comm, t.cpu_ns, t.slices, exited))
+        self.fully_dead = seen - alive
+        start = min(c.open_ns for c in cuts)
+        end = max(c.ns for c in cuts)
+        busy = sum(c.busy_ns for c in cuts) + sum(c.running.run_ns for c in cuts if c.running)
+        idle = [c.idle_ns for c in cuts]
+        return UsageWindow(
+            source=source, start_ns=start, end_ns=end, ncpus=len(cuts), processes=procs,
+            idle_ns=sum(idle), idle_ns_per_cpu=idle,
+            steal_ns=len(cuts) * (end - start) - busy - sum(idle),
+            samples_or_events=sum(c.switches for c in cuts),
+            drops={"tasks": sum(c.task_drops for c in cuts), "events": sum(c.event_drops for c in cuts)},
+            dropped_cpu_ns=sum(c.dropped_ns for c in cuts))
+
+    def forget(self, pkeys: Iterable) -> None:
+        """Drop the records of processes whose every thread was reaped, once
+        a caller has their final numbers (the exporter; a one-shot monitor
+        keeps them for its summary)."""
+        pkeys = set(pkeys)
+        if not pkeys:
+            return
+        for key in [k for k, t in self.closed.items()
+                    if self.process_key(t.tgid or t.tid, t.pstart) in pkeys and k not in self._pending]:
+            del self.closed[key]
+
+    def compact(self) -> None:
+        """Merge the reaped threads of each process into one record (tid
+        ``-tgid``, never a real tid): a long-lived process that starts and
+        ends threads costs one record, not one per thread."""
+        groups: Dict[Tuple[int, int], List[TaskKey]] = {}
+        for key, t in self.closed.items():
+            if key in self._pending:
+                continue
+            groups.setdefault((t.tgid or abs(t.tid), t.pstart), []).append(key)
+        for (tgid, pstart), keys in groups.items():
+            if len(keys) < 2:
+                continue
+            parts = [self.closed.pop(k) for k in keys]
+            lead = next((t for t in parts if t.tid == tgid), None) or max(parts, key=lambda t: t.meta_ns)
+            self.closed[(-tgid, pstart)] = Thread(
+                -tgid, pstart, tgid=tgid, pstart=pstart, comm=lead.comm, cgroup_id=lead.cgroup_id,
+                cpu_ns=sum(t.cpu_ns for t in parts), slices=sum(t.slices for t in parts),
+                flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts))

@@ -14,6 +14,7 @@ of rounded pieces.
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -184,6 +185,8 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
     stopper = stopper or Stopper()
     old = install_stop_signals(stopper) if handle_signals else {}
     cost = SelfCost()
+    guard = MeterGuard(meter, model)
+    meter = guard if meter is not None else None
     try:
         sampler.start()
         try:
@@ -215,7 +218,11 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
                     mj = m1.delta(m_prev) if meter is not None else None
                     on_interval(n, iw, model.attribute(iw, mj), mj)
             meter_j = m1.delta(m0) if meter is not None else None
-            attribution = model.attribute(cur, meter_j)
+            if guard.lost:
+                meter_j = None
+            attribution = guard.model.attribute(cur, meter_j)
+            if guard.lost:
+                attribution.model["meter_lost"] = guard.lost
         finally:
             sampler.stop()
         stats = sampler.stats() if hasattr(sampler, "stats") else {}
@@ -233,9 +240,49 @@ def _interval(sampler, model, meter, prev, m_prev, n, on_interval):
     m = meter.read() if meter is not None else None
     if on_interval is not None:
         iw = diff_windows(prev or _empty_like(cur), cur)
-        mj = m.delta(m_prev) if meter is not None else None
-        on_interval(n, iw, model.attribute(iw, mj), mj)
+        mj = m.delta(m_prev) if meter is not None and not meter.lost else None
+        on_interval(n, iw, (meter.model if meter is not None else model).attribute(iw, mj), mj)
     return cur, m
+
+
+class MeterGuard:
+    """The meter as the driver reads it: a read that fails mid-run (a zone
+    removed, a permission changed) does not lose the run. From then on the
+    CPU report goes on, the joules come from the model the machine would use
+    without a meter (the profile's, else fixed watts), and the report says
+    the meter was lost and why."""
+
+    def __init__(self, meter, model):
+        self.meter, self.model, self.lost = meter, model, None
+        self._last = None
+
+    def read(self):
+        from ebpf_energy.rapl.errors import RaplError
+
+        if self.lost is None:
+            try:
+                self._last = self.meter.read()
+                return self._last
+            except (RaplError, OSError, ValueError) as e:
+                self.lost = f"the meter failed during the run ({e}); joules after that are modelled"
+                self.model = fallback_model(self.model)
+                sys.stderr.write(f"ebpf-energy: warning: {self.lost}\n")
+        return self._last
+
+    def close(self):
+        self.meter.close()
+
+
+def fallback_model(model):
+    """The model to use once the meter is gone: calibrated with the RAPL
+    model's profile, else fixed watts."""
+    from ebpf_energy.model.calibrated import CalibratedModel
+    from ebpf_energy.model.fixed import DEFAULT_WATTS, FixedWattsModel
+
+    prof = getattr(model, "profile", None)
+    if getattr(model, "name", "") != "rapl":
+        return model
+    return CalibratedModel(prof, idle_share=model.idle_share) if prof else FixedWattsModel(DEFAULT_WATTS)
 
 
 def _empty_like(w: UsageWindow) -> UsageWindow:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parent.parent
 CGROUP2 = "/sys/fs/cgroup/unified"
 REPORT_KEYS = {"schema", "duration_s", "model", "total_cpu_ns", "idle_ns", "total_energy_j", "idle_energy_j",
-               "dropped", "drops", "processes"}
+               "dropped", "drops", "processes", "window", "steal_ns", "dropped_cpu_ns"}
 ROW_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited"}
 
 
@@ -51,6 +51,11 @@ def check_report(obj):
         assert ROW_KEYS <= set(p) and isinstance(p["exited"], bool)
     assert obj["total_cpu_ns"] == sum(p["cpu_ns"] for p in obj["processes"]) + obj.get("omitted", {}).get("cpu_ns", 0)
     assert balanced(obj)
+    # the window in CLOCK_MONOTONIC, and every CPU-ns of it is a task's, idle, stolen or lost
+    w = obj["window"]
+    assert w["end_ns"] > w["start_ns"] and obj["duration_s"] == pytest.approx((w["end_ns"] - w["start_ns"]) / 1e9)
+    assert (obj["total_cpu_ns"] + obj["idle_ns"] + obj["steal_ns"] + obj["dropped_cpu_ns"]
+            == obj["ncpus"] * (w["end_ns"] - w["start_ns"]))
 
 
 def wait_for_our_programs(proc, timeout=20.0):
@@ -267,3 +272,28 @@ def test_without_root_one_clear_sentence():
     assert r.stdout == ""
     msg = r.stderr.strip()
     assert "Traceback" not in msg and "root" in msg and len(msg.splitlines()) == 1, msg
+
+
+def test_a_meter_lost_mid_run_keeps_the_cpu_report():
+    """The meter's files vanish during the run: the CPU report still comes,
+    exit 0, and it says the meter was lost (it used to end in a traceback)."""
+    import os
+    from ebpf_energy.rapl.simulated import SimulatedPowercap
+
+    with SimulatedPowercap() as sim:
+        proc = subprocess.Popen(cmd("-d", "2", "--json", "--powercap-root", sim.root), cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_our_programs(proc)
+            sim.stop()
+            os.remove(os.path.join(sim.zone_dir(1), "energy_uj"))
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "meter failed during the run" in err
+    obj = json.loads(out)
+    assert "meter failed during the run" in obj["model"]["meter_lost"]
+    assert obj["total_cpu_ns"] > 0 and obj["processes"]

@@ -239,3 +239,34 @@ def test_unreadable_energy_uj_says_cve_and_fix(open_tmp):
     # and root (this process) reads it fine: the error really was the permission
     with PowercapMeter(str(tree), keepalive=0) as m:
         assert m.zones[0].last_uj == 1234
+
+
+def test_a_real_package_counter_is_read_in_the_background(tmp_path):
+    """262 kJ range at 150 W wraps in ~29 min: the keep-alive reads every 60 s
+    anyway (it used to be off for every real package, so an hour-long run read
+    the meter twice and could lose whole wraps)."""
+    zone(str(tmp_path), "intel-rapl:0", "package-0", 5, 262_143_328_850, max_power_uw=150_000_000)
+    write(os.path.join(str(tmp_path), ".dev", "intel-rapl", "enabled"), 1)
+    with PowercapMeter(str(tmp_path)) as m:
+        assert m.zones[0].wrap_seconds == pytest.approx(1747.6, abs=0.1)
+        assert m._thread is not None and m._thread.is_alive()
+        assert m.keepalive_s == 60.0
+
+
+@pytest.mark.parametrize("before, after, counted_j", [
+    (500_000_000_000, 1_000_000, 1.0),  # reset to ~0 (module reload): only the J since the reset
+    (500_000_000_000, 499_999_999_000, 0.0),  # a small step back: not a wrap
+])
+def test_a_reset_or_step_back_is_not_a_wrap(tmp_path, before, after, counted_j):
+    """A counter that jumps by more than the zone could draw is a reset, not
+    a wrap (it used to add a whole range: +500 kJ, 87 kW)."""
+    p = zone(str(tmp_path), "intel-rapl:0", "package-0", before, 1_000_000_000_000, max_power_uw=100_000_000)
+    write(os.path.join(str(tmp_path), ".dev", "intel-rapl", "enabled"), 1)
+    seen = []
+    with PowercapMeter(str(tmp_path), keepalive=0, warn=seen.append) as m:
+        r0 = m.read()
+        set_energy(p, after)
+        r1 = m.read()
+    assert r1.delta(r0)["package"] == pytest.approx(counted_j)
+    assert m.wraps["package-0"] == 0
+    assert len(seen) == 1 and "read as a counter reset" in seen[0]

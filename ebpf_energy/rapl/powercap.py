@@ -154,6 +154,13 @@ def discover(root: str) -> List[Zone]:
     return zones
 
 
+KEEPALIVE_MAX_S = 60.0
+# A delta above max power x gap x this factor (PL2 and turbo run above the
+# zone's PL1 maximum) cannot be energy: it is a reset or a step back.
+IMPLAUSIBLE_FACTOR = 4.0
+IMPLAUSIBLE_SLACK_UJ = 1_000_000  # 1 J: timer slack on very short gaps
+
+
 class PowercapMeter(Meter):
     """Cumulative joules per domain from powercap ``energy_uj`` counters."""
 
@@ -161,7 +168,9 @@ class PowercapMeter(Meter):
 
     def __init__(self, root: str = "/sys/class/powercap", warn=None, keepalive: Optional[float] = None):
         """``keepalive``: seconds between background reads; None picks a quarter
-        of the shortest wrap time (only when that is under 60 s), 0 disables."""
+        of the shortest wrap time, at most KEEPALIVE_MAX_S (a real package
+        wraps in ~30 min at 150 W, sooner at PL2: a read only at the ends of
+        an hour-long run would lose whole wraps); 0 disables."""
         super().__init__(warn)
         self.root = root
         self.zones = discover(root)
@@ -172,7 +181,8 @@ class PowercapMeter(Meter):
         self._sample()  # the origin: joules count from here
         shortest = min(z.wrap_seconds for z in self.zones)
         if keepalive is None:
-            keepalive = shortest / 4 if shortest < 240 else 0
+            keepalive = min(shortest / 4, KEEPALIVE_MAX_S)
+        self.keepalive_s = keepalive
         if keepalive > 0:
             self._thread = threading.Thread(target=self._keepalive, args=(keepalive,), daemon=True,
                                             name="powercap-keepalive")
@@ -201,10 +211,21 @@ class PowercapMeter(Meter):
                                            f"{z.max_range_uj}")
                 if z.last_uj is not None:
                     delta = raw - z.last_uj
-                    if delta < 0:
+                    wrapped = delta < 0
+                    if wrapped:
                         delta += z.max_range_uj
-                        z.wraps += 1
                     gap = (now - z.last_ns) / 1e9
+                    most = z.max_power_w * IMPLAUSIBLE_FACTOR * gap * 1e6 + IMPLAUSIBLE_SLACK_UJ
+                    if delta > most:
+                        # more than the zone can draw: not a wrap but a reset (a
+                        # module reload) or a step back; count only what is
+                        # certain, the energy since the reset, if that fits
+                        kept = raw if raw <= most else 0
+                        self.warn(f"{z.path} ({z.name}) jumped from {z.last_uj} to {raw} uJ in {gap:.3f} s, "
+                                  f"more than {z.max_power_w:g} W could spend: read as a counter reset, "
+                                  f"{kept / 1e6:.3f} J counted for the interval")
+                        delta, wrapped = kept, False
+                    z.wraps += wrapped
                     if gap > z.wrap_seconds:
                         self.warn(f"{z.path} ({z.name}) was last read {gap:.1f} s ago, longer than the "
                                   f"{z.wrap_seconds:.1f} s its counter takes to wrap at {z.max_power_w:g} W: "

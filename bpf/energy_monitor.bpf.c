@@ -65,11 +65,15 @@ const struct slice_event *slice_event_layout __attribute__((unused));
 extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
 
+static __always_inline __u32 start_of(struct task_struct *t)
+{
+	return t->start_time >> EM_START_SHIFT;
+}
+
 static __always_inline void key_of(struct task_key *k, struct task_struct *t)
 {
 	k->tid = t->pid;
-	k->pad = 0;
-	k->start = t->start_time;
+	k->start = start_of(t);
 }
 
 static __always_inline void fill_meta(struct task_stats *v, struct task_struct *t,
@@ -204,14 +208,13 @@ static __always_inline __u64 settle_slot_task(struct cpu_slot *s, __u64 prev_add
 	if (!t) /* gone already (seen here for this VM's agent threads): the
 		 * rest of the slot counts as idle, which it mostly is */
 		return wall;
-	if (t->start_time == s->key_start) {
+	if (start_of(t) == s->key_start) {
 		r = t->se.sum_exec_runtime;
 		ran = r >= s->start_runtime ? r - s->start_runtime : 0;
 		if (ran > wall)
 			ran = wall;
 		if (ran) {
 			key.tid = s->tid;
-			key.pad = 0;
 			key.start = s->key_start;
 			account(s, &key, t, ran, 0, r, now);
 		}
@@ -278,8 +281,7 @@ static __always_inline void set_slot(struct cpu_slot *s, struct task_struct *t, 
 {
 	s->task = (__u64)t;
 	s->tid = t->pid;
-	s->tgid = t->tgid;
-	s->key_start = t->start_time;
+	s->key_start = start_of(t);
 	s->start_ns = now;
 	s->start_runtime = t->se.sum_exec_runtime;
 }
@@ -389,7 +391,7 @@ int cut(void *ctx)
 	c->run_ns = run;
 	c->run_tid = run ? curr->pid : 0;
 	c->run_tgid = curr->tgid;
-	c->run_start = curr->start_time;
+	c->run_start = start_of(curr);
 	c->run_pstart = BPF_CORE_READ(curr, group_leader, start_time);
 	c->run_cgroup_id = BPF_CORE_READ(curr, cgroups, dfl_cgrp, kn, id);
 	BPF_CORE_READ_STR_INTO(&c->run_comm, curr, comm);
@@ -443,7 +445,6 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid)
 
 	if (old_pid != p->pid) {
 		old.tid = old_pid;
-		old.pad = 0;
 		key_of(&key, p);
 		for (i = 0; i < EM_MAX_CPUS && i < nr_cpus; i++) {
 			v = bpf_map_lookup_percpu_elem(&tasks, &key, i);

@@ -22,12 +22,15 @@
 #define EM_FLAG_DEAD    0x2   /* final switch-out accounted: user space may reap the entry */
 #define EM_FLAG_EXECED  0x4   /* comm refreshed by sched_process_exec */
 
-/* A task's identity: its tid and its start time (task_struct.start_time).
+/* A task's identity: its tid and its start time (task_struct.start_time,
+ * in units of 2^EM_START_SHIFT ns, so the key is 8 bytes: a cheaper hash on
+ * every switch; two tasks with one tid starting in the same ~1 us, or a
+ * multiple of ~73 min apart to the microsecond, are the only collision).
  * A reused tid is a new key, so a new task never adds to an earlier one. */
+#define EM_START_SHIFT  10
 struct task_key {
 	__u32 tid;
-	__u32 pad;
-	__u64 start;
+	__u32 start;
 };
 
 /* One CPU's books as of the latest cut (BPF_PROG_TEST_RUN of `cut` on that
@@ -44,7 +47,7 @@ struct cpu_cut {
 	__u64 events;
 	__u64 event_drops;
 	__u64 deaths;      /* final switch-outs accounted (entries user space may reap) */
-	__u64 run_start;   /* the open slice at the cut: its task's key start, */
+	__u64 run_start;   /* the open slice at the cut: its task_key.start, */
 	__u64 run_ns;      /* its CPU time so far (scheduler clock), */
 	__u64 run_pstart;  /* its process's (group leader's) start time, */
 	__u64 run_cgroup_id;
@@ -63,9 +66,8 @@ struct cpu_slot {
 	__u64 task;          /* address of the running task_struct: its identity across exec */
 	__u64 start_ns;      /* when it went on this CPU */
 	__u64 start_runtime; /* its se.sum_exec_runtime then */
-	__u64 key_start;     /* its task_key.start */
+	__u32 key_start;     /* its task_key.start */
 	__u32 tid;           /* running now; 0 = the idle task */
-	__u32 tgid;
 	__u32 open;          /* window open on this CPU */
 	__u32 epoch;
 	__u64 busy_ns;

@@ -28,17 +28,16 @@ from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
 FLAG_EXITED = 0x1
 FLAG_DEAD = 0x2
 
-KEY = struct.Struct("<IIQ")  # struct task_key: tid, pad, start
-TaskKey = Tuple[int, int]  # (tid, start time)
+KEY = struct.Struct("<II")  # struct task_key: tid, start time >> EM_START_SHIFT
+TaskKey = Tuple[int, int]  # (tid, start)
 
 
 def decode_key(raw: bytes) -> TaskKey:
-    tid, _, start = KEY.unpack_from(raw)
-    return tid, start
+    return KEY.unpack_from(raw)
 
 
 def encode_key(key: TaskKey) -> bytes:
-    return KEY.pack(key[0], 0, key[1])
+    return KEY.pack(*key)
 
 
 def comm_of(raw: bytes) -> str:

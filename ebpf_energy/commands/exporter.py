@@ -6,7 +6,6 @@ thread and serves the last snapshot from a server thread. SIGINT/SIGTERM stop
 it cleanly: the server is shut down and the BPF object closed.
 """
 
-import os
 import sys
 import threading
 
@@ -52,7 +51,9 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
         host, port = parse_listen(listen)
     except ExporterError as e:
         fail(str(e))
-    if os.geteuid() != 0:
+    from ebpf_energy.privilege import can_bpf
+
+    if not can_bpf():
         fail("needs root (or CAP_BPF and CAP_PERFMON) to load its BPF program; run it with sudo.")
     if explain_:
         from ebpf_energy.loader import explain

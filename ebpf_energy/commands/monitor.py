@@ -63,7 +63,9 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
     from ebpf_energy.report import Reporter
 
     err = sys.stderr
-    if os.geteuid() != 0:
+    from ebpf_energy.privilege import can_bpf
+
+    if not can_bpf():
         click.echo("ebpf-energy monitor: needs root (or CAP_BPF and CAP_PERFMON) to load its BPF program; "
                    "run it with sudo, or use `ebpf-energy traditional`, which needs no privilege.", err=True)
         sys.exit(1)

@@ -15,38 +15,11 @@ import time
 import pytest
 
 from ebpf_energy.monitor import online_cpus
-from test_monitor import BURNER, reap, sampler_factory, schedstat_ns, spawn, wait_zombie, within  # noqa: F401
+from test_monitor import BURNER, SPAWNER, reap, sampler_factory, schedstat_ns, spawn, wait_zombie, within  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 
 TICK_NS = 10_000_000  # one tick at HZ=100, the coarsest; HZ here is 250
-
-# argv: name, count, spin ms per child. Forks children one after another
-# (at most two alive) and prints their pids and their rusage CPU in ns.
-FORKER = r"""
-import ctypes, json, os, resource, sys, time
-name, n, spin = sys.argv[1].encode(), int(sys.argv[2]), float(sys.argv[3]) / 1000
-libc = ctypes.CDLL(None)
-def cpu(ru):
-    return round((ru.ru_utime + ru.ru_stime) * 1e6) * 1000
-before = cpu(resource.getrusage(resource.RUSAGE_CHILDREN))
-pids, alive = [], 0
-for i in range(n):
-    if alive == 2:
-        os.wait(); alive -= 1
-    pid = os.fork()
-    if pid == 0:
-        libc.prctl(15, name, 0, 0, 0)
-        end = time.thread_time() + spin
-        while time.thread_time() < end:
-            pass
-        os._exit(0)
-    pids.append(pid); alive += 1
-while alive:
-    os.wait(); alive -= 1
-after = cpu(resource.getrusage(resource.RUSAGE_CHILDREN))
-print(json.dumps({"pids": pids, "cpu_ns": after - before}))
-"""
 
 # The leader spins 250 ms; a second thread spins 50 ms, waits for the leader
 # to finish spinning, then execs a 300 ms burner (taking over the leader's pid).
@@ -94,7 +67,7 @@ print("yes" if got else "no", flush=True)
 
 def run_forker(name, n, spin_ms):
     r, w = os.pipe()
-    pid = spawn(FORKER, name, n, spin_ms, stdout=w)
+    pid = spawn(SPAWNER, name, n, spin_ms, stdout=w)
     os.close(w)
     with os.fdopen(r) as f:
         out = json.loads(f.read())

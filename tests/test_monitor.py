@@ -69,12 +69,13 @@ release.set()
 for t in ts: t.join()
 """
 
-# The parent of N short children (os.fork, ~2 ms of spinning each, at most
+# The parent of N short children (os.fork, argv[3] ms of CPU each (default 2), at most
 # two alive at a time), each named argv[1]. Prints the children's pids and the
 # CPU their rusage says they used (RUSAGE_CHILDREN delta), in ns.
 SPAWNER = r"""
 import ctypes, json, os, resource, sys, time
 name, n = sys.argv[1].encode(), int(sys.argv[2])
+spin = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.002
 libc = ctypes.CDLL(None)
 def cpu(ru):
     return round((ru.ru_utime + ru.ru_stime) * 1e6) * 1000
@@ -86,8 +87,8 @@ for i in range(n):
     pid = os.fork()
     if pid == 0:
         libc.prctl(15, name, 0, 0, 0)
-        end = time.monotonic() + 0.002
-        while time.monotonic() < end:
+        end = time.thread_time() + spin
+        while time.thread_time() < end:
             pass
         os._exit(0)
     pids.append(pid); alive += 1

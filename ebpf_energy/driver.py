@@ -215,11 +215,9 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
                 if cur.end_ns - last.end_ns > 1_000_000:  # the partial last interval, if it is not empty
                     n += 1
                     iw = diff_windows(last, cur)
-                    mj = m1.delta(m_prev) if meter is not None else None
-                    on_interval(n, iw, model.attribute(iw, mj), mj)
-            meter_j = m1.delta(m0) if meter is not None else None
-            if guard.lost:
-                meter_j = None
+                    mj = _joules(meter, m1, m_prev)
+                    on_interval(n, iw, guard.model.attribute(iw, mj), mj)
+            meter_j = _joules(meter, m1, m0)
             attribution = guard.model.attribute(cur, meter_j)
             if guard.lost:
                 attribution.model["meter_lost"] = guard.lost
@@ -240,9 +238,16 @@ def _interval(sampler, model, meter, prev, m_prev, n, on_interval):
     m = meter.read() if meter is not None else None
     if on_interval is not None:
         iw = diff_windows(prev or _empty_like(cur), cur)
-        mj = m.delta(m_prev) if meter is not None and not meter.lost else None
+        mj = _joules(meter, m, m_prev)
         on_interval(n, iw, (meter.model if meter is not None else model).attribute(iw, mj), mj)
     return cur, m
+
+
+def _joules(guard, later, earlier):
+    """The meter's joules between two readings; None without a meter, or once it was lost."""
+    if guard is None or guard.lost or later is None or earlier is None:
+        return None
+    return later.delta(earlier)
 
 
 class MeterGuard:

@@ -156,3 +156,38 @@ def test_meter_read_at_window_bounds_with_procfs(tmp_path):
         assert a.total_energy_j == pytest.approx(sum(a.energy_j.values()) + a.idle_energy_j)
         assert a.model["measured"] is True
     assert res.sampler_stats["samples"] >= 9
+
+
+class _FailingMeter:
+    """A meter whose reads fail from the ``fail_from``-th on (a zone removed)."""
+
+    name = "fake"
+
+    def __init__(self, fail_from):
+        self.n, self.fail_from = 0, fail_from
+
+    def read(self):
+        from ebpf_energy.rapl.errors import MeterFormatError
+        from ebpf_energy.rapl.meter import Reading
+
+        self.n += 1
+        if self.n >= self.fail_from:
+            raise MeterFormatError("energy_uj vanished")
+        return Reading(time.monotonic_ns(), {"package": float(self.n)})
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("fail_from", [1, 2, 3])
+def test_a_meter_that_fails_at_any_read_keeps_the_report(fail_from, capsys):
+    """Whichever read fails (the first, an interval's, the last), the run
+    ends with a CPU report whose model says the meter was lost."""
+    from ebpf_energy.model.rapl_split import RaplSplitModel
+
+    seen = []
+    r = drive(ClockSampler(), RaplSplitModel("fake"), meter=_FailingMeter(fail_from), duration_s=0.05,
+              interval_s=0.02, on_interval=lambda n, w, a, mj: seen.append(a.model["name"]))
+    assert "meter failed during the run" in r.attribution.model["meter_lost"]
+    assert r.attribution.model["name"] == "fixed" and r.meter_j is None
+    assert "meter failed during the run" in capsys.readouterr().err

@@ -56,15 +56,7 @@ def object_path() -> str:
 def online_cpus() -> List[int]:
     """The CPUs that are online now (``/sys/devices/system/cpu/online``)."""
     with open("/sys/devices/system/cpu/online") as f:
-        text = f.read().strip()
-    cpus = []
-    for part in text.split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            cpus.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            cpus.append(int(part))
-    return cpus
+        return syscall.cpu_list(f.read())
 
 
 class StructLayout:
@@ -201,7 +193,6 @@ class EbpfSampler:
             slots_off = obj.bss._var("slots")[0]
             cut_off = slot.offset_of("cut")
             deaths_off = slot.offset_of("deaths")
-            self._slot_size = slot.size
             self._cut_at = lambda cpu: slots_off + cpu * slot.size + cut_off
             self._deaths_at = lambda cpu: slots_off + cpu * slot.size + deaths_off
             self._tasks = obj.maps["tasks"]

@@ -790,18 +790,21 @@ def enable_stats():
 _ncpus = None
 
 
-def parse_cpu_list(text):
-    """Count the CPUs in a kernel cpu list such as ``0-3,6,8-9``."""
-    n = 0
+def cpu_list(text):
+    """The CPU numbers in a kernel cpu list such as ``0-3,6,8-9``."""
+    cpus = []
     for part in text.strip().split(","):
-        if not part:
-            continue
         if "-" in part:
             lo, hi = part.split("-")
-            n += int(hi) - int(lo) + 1
-        else:
-            n += 1
-    return n
+            cpus.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            cpus.append(int(part))
+    return cpus
+
+
+def parse_cpu_list(text):
+    """Count the CPUs in a kernel cpu list such as ``0-3,6,8-9``."""
+    return len(cpu_list(text))
 
 
 def num_possible_cpus():

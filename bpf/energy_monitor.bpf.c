@@ -316,6 +316,11 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 		key_of(&key, prev);
 		if (s->task == (__u64)prev) {
 			dur = runtime >= s->start_runtime ? runtime - s->start_runtime : 0;
+			/* never more than the slice's wall time: the first slice
+			 * after the window opened started from a runtime the kernel
+			 * had last brought up to date up to a tick before */
+			if (dur > wall)
+				dur = wall;
 		} else {
 			/* prev's switch-in unseen: prev's own runtime, then the
 			 * slot's task's, then idle share the wall time */
@@ -369,6 +374,8 @@ int cut(void *ctx)
 			idle_open = wall;
 		else
 			run = runtime >= s->start_runtime ? runtime - s->start_runtime : 0;
+		if (run > wall)
+			run = wall;
 	} else if (s->tid == 0) {
 		/* curr was switched in unseen while the slot says idle */
 		run = curr->pid ? picked_slice(curr, runtime, wall) : 0;

@@ -191,6 +191,7 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
         sampler.start()
         try:
             m0 = meter.read() if meter is not None else None
+            model.begin(guard.meter)
             if on_started is not None:
                 on_started()
             t0 = time.monotonic()
@@ -222,6 +223,7 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
             if guard.lost:
                 attribution.model["meter_lost"] = guard.lost
         finally:
+            model.end()
             sampler.stop()
         stats = sampler.stats() if hasattr(sampler, "stats") else {}
         return RunResult(window=cur, attribution=attribution, meter_j=meter_j, intervals=n,

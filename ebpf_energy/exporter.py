@@ -210,6 +210,7 @@ class Exporter:
         self.sampler.start()
         try:
             self._m_prev = self.meter.read() if self.meter is not None else None
+            self.model.begin(self.meter)
         except BaseException:
             self.sampler.stop()
             raise
@@ -242,6 +243,7 @@ class Exporter:
             return self.snapshot
 
     def stop(self) -> None:
+        self.model.end()
         self.sampler.stop()
 
     def _snapshot(self, cur, iw, att, mj, took) -> Snapshot:

@@ -98,6 +98,7 @@ class _Tree:
         try:
             self.sampler.start()
             self.m0 = self.meter.read() if self.meter is not None else None
+            self.model.begin(self.meter)
         except BaseException:
             self.sampler.stop()
             self.cgroup.remove()
@@ -137,6 +138,7 @@ class _Tree:
                 "dropped_cpu_ns": w.dropped_cpu_ns}
 
     def close(self, keep_alive_to: Optional[str] = None):
+        self.model.end()
         self.sampler.stop()
         if self.cgroup.nested and keep_alive_to is not None:
             return  # the enclosing measurement removes it, after counting what ran in it

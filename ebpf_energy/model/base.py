@@ -39,5 +39,12 @@ class PowerModel:
     def describe(self) -> dict:
         return {"name": self.name, "measured": self.measured, "profile": None, "meter": None}
 
+    def begin(self, meter) -> None:
+        """Called once the run's window opens (with its meter, or None): a
+        model that learns from the run starts here. Pair with :meth:`end`."""
+
+    def end(self) -> None:
+        """Called when the run is over."""
+
     def attribute(self, window: UsageWindow, meter_j: Optional[Dict[str, float]] = None) -> Attribution:
         raise NotImplementedError

@@ -9,12 +9,15 @@ How the measured joules are divided:
 * With a calibration profile: the idle part is ``idle_watts x window`` (capped
   at the measurement), the rest is dynamic and goes to processes in
   proportion to their CPU time.
-* Without one there is no way to tell idle from dynamic power, so the rule is
-  the plainest defensible one: every CPU-nanosecond, busy or idle, gets the
-  same share of the measured energy, and idle CPU time is its own consumer
-  ("idle"). This charges idle too much (an idle CPU draws less than a busy
-  one) and processes too little; calibrating fixes it, and the report says
-  which rule was used (``"idle_rule"``).
+* Without one, the idle power is fitted from the meter's own readings over
+  the run (:mod:`ebpf_energy.model.idle_estimate`, started by :meth:`begin`)
+  and used the same way, when the load varied enough to separate the two.
+* Failing that there is no way to tell idle from dynamic power, so the rule
+  is the plainest defensible one: every CPU-nanosecond, busy or idle, gets
+  the same share of the measured energy, and idle CPU time is its own
+  consumer ("idle"). This charges idle too much and processes too little;
+  calibrating fixes it. The report always says which rule was used
+  (``"idle_rule"``: ``profile``, ``fitted_from_run`` or ``cpu_time_share``).
 
 ``idle_share`` spreads the idle part over processes by CPU share, so the
 processes account for the whole measurement. Other domains (dram, psys, ...)
@@ -45,13 +48,39 @@ class RaplSplitModel(PowerModel):
         self.profile = profile
         self.idle_share = idle_share
         self.simulated_meter = simulated_meter
+        self.estimator = None
 
-    def describe(self) -> dict:
-        d = {**super().describe(), "meter": self.meter_name, "idle_share": self.idle_share,
-             "simulated": self.simulated_meter,
-             "idle_rule": "profile" if self.profile else "cpu_time_share"}
+    # -- the run's own idle estimate -------------------------------------------
+    def begin(self, meter) -> None:
+        """Start fitting idle power from ``meter`` (only without a profile)."""
+        if self.profile is None and self.estimator is None and meter is not None:
+            from ebpf_energy.model.idle_estimate import IdlePowerEstimator
+
+            self.estimator = IdlePowerEstimator(meter).start()
+
+    def end(self) -> None:
+        if self.estimator is not None:
+            self.estimator.stop()
+
+    def _idle_watts(self):
+        """(watts, rule, fit or None) for the idle part."""
         if self.profile:
-            d.update(profile=self.profile.get("_path"), idle_watts=float(self.profile["idle_watts"]))
+            return float(self.profile["idle_watts"]), "profile", None
+        fit = self.estimator.estimate() if self.estimator is not None else None
+        if fit is not None:
+            return fit["idle_watts"], "fitted_from_run", fit
+        return None, "cpu_time_share", None
+
+    def describe(self, idle=None) -> dict:
+        watts, rule, fit = idle or self._idle_watts()
+        d = {**super().describe(), "meter": self.meter_name, "idle_share": self.idle_share,
+             "simulated": self.simulated_meter, "idle_rule": rule}
+        if self.profile:
+            d["profile"] = self.profile.get("_path")
+        if watts is not None:
+            d["idle_watts"] = round(watts, 3)
+        if fit is not None:
+            d["idle_fit"] = {"samples": fit["samples"], "r2": round(fit["r2"], 4)}
         return d
 
     def attribute(self, window, meter_j=None):
@@ -60,8 +89,10 @@ class RaplSplitModel(PowerModel):
         total = max(package_joules(meter_j), 0.0)
         cpu_ns = {pid: p.cpu_ns for pid, p in window.processes.items()}
         busy = sum(cpu_ns.values())
-        if self.profile:
-            idle = min(float(self.profile["idle_watts"]) * max(window.duration_s, 0.0), total)
+        rule = self._idle_watts()
+        idle_watts = rule[0]
+        if idle_watts is not None:
+            idle = min(idle_watts * max(window.duration_s, 0.0), total)
             if busy <= 0:
                 idle = total
             dynamic = total - idle
@@ -75,5 +106,5 @@ class RaplSplitModel(PowerModel):
                 idle = total - sum(energy.values())
         if self.idle_share:
             energy, idle = spread_idle(energy, cpu_ns, idle)
-        return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe(),
+        return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe(rule),
                            domains_j={k: float(v) for k, v in meter_j.items()})

@@ -316,10 +316,10 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 		key_of(&key, prev);
 		if (s->task == (__u64)prev) {
 			dur = runtime >= s->start_runtime ? runtime - s->start_runtime : 0;
-			/* never more than the slice's wall time: the first slice
-			 * after the window opened started from a runtime the kernel
-			 * had last brought up to date up to a tick before */
-			if (dur > wall)
+			/* the first slice after the window opened started from a
+			 * runtime the kernel had last brought up to date up to a
+			 * tick before: never more than its wall time */
+			if (s->open == EM_OPEN_FIRST && dur > wall)
 				dur = wall;
 		} else {
 			/* prev's switch-in unseen: prev's own runtime, then the
@@ -333,6 +333,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 			stream_slice(s, prev, key.tid, prev->tgid, cpu, now - wall, dur, flags);
 	}
 	set_slot(s, next, now);
+	s->open = EM_OPEN;
 	return 0;
 }
 
@@ -364,7 +365,7 @@ int cut(void *ctx)
 		c->ns = now;
 		c->epoch = 1;
 		barrier();
-		s->open = 1;
+		s->open = EM_OPEN_FIRST;
 		return 0;
 	}
 	wall = now > s->start_ns ? now - s->start_ns : 0;

@@ -16,6 +16,8 @@
 #define EM_MAX_CPUS     1024  /* slots[] length; CPUs beyond it count in cpu_overflow */
 #define EM_COMM_LEN     16
 #define EM_TASK_DEAD    0x80  /* task_struct.__state on the final switch-out */
+#define EM_OPEN_FIRST   1     /* cpu_slot.open: the slice running when the window opened */
+#define EM_OPEN         2
 
 /* task_stats.flags */
 #define EM_FLAG_EXITED  0x1   /* sched_process_exit seen (the task may still run once more) */
@@ -68,7 +70,7 @@ struct cpu_slot {
 	__u64 start_runtime; /* its se.sum_exec_runtime then */
 	__u32 key_start;     /* its task_key.start */
 	__u32 tid;           /* running now; 0 = the idle task */
-	__u32 open;          /* window open on this CPU */
+	__u32 open;          /* window open on this CPU: EM_OPEN_FIRST until its first switch, then EM_OPEN */
 	__u32 epoch;
 	__u64 busy_ns;
 	__u64 idle_ns;

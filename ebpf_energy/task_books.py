@@ -198,74 +198,95 @@ class Books:
 
     def process_key(self, tgid: int, pstart: int):
         """A process's key in :attr:`UsageWindow.processes`: its pid for the
-        first process seen with that pid, ``(pid, start)`` for later ones
-        (pid reuse), so keys stay the same from read to read."""
-        first = self._first_pstart.setdefault(tgid, pstart)
+        first (oldest) process seen with that pid, ``(pid, start)`` for later
+        ones (pid reuse), so keys stay the same from read to read."""
+        first = self._first_pstart.get(tgid)
+        if first is None and pstart:
+            first = self._first_pstart[tgid] = pstart
         return tgid if first == pstart or not pstart else (tgid, pstart)
+
+    def _register_first(self, seen):
+        """Before a window is assembled: a pid not seen before belongs, as its
+        plain key, to the oldest of its processes in this read, whatever order
+        the map hands them out in."""
+        first = self._first_pstart
+        new: Dict[int, int] = {}
+        for tgid, pstart in seen:
+            if pstart and tgid not in first and (tgid not in new or pstart < new[tgid]):
+                new[tgid] = pstart
+        first.update(new)
 
     def window(self, live: Dict[TaskKey, Entry], cuts: List[CpuCut], *, source: str, cgroup_path,
                with_threads: bool) -> UsageWindow:
-        threads: Dict[TaskKey, Thread] = {}
-        for key, t in self.closed.items():
-            # what ran after the cut is counted at the next read: not final yet
-            flags = t.flags & ~FLAG_DEAD if key in self._pending else t.flags
-            threads[key] = Thread(t.tid, t.start, t.tgid, t.pstart, t.comm, t.cgroup_id, t.cpu_ns, t.slices,
-                                  flags, t.meta_ns)
-        for key, e in live.items():
-            t = threads.get(key)
-            if t is None:
-                t = threads[key] = Thread(key[0], key[1])
-            t.cpu_ns += e.cut_cpu_ns
-            t.slices += e.cut_slices
-            t.take_meta(e)
-            # still in the map, so not reaped (DEAD in user space means reaped)
-            t.flags = t.flags & ~FLAG_DEAD | (FLAG_EXITED if (e.flags | e.cut_flags) & (FLAG_EXITED | FLAG_DEAD) else 0)
+        """One pass over every task (reaped, in the map, running at the cut),
+        each summed into its process: a task in two of those places (an exec
+        from a thread takes over the leader's key) is one thread."""
+        procs: Dict[object, ProcessUsage] = {}
+        alive, seen = set(), set()
+        pkey_of = self.process_key
+        closed, pending = self.closed, self._pending
+        running: Dict[TaskKey, OpenSlice] = {}
         for c in cuts:
             r = c.running
-            if r is None or not r.tid:
-                continue
-            key = (r.tid, r.start)
-            t = threads.get(key)
-            if t is None:
-                t = threads[key] = Thread(r.tid, r.start, r.tgid, r.pstart, r.comm, r.cgroup_id)
-            t.cpu_ns += r.run_ns
-            t.flags &= ~FLAG_DEAD
-            if not t.comm:
-                t.comm = r.comm
-            t.tgid = t.tgid or r.tgid
-            t.pstart = t.pstart or r.pstart
-            t.cgroup_id = t.cgroup_id or r.cgroup_id
-        return self._assemble(threads, cuts, source, cgroup_path, with_threads)
+            if r is not None and r.tid:
+                key = (r.tid, r.start)
+                if key in running:  # one task in two CPUs' cuts (an unseen switch): one thread
+                    r = OpenSlice(r.tid, r.start, r.tgid, r.pstart, r.comm, r.cgroup_id, r.run_ns + running[key].run_ns)
+                running[key] = r
+        self._register_first([(e.tgid or k[0], e.pstart) for k, e in live.items()]
+                             + [(t.tgid or abs(t.tid), t.pstart) for t in closed.values()]
+                             + [(r.tgid or r.tid, r.pstart) for r in running.values()])
 
-    def _assemble(self, threads, cuts, source, cgroup_path, with_threads) -> UsageWindow:
-        alive, seen = set(), set()
-        procs: Dict[object, ProcessUsage] = {}
-        for t in threads.values():
-            tgid = t.tgid or t.tid
-            pkey = self.process_key(tgid, t.pstart)
-            seen.add(pkey)
-            if not t.flags & FLAG_DEAD:
-                alive.add(pkey)
-            exited = bool(t.flags & (FLAG_EXITED | FLAG_DEAD))
-            p = procs.get(pkey)
+        def add(tid, tgid, pstart, comm, cgid, cpu, sl, exited, dead):
+            tgid = tgid or abs(tid)
+            pk = pkey_of(tgid, pstart)
+            p = procs.get(pk)
             if p is None:
-                p = procs[pkey] = ProcessUsage(pid=tgid, comm=t.comm, cpu_ns=0, slices=0, exited=True,
-                                               cgroup_id=t.cgroup_id or None, cgroup=cgroup_path(t.cgroup_id))
-            p.cpu_ns += t.cpu_ns
-            p.slices += t.slices
-            p.exited = p.exited and exited
-            if t.tid == tgid and t.comm:
-                p.comm = t.comm
-                if t.cgroup_id:
-                    p.cgroup_id, p.cgroup = t.cgroup_id, cgroup_path(t.cgroup_id)
+                p = procs[pk] = ProcessUsage(pid=tgid, comm=comm, cpu_ns=0, slices=0, exited=True,
+                                             cgroup_id=cgid or None, cgroup=cgroup_path(cgid))
+                seen.add(pk)
+            p.cpu_ns += cpu
+            p.slices += sl
+            if not dead:
+                alive.add(pk)
+            if not exited:
+                p.exited = False
+            if tid == tgid and comm:
+                p.comm = comm
+                if cgid and cgid != p.cgroup_id:
+                    p.cgroup_id, p.cgroup = cgid, cgroup_path(cgid)
             elif not p.comm:
-                p.comm = t.comm
+                p.comm = comm
             if with_threads:
-                p.threads.append(ThreadUsage(t.tid, t.comm, t.cpu_ns, t.slices, exited))
+                p.threads.append(ThreadUsage(tid, comm, cpu, sl, exited))
+
+        for key, e in live.items():
+            cpu, sl = e.cut_cpu_ns, e.cut_slices
+            t = closed.get(key)
+            if t is not None:
+                cpu += t.cpu_ns
+                sl += t.slices
+            r = running.get(key)
+            if r is not None:
+                cpu += r.run_ns
+            # still in the map, so not reaped (dead in user space means reaped)
+            exited = bool((e.flags | e.cut_flags) & (FLAG_EXITED | FLAG_DEAD)) and r is None
+            add(key[0], e.tgid, e.pstart, e.comm, e.cgroup_id, cpu, sl, exited, False)
+        for key, t in closed.items():
+            if key in live:
+                continue
+            r = running.get(key)
+            cpu = t.cpu_ns + (r.run_ns if r is not None else 0)
+            # what ran after the cut is counted at the next read: not final yet
+            final = r is None and key not in pending
+            add(t.tid, t.tgid, t.pstart, t.comm, t.cgroup_id, cpu, t.slices, r is None, final)
+        for key, r in running.items():
+            if key not in live and key not in closed:
+                add(r.tid, r.tgid, r.pstart, r.comm, r.cgroup_id, r.run_ns, 0, False, False)
         self.fully_dead = seen - alive
         start = min(c.open_ns for c in cuts)
         end = max(c.ns for c in cuts)
-        busy = sum(c.busy_ns for c in cuts) + sum(c.running.run_ns for c in cuts if c.running)
+        busy = sum(c.busy_ns for c in cuts) + sum(r.run_ns for r in running.values())
         idle = [c.idle_ns for c in cuts]
         return UsageWindow(
             source=source, start_ns=start, end_ns=end, ncpus=len(cuts), processes=procs,

@@ -24,6 +24,7 @@ ROOT = os.path.dirname(HERE)
 BENCHMARKS = [
     ("bpf_cost.py", []),
     ("monitor_overhead.py", []),
+    ("monitor_scale.py", []),
     ("load_bench.py", []),
     ("ringbuf_drain.py", []),
     ("procfs_cost.py", []),

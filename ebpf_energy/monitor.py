@@ -36,8 +36,7 @@ from ebpf_energy.loader.btf import KIND_ARRAY, KIND_INT, KIND_STRUCT, KIND_NAMES
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.object import BpfObject
 from ebpf_energy.privilege import require_bpf
-from ebpf_energy.task_books import (FLAG_DEAD, Books, CpuCut, EntryDecoder, OpenSlice, comm_of, decode_key,
-                                    encode_key)
+from ebpf_energy.task_books import FLAG_DEAD, Books, CpuCut, EntryDecoder, OpenSlice, comm_of, encode_key
 from ebpf_energy.usage import UsageWindow
 
 DEFAULT_MAX_TASKS = 16384
@@ -286,20 +285,20 @@ class EbpfSampler:
         epochs = [0] * self._ncpus
         for cpu, c in self.cuts.items():
             epochs[cpu] = c.epoch
-        decode = self._decoder.decode
+        decoder = self._decoder
         live = {}
         dead = []
-        for kb, vb in self._tasks.lookup_batch(raw=True):
-            e = decode(vb, epochs)
-            key = decode_key(kb)
-            if (e.flags | e.cut_flags) & FLAG_DEAD:
-                dead.append(key)
-            else:
-                live[key] = e
+        for keys, values in self._tasks.lookup_batch_buffers():
+            for key, e in decoder.decode_batch(keys, values, epochs):
+                if (e.flags | e.cut_flags) & FLAG_DEAD:
+                    dead.append(key)
+                else:
+                    live[key] = e
         for key in dead:
-            raw = syscall.map_lookup_and_delete(self._tasks.fd, encode_key(key), self._decoder.value_size)
+            raw = syscall.map_lookup_and_delete(self._tasks.fd, encode_key(key), decoder.value_size)
+            decoder.forget(key)
             if raw is not None:
-                books.reap(key, decode(raw, epochs))
+                books.reap(key, decoder.decode(raw, epochs))
         self._reaped_deaths = sum(c.deaths for c in self.cuts.values())
         self._last_read = time.monotonic()
         self.reads += 1

@@ -20,8 +20,9 @@ nothing counted twice or missing, and totals never go backwards.
 """
 
 import struct
+from operator import eq as _eq
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
 
@@ -49,8 +50,7 @@ def comm_of(raw: bytes) -> str:
     return "".join(ch if ch.isprintable() else "\\x%02x" % ord(ch) for ch in s)
 
 
-@dataclass
-class Entry:
+class Entry(NamedTuple):
     """One map entry, summed over its per-CPU copies."""
 
     cut_cpu_ns: int  # as it stood at the cut
@@ -66,45 +66,100 @@ class Entry:
     meta_ns: int
 
 
+_new_entry = tuple.__new__  # an Entry without NamedTuple's Python-level __new__: this runs per task per read
+
+COUNTERS = ("cpu_ns", "slices", "flags", "epoch", "cut_cpu_ns", "cut_slices", "cut_flags", "meta_ns")
+META = ("tgid", "pstart", "cgroup_id", "comm")
+
+
+def _fields_struct(layout, names, stride, copies):
+    """A struct.Struct reading ``names`` (in offset order) from ``copies``
+    consecutive copies of ``stride`` bytes: one call per entry, not per copy."""
+    items = sorted((layout.offsets[n], layout.struct.format, n) for n in names)
+    sizes = {"cpu_ns": 8, "slices": 8, "flags": 4, "epoch": 4, "cut_cpu_ns": 8, "cut_slices": 8,
+             "cut_flags": 4, "meta_ns": 8, "tgid": 4, "pstart": 8, "cgroup_id": 8}
+    codes = {8: "Q", 4: "I"}
+    one, pos, order = "", 0, []
+    for off, _, n in items:
+        size = 16 if n == "comm" else sizes[n]
+        one += (f"{off - pos}x" if off > pos else "") + ("16s" if n == "comm" else codes[size])
+        pos = off + size
+        order.append(n)
+    one += f"{stride - pos}x" if stride > pos else ""
+    return struct.Struct("<" + one * copies), order
+
+
 class EntryDecoder:
-    """Decodes a PERCPU_HASH value (one ``task_stats`` copy per possible CPU)."""
+    """Decodes a PERCPU_HASH value (one ``task_stats`` copy per possible CPU).
+
+    The counters of every copy come out of one ``unpack_from``; comm, tgid
+    and cgroup are decoded only when an entry's newest meta_ns changed since
+    the last read (a per-key cache), since a long-lived task keeps them."""
 
     def __init__(self, layout, ncpus: int):
         self.layout = layout
         self.ncpus = ncpus
         self.stride = (layout.size + 7) // 8 * 8
         self.value_size = self.stride * ncpus
-        ix = layout.index
-        self._ix = tuple(ix[n] for n in ("cpu_ns", "slices", "flags", "epoch", "cut_cpu_ns", "cut_slices",
-                                         "cut_flags", "tgid", "pstart", "meta_ns", "cgroup_id", "comm"))
+        self._counters, order = _fields_struct(layout, COUNTERS, self.stride, ncpus)
+        self._k = len(order)
+        self._ix = tuple(order.index(n) for n in COUNTERS)
+        self._meta, morder = _fields_struct(layout, META, self.stride, 1)
+        self._mix = tuple(morder.index(n) for n in META)
+        self._cache: Dict[TaskKey, tuple] = {}  # key -> (meta_ns, tgid, pstart, comm, cgroup_id)
 
-    def decode(self, raw: bytes, epochs: List[int]) -> Entry:
+    def decode(self, raw, epochs: List[int], key: Optional[TaskKey] = None, offset: int = 0) -> Entry:
         """``epochs[cpu]``: that CPU's epoch at the cut (0: no cut there, every copy as it is)."""
-        i_cpu, i_sl, i_fl, i_ep, i_ccpu, i_csl, i_cfl, i_tgid, i_ps, i_meta, i_cg, i_comm = self._ix
-        unpack = self.layout.struct.unpack_from
-        stride = self.stride
-        ccpu = csl = cfl = cpu = sl = fl = 0
-        best = None
-        for c in range(self.ncpus):
-            rec = unpack(raw, c * stride)
-            cpu += rec[i_cpu]
-            sl += rec[i_sl]
-            fl |= rec[i_fl]
-            e = rec[i_ep]
-            if e and e == epochs[c]:
-                ccpu += rec[i_ccpu]
-                csl += rec[i_csl]
-                cfl |= rec[i_cfl]
-            else:
-                ccpu += rec[i_cpu]
-                csl += rec[i_sl]
-                cfl |= rec[i_fl]
-            if rec[i_meta] and (best is None or rec[i_meta] > best[i_meta]):
-                best = rec
-        if best is None:
-            return Entry(ccpu, csl, cfl, cpu, sl, fl, 0, 0, "", 0, 0)
-        return Entry(ccpu, csl, cfl, cpu, sl, fl, best[i_tgid], best[i_ps], comm_of(best[i_comm]),
-                     best[i_cg], best[i_meta])
+        return self._entry(self._counters.unpack_from(raw, offset), raw, offset, epochs, key)
+
+    def decode_batch(self, keys, values, epochs: List[int]) -> Iterator[Tuple[TaskKey, Entry]]:
+        """Every (key, entry) of one batch (two buffers of records back to back)."""
+        vs = self.value_size
+        entry = self._entry
+        for i, (key, vals) in enumerate(zip(KEY.iter_unpack(keys), self._counters.iter_unpack(values))):
+            yield key, entry(vals, values, i * vs, epochs, key)
+
+    def _entry(self, vals, raw, offset, epochs, key) -> Entry:
+        # Column slices and C-level sums: this runs for every task at every
+        # read, so the per-copy work stays out of the Python loop. The copies
+        # written since the cut (their epoch is the CPU's cut epoch) are the
+        # rare case: only then is the value at the cut taken from cut_*.
+        i_cpu, i_sl, i_fl, i_ep, i_ccpu, i_csl, i_cfl, i_meta = self._ix
+        k = self._k
+        cpu = sum(vals[i_cpu::k])
+        sl = sum(vals[i_sl::k])
+        fl = 0
+        for f in vals[i_fl::k]:
+            fl |= f
+        eps = vals[i_ep::k]
+        if any(map(_eq, eps, epochs)):
+            ccpu, csl, cfl = cpu, sl, 0
+            for c, e in enumerate(eps):
+                b = c * k
+                if e and e == epochs[c]:
+                    ccpu += vals[b + i_ccpu] - vals[b + i_cpu]
+                    csl += vals[b + i_csl] - vals[b + i_sl]
+                    cfl |= vals[b + i_cfl]
+                else:
+                    cfl |= vals[b + i_fl]
+        else:
+            ccpu, csl, cfl = cpu, sl, fl
+        metas = vals[i_meta::k]
+        best = max(metas)
+        if not best:
+            return _new_entry(Entry, (ccpu, csl, cfl, cpu, sl, fl, 0, 0, "", 0, 0))
+        m = self._cache.get(key) if key is not None else None
+        if m is None or m[0] != best:
+            i_tgid, i_ps, i_cg, i_comm = self._mix
+            rec = self._meta.unpack_from(raw, offset + metas.index(best) * self.stride)
+            m = (best, rec[i_tgid], rec[i_ps], comm_of(rec[i_comm]), rec[i_cg])
+            if key is not None:
+                self._cache[key] = m
+        return _new_entry(Entry, (ccpu, csl, cfl, cpu, sl, fl, m[1], m[2], m[3], m[4], m[0]))
+
+    def forget(self, key: TaskKey) -> None:
+        """The entry left the map: its cached meta is of no more use."""
+        self._cache.pop(key, None)
 
 
 @dataclass

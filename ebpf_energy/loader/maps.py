@@ -234,25 +234,36 @@ class Map:
         return out
 
     def _batch(self, delete, chunk, raw=False):
-        count = chunk or max(1, min(self.max_entries, 4096))
         out = []
-        token = None
-        while True:
-            try:
-                ks, vs, token_out = syscall.map_lookup_batch(self.fd, self.key_size, self._vsize, count,
-                                                             token, delete)
-            except SyscallError as e:
-                if e.errno == _errno.ENOSPC and not isinstance(e, NotSupported):
-                    count *= 2  # one hash bucket holds more than `count` entries
-                    continue
-                raise
+        for ks, vs in self._batches(delete, chunk, buffers=False):
             if raw:
                 out.extend(zip(ks, vs))
             else:
                 dk, dv = self._decode_key, self._decode_value
                 out.extend((dk(k), dv(v)) for k, v in zip(ks, vs))
+        return out
+
+    def lookup_batch_buffers(self, chunk=None):
+        """Every entry as raw batches: ``(keys, values)`` buffers of records
+        back to back (per-CPU values as rounded-up copies), for callers that
+        decode a whole batch with ``struct.iter_unpack``. Hash types only."""
+        return self._batches(False, chunk, buffers=True)
+
+    def _batches(self, delete, chunk, buffers):
+        count = chunk or max(1, min(self.max_entries, 4096))
+        token = None
+        while True:
+            try:
+                ks, vs, token_out = syscall.map_lookup_batch(self.fd, self.key_size, self._vsize, count,
+                                                             token, delete, buffers)
+            except SyscallError as e:
+                if e.errno == _errno.ENOSPC and not isinstance(e, NotSupported):
+                    count *= 2  # one hash bucket holds more than `count` entries
+                    continue
+                raise
+            yield ks, vs
             if token_out is None:
-                return out
+                return
             token = token_out
 
     # --- whole-map operations

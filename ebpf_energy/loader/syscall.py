@@ -306,14 +306,16 @@ def map_freeze(fd):
         raise _fail("BPF_MAP_FREEZE", err)
 
 
-def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=False):
+def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=False, buffers=False):
     """BPF_MAP_LOOKUP_BATCH (or LOOKUP_AND_DELETE_BATCH).
 
     Returns ``(keys, values, out_batch)``: lists of bytes, and the opaque token for
     the next call, or None when the map is exhausted. ``value_size`` is the full
     per-entry size (per-CPU maps: rounded size times CPUs). Raises NotSupported
     when the map type has no batch ops, SyscallError(ENOSPC) when a hash bucket
-    holds more than ``count`` entries (retry with a bigger count).
+    holds more than ``count`` entries (retry with a bigger count). With
+    ``buffers=True`` the keys and values come as two contiguous buffers of
+    ``n`` records each (for ``struct.iter_unpack``), not as lists.
     """
     cmd = uapi.BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else uapi.BPF_MAP_LOOKUP_BATCH
     cname = uapi.CMD_NAMES[cmd]
@@ -337,9 +339,12 @@ def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=Fals
                   f" -> {n} entries{'' if not err else ', ' + _errno.errorcode.get(err, str(err))}")
     if err and err != _errno.ENOENT:
         raise _fail(cname, err)
+    token = None if err == _errno.ENOENT else bytes(out_tok)
+    if buffers:
+        return memoryview(keys)[:n * key_size], memoryview(vals)[:n * value_size], token
     ks = [bytes(keys[i * key_size:(i + 1) * key_size]) for i in range(n)]
     vs = [bytes(vals[i * value_size:(i + 1) * value_size]) for i in range(n)]
-    return ks, vs, (None if err == _errno.ENOENT else bytes(out_tok))
+    return ks, vs, token
 
 
 # ----------------------------------------------------------------------------- BTF and programs

@@ -8,6 +8,7 @@ meter/profile failures into a one-sentence ``click.ClickException``.
 
 import click
 
+from ebpf_energy.commands._numbers import MAX_WATTS_PER_CPU, Number
 METER_CHOICES = ["auto", "powercap", "perf", "none"]
 
 powercap_root_option = click.option(
@@ -15,7 +16,7 @@ powercap_root_option = click.option(
     help="Read RAPL from this powercap tree instead of /sys/class/powercap (env EBPF_ENERGY_POWERCAP_ROOT).")
 
 _OPTIONS = [
-    click.option("-p", "--power", type=click.FloatRange(min=0, min_open=True), default=None, metavar="WATTS",
+    click.option("-p", "--power", type=Number(min=0, min_open=True, max=MAX_WATTS_PER_CPU, unit="W"), default=None, metavar="WATTS",
                  help="Fixed model: watts per busy CPU (overrides any meter or profile)."),
     click.option("--profile", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                  help="Use this calibration profile (default: the saved one, if it fits this CPU)."),

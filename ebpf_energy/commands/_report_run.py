@@ -10,13 +10,14 @@ import sys
 
 import click
 
+from ebpf_energy.commands._numbers import PID_MAX_LIMIT, Number, count, seconds
 from ebpf_energy.report import BY_CHOICES, drop_warning
 
 _LISTING = [
-    click.option("--top", type=click.IntRange(min=1), default=None, metavar="N",
+    click.option("--top", type=count(), default=None, metavar="N",
                  help="Rows to list (table default 20; JSON and CSV list everything unless given)."),
     click.option("--threads", is_flag=True, help="Also list each thread under its process."),
-    click.option("--pid", "pids", type=click.IntRange(min=0), multiple=True, metavar="PID",
+    click.option("--pid", "pids", type=Number(min=1, max=PID_MAX_LIMIT, integer=True), multiple=True, metavar="PID",
                  help="Only list this process (repeatable). Totals still cover the whole machine."),
     click.option("--comm", "comms", multiple=True, metavar="NAME",
                  help="Only list processes with this name (repeatable)."),
@@ -29,7 +30,7 @@ _LISTING = [
 ]
 
 duration_option = click.option(
-    "-d", "--duration", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+    "-d", "--duration", type=seconds(), default=0.0, show_default=True, metavar="SECONDS",
     help="How long to measure; 0 means until Ctrl-C or SIGTERM.")
 
 

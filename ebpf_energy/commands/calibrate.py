@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from ebpf_energy.commands._numbers import Number, count, seconds
 from ebpf_energy.commands._options import powercap_root_option
 
 EXIT_NOT_CREDIBLE = 4
@@ -49,15 +50,15 @@ def _sigterm_as_interrupt(signum, frame):
 @click.option("--meter", "meter_kind", type=click.Choice(["auto", "powercap", "perf"]), default="auto",
               show_default=True, help="Which RAPL interface to read.")
 @click.option("--levels", default=None, metavar="N,N,...", help="Busy-CPU levels (default 0,1,...,ncpus).")
-@click.option("--seconds-per-level", type=click.FloatRange(min=0.2), default=5.0, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=0.25, show_default=True,
+@click.option("--seconds-per-level", type=seconds(min=0.2, max=86400.0), default=5.0, show_default=True)
+@click.option("--rounds", type=count(max=1000), default=3, show_default=True)
+@click.option("--sample-interval", type=seconds(min=0.01, max=3600.0), default=0.25, show_default=True,
               help="Seconds per sample within a level.")
-@click.option("--settle", type=click.FloatRange(min=0), default=0.3, show_default=True,
+@click.option("--settle", type=seconds(max=3600.0), default=0.3, show_default=True,
               help="Seconds to wait after changing the load before sampling.")
-@click.option("--min-r2", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+@click.option("--min-r2", type=Number(min=0, max=1), default=0.9, show_default=True,
               help="Refuse fits with a lower R².")
-@click.option("--seed", type=int, default=None, help="Seed for the shuffled level order.")
+@click.option("--seed", type=Number(min=0, max=2**63, integer=True), default=None, help="Seed for the shuffled level order.")
 @click.option("--cpu-cgroup", type=click.Path(file_okay=False, exists=True), default=None,
               help="Run the workers in this cgroup v2 folder and take busy time from its cpu.stat instead of "
                    "/proc/stat (for tests on a shared machine; the idle fit then includes other load).")

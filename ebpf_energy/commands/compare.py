@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._options import model_options
 from ebpf_energy.workloads import NAMES
 
@@ -28,13 +29,13 @@ def _model_args(power, profile, no_profile, powercap_root, meter, idle_share):
 
 
 @click.command()
-@click.option("-d", "--duration", type=click.FloatRange(min=0, min_open=True), required=True, metavar="SECONDS",
+@click.option("-d", "--duration", type=seconds(min_open=True), required=True, metavar="SECONDS",
               help="Length of the window (the workload is stopped at its end if still running).")
 @click.option("-w", "--workload-command", "command", default=None, metavar="COMMAND",
               help="A shell command to run as the workload.")
 @click.option("--workload", "workload", type=click.Choice(NAMES), default=None,
               help="A built-in workload (needs nothing installed).")
-@click.option("-i", "--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True, metavar="SECONDS",
+@click.option("-i", "--interval", type=seconds(min=0.01, max=3600.0), default=0.1, show_default=True, metavar="SECONDS",
               help="The /proc monitor's poll interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
 @click.option("--plot", "plot", default=None, metavar="FILE.svg|png",

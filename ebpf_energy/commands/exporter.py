@@ -11,6 +11,7 @@ import threading
 
 import click
 
+from ebpf_energy.commands._numbers import Number, count, seconds
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.exporter import DEFAULT_INTERVAL_S, DEFAULT_LINGER_S, DEFAULT_LISTEN, DEFAULT_TOP
 
@@ -19,13 +20,13 @@ from ebpf_energy.exporter import DEFAULT_INTERVAL_S, DEFAULT_LINGER_S, DEFAULT_L
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               help="Address to serve /metrics on. Loopback by default: exposing it needs an explicit address "
                    "(e.g. 0.0.0.0:9877 or [::]:9877). Port 0 picks a free port (printed on stderr).")
-@click.option("--top", type=click.IntRange(min=1), default=DEFAULT_TOP, show_default=True, metavar="N",
+@click.option("--top", type=count(max=100_000), default=DEFAULT_TOP, show_default=True, metavar="N",
               help="Processes with a series of their own (by energy over the run); the rest are pid=\"other\".")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=DEFAULT_INTERVAL_S, show_default=True,
+@click.option("--interval", type=seconds(min=0.05, max=86400.0), default=DEFAULT_INTERVAL_S, show_default=True,
               metavar="SECONDS", help="How often the numbers are refreshed (scrapes read the last refresh).")
-@click.option("--linger", type=click.FloatRange(min=0), default=DEFAULT_LINGER_S, show_default=True,
+@click.option("--linger", type=seconds(), default=DEFAULT_LINGER_S, show_default=True,
               metavar="SECONDS", help="How long an exported process's series stays after it exits.")
-@click.option("--max-tasks", type=click.IntRange(min=1), default=16384, show_default=True, metavar="N",
+@click.option("--max-tasks", type=Number(min=1, max=2**32 - 1, integer=True), default=16384, show_default=True, metavar="N",
               help="Threads the kernel map holds between two refreshes; overflow is counted as dropped.")
 @click.option("--explain", "explain_", is_flag=True, help="Tell every loader step (syscalls, relocations) on stderr.")
 @model_options

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._signals import TerminateOnSignals
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
@@ -114,7 +115,7 @@ def print_text(report, out):
 @click.command()
 @click.argument("object_path", metavar="OBJECT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--attach/--no-attach", default=True, show_default=True, help="Attach the programs after loading.")
-@click.option("--duration", "-d", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--duration", "-d", type=seconds(), default=0.0, show_default=True,
               help="Seconds to keep the programs running before reporting (Ctrl-C ends early).")
 @click.option("--set", "sets", multiple=True, metavar="VAR=VALUE",
               help="Set a global variable (.rodata const volatile, .data, .bss) before load. Repeatable.")

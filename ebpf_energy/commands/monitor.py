@@ -10,15 +10,10 @@ import sys
 
 import click
 
+from ebpf_energy.commands._numbers import YEAR_S, Number, seconds
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.commands._report_run import (duration_option, listing_options, output_format, run_and_report,
                                               selection_for)
-
-
-def _interval(ctx, param, value):
-    if value is not None and not value > 0:
-        raise click.BadParameter(f"must be a positive number of seconds, got {value}")
-    return value
 
 
 def _event_printer(err, watts):
@@ -34,15 +29,15 @@ def _event_printer(err, watts):
 
 @click.command()
 @duration_option
-@click.option("-i", "--interval", type=float, default=None, callback=_interval, metavar="SECONDS",
+@click.option("-i", "--interval", type=seconds(min_open=True, max=86400.0), default=None, metavar="SECONDS",
               help="Print a refreshed table (JSON Lines with --json) every SECONDS.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Stream one line per scheduling slice on stderr (filtered in the kernel by --pid, --cgroup, "
                    "--min-slice-us).")
 @listing_options
-@click.option("--max-tasks", type=click.IntRange(min=1), default=16384, show_default=True, metavar="N",
+@click.option("--max-tasks", type=Number(min=1, max=2**32 - 1, integer=True), default=16384, show_default=True, metavar="N",
               help="Threads the kernel map holds between two reads; overflow is counted and reported as dropped.")
-@click.option("--min-slice-us", type=click.IntRange(min=0), default=0, metavar="US",
+@click.option("--min-slice-us", type=Number(min=0, max=YEAR_S * 1e6, integer=True), default=0, metavar="US",
               help="With -v: only stream slices at least this long.")
 @click.option("--explain", "explain_", is_flag=True, help="Tell every loader step (syscalls, relocations) on stderr.")
 @click.option("--plot", "plot", default=None, metavar="FILE.svg|png",

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from ebpf_energy.commands._numbers import MAX_CARBON_G_PER_KWH, MAX_JOULES, Number, count
 from ebpf_energy.commands._options import model_from_options, model_options
 
 OVER_BUDGET_EXIT = 3
@@ -55,11 +56,11 @@ def _text(result: dict, intensity: float) -> str:
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
-@click.option("--budget-joules", type=click.FloatRange(min=0, min_open=True), default=None, metavar="J",
+@click.option("--budget-joules", type=Number(min=0, min_open=True, max=MAX_JOULES, unit="J"), default=None, metavar="J",
               help=f"Exit {OVER_BUDGET_EXIT} (and say by how much) when the command spends more than J joules.")
-@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+@click.option("--repeat", type=count(max=10_000), default=1, show_default=True, metavar="N",
               help="Run N times; report each run, the mean and the standard deviation.")
-@click.option("--carbon-intensity", type=click.FloatRange(min=0), default=475.0, show_default=True,
+@click.option("--carbon-intensity", type=Number(min=0, max=MAX_CARBON_G_PER_KWH, unit="g/kWh"), default=475.0, show_default=True,
               metavar="G_PER_KWH", help="Grid carbon intensity for the CO2e figure (default: world average).")
 @model_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.commands._report_run import (duration_option, listing_options, output_format, run_and_report,
                                               selection_for)
@@ -34,7 +35,8 @@ def _verbose_printer(err):
 
 @click.command()
 @duration_option
-@click.option("-i", "--interval", type=float, default=None, callback=_interval, metavar="SECONDS",
+@click.option("-i", "--interval", type=seconds(min_open=True, max=86400.0), default=None, callback=_interval,
+              metavar="SECONDS",
               help=f"Poll /proc every SECONDS (default {DEFAULT_INTERVAL_S}); when given, also print "
                    "a report each interval (JSON Lines with --json).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each sample's per-process CPU gains on stderr.")

@@ -11,7 +11,7 @@ import struct
 from typing import Dict, Iterable, List, Optional
 
 from ebpf_energy.loader import attach as attach_mod
-from ebpf_energy.loader import btf_sanitize, core, explain, program, syscall
+from ebpf_energy.loader import btf_sanitize, core, explain, map_memory, program, syscall
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError, PermissionDenied
 from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
@@ -212,6 +212,8 @@ class BpfObject:
                     value_codec = self.spec.btf.codec(spec.value_type_id)
             if spec.pinning == PIN_BY_NAME and self._reuse_pinned(spec, key_codec, value_codec):
                 continue
+            map_memory.check(spec.name, MAP_TYPES.get(spec.type, str(spec.type)), spec.type, spec.key_size,
+                             spec.value_size, spec.max_entries, spec.flags, syscall.num_possible_cpus())
             m = Map.create(
                 kernel_map_name(obj_name, spec.name), spec.type, spec.key_size, spec.value_size,
                 spec.max_entries, map_flags=spec.flags, numa_node=spec.numa_node,

@@ -1,0 +1,69 @@
+"""Numeric command-line values with a range: NaN, infinity and absurd sizes
+are refused when the options are parsed, in one line, before anything runs.
+
+click's own ``FloatRange`` lets ``nan`` and ``inf`` through (``-d inf`` then
+overflowed ``select``, ``-p inf`` printed JSON that is not JSON, ``--interval
+nan`` spun a CPU). Every numeric option of every command uses :class:`Number`.
+"""
+
+import math
+
+import click
+
+YEAR_S = 365 * 86400.0  # the longest run or refresh interval anyone means
+PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's upper bound on pid_max (64-bit)
+MAX_WATTS_PER_CPU = 10_000.0
+MAX_JOULES = 1e15
+MAX_CARBON_G_PER_KWH = 10_000.0  # the dirtiest grids are ~1,000
+MAX_COUNT = 1_000_000
+
+
+def _show(v) -> str:
+    """1,000,000 rather than 1e+06: a limit a person can read."""
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+
+class Number(click.ParamType):
+    """A finite int or float in ``[min, max]`` (either end open when asked)."""
+
+    def __init__(self, min=None, max=None, min_open=False, max_open=False, integer=False, unit=""):
+        self.min, self.max = min, max
+        self.min_open, self.max_open = min_open, max_open
+        self.integer, self.unit = integer, unit
+        self.name = "integer" if integer else "number"
+
+    def _range(self):
+        lo = "" if self.min is None else f"{'more than' if self.min_open else 'from'} {_show(self.min)}"
+        if self.max is None:
+            hi = ""
+        elif self.max_open:
+            hi = f"{'and ' if lo else ''}less than {_show(self.max)}"
+        else:
+            hi = f"{'and at most' if self.min_open else 'to' if lo else 'at most'} {_show(self.max)}"
+        text = " ".join(x for x in (lo, hi) if x)
+        return text + (f" {self.unit}" if self.unit and text else "")
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = value
+        else:
+            text = str(value).strip()
+            try:
+                v = int(text, 10) if self.integer else float(text)
+            except ValueError:
+                self.fail(f"{value!r} is not {'a whole number' if self.integer else 'a number'}"
+                          + (f" ({self._range()})" if self._range() else ""), param, ctx)
+        if isinstance(v, float) and not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number ({self._range() or 'any finite value'})", param, ctx)
+        if self.min is not None and (v < self.min or (self.min_open and v == self.min)) or \
+                self.max is not None and (v > self.max or (self.max_open and v == self.max)):
+            self.fail(f"{value!r} is out of range ({self._range()})", param, ctx)
+        return v
+
+
+def seconds(min=0.0, min_open=False, max=YEAR_S):
+    return Number(min=min, max=max, min_open=min_open, unit="s")
+
+
+def count(min=1, max=MAX_COUNT):
+    return Number(min=min, max=max, integer=True)

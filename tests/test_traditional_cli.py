@@ -168,15 +168,17 @@ def measure_child(cg_dir, *args, duration="1.5"):
             cli.wait()
 
 
+NO_SUCH_PID = 4194304  # the largest pid a kernel can have: nobody's here (pid_max is 32768)
+
+
 def test_pid_filter_threads_and_accuracy():
-    pid, burned, objs = measure_child(None, "--pid", str(os.getpid()), "--pid", "0", "--threads",
-                                      "--pid", "999999999")
+    pid, burned, objs = measure_child(None, "--pid", str(os.getpid()), "--pid", str(NO_SUCH_PID), "--threads")
     summary = objs[-1]
     pids = {p["pid"] for p in summary["processes"]}
     assert pids <= {os.getpid()}  # only what was asked (the test process may not have run)
     assert summary["omitted"]["processes"] >= 1 and balanced(summary)
 
-    pid, burned, objs = measure_child(None, "--pid", "0", "--threads")
+    pid, burned, objs = measure_child(None, "--pid", str(NO_SUCH_PID), "--threads")
     summary = objs[-1]
     assert summary["processes"] == [] and summary["omitted"]["cpu_ns"] == summary["total_cpu_ns"]
 

@@ -8,6 +8,7 @@ monitor reports each task's cgroup. ``compare``, ``run`` and
 
 import itertools
 import os
+import re
 import signal
 import time
 from typing import List, Optional
@@ -41,6 +42,49 @@ def own_cgroup() -> str:
     return "/"
 
 
+_STALE = re.compile(r"^ebpf-energy-(?P<purpose>[a-z]+)-(?P<pid>[0-9]+)-[0-9]+$")
+
+
+def sweep_stale(directory: str) -> List[str]:
+    """Remove our temporary cgroups in ``directory`` whose owner died without
+    removing them (SIGKILL): a ``compare`` workload's leftovers are ours and
+    are killed; anything else (a ``run`` command that outlived a killed
+    ``run``) is the user's, so such a cgroup goes only once it is empty.
+    Returns the paths removed."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _STALE.match(name)
+        if not m or _alive(int(m.group("pid"))):
+            continue
+        cg = TempCgroup.__new__(TempCgroup)
+        cg.path = os.path.join(directory, name)
+        if m.group("purpose") == "compare":
+            cg.kill_all()
+            cg.remove(timeout_s=1.0)
+        else:
+            try:
+                os.rmdir(cg.path)
+            except OSError:
+                continue
+        if not os.path.exists(cg.path):
+            removed.append(cg.path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class TempCgroup:
     """``with TempCgroup("run") as cg:`` makes ``<mount>[<parent>]/ebpf-energy-run-<pid>-<n>``.
 
@@ -57,6 +101,7 @@ class TempCgroup:
         self.id = 0
 
     def __enter__(self):
+        sweep_stale(self.mount + (os.path.dirname(self.rel) if os.path.dirname(self.rel) != "/" else ""))
         try:
             os.mkdir(self.path)
         except PermissionError:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ebpf_energy.cgroups import CgroupError, TempCgroup
+from ebpf_energy.children import preexec
 from ebpf_energy.workloads import NAMES as WORKLOAD_NAMES
 
 READY_TIMEOUT_S = 60
@@ -40,7 +41,8 @@ class MonitorRun:
     report: Optional[dict] = None
 
     def start(self, env):
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                     preexec_fn=preexec())
         threading.Thread(target=self._pump_stderr, daemon=True).start()
 
     def _pump_stderr(self):
@@ -83,7 +85,7 @@ def run_workload(argv, cgroup: TempCgroup, duration: float, grace: float = 0.0):
     command still running at the deadline gets SIGTERM (its whole group).
     """
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=cgroup.join,
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec(cgroup.join),
                                 start_new_session=True)
     except OSError as e:
         raise CompareError(f"cannot start the workload {shlex.join(argv)}: {e.strerror}") from None

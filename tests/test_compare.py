@@ -102,3 +102,64 @@ def test_last_json_reads_a_summary_after_json_lines():
     assert last_json('{"interval": 1}\n{"summary": true, "x": 2}\n') == {"summary": True, "x": 2}
     assert last_json('{\n  "a": 1\n}\n') == {"a": 1}
     assert last_json("garbage") is None
+
+
+def _descendants(pid):
+    """Every live process whose parent chain leads to ``pid`` (re-parented ones are found by cmdline)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b"ebpf_energy" in cmd and (b"monitor" in cmd or b"traditional" in cmd or b"workloads" in cmd) \
+                and int(d) != os.getpid():
+            out.append(int(d))
+    return out
+
+
+def _until(pred, seconds=15.0):
+    import time
+
+    end = time.monotonic() + seconds
+    while not pred():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("sig", ["TERM", "KILL"])
+def test_a_killed_compare_leaves_nothing_running(sig):
+    """SIGTERM stops it like Ctrl-C (exit 143, a sentence); SIGKILL takes its
+    monitors and workload with it (they die with their parent), and the cgroup
+    it could not remove is swept by the next start."""
+    import signal
+
+    from ebpf_energy.cgroups import cgroup2_mount, sweep_stale
+
+    before = set(_descendants(0))
+    p = subprocess.Popen([sys.executable, "-m", "ebpf_energy", "compare", "-d", "30", "--workload", "short-lived"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "both monitors running" not in line:
+            line = p.stderr.readline()
+            assert line, "compare ended before its monitors ran"
+        p.send_signal(getattr(signal, "SIG" + sig))
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if sig == "TERM":
+        assert p.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err, err
+    else:
+        assert p.returncode == -9
+    assert _until(lambda: not set(_descendants(0)) - before), "a monitor or the workload outlived compare"
+    if sig == "KILL":
+        sweep_stale(cgroup2_mount())
+    assert not [c for c in leftover_cgroups() if f"-{p.pid}-" in c]

@@ -1,6 +1,7 @@
 """``ebpf-energy compare``: both monitors, one workload, one table."""
 
 import json
+import signal
 import sys
 
 import click
@@ -26,6 +27,10 @@ def _model_args(power, profile, no_profile, powercap_root, meter, idle_share):
     if idle_share:
         args.append("--idle-share")
     return args
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signum)
 
 
 @click.command()
@@ -64,12 +69,22 @@ def compare(duration, command, workload, interval, as_json, plot=None, **model_k
             click.echo(f"ebpf-energy compare: {e}", err=True)
             sys.exit(1)
     progress = None if as_json else (lambda msg: click.echo(f"ebpf-energy compare: {msg}", err=True))
+    # SIGTERM (timeout, systemd, CI) stops it like Ctrl-C: the monitors and
+    # the workload are stopped and the cgroup removed on the way out.
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_compare(duration, command=command, workload=workload, interval=interval,
                              model_args=_model_args(**model_kw), progress=progress)
     except CompareError as e:
         click.echo(f"ebpf-energy compare: {e}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt as e:
+        sig = e.args[0] if e.args else signal.SIGINT
+        click.echo(f"ebpf-energy compare: stopped by {signal.Signals(sig).name}; both monitors and the workload "
+                   "were stopped, nothing is left running", err=True)
+        sys.exit(128 + sig)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

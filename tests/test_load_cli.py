@@ -258,7 +258,9 @@ def test_program_unknown_name_is_an_error_listing_names(test_objects):
 def test_verifier_reject_exit_status_and_message(test_objects):
     r = run_load(test_objects("verifier_reject"), "--json")
     assert r.returncode == 1
-    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr
+    # --json still prints a document: the error, which also goes to stderr
+    assert json.loads(r.stdout)["error"].startswith("the verifier rejected program 'bad_deref'")
     assert r.stderr.startswith("error: the verifier rejected program 'bad_deref'")
     assert "REJECT_HERE" in r.stderr and "map_value_or_null" in r.stderr
     assert re.search(r"verifier_reject\.bpf\.c:\d+: return \*v > 0; /\* REJECT_HERE \*/", r.stderr)
@@ -355,3 +357,36 @@ def test_explain_tracepoint_attach(test_objects):
     assert re.search(r"^\[attach\s*\] tp/sched/sched_switch: tracepoint id \d+", r.stderr, re.M)
     assert re.search(r"perf_event_open type=2 config=\d+ .*-> fd \d+", r.stderr)
     assert re.search(r"BPF_LINK_CREATE prog_fd=\d+ target_fd=\d+ .*-> link fd \d+", r.stderr)
+
+
+@pytest.mark.parametrize("args, error", [
+    (["/etc/passwd"], "not an ELF file"),
+    (["tests/bpf/build/maps_all.bpf.o", "--max-entries", "hash_map=999999999"], "would take about"),
+])
+def test_a_failed_load_with_json_still_prints_a_document(args, error):
+    r = run_load(*args, "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == 1 and error in doc["error"] and doc["error_type"]
+
+
+def test_a_map_with_no_lookup_is_reported_not_fatal():
+    """A cgroup array cannot be read from user space: the object still loads
+    and attaches (exit 0), the map says why, and the other map is read."""
+    r = run_load("tests/bpf/build/unreadable_maps.bpf.o", "--json")
+    assert r.returncode == 0, r.stderr
+    maps = {m["name"]: m for m in json.loads(r.stdout)["maps"]}
+    assert maps["cgroups"]["entries"] is None and "cannot be read from user space" in maps["cgroups"]["entries_error"]
+    assert [e["key"] for e in maps["counts"]["entries"]] == [0, 1]
+    text = run_load("tests/bpf/build/unreadable_maps.bpf.o")
+    assert text.returncode == 0 and "cannot be read from user space" in text.stdout
+
+
+def test_long_map_values_are_shown_in_brief():
+    """The monitor's own 256 KB .bss is one value: the text report shows its
+    first slots and a count; --full shows it all."""
+    r = run_load("ebpf_energy/bpf/energy_monitor.bpf.o", "--no-attach")
+    assert r.returncode == 0, r.stderr
+    assert max(len(line) for line in r.stdout.splitlines()) < 10_000 and "more\"" in r.stdout
+    full = run_load("ebpf_energy/bpf/energy_monitor.bpf.o", "--no-attach", "--full")
+    assert max(len(line) for line in full.stdout.splitlines()) > 100_000

@@ -72,13 +72,29 @@ def map_report(obj, name, m):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
     else:
         rows = []
-        for k, v in m.items():
-            rows.append({"key": jsonable(k), "value": jsonable(v)})
-            if len(rows) >= MAX_SHOWN:
-                entry["truncated"] = True
-                break
+        try:
+            for k, v in m.items():
+                rows.append({"key": jsonable(k), "value": jsonable(v)})
+                if len(rows) >= MAX_SHOWN:
+                    entry["truncated"] = True
+                    break
+        except LoaderError as e:  # a type this kernel reads nothing back from: say so, never fail the load
+            entry["entries"] = None
+            entry["entries_error"] = f"the entries of {name} cannot be read from user space: {e}"
+            return entry
         entry["entries"] = rows
     return entry
+
+
+def brief(value, items=8):
+    """A long array as its first ``items`` elements and a count (the
+    monitor's own .bss is ~130 KB as one value): ``--full`` shows it all."""
+    if isinstance(value, list):
+        head = [brief(v, items) for v in value[:items]]
+        return head + [f"... {len(value) - items} more"] if len(value) > items else head
+    if isinstance(value, dict):
+        return {k: brief(v, items) for k, v in value.items()}
+    return value
 
 
 def program_report(p):
@@ -93,7 +109,7 @@ def program_report(p):
     return row
 
 
-def print_text(report, out):
+def print_text(report, out, full=False):
     click.echo(f"{'PROGRAM':<24} {'SECTION':<32} {'TYPE':<16} {'ID':>6} {'ATTACHED':<8} {'RUNS':>10} {'NS/RUN':>8}",
                file=out)
     for p in report["programs"]:
@@ -104,12 +120,13 @@ def print_text(report, out):
         click.echo(f"\nmap {m['name']} ({m['type']}, key {m['key_size']} B, value {m['value_size']} B, "
                    f"max_entries {m['max_entries']})", file=out)
         if m["entries"] is None:
-            click.echo("  (no lookup from user space for this map type)", file=out)
+            click.echo(f"  ({m.get('entries_error') or 'no lookup from user space for this map type'})", file=out)
         elif not m["entries"]:
             click.echo("  (empty)", file=out)
         else:
             for e in m["entries"]:
-                click.echo(f"  {json.dumps(e['key'])}: {json.dumps(e['value'])}", file=out)
+                value = e["value"] if full else brief(e["value"])
+                click.echo(f"  {json.dumps(e['key'])}: {json.dumps(value)}", file=out)
 
 
 @click.command()
@@ -124,9 +141,10 @@ def print_text(report, out):
               help="Load only these programs (repeatable); the others are not loaded.")
 @click.option("--stats", is_flag=True, help="Switch on run-time statistics (run_cnt, run_time_ns) while running.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--full", is_flag=True, help="Show long map values whole (default: the first elements and a count).")
 @click.option("--explain", "explain_", is_flag=True,
               help="Tell every step (sections, maps, relocations, CO-RE, loads, attaches) on stderr.")
-def load(object_path, attach, duration, sets, max_entries, programs, stats, as_json, explain_):
+def load(object_path, attach, duration, sets, max_entries, programs, stats, as_json, full, explain_):
     """Load a clang-built BPF OBJECT with the pure-Python loader, attach its
     programs, wait, then print each program and each map's decoded contents.
 
@@ -166,6 +184,9 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         raise click.UsageError(str(e.args[0]) if e.args else str(e)) from None
     except LoaderError as e:
         click.echo(f"error: {e}", err=True)
+        if as_json:  # a consumer of --json gets a document either way
+            click.echo(json.dumps({"schema": 1, "object": str(object_path), "error": str(e),
+                                   "error_type": type(e).__name__}, indent=2))
         sys.exit(1)
     finally:
         if stats_fd is not None:
@@ -173,7 +194,7 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        print_text(report, sys.stdout)
+        print_text(report, sys.stdout, full=full)
     if failed:
         for p in failed:
             click.echo(f"error: program {p.name} ({p.section}) loaded but did not attach: {p.attach_error}", err=True)

@@ -36,8 +36,8 @@ from ebpf_energy.loader.btf import KIND_ARRAY, KIND_INT, KIND_STRUCT, KIND_NAMES
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.object import BpfObject
 from ebpf_energy.privilege import require_bpf
-from ebpf_energy.task_books import FLAG_DEAD, Books, CpuCut, EntryDecoder, OpenSlice, comm_of, encode_key
-from ebpf_energy.usage import UsageWindow
+from ebpf_energy.task_books import FLAG_DEAD, Books, CpuCut, EntryDecoder, OpenSlice, encode_key
+from ebpf_energy.usage import UsageWindow, comm_of
 
 DEFAULT_MAX_TASKS = 16384
 IDLE_RINGBUF = 4096

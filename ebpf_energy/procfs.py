@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
+from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow, comm_of
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_INTERVAL_S = 0.1
@@ -62,7 +62,7 @@ def parse_stat(data: bytes) -> Tuple[int, str, int, int]:
         raise MalformedStat("non-numeric stat field") from None
     if ticks < 0 or start < 0:
         raise MalformedStat("negative stat field")
-    return pid, data[lp + 1:rp].decode("utf-8", "replace"), ticks, start
+    return pid, comm_of(data[lp + 1:rp]), ticks, start
 
 
 def parse_proc_stat(data: bytes) -> Tuple[int, Dict[int, int]]:

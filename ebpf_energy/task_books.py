@@ -24,7 +24,7 @@ from operator import eq as _eq
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
-from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
+from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow, comm_of
 
 FLAG_EXITED = 0x1
 FLAG_DEAD = 0x2
@@ -39,15 +39,6 @@ def decode_key(raw: bytes) -> TaskKey:
 
 def encode_key(key: TaskKey) -> bytes:
     return KEY.pack(*key)
-
-
-def comm_of(raw: bytes) -> str:
-    """A kernel comm as text; control characters escaped as ``ps`` does, so a
-    name cannot forge report lines."""
-    s = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-    if s.isprintable():
-        return s
-    return "".join(ch if ch.isprintable() else "\\x%02x" % ord(ch) for ch in s)
 
 
 class Entry(NamedTuple):

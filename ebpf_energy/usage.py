@@ -9,6 +9,16 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 
+def comm_of(raw: bytes) -> str:
+    """A kernel comm (NUL-terminated, or a /proc stat field) as text, control
+    characters escaped as ``ps`` does: a process named ``"x\\nPID 1 FAKE"``
+    cannot forge a line of a report."""
+    s = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    if s.isprintable():
+        return s
+    return "".join(ch if ch.isprintable() else "\\x%02x" % ord(ch) for ch in s)
+
+
 @dataclass
 class ThreadUsage:
     tid: int

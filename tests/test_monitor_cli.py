@@ -297,3 +297,21 @@ def test_a_meter_lost_mid_run_keeps_the_cpu_report():
     obj = json.loads(out)
     assert "meter failed during the run" in obj["model"]["meter_lost"]
     assert obj["total_cpu_ns"] > 0 and obj["processes"]
+
+
+@pytest.mark.parametrize("command", ["monitor", "traditional"])
+def test_a_control_character_in_a_name_cannot_forge_a_line(command):
+    """A process named "emt\\nPID 1 FAKE" is shown escaped, as ps does: the
+    table has no line of its own making."""
+    code = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'emt\\nPID 1 FAKE', 0, 0, 0); "
+            "end = time.thread_time() + 0.3\nwhile time.thread_time() < end: pass\ntime.sleep(3)")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        r = subprocess.run([sys.executable, "-m", "ebpf_energy", command, "-d", "1.5", "-p", "10", "--pid",
+                            str(child.pid)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    assert r.returncode == 0, r.stderr
+    assert "emt\\x0aPID 1 FAKE" in r.stdout
+    assert not any(line.startswith("PID 1 FAKE") for line in r.stdout.splitlines())

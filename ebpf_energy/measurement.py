@@ -52,6 +52,8 @@ class Result:
     window: Optional[dict] = None
     dropped_slices: int = 0
     dropped_cpu_ns: int = 0
+    signal: Optional[str] = None  # the signal that killed the command ("SIGTERM"); exit_code is then 128 + it
+    left_running: Optional[int] = None  # processes of the tree still running when the report was made
 
     @property
     def joules(self):
@@ -131,6 +133,11 @@ class _Tree:
             cpu_ns += extra_cpu_ns
         return cpu_ns, joules, sorted(p.pid for _, p in mine), attribution.model
 
+    def wait_empty(self, poll_s: float = 0.05) -> None:
+        """Until no process is left in the run's cgroup (``run --wait``)."""
+        while self.cgroup.pids(subtree=True):
+            time.sleep(poll_s)
+
     def window_facts(self) -> dict:
         """The Result fields that describe the monitor's window and its losses."""
         w = self.window
@@ -145,11 +152,15 @@ class _Tree:
         if keep_alive_to is not None:
             from ebpf_energy.cgroups import move_to
 
-            for pid in self.cgroup.pids(subtree=True):  # processes that outlive the block keep running
-                try:
-                    move_to(keep_alive_to, pid)
-                except OSError:
-                    pass
+            for _ in range(20):  # processes that outlive the block keep running (a fork may race a move)
+                pids = self.cgroup.pids(subtree=True)
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        move_to(keep_alive_to, pid)
+                    except OSError:
+                        pass
         self.cgroup.remove()
 
 
@@ -162,8 +173,16 @@ def _modelled_alone(model, cpu_ns: int, wall_ns: int):
 
 
 def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAULT_CARBON_INTENSITY,
-                forward_signals=True) -> Result:
-    """Run ``argv`` to completion and measure its whole tree."""
+                forward_signals=True, wait_for_tree=False) -> Result:
+    """Run ``argv`` to completion and measure its whole tree.
+
+    Like ``time`` and ``perf stat``, processes the command leaves running (a
+    daemon, a ``(...) &``) keep running: they are counted up to the report
+    and said in ``left_running``. ``wait_for_tree`` waits until the whole
+    tree has ended instead, and counts it whole (root only: it needs the
+    run's cgroup)."""
+    from ebpf_energy.cgroups import own_cgroup
+
     if model is None:
         model, meter = _default_model()
     root = os.geteuid() == 0
@@ -173,10 +192,13 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
     old = {}
     try:
         t0 = time.monotonic_ns()
+        origin = own_cgroup()
         try:
             proc = subprocess.Popen(argv, preexec_fn=tree.cgroup.join if tree else None)
         except OSError as e:
-            raise RunError(f"cannot run {argv[0]}: {e.strerror}") from None
+            # as a shell says it: 127 not found, 126 found but not runnable
+            raise RunError(f"cannot run {argv[0]}: {e.strerror}",
+                           127 if isinstance(e, FileNotFoundError) else 126) from None
         if forward_signals:
             # like time(1): the terminal's Ctrl-C reaches the command itself;
             # we stay to report. SIGTERM to us is passed on.
@@ -189,6 +211,11 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
             except InterruptedError:
                 continue
         proc.returncode = os.waitstatus_to_exitcode(status)
+        left = None
+        if tree is not None:
+            if wait_for_tree:
+                tree.wait_empty()
+            left = len(tree.cgroup.pids(subtree=True))
         wall_ns = time.monotonic_ns() - t0
         rusage_ns = int(round((ru.ru_utime + ru.ru_stime) * 1e9))
         if tree is not None:
@@ -201,15 +228,22 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
         for s, h in old.items():
             signal.signal(s, h)
         if tree is not None:
-            tree.close()
+            tree.close(keep_alive_to=origin)  # survivors keep running, where we run
+    code, sig = proc.returncode, None
+    if code < 0:
+        sig, code = signal.Signals(-code).name, 128 - code
     return Result(wall_s=wall_ns / 1e9, cpu_ns=cpu_ns, energy_j=joules,
                   carbon_g=carbon_grams(joules, carbon_intensity), processes=processes, model=model_desc,
-                  method=method, rusage_cpu_ns=rusage_ns, command=list(argv), exit_code=proc.returncode, pids=pids,
-                  **(tree.window_facts() if tree is not None else {}))
+                  method=method, rusage_cpu_ns=rusage_ns, command=list(argv), exit_code=code, pids=pids,
+                  signal=sig, left_running=left, **(tree.window_facts() if tree is not None else {}))
 
 
 class RunError(Exception):
-    """The command could not be started."""
+    """The command could not be started; ``exit_code`` is what a shell would return (126, 127)."""
+
+    def __init__(self, message, exit_code=127):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Measurement:

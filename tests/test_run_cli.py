@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -142,12 +143,14 @@ def test_repeat_gives_runs_mean_and_stdev():
     for run in runs:
         assert {"wall_s", "cpu_ns", "energy_j", "carbon_g", "processes", "model", "exit_code"} <= set(run)
         assert run["processes"] == 2 and close_enough(run["cpu_ns"], run["rusage_cpu_ns"])
-    for key in ("energy_j", "cpu_ns", "wall_s"):
+    for key in ("energy_j", "cpu_ns", "wall_s", "carbon_g"):
         values = [run[key] for run in runs]
         assert obj["mean"][key] == pytest.approx(statistics.mean(values), rel=1e-12)
         assert obj["stdev"][key] == pytest.approx(statistics.stdev(values), rel=1e-9, abs=1e-12)
         assert obj["stdev"][key] > 0  # three real runs never cost exactly the same
-    assert obj["energy_j"] == pytest.approx(obj["mean"]["energy_j"])
+        assert obj["min"][key] == min(values) and obj["max"][key] == max(values)
+        # the whole's figures are all means: none is the last run's (they used to be mixed)
+        assert obj[key] == pytest.approx(obj["mean"][key])
 
 
 @pytest.mark.kernel
@@ -155,20 +158,22 @@ def test_repeat_gives_runs_mean_and_stdev():
 def test_exit_status_is_the_commands_own(script, code):
     # even with a budget it cannot meet: the command's failure comes first
     obj, r = cli_json("-p", "15", "--budget-joules", "1e-9", "--", "sh", "-c", script, expect_rc=code)
-    assert obj["exit_code"] == (code if code < 128 else -(code - 128))
+    assert obj["exit_code"] == code and obj["signal"] == ("SIGTERM" if code == 143 else None)
     assert obj["over_budget"] is True
 
 
 @pytest.mark.kernel
-def test_over_budget_exits_3_and_says_by_how_much():
+def test_over_budget_exits_75_and_says_by_how_much():
     r = cli("-p", "15", "--budget-joules", "0.05", "--", "sh", "-c", burn_cmd(0.1))
-    assert r.returncode == 3, r.stderr
+    assert r.returncode == 75, r.stderr
     assert "OVER budget by" in r.stderr
     # the text's figure agrees with the JSON of the same kind of run
     over = float(r.stderr.split("OVER budget by")[1].split("J")[0])
     energy = float([ln for ln in r.stderr.splitlines() if "J    energy" in ln][0].split()[0])
     assert over == pytest.approx(energy - 0.05, abs=2e-3)
-    obj, _ = cli_json("-p", "15", "--budget-joules", "0.05", "--", "sh", "-c", burn_cmd(0.1), expect_rc=3)
+    obj, _ = cli_json("-p", "15", "--budget-joules", "0.05", "--", "sh", "-c", burn_cmd(0.1), expect_rc=75)
+    r = cli("-p", "15", "--budget-joules", "0.05", "--budget-exit-code", "9", "--", "sh", "-c", burn_cmd(0.1))
+    assert r.returncode == 9, r.stderr
     assert obj["over_budget"] is True and obj["budget_joules"] == 0.05 and obj["energy_j"] > 0.05
 
 
@@ -289,3 +294,47 @@ def test_run_without_root_falls_back_to_rusage():
     assert burn["method"] == "rusage" and burn["cpu_ns"] == burn["rusage_cpu_ns"] >= 50_000_000
     assert burn["energy_j"] == pytest.approx(burn["cpu_ns"] / 1e9 * 15.0, rel=1e-9)
     assert math.isfinite(burn["carbon_g"])
+
+
+@pytest.mark.kernel
+def test_a_background_process_is_left_running_and_said(tmp_path):
+    """`(...) &` outlives the command: like `time`, run leaves it running (it
+    used to be SIGKILLed), and says so; --wait counts it whole."""
+    beat = tmp_path / "beat"
+    script = f"(for i in 1 2 3; do echo x >> {beat}; sleep 0.2; done) & exit 0"
+    obj, r = cli_json("-p", "15", "--", "sh", "-c", script)
+    assert obj["left_running"] >= 1
+    deadline = time.monotonic() + 10
+    while len(beat.read_text().splitlines()) < 3:  # the loop was not killed: it finishes on its own
+        assert time.monotonic() < deadline, "the background loop was killed"
+        time.sleep(0.05)
+    text = cli("-p", "15", "--", "sh", "-c", script)
+    assert "still running, left to run" in text.stderr
+    burner = "(timeout 0.4 sh -c 'while :; do :; done' &) ; exit 0"
+    obj, _ = cli_json("-p", "15", "--wait", "--", "sh", "-c", burner)
+    assert obj["left_running"] == 0
+    assert obj["cpu_ns"] >= 100_000_000  # the background loop's CPU is in (the shell's rusage has none of it)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("fmt", ["text", "json", "csv"])
+def test_dash_o_writes_the_report_to_a_file(tmp_path, fmt):
+    """-o keeps the report out of the command's own output, in every format."""
+    f = tmp_path / "report"
+    extra = {"text": [], "json": ["--json"], "csv": ["--csv"]}[fmt]
+    r = cli("-p", "15", *extra, "-o", str(f), "--repeat", "2", "--", "sh", "-c", "echo hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello\nhello\n"
+    body = f.read_text()
+    if fmt == "json":
+        assert len(json.loads(body)["runs"]) == 2
+    elif fmt == "csv":
+        rows = body.splitlines()
+        assert rows[0].startswith("run,exit_code,signal,wall_s,cpu_ns,energy_j") and len(rows) == 3
+    else:
+        assert "mean" in body and "stdev" in body and "min" in body and "max" in body
+
+
+def test_a_command_that_cannot_run_is_126():
+    r = cli("-p", "15", "--", "/etc/passwd")
+    assert r.returncode == 126 and "cannot run /etc/passwd" in r.stderr and "Traceback" not in r.stderr

@@ -272,3 +272,28 @@ def test_works_without_root():
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
     assert obj["sampler"]["samples"] >= 3 and balanced(obj)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_before_the_duration_is_up_gives_the_summary_and_128_plus_it(sig, code):
+    """-d 30 cut short: the partial summary is printed and the exit status says so."""
+    p = subprocess.Popen(cmd("-d", "30", "--json", "-p", "10"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT)
+    try:
+        assert "polling" in p.stderr.readline()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == code, err
+    assert balanced(json.loads(out)) and f"stopped by {sig.name}" in err and "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line_and_exit_74():
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(cmd("-d", "0.3", "-p", "10"), stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           timeout=30)
+    assert r.returncode == 74 and "cannot write the report: No space left on device" in r.stderr
+    assert "Traceback" not in r.stderr

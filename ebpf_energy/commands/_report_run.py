@@ -5,13 +5,17 @@ signals and exit codes must not drift apart, or the comparison between them
 means nothing.
 """
 
+import errno
 import os
+import signal
 import sys
 
 import click
 
 from ebpf_energy.commands._numbers import PID_MAX_LIMIT, Number, count, seconds
 from ebpf_energy.report import BY_CHOICES, drop_warning
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 _LISTING = [
     click.option("--top", type=count(), default=None, metavar="N",
@@ -82,6 +86,12 @@ def run_and_report(name, sampler, model, meter, reporter, *, duration, interval,
         reporter.summary(result.window, result.attribution, extra)
         if after is not None:
             after(result)
+        if result.stopped_by and duration > 0:
+            # cut short: the summary is out, and the exit status says it is partial
+            # (with -d 0 a signal is the way the run is meant to end: exit 0)
+            err.write(f"ebpf-energy {name}: stopped by {result.stopped_by} before the {duration:g} s were up; "
+                      "the summary covers the time measured\n")
+            sys.exit(128 + signal.Signals[result.stopped_by])
     except errors as e:
         click.echo(f"ebpf-energy {name}: {e}", err=True)
         sys.exit(1)
@@ -92,6 +102,13 @@ def run_and_report(name, sampler, model, meter, reporter, *, duration, interval,
         # The reader went away (``| head``): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        # stdout cannot take the report (a full disk, a quota): one line, EX_IOERR
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        err.write(f"ebpf-energy {name}: cannot write the report: {e.strerror}\n")
+        sys.exit(74)
     finally:
         sampler.stop()
         if meter is not None:

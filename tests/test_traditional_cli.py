@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -223,8 +224,9 @@ def test_by_cgroup_with_a_cgroup_of_our_own(own_cgroup):
                                    "energy_j": summary["processes"][0]["energy_j"]}]
     assert summary["processes"][0]["cpu_ns"] >= burned - 2 * TICK_NS
     assert balanced(summary)
+    # a cgroup that does not exist is refused, not an empty report (it used to pass silently)
     r = run("-d", "0.2", "--json", "-p", "10", "--cgroup", rel + "-nonexistent")
-    assert r.returncode == 0 and json.loads(r.stdout)["processes"] == []
+    assert r.returncode == 2 and f"no cgroup {rel}-nonexistent" in r.stderr and r.stdout == ""
 
 
 def test_verbose_goes_to_stderr():
@@ -297,3 +299,25 @@ def test_a_full_disk_is_one_line_and_exit_74():
                            timeout=30)
     assert r.returncode == 74 and "cannot write the report: No space left on device" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_filters_are_checked_once_for_every_output():
+    """A thread's id as --pid is refused with the process to give; a pid of no
+    process is warned about; a cgroup that does not exist is refused."""
+    release = threading.Event()
+    t = threading.Thread(target=release.wait)
+    t.start()
+    try:
+        r = subprocess.run(cmd("-d", "0.2", "-p", "10", "--pid", str(t.native_id)), capture_output=True, text=True,
+                           cwd=ROOT, timeout=30)
+    finally:
+        release.set()
+        t.join()
+    assert r.returncode == 2 and f"is a thread of process {os.getpid()}" in r.stderr
+    r = subprocess.run(cmd("-d", "0.2", "-p", "10", "--json", "--pid", str(NO_SUCH_PID)), capture_output=True,
+                       text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 0 and f"--pid {NO_SUCH_PID}: no such process now" in r.stderr
+    for cg in ("no-such-cgroup", "/no/such", "/sys/fs/cgroup/unified/no-such"):
+        r = subprocess.run(cmd("-d", "0.2", "-p", "10", "--cgroup", cg), capture_output=True, text=True, cwd=ROOT,
+                           timeout=30)
+        assert r.returncode == 2 and "no cgroup /" in r.stderr and "Traceback" not in r.stderr, r.stderr

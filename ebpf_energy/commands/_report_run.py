@@ -50,11 +50,37 @@ def output_format(as_json: bool, as_csv: bool) -> str:
     return "json" if as_json else "csv" if as_csv else "table"
 
 
-def selection_for(pids, comms, cgroup, mount):
+def selection_for(pids, comms, cgroup, mount, name="monitor"):
+    """The rows to list, checked once for every output: a --pid that is a
+    thread is refused (rows are processes), one that does not exist is
+    warned about, and a --cgroup must exist (given as the v2 path, with or
+    without its leading /, or as the full directory)."""
     from ebpf_energy.report import Selection, normalize_cgroup
 
+    for pid in pids:
+        tgid = _tgid_of(pid)
+        if tgid is None:
+            click.echo(f"ebpf-energy {name}: warning: --pid {pid}: no such process now (it is listed if it "
+                       "appears during the run)", err=True)
+        elif tgid != pid:
+            raise click.BadParameter(f"{pid} is a thread of process {tgid}: rows are processes, so give "
+                                     f"--pid {tgid} (and --threads to see its threads)", param_hint="--pid")
     cg = normalize_cgroup(cgroup, mount) if cgroup else None
+    if cg and mount and not os.path.isdir(mount.rstrip("/") + cg):
+        raise click.BadParameter(f"no cgroup {cg} under {mount}", param_hint="--cgroup")
     return Selection(pids=frozenset(pids), comms=frozenset(comms), cgroup=cg)
+
+
+def _tgid_of(pid):
+    """The process a pid belongs to (itself for a process), None when there is no such task."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def run_and_report(name, sampler, model, meter, reporter, *, duration, interval, started_message,

@@ -16,10 +16,14 @@ from ebpf_energy.commands._report_run import (duration_option, listing_options, 
                                               selection_for)
 
 
-def _event_printer(err, watts):
-    """The seed's -v line per slice, with our units (ns) and the slice's joules."""
+def _event_printer(err, watts, pids=()):
+    """The seed's -v line per slice, with our units (ns) and the slice's joules.
+    The kernel filters one --pid; several are filtered here."""
+    wanted = frozenset(pids) if len(pids) > 1 else None
 
     def on_event(e):
+        if wanted is not None and e["tgid"] not in wanted:
+            return
         energy = f" energy={e['dur_ns'] * watts:.0f} nJ" if watts else ""
         err.write(f"{e['comm']:<16} pid={e['tgid']:<7} tid={e['tid']:<7} cpu={e['cpu']:<3} "
                   f"runtime={e['dur_ns']} ns{energy}\n")
@@ -74,12 +78,12 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
     if explain_:
         explain.enable(err)
     mount = cgroup2_mount()
-    selection = selection_for(pids, comms, cgroup, mount)
+    selection = selection_for(pids, comms, cgroup, mount, "monitor")
     model, meter = model_from_options(**model_kw)
     filters = {}
     on_event = None
     if verbose:
-        on_event = _event_printer(err, getattr(model, "watts", 0.0))
+        on_event = _event_printer(err, getattr(model, "watts", 0.0), pids)
         filters = _stream_filters(pids, selection.cgroup, mount, min_slice_us)
     sampler = EbpfSampler(max_tasks=max_tasks, threads=threads or by == "thread", on_event=on_event, **filters)
     reporter = Reporter(sys.stdout, fmt=fmt, by=by, threads=threads, top=top, selection=selection,

@@ -48,7 +48,7 @@ def traditional(duration, interval, verbose, top, threads, pids, comms, cgroup, 
     from ebpf_energy.procfs import ProcfsPoller, find_cgroup2_mount
     from ebpf_energy.report import Reporter
 
-    selection = selection_for(pids, comms, cgroup, find_cgroup2_mount())
+    selection = selection_for(pids, comms, cgroup, find_cgroup2_mount(), "traditional")
     model, meter = model_from_options(**model_kw)
     poll_s = interval if interval is not None else DEFAULT_INTERVAL_S
     poller = ProcfsPoller(poll_s, threads=threads or by == "thread",

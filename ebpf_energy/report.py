@@ -215,8 +215,32 @@ def _rows_for(report: dict, by: str):
         threads.sort(key=lambda pt: _sort_key(pt[1]))
         return head, [[str(p["pid"]), str(t["tid"]), _comm(t), _ms(t["cpu_ns"]), _mj(t["energy_j"])]
                       for p, t in threads]
+    if _with_threads(report):  # --threads: each process, then its threads under it (PID left blank)
+        head = ["PID", "TID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
+        rows = []
+        for p in report["processes"]:
+            rows.append([str(p["pid"]), "-", _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])])
+            rows.extend(["", str(t["tid"]), "  " + _comm(t), _ms(t["cpu_ns"]), _mj(t["energy_j"])]
+                        for t in p["threads"])
+        return head, rows
     head = ["PID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
     return head, [[str(p["pid"]), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])] for p in report["processes"]]
+
+
+def _with_threads(report: dict) -> bool:
+    return any("threads" in p for p in report["processes"])
+
+
+def _first_groups(rows, top):
+    """The first ``top`` rows, a process's thread rows (blank PID) kept with it."""
+    out, n = [], 0
+    for r in rows:
+        if r[0] != "":
+            n += 1
+            if n > top:
+                break
+        out.append(r)
+    return out
 
 
 def _comm(row):
@@ -226,7 +250,7 @@ def _comm(row):
 def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT_TABLE_TOP,
                  title: Optional[str] = None) -> str:
     head, rows = _rows_for(report, by)
-    shown = rows if top is None else rows[:top]
+    shown = rows if top is None else _first_groups(rows, top)
     widths = [max([len(h)] + [len(r[i]) for r in shown]) for i, h in enumerate(head)]
     left = {"COMM", "CGROUP"}
 
@@ -239,8 +263,9 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
         out.append(title)
     out.append(line(head))
     out.extend(line(r) for r in shown)
-    if len(rows) > len(shown):
-        out.append(f"... {len(rows) - len(shown)} more (use --top N, or --json for all)")
+    hidden = sum(1 for r in rows[len(shown):] if r[0] != "")
+    if hidden:
+        out.append(f"... {hidden} more (use --top N, or --json for all)")
     out.append("")
     span = report["duration_s"]
     cpus = report.get("ncpus")
@@ -273,8 +298,9 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     return "\n".join(out) + "\n"
 
 
-def csv_header(by: str, with_interval: bool) -> List[str]:
-    cols = {"process": ["pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited"],
+def csv_header(by: str, with_interval: bool, threads: bool = False) -> List[str]:
+    cols = {"process": ["pid"] + (["tid"] if threads else []) + ["comm", "cgroup", "cgroup_id", "cpu_ns", "slices",
+                                                               "energy_j", "exited"],
             "thread": ["pid", "tid", "comm", "cgroup", "cpu_ns", "slices", "energy_j", "exited"],
             "cgroup": ["cgroup", "cgroup_id", "processes", "cpu_ns", "slices", "energy_j"]}[by]
     return (["interval"] if with_interval else []) + cols
@@ -285,7 +311,8 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
     fills a leading column when given."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    cols = csv_header(by, interval is not None)
+    threads = by == "process" and _with_threads(report)
+    cols = csv_header(by, interval is not None, threads)
     if header:
         w.writerow(cols)
     if by == "cgroup":
@@ -294,6 +321,11 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
         rows = [dict(t, pid=p["pid"], cgroup=p["cgroup"]) for p in report["processes"]
                 for t in p.get("threads", [])]
         rows.sort(key=_sort_key)
+    elif threads:  # each process (tid empty), then its threads
+        rows = []
+        for p in report["processes"]:
+            rows.append(p)
+            rows.extend(dict(t, pid=p["pid"], cgroup=p["cgroup"], cgroup_id=p["cgroup_id"]) for t in p["threads"])
     else:
         rows = report["processes"]
     for r in rows:

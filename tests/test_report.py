@@ -196,3 +196,21 @@ def test_reporter_json_lines_and_default_tops():
     rep.interval(1, w, a)
     rep.summary(w, a)
     assert "\033" not in out.getvalue() and "interval 1" in out.getvalue() and "summary" in out.getvalue()
+
+
+def test_threads_are_listed_under_their_process_in_the_table_and_the_csv():
+    """--threads used to do nothing in the table and the CSV."""
+    w = window(3)
+    a = FixedWattsModel(10).attribute(w)
+    r = build_report(w, a, threads=True)
+    lines = render_table(r, top=2).splitlines()
+    head = lines[0].split()
+    assert head[:3] == ["PID", "TID", "COMM"]
+    first = r["processes"][0]
+    assert lines[1].split()[:2] == [str(first["pid"]), "-"]
+    assert lines[2].split()[0] == str(first["threads"][0]["tid"])  # the thread row: blank PID, then its tid
+    assert sum(1 for ln in lines[1:] if ln.strip() and ln.split()[1] == "-") == 2  # --top counts processes
+    rows = list(csv.reader(io.StringIO(render_csv(r))))
+    assert rows[0][:3] == ["pid", "tid", "comm"]
+    assert len(rows) == 1 + sum(1 + len(p["threads"]) for p in r["processes"])
+    assert rows[1][1] == "" and rows[2][1] == str(first["threads"][0]["tid"]) and rows[2][0] == str(first["pid"])

@@ -181,8 +181,8 @@ def limit(report: dict, top: Optional[int]) -> dict:
 def model_sentence(model: dict) -> str:
     """One line saying which model made the joules and whether they are measured."""
     name = model.get("name", "?")
-    params = ", ".join(f"{k}={v}" for k, v in model.items()
-                       if k not in ("name", "measured", "profile", "meter", "simulated"))
+    params = ", ".join(f"{k}={_param(v)}" for k, v in model.items()
+                       if k not in ("name", "measured", "profile", "meter", "simulated", "chosen_by", "meter_lost"))
     text = name + (f" ({params})" if params else "")
     if model.get("profile"):
         text += f", profile {model['profile']}"
@@ -190,9 +190,22 @@ def model_sentence(model: dict) -> str:
         text += f" - measured by {model.get('meter') or 'a meter'}"
         if model.get("simulated"):
             text += " (SIMULATED meter)"
+    elif model.get("chosen_by") == "-p":
+        text += " - modelled, not measured (-p given)"
     else:
         text += " - modelled, not measured" + ("" if model.get("meter") else " (no energy meter)")
+    if model.get("meter_lost"):
+        text += f"; {model['meter_lost']}"
     return text
+
+
+def _param(v) -> str:
+    """A model parameter as a person reads it: 7.991 W, not 7.9914036810774345."""
+    if isinstance(v, float):
+        return str(v) if v == round(v, 3) else f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_param(x)}" for k, x in v.items()) + "}"
+    return str(v)
 
 
 def _ms(ns):

@@ -272,3 +272,19 @@ def test_a_steady_load_keeps_the_plain_rule():
     time.sleep(0.2)
     est.stop()
     assert len(est.x) >= 8 and est.estimate() is None
+
+
+def test_the_model_line_says_why_and_reads_well(config_home, sim):
+    """-p with a meter present is not "no energy meter"; options that do
+    nothing in the chosen model are said; parameters are not 16-digit floats."""
+    from ebpf_energy.report import model_sentence
+
+    said = []
+    m, meter = choose_model(watts=10.0, powercap_root=sim.root, idle_share=True, meter_kind="powercap",
+                            warn=said.append)
+    assert meter is None and "(-p given)" in model_sentence(m.describe())
+    assert "no energy meter" not in model_sentence(m.describe())
+    assert any("--idle-share does nothing with -p" in w for w in said)
+    assert any("--meter powercap does nothing with -p" in w for w in said)
+    line = model_sentence(CalibratedModel({"idle_watts": 7.9914036810774345, "watts_per_cpu_second": 12.0}).describe())
+    assert "idle_watts=7.991" in line and "7.9914036" not in line and "watts_per_cpu_second=12.0" in line

@@ -13,13 +13,19 @@ class FixedWattsModel(PowerModel):
     name = "fixed"
     measured = False
 
-    def __init__(self, watts: float = DEFAULT_WATTS):
+    def __init__(self, watts: float = DEFAULT_WATTS, chosen_by: str = ""):
+        """``chosen_by`` says why this model runs (``"-p"``, or the default
+        for want of a meter and a profile), so the report need not guess."""
         if not watts > 0:
             raise ValueError(f"power must be a positive number of watts, got {watts!r}")
         self.watts = float(watts)
+        self.chosen_by = chosen_by
 
     def describe(self) -> dict:
-        return {**super().describe(), "watts_per_cpu": self.watts}
+        d = {**super().describe(), "watts_per_cpu": self.watts}
+        if self.chosen_by:
+            d["chosen_by"] = self.chosen_by
+        return d
 
     def attribute(self, window, meter_j=None):
         per_pid = {pid: p.cpu_ns / 1e9 * self.watts for pid, p in window.processes.items()}

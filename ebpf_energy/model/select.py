@@ -66,7 +66,11 @@ def choose_model(watts: Optional[float] = None, profile_path: Optional[str] = No
     """
     warn = warn or _quiet
     if watts is not None:
-        return FixedWattsModel(watts), None
+        if idle_share:
+            warn("--idle-share does nothing with -p: the fixed model charges idle nothing")
+        if meter_kind not in (None, "auto"):
+            warn(f"--meter {meter_kind} does nothing with -p: the fixed model reads no meter")
+        return FixedWattsModel(watts, chosen_by="-p"), None
     from ebpf_energy.rapl.meter import open_meter
 
     meter = open_meter(meter_kind or "auto", powercap_root=powercap_root, warn=warn)
@@ -76,6 +80,9 @@ def choose_model(watts: Optional[float] = None, profile_path: Optional[str] = No
         if meter is not None:
             meter.close()
         raise
+    ignored = []
+    if meter is None and prof is None and not no_profile:
+        ignored = [True] if _saved_profile_exists(profile_dir) else []
     if meter is not None:
         if getattr(meter, "simulated", False):
             warn(f"the meter at {getattr(meter, 'root', meter.name)} is simulated: its joules are not measured")
@@ -83,6 +90,15 @@ def choose_model(watts: Optional[float] = None, profile_path: Optional[str] = No
     if prof is not None:
         return CalibratedModel(prof, idle_share=idle_share), None
     if (meter_kind or "auto") == "auto" and not no_profile:
-        warn(f"no RAPL meter and no calibration profile here: energy is modelled at a fixed {DEFAULT_WATTS:g} W "
+        what = ("no RAPL meter, and the saved profile is not used (see above)" if ignored
+                else "no RAPL meter and no calibration profile here")
+        warn(f"{what}: energy is modelled at a fixed {DEFAULT_WATTS:g} W "
              "per busy CPU (use -p to set it, or calibrate on a machine with RAPL)")
-    return FixedWattsModel(DEFAULT_WATTS), None
+    if idle_share:
+        warn("--idle-share does nothing with the fixed model: it charges idle nothing")
+    return FixedWattsModel(DEFAULT_WATTS, chosen_by="no meter or profile"), None
+
+
+def _saved_profile_exists(profile_dir=None) -> bool:
+    path = os.path.join(profile_dir, "profile.json") if profile_dir else profiles.default_path()
+    return os.path.exists(path)

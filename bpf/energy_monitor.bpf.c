@@ -277,6 +277,30 @@ static __always_inline __u64 runtime_now(struct task_struct *t)
 	return clock > exec_start && exec_start ? r + (clock - exec_start) : r;
 }
 
+/* The time of this switch in CLOCK_MONOTONIC, without calling the clock on
+ * every switch (bpf_ktime_get_ns() is a third of this program's cost on a
+ * VM's kvm-clock): __schedule() has just updated the runqueue clock
+ * (sched_clock, which runs at the same rate), so the switch's time is that
+ * clock plus an offset learned with a real clock read every EM_CLOCK_LEARN
+ * switches. Both ends of every slice are then the same instant the kernel
+ * itself took (the runqueue clock at the switch), so a slice's runtime
+ * (taken by the kernel at that instant too) never outgrows its wall time.
+ * Never earlier than the slot's start: each boundary is stored once and
+ * used for the slice before it and the slice after it, so the slices of a
+ * CPU add up to its window exactly. */
+static __always_inline __u64 switch_time(struct cpu_slot *s, struct task_struct *prev)
+{
+	__u64 clock = prev->se.cfs_rq->rq->clock, now;
+
+	if (!s->clk_off || (s->switches & (EM_CLOCK_LEARN - 1)) == 0) {
+		now = bpf_ktime_get_ns();
+		s->clk_off = now - clock;
+	} else {
+		now = clock + s->clk_off;
+	}
+	return now > s->start_ns ? now : s->start_ns;
+}
+
 static __always_inline void set_slot(struct cpu_slot *s, struct task_struct *t, __u64 now)
 {
 	s->task = (__u64)t;
@@ -303,8 +327,8 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	s = &slots[cpu];
 	if (!s->open)
 		return 0;
-	now = bpf_ktime_get_ns();
-	wall = now > s->start_ns ? now - s->start_ns : 0;
+	now = switch_time(s, prev);
+	wall = now - s->start_ns;
 	s->switches += 1;
 	if (prev->pid == 0) {
 		/* idle's switch-in unseen: the slot's task ran first */

@@ -18,6 +18,7 @@
 #define EM_TASK_DEAD    0x80  /* task_struct.__state on the final switch-out */
 #define EM_OPEN_FIRST   1     /* cpu_slot.open: the slice running when the window opened */
 #define EM_OPEN         2
+#define EM_CLOCK_LEARN  64    /* switches between two real bpf_ktime_get_ns() calls on a CPU */
 
 /* task_stats.flags */
 #define EM_FLAG_EXITED  0x1   /* sched_process_exit seen (the task may still run once more) */
@@ -80,6 +81,7 @@ struct cpu_slot {
 	__u64 events;
 	__u64 event_drops;
 	__u64 deaths;
+	__u64 clk_off;       /* CLOCK_MONOTONIC minus the runqueue clock, learned every EM_CLOCK_LEARN switches */
 	struct cpu_cut cut;
 } __attribute__((aligned(64)));
 

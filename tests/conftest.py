@@ -65,3 +65,95 @@ def test_objects():
 def monitor_object():
     _make("objects")
     return ROOT / "ebpf_energy" / "bpf" / "energy_monitor.bpf.o"
+
+
+# -- nothing left behind by the whole session ------------------------------------
+# Individual tests check their own objects; this checks the sum at the end of
+# the session, so a leak no single test looks for still fails the run: BPF
+# programs, maps and links, our cgroups, files pinned in bpffs, and processes
+# of ours still running.
+
+def _bpf_ids():
+    from ebpf_energy.loader import syscall
+
+    out = set()
+    for kind, nxt in (("prog", syscall.prog_get_next_id), ("map", syscall.map_get_next_id),
+                      ("link", syscall.link_get_next_id)):
+        i = 0
+        while True:
+            i = nxt(i)
+            if i is None:
+                break
+            out.add((kind, i))
+    return out
+
+
+def _our_cgroups():
+    found = set()
+    for top in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        for dirpath, dirnames, _ in os.walk(top):
+            if dirpath.count("/") > top.count("/") + 3:
+                dirnames[:] = []
+                continue
+            found.update(os.path.join(dirpath, d) for d in dirnames if d.startswith("ebpf-energy"))
+    return found
+
+
+def _pins():
+    try:
+        return set(os.listdir("/sys/fs/bpf"))
+    except OSError:
+        return set()
+
+
+def _our_processes():
+    me, out = os.getpid(), set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{d}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != b"Z" and (b"ebpf_energy" in cmd or b"ebpf-energy" in cmd):
+            out.add((int(d), cmd.replace(b"\0", b" ").decode(errors="replace")[:100]))
+    return out
+
+
+def _snapshot():
+    return {"bpf objects": _bpf_ids() if is_root() else set(), "cgroups": _our_cgroups(), "pins": _pins(),
+            "processes": _our_processes()}
+
+
+def pytest_sessionstart(session):
+    session.config._leak_baseline = _snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import time
+
+    base = getattr(session.config, "_leak_baseline", None)
+    if base is None:
+        return
+    deadline = time.monotonic() + 10  # the kernel frees closed objects a moment later (RCU)
+    while True:
+        now = _snapshot()
+        left = {k: sorted(now[k] - base[k]) for k in now if now[k] - base[k]}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if left:
+        lines = [f"  {k}: {v[:10]}" + (f" (+{len(v) - 10} more)" if len(v) > 10 else "") for k, v in left.items()]
+        session.config._leaks = lines
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = getattr(config, "_leaks", None)
+    if lines:
+        terminalreporter.section("left behind by the test session (a leak: find the test that made it)")
+        for ln in lines:
+            terminalreporter.line(ln)

@@ -8,10 +8,14 @@
 Registered through the ``pytest11`` entry point, so it loads in every pytest
 run of an environment with ebpf-energy installed: it does nothing (and
 imports nothing heavy) unless a test carries the marker or the report was
-asked for. Without root it says so once and runs the tests unmeasured.
+asked for. Only the test's call phase is measured (not its fixtures' setup
+and teardown). Without the privilege for eBPF (root, or CAP_BPF and
+CAP_PERFMON) budgets are still checked, on the CPU time the kernel's rusage
+gives for the test process and its reaped children, priced by the same
+model; the terminal summary says so.
 """
 
-import os
+import math
 
 import pytest
 
@@ -22,10 +26,12 @@ class _State:
     def __init__(self, report: bool):
         self.report = report
         self.results = []  # (nodeid, Result)
-        self.warned = False
+        self.notes = []
         self.model = None
         self.meter = None
-        self.can_measure = os.geteuid() == 0
+        from ebpf_energy.privilege import can_bpf
+
+        self.can_measure = can_bpf()
 
 
 def pytest_addoption(parser):
@@ -40,13 +46,34 @@ def pytest_configure(config):
     setattr(config, _STATE_KEY, _State(config.getoption("--energy-report", default=False)))
 
 
-def _warn_once(state, config, text):
-    if state.warned:
-        return
-    state.warned = True
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    if tr is not None:
-        tr.write_line(f"ebpf-energy: {text}", yellow=True)
+def _note(state, text):
+    """Said in the terminal summary: a line written during a test is swallowed by output capture."""
+    if text not in state.notes:
+        state.notes.append(text)
+
+
+def _budget(marker):
+    """The marker's joules, or a usage error naming what is wrong with it."""
+    if marker.args and "joules" in marker.kwargs:
+        raise pytest.UsageError("energy_budget: give the joules once (energy_budget(5) or energy_budget(joules=5))")
+    if not marker.args and "joules" not in marker.kwargs:
+        raise pytest.UsageError("energy_budget needs the joules: @pytest.mark.energy_budget(joules=5)")
+    value = marker.kwargs.get("joules", marker.args[0] if marker.args else None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise pytest.UsageError(f"energy_budget(joules={value!r}): the budget must be a positive, finite number "
+                                "of joules")
+    return float(value)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """A bad marker is a usage error at collection, before any test runs."""
+    for item in items:
+        marker = item.get_closest_marker("energy_budget")
+        if marker is not None:
+            try:
+                _budget(marker)
+            except pytest.UsageError as e:
+                raise pytest.UsageError(f"{item.nodeid}: {e}") from None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -56,22 +83,20 @@ def pytest_runtest_call(item):
     if state is None or (marker is None and not state.report):
         yield
         return
-    if not state.can_measure:
-        _warn_once(state, item.config, "not root: tests run without energy measurement "
-                                       "(energy budgets are not checked)")
-        yield
-        return
     from ebpf_energy.measurement import Measurement
 
     if state.model is None:
         from ebpf_energy.model.select import choose_model
 
         state.model, state.meter = choose_model(warn=lambda msg: None)
-    m = Measurement(model=state.model, meter=state.meter)
+    if not state.can_measure:
+        _note(state, "no eBPF here (needs root, or CAP_BPF and CAP_PERFMON): energy budgets were checked on the "
+                     "rusage CPU time of each test's process and its reaped children, priced by the model")
+    m = Measurement(model=state.model, meter=state.meter, use_ebpf=state.can_measure)
     try:
         m.__enter__()
     except Exception as e:  # measuring must never break the test itself
-        _warn_once(state, item.config, f"cannot measure energy ({e}); tests run unmeasured")
+        _note(state, f"cannot measure energy ({e}); those tests ran unmeasured")
         yield
         return
     outcome = yield
@@ -79,12 +104,11 @@ def pytest_runtest_call(item):
     state.results.append((item.nodeid, m.result))
     if marker is None or outcome.excinfo is not None:
         return
-    budget = marker.kwargs.get("joules", marker.args[0] if marker.args else None)
-    if budget is None:
-        return
+    budget = _budget(marker)
     if m.joules > budget:
+        procs = f"{m.processes} process(es)" if m.processes is not None else "rusage, no eBPF"
         msg = (f"energy budget exceeded: {m.joules:.3f} J > {budget:g} J "
-               f"({m.cpu_seconds:.3f} s CPU, {m.processes} process(es); model {m.result.model.get('name')})")
+               f"({m.cpu_seconds:.3f} s CPU, {procs}; model {m.result.model.get('name')})")
         exc = pytest.fail.Exception(msg, pytrace=False)
         if hasattr(outcome, "force_exception"):
             outcome.force_exception(exc)
@@ -94,12 +118,16 @@ def pytest_runtest_call(item):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = getattr(config, _STATE_KEY, None)
-    if state is None or not state.report:
+    if state is None:
         return
     tr = terminalreporter
-    tr.section("ebpf-energy: joules per test")
+    for note in state.notes:
+        tr.write_line(f"ebpf-energy: {note}", yellow=True)
+    if not state.report:
+        return
+    tr.section("ebpf-energy: joules per test (call phase)")
     if not state.results:
-        tr.write_line("no test was measured" + ("" if state.can_measure else " (not root)"))
+        tr.write_line("no test was measured")
         return
     model = state.results[0][1].model
     from ebpf_energy.report import model_sentence

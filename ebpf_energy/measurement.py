@@ -83,26 +83,36 @@ def _rusage_ns(who) -> int:
 class _Tree:
     """Sampler + cgroup + meter around one measured stretch (root only)."""
 
-    def __init__(self, model, meter):
-        from ebpf_energy.cgroups import TempCgroup
-        from ebpf_energy.monitor import EbpfSampler
+    def __init__(self, model, meter, sampler=None):
+        """``sampler``: a running EbpfSampler to share (the pytest plugin's,
+        one load per session); the stretch is then the difference of two of
+        its reads. Without one, a sampler is started and stopped here."""
+        from ebpf_energy.cgroups import TempCgroup, own_cgroup
 
         self.model, self.meter = model, meter
-        from ebpf_energy.cgroups import own_cgroup
-
         self.cgroup = TempCgroup("run", parent=own_cgroup())
-        self.sampler = EbpfSampler()
+        self.shared = sampler is not None
+        if sampler is None:
+            from ebpf_energy.monitor import EbpfSampler
+
+            sampler = EbpfSampler()
+        self.sampler = sampler
         self.m0 = None
+        self.w0 = None
         self.window = None
 
     def __enter__(self):
         self.cgroup.__enter__()
         try:
-            self.sampler.start()
+            if self.shared:
+                self.w0 = self.sampler.read()
+            else:
+                self.sampler.start()
             self.m0 = self.meter.read() if self.meter is not None else None
             self.model.begin(self.meter)
         except BaseException:
-            self.sampler.stop()
+            if not self.shared:
+                self.sampler.stop()
             self.cgroup.remove()
             raise
         return self
@@ -116,6 +126,10 @@ class _Tree:
         tree has no other CPU time.
         """
         window = self.sampler.read()
+        if self.w0 is not None:
+            from ebpf_energy.driver import diff_windows
+
+            window = diff_windows(self.w0, window)
         meter_j = self.meter.read().delta(self.m0) if self.meter is not None else None
         attribution = self.model.attribute(window, meter_j)
         self.window = window
@@ -146,7 +160,8 @@ class _Tree:
 
     def close(self, keep_alive_to: Optional[str] = None):
         self.model.end()
-        self.sampler.stop()
+        if not self.shared:
+            self.sampler.stop()
         if self.cgroup.nested and keep_alive_to is not None:
             return  # the enclosing measurement removes it, after counting what ran in it
         if keep_alive_to is not None:
@@ -249,8 +264,10 @@ class RunError(Exception):
 class Measurement:
     """``with measure():`` or ``@measure()``: energy of a block of this process and its children."""
 
-    def __init__(self, model=None, meter=None, carbon_intensity=DEFAULT_CARBON_INTENSITY, use_ebpf=None):
+    def __init__(self, model=None, meter=None, carbon_intensity=DEFAULT_CARBON_INTENSITY, use_ebpf=None,
+                 sampler=None):
         self._model, self._meter = model, meter
+        self._sampler = sampler  # a running EbpfSampler to share instead of loading one per block
         self.carbon_intensity = carbon_intensity
         self.use_ebpf = (os.geteuid() == 0) if use_ebpf is None else use_ebpf
         self.result: Optional[Result] = None
@@ -281,7 +298,7 @@ class Measurement:
             self._model, self._meter = _default_model()
         self._origin = None
         if self.use_ebpf:
-            self._tree = _Tree(self._model, self._meter).__enter__()
+            self._tree = _Tree(self._model, self._meter, self._sampler).__enter__()
             self._origin = own_cgroup()
             self._tree.cgroup.add(os.getpid())
         self._self0 = _rusage_ns(resource.RUSAGE_SELF)

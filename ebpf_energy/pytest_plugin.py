@@ -27,6 +27,7 @@ class _State:
         self.report = report
         self.results = []  # (nodeid, Result)
         self.notes = []
+        self.sampler = None
         self.model = None
         self.meter = None
         from ebpf_energy.privilege import can_bpf
@@ -92,7 +93,17 @@ def pytest_runtest_call(item):
     if not state.can_measure:
         _note(state, "no eBPF here (needs root, or CAP_BPF and CAP_PERFMON): energy budgets were checked on the "
                      "rusage CPU time of each test's process and its reaped children, priced by the model")
-    m = Measurement(model=state.model, meter=state.meter, use_ebpf=state.can_measure)
+    if state.can_measure and state.sampler is None:
+        from ebpf_energy.monitor import EbpfSampler
+
+        try:  # one load for the whole session, not one per test (~80 ms each)
+            sampler = EbpfSampler()
+            sampler.start()
+            state.sampler = sampler
+        except Exception as e:  # noqa: BLE001 - measuring must never break the tests
+            state.can_measure = False
+            _note(state, f"cannot load the eBPF monitor ({e}): budgets were checked on rusage CPU time")
+    m = Measurement(model=state.model, meter=state.meter, use_ebpf=state.can_measure, sampler=state.sampler)
     try:
         m.__enter__()
     except Exception as e:  # measuring must never break the test itself
@@ -114,6 +125,17 @@ def pytest_runtest_call(item):
             outcome.force_exception(exc)
         else:  # pragma: no cover - pluggy < 1.1
             outcome._excinfo = (type(exc), exc, None)
+
+
+def pytest_unconfigure(config):
+    state = getattr(config, _STATE_KEY, None)
+    if state is not None:
+        if state.sampler is not None:
+            state.sampler.stop()
+            state.sampler = None
+        if state.meter is not None:
+            state.meter.close()
+            state.meter = None
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -194,3 +194,23 @@ def test_without_root_tests_run_and_the_plugin_says_so_once():
     assert "energy budget exceeded" in out and "rusage, no eBPF" in out
     assert out.count("ebpf-energy: no eBPF here") == 1, out  # in the summary, once, not lost to capture
     assert "joules per test" in out and "Traceback" not in out
+
+
+@pytest.mark.kernel
+def test_one_bpf_load_per_session(pytester, monkeypatch):
+    """Four measured tests share one loaded monitor (each used to load and
+    attach its own: ~80 ms a test)."""
+    from ebpf_energy.monitor import EbpfSampler
+
+    starts = []
+    real = EbpfSampler.start
+
+    def counting(self):
+        starts.append(self)
+        return real(self)
+
+    monkeypatch.setattr(EbpfSampler, "start", counting)
+    pytester.makepyfile(test_energy=TESTS)
+    result = pytester.runpytest(*plugin_args(), "-p", "no:cacheprovider", "--energy-report")
+    result.assert_outcomes(passed=2, failed=2)
+    assert len(starts) == 1 and starts[0].obj is None  # started once, stopped at the end

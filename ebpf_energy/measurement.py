@@ -13,11 +13,13 @@ processes (``processes`` is then None and ``method`` says ``rusage``).
 """
 
 import functools
+import inspect
 import os
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
@@ -298,7 +300,12 @@ class Measurement:
             self._model, self._meter = _default_model()
         self._origin = None
         if self.use_ebpf:
-            self._tree = _Tree(self._model, self._meter, self._sampler).__enter__()
+            _claim_process_for(self)
+            try:
+                self._tree = _Tree(self._model, self._meter, self._sampler).__enter__()
+            except BaseException:
+                _release_process(self)
+                raise
             self._origin = own_cgroup()
             self._tree.cgroup.add(os.getpid())
         self._self0 = _rusage_ns(resource.RUSAGE_SELF)
@@ -326,6 +333,7 @@ class Measurement:
             finally:
                 self._tree.close(keep_alive_to=self._origin)
                 self._tree = None
+                _release_process(self)
             processes, method = len(pids) + 1, "ebpf"
         else:
             cpu_ns, pids, processes, method = rusage_ns, [], None, "rusage"
@@ -338,6 +346,20 @@ class Measurement:
 
     # -- decorator ----------------------------------------------------------------
     def __call__(self, fn):
+        if inspect.iscoroutinefunction(fn):
+            # measure the awaited call, not the coroutine's creation; what
+            # else the event loop runs while it awaits is in this process
+            # too, and so in the measurement
+            @functools.wraps(fn)
+            async def awaiting(*args, **kwargs):
+                if self._active:
+                    return await fn(*args, **kwargs)
+                with self:
+                    return await fn(*args, **kwargs)
+
+            awaiting.measurement = self
+            return awaiting
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if self._active:  # a recursive call (or another thread's): part of the call being measured
@@ -347,6 +369,32 @@ class Measurement:
 
         wrapper.measurement = self
         return wrapper
+
+
+# The eBPF side follows this process by moving it into the block's cgroup:
+# that is the whole process, every thread, so two threads cannot each have a
+# block at once (one block's children would land in the other's cgroup).
+# Nested blocks in one thread are fine: each nests its cgroup in the outer.
+_holder_lock = threading.Lock()
+_holder = {"thread": None, "depth": 0}
+
+
+def _claim_process_for(m):
+    me = threading.get_ident()
+    with _holder_lock:
+        if _holder["thread"] not in (None, me):
+            raise RuntimeError("measure(): another thread of this process is inside a measured block; the kernel "
+                               "follows processes, not threads, so blocks in two threads at once cannot be told "
+                               "apart. Measure them one after the other, or in separate processes")
+        _holder["thread"] = me
+        _holder["depth"] += 1
+
+
+def _release_process(m):
+    with _holder_lock:
+        _holder["depth"] -= 1
+        if _holder["depth"] <= 0:
+            _holder.update(thread=None, depth=0)
 
 
 def measure(**kwargs) -> Measurement:

@@ -283,3 +283,48 @@ def test_nested_measurements_each_count_their_own_and_the_outer_counts_all():
     assert outer.cpu_seconds > inner.cpu_seconds + 0.05 * 0.99
     from ebpf_energy.cgroups import cgroup2_mount
     assert not [n for n in os.listdir(cgroup2_mount()) if n.startswith(f"ebpf-energy-run-{os.getpid()}-")]
+
+
+@pytest.mark.kernel
+def test_blocks_in_two_threads_at_once_are_refused(clean):
+    """The kernel follows processes: a second thread's block while the first
+    runs would mix their children, so it is a clear error, not a wrong number."""
+    import threading
+
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def first():
+        with ebpf_energy.measure(model=FixedWattsModel(WATTS)):
+            inside.set()
+            release.wait(30)
+
+    t = threading.Thread(target=first)
+    t.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(RuntimeError, match="another thread of this process is inside a measured block"):
+            with ebpf_energy.measure(model=FixedWattsModel(WATTS)):
+                seen.append("entered")
+    finally:
+        release.set()
+        t.join()
+    assert seen == []
+    with ebpf_energy.measure(model=FixedWattsModel(WATTS)) as m:  # and once it is over, fine again
+        burn(0.02)
+    assert m.cpu_seconds > 0
+
+
+@pytest.mark.kernel
+def test_an_async_function_is_measured_while_it_runs(clean):
+    """@measure() on an async def measures the awaited call, not the coroutine's creation."""
+    import asyncio
+
+    @ebpf_energy.measure(model=FixedWattsModel(WATTS))
+    async def work():
+        await asyncio.sleep(0)
+        burn(0.1)
+        return 7
+
+    assert asyncio.run(work()) == 7
+    m = work.measurement
+    assert m.cpu_seconds >= 0.09 and m.joules == pytest.approx(m.cpu_seconds * WATTS, rel=1e-9)

@@ -160,7 +160,9 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
     """Run everything and return the ``compare --json`` object."""
     from ebpf_energy.loader import syscall
 
-    if os.geteuid() != 0:
+    from ebpf_energy.privilege import can_bpf
+
+    if not can_bpf():
         raise CompareError("compare runs the eBPF monitor, which needs root (or CAP_BPF and CAP_PERFMON)")
     if bool(command) == bool(workload):
         raise CompareError("give either -w COMMAND or --workload NAME")

@@ -82,6 +82,17 @@ def _rusage_ns(who) -> int:
     return int(round((r.ru_utime + r.ru_stime) * 1e9))
 
 
+def can_follow_tree() -> bool:
+    """eBPF needs CAP_BPF and CAP_PERFMON (or root); following a tree needs a
+    cgroup of ours to make one in (root, or a delegated cgroup: a systemd
+    unit with Delegate=yes, or ``systemd-run --user --scope -p Delegate=yes``)."""
+    from ebpf_energy.cgroups import cgroup2_mount, own_cgroup
+    from ebpf_energy.privilege import can_bpf
+
+    mount = cgroup2_mount()
+    return bool(can_bpf() and mount and os.access(mount.rstrip("/") + own_cgroup(), os.W_OK))
+
+
 class _Tree:
     """Sampler + cgroup + meter around one measured stretch (root only)."""
 
@@ -202,8 +213,7 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
 
     if model is None:
         model, meter = _default_model()
-    root = os.geteuid() == 0
-    tree = _Tree(model, meter) if root else None
+    tree = _Tree(model, meter) if can_follow_tree() else None
     if tree is not None:
         tree.__enter__()
     old = {}
@@ -271,7 +281,7 @@ class Measurement:
         self._model, self._meter = model, meter
         self._sampler = sampler  # a running EbpfSampler to share instead of loading one per block
         self.carbon_intensity = carbon_intensity
-        self.use_ebpf = (os.geteuid() == 0) if use_ebpf is None else use_ebpf
+        self.use_ebpf = can_follow_tree() if use_ebpf is None else use_ebpf
         self.result: Optional[Result] = None
         self._tree = None
         self._active = False  # inside the block: entering again would orphan the running tree

@@ -316,3 +316,36 @@ def test_a_control_character_in_a_name_cannot_forge_a_line(command):
     assert r.returncode == 0, r.stderr
     assert "emt\\x0aPID 1 FAKE" in r.stdout
     assert not any(line.startswith("PID 1 FAKE") for line in r.stdout.splitlines())
+
+
+@pytest.mark.parametrize("command", [["monitor", "-d", "1", "--json", "-p", "10"],
+                                     ["load", "ebpf_energy/bpf/energy_monitor.bpf.o", "-d", "0", "--json"]])
+def test_nobody_with_cap_bpf_and_cap_perfmon_can_monitor(command):
+    """Least privilege: an ordinary user holding only CAP_BPF and CAP_PERFMON
+    (ambient, as a systemd unit's AmbientCapabilities gives them) runs the
+    monitor; the check is on capabilities, never on the uid."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to drop privilege"
+    base = Path(tempfile.mkdtemp(prefix="ebpf-energy-caps-"))
+    try:
+        os.chmod(base, 0o755)
+        _readable_copy(base)
+        python = sys.executable
+        probe = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", "0"],
+                               capture_output=True)
+        if probe.returncode != 0:
+            python = "/usr/bin/python3"
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
+        if command[0] == "load":
+            command = ["load", str(base / "ebpf_energy" / "bpf" / "energy_monitor.bpf.o"), *command[2:]]
+        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "--inh-caps=-all,+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon",
+                            "--bounding-set=-all,+bpf,+perfmon", python, "-m", "ebpf_energy", *command],
+                           capture_output=True, text=True, cwd=str(base), env=env, timeout=60)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert obj["schema"] == 1 and "Traceback" not in r.stderr
+    if command[0] == "monitor":
+        assert obj["processes"] and obj["total_cpu_ns"] > 0

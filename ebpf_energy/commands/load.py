@@ -100,6 +100,8 @@ def brief(value, items=8):
 def program_report(p):
     row = {"name": p.name, "section": p.section, "type": p.type_name, "loaded": p.loaded,
            "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0}
+    if p.spec.kind.manual:
+        row["attach"] = "manual"  # its section names nothing to attach to: run it, or attach it yourself
     if p.loaded:
         info = p.info()
         row.update(id=info.get("id"), run_cnt=info.get("run_cnt", 0), run_time_ns=info.get("run_time_ns", 0),
@@ -174,7 +176,7 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
             obj.load(only=programs or None)
             if attach:
                 obj.attach(strict=False)
-                failed = [p for p in obj.programs.values() if p.loaded and not p.attached]
+                failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.spec.kind.manual]
             if duration and not failed:
                 stop.wait(duration)
             report = {"schema": 1, "object": str(object_path),

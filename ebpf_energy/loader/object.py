@@ -349,6 +349,11 @@ class BpfObject:
         for p in self.programs.values():
             if not p.loaded or p.attached or (names is not None and p.name not in names):
                 continue
+            if p.spec.kind.manual:
+                # nothing to attach to (SEC("raw_tp"), SEC("syscall"), ...): run with
+                # BPF_PROG_TEST_RUN or attached by the caller, as libbpf leaves them
+                explain.trace("attach", f"{p.name}: section {p.section!r} names no target: loaded, not attached")
+                continue
             try:
                 p.link = self._attach_one(p)
                 done.append(p)

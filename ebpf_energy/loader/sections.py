@@ -47,6 +47,12 @@ class SectionKind:
     btf_target_kind: str = ""  # "typedef" (tp_btf) or "func" (fentry/fexit/lsm)
 
     @property
+    def manual(self) -> bool:
+        """No automatic attachment exists for it (no target in the section
+        name): loading it is all, as libbpf's auto-attach skips it too."""
+        return self.attach is None and not self.target
+
+    @property
     def prog_type_name(self):
         return PROG_TYPE_NAMES.get(self.prog_type, str(self.prog_type))
 

@@ -216,9 +216,9 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
                 if cur.end_ns - last.end_ns > 1_000_000:  # the partial last interval, if it is not empty
                     n += 1
                     iw = diff_windows(last, cur)
-                    mj = _joules(meter, m1, m_prev)
+                    mj = joules_between(meter, m1, m_prev)
                     on_interval(n, iw, guard.model.attribute(iw, mj), mj)
-            meter_j = _joules(meter, m1, m0)
+            meter_j = joules_between(meter, m1, m0)
             attribution = guard.model.attribute(cur, meter_j)
             if guard.lost:
                 attribution.model["meter_lost"] = guard.lost
@@ -240,12 +240,12 @@ def _interval(sampler, model, meter, prev, m_prev, n, on_interval):
     m = meter.read() if meter is not None else None
     if on_interval is not None:
         iw = diff_windows(prev or _empty_like(cur), cur)
-        mj = _joules(meter, m, m_prev)
+        mj = joules_between(meter, m, m_prev)
         on_interval(n, iw, (meter.model if meter is not None else model).attribute(iw, mj), mj)
     return cur, m
 
 
-def _joules(guard, later, earlier):
+def joules_between(guard, later, earlier):
     """The meter's joules between two readings; None without a meter, or once it was lost."""
     if guard is None or guard.lost or later is None or earlier is None:
         return None

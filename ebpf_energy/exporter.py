@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-from ebpf_energy.driver import diff_windows
+from ebpf_energy.driver import MeterGuard, diff_windows, joules_between
 from ebpf_energy.model.base import Attribution, PowerModel
 from ebpf_energy.report import drop_warning
 from ebpf_energy.usage import UsageWindow
@@ -198,7 +198,9 @@ class Exporter:
                  linger_s: float = DEFAULT_LINGER_S):
         self.sampler = sampler
         self.model = model
-        self.meter = meter
+        # a meter that fails during a long run must not take the exporter down:
+        # the guard keeps serving on the fallback model and says so (model labels)
+        self.meter = MeterGuard(meter, model) if meter is not None else None
         self.ledger = Ledger(top, linger_s)
         self.snapshot = Snapshot(model=_info_labels(model.describe()))
         self._prev: Optional[UsageWindow] = None
@@ -210,7 +212,7 @@ class Exporter:
         self.sampler.start()
         try:
             self._m_prev = self.meter.read() if self.meter is not None else None
-            self.model.begin(self.meter)
+            self.model.begin(self.meter.meter if self.meter is not None else None)
         except BaseException:
             self.sampler.stop()
             raise
@@ -225,8 +227,10 @@ class Exporter:
             note = drop_warning(iw)
             if note:
                 sys.stderr.write(f"ebpf-energy exporter: {note}\n")
-            mj = m.delta(self._m_prev) if m is not None else None
-            att = self.model.attribute(iw, mj)
+            mj = joules_between(self.meter, m, self._m_prev)
+            att = (self.meter.model if self.meter is not None else self.model).attribute(iw, mj)
+            if self.meter is not None and self.meter.lost:
+                att.model["meter_lost"] = self.meter.lost
             gone = self.sampler.fully_dead
             if gone is None:  # a sampler that cannot tell: exited is final enough
                 gone = {pid for pid, p in cur.processes.items() if p.exited}

@@ -493,3 +493,28 @@ def test_without_root_says_so(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
     assert r.returncode == 1, r.stderr
     assert "needs root" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.kernel
+def test_a_meter_lost_during_a_long_run_does_not_stop_the_exporter():
+    """A zone's energy_uj vanishes between refreshes: the exporter keeps
+    refreshing on the fallback model, and says the meter was lost (it used to
+    die with a traceback, and scrapes got 'connection refused')."""
+    from ebpf_energy.model.select import choose_model
+    from ebpf_energy.rapl.simulated import SimulatedPowercap
+
+    with SimulatedPowercap() as sim:
+        model, meter = choose_model(powercap_root=sim.root)
+        ex = Exporter(EbpfSampler(), model, meter)
+        ex.start()
+        try:
+            first = ex.refresh()
+            assert first.model["name"] == "rapl"
+            sim.stop()
+            os.remove(os.path.join(sim.zone_dir(1), "energy_uj"))
+            later = [ex.refresh() for _ in range(3)]
+        finally:
+            ex.stop()
+            meter.close()
+    assert all("meter failed during the run" in s.model.get("meter_lost", "") for s in later)
+    assert later[-1].refreshes == 4 and later[-1].model["name"] == "fixed"

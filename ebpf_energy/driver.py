@@ -184,7 +184,6 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
     own_stopper = stopper is None
     stopper = stopper or Stopper()
     old = install_stop_signals(stopper) if handle_signals else {}
-    cost = SelfCost()
     guard = MeterGuard(meter, model)
     meter = guard if meter is not None else None
     try:
@@ -192,6 +191,7 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
         try:
             m0 = meter.read() if meter is not None else None
             model.begin(guard.meter)
+            cost = SelfCost()  # from here: the cost of measuring, not of loading
             if on_started is not None:
                 on_started()
             t0 = time.monotonic()
@@ -219,6 +219,8 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
                     mj = joules_between(meter, m1, m_prev)
                     on_interval(n, iw, guard.model.attribute(iw, mj), mj)
             meter_j = joules_between(meter, m1, m0)
+            if meter_j is not None and guard.frozen(meter_j, cur):
+                meter_j = None
             attribution = guard.model.attribute(cur, meter_j)
             if guard.lost:
                 attribution.model["meter_lost"] = guard.lost
@@ -275,6 +277,18 @@ class MeterGuard:
                 self.model = fallback_model(self.model)
                 sys.stderr.write(f"ebpf-energy: warning: {self.lost}\n")
         return self._last
+
+    def frozen(self, meter_j, window) -> bool:
+        """A real package counter moves every millisecond: one that stood
+        still while the CPUs ran is broken; its 0 J is no measurement."""
+        total = meter_j.get("package", meter_j.get("psys"))
+        if total is None or total > 0 or window.total_cpu_ns <= 0 or window.duration_s < 0.5:
+            return False
+        self.lost = (f"the meter did not move in {window.duration_s:.1f} s while the CPUs ran "
+                     f"{window.total_cpu_ns / 1e9:.3f} s: it is not counting; joules are modelled")
+        self.model = fallback_model(self.model)
+        sys.stderr.write(f"ebpf-energy: warning: {self.lost}\n")
+        return True
 
     def close(self):
         self.meter.close()

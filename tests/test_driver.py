@@ -191,3 +191,20 @@ def test_a_meter_that_fails_at_any_read_keeps_the_report(fail_from, capsys):
     assert "meter failed during the run" in r.attribution.model["meter_lost"]
     assert r.attribution.model["name"] == "fixed" and r.meter_j is None
     assert "meter failed during the run" in capsys.readouterr().err
+
+
+def test_a_meter_that_never_moves_is_not_a_measurement(tmp_path, capsys):
+    """A copied, frozen powercap tree reads 0 J while the CPUs run: that is
+    said, and the joules are modelled (it used to say 'measured 0 J')."""
+    from rapl_fixtures import write, zone
+
+    from ebpf_energy.model.rapl_split import RaplSplitModel
+    from ebpf_energy.rapl.powercap import PowercapMeter
+
+    zone(str(tmp_path), "intel-rapl:0", "package-0", 5_000_000, 262_143_328_850, max_power_uw=100_000_000)
+    write(os.path.join(str(tmp_path), ".dev", "intel-rapl", "enabled"), 1)
+    with PowercapMeter(str(tmp_path), keepalive=0) as meter:
+        r = drive(ClockSampler(), RaplSplitModel("powercap"), meter=meter, duration_s=0.6)
+    assert "the meter did not move" in r.attribution.model["meter_lost"]
+    assert r.attribution.model["name"] == "fixed" and r.attribution.total_energy_j > 0
+    assert "the meter did not move" in capsys.readouterr().err

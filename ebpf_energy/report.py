@@ -306,8 +306,9 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
         out.append(f"Samples:        {s['samples']} every {s['interval_s']} s, {s['late_samples']} late, "
                    f"{s['missed_deadlines']} missed; {s.get('vanished', 0)} vanished mid-read")
     if "overhead_cpu_ns" in report and span > 0:
-        share = report["overhead_cpu_ns"] / (span * 1e9) * 100
-        out.append(f"Monitor's own CPU: {_ms(report['overhead_cpu_ns'])} ms ({share:.2f}% of one CPU)")
+        # a share of a window shorter than a second says more about the final read than the monitor
+        share = f" ({report['overhead_cpu_ns'] / (span * 1e9) * 100:.2f}% of one CPU)" if span >= 1 else ""
+        out.append(f"Monitor's own CPU: {_ms(report['overhead_cpu_ns'])} ms{share} while measuring")
     return "\n".join(out) + "\n"
 
 

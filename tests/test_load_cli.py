@@ -390,3 +390,22 @@ def test_long_map_values_are_shown_in_brief():
     assert max(len(line) for line in r.stdout.splitlines()) < 10_000 and "more\"" in r.stdout
     full = run_load("ebpf_energy/bpf/energy_monitor.bpf.o", "--no-attach", "--full")
     assert max(len(line) for line in full.stdout.splitlines()) > 100_000
+
+
+def test_pinned_maps_are_said_and_unpin_removes_them():
+    """A pin-by-name map outlives `load`: the report says where and how to
+    remove it; --unpin removes it before exiting."""
+    pin = "/sys/fs/bpf/pinned_arr"
+    try:
+        r = run_load("tests/bpf/build/core_maps.bpf.o", "--json")
+        assert r.returncode == 0, r.stderr
+        maps = {m["name"]: m for m in json.loads(r.stdout)["maps"]}
+        assert maps["pinned_arr"]["pinned"] == pin and os.path.exists(pin)
+        text = run_load("tests/bpf/build/core_maps.bpf.o")
+        assert f"pinned at {pin}: it stays in the kernel after exit" in text.stdout
+        r = run_load("tests/bpf/build/core_maps.bpf.o", "--unpin", "--json")
+        assert r.returncode == 0 and not os.path.exists(pin)
+        assert {m["name"]: m for m in json.loads(r.stdout)["maps"]}["pinned_arr"]["pinned"] is None
+    finally:
+        if os.path.exists(pin):
+            os.unlink(pin)

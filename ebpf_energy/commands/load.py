@@ -6,6 +6,7 @@ on stderr as it happens.
 """
 
 import json
+import os
 import sys
 
 import click
@@ -66,6 +67,7 @@ def map_report(obj, name, m):
         entry["id"] = m.info()["id"]
     except LoaderError:
         entry["id"] = None
+    entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
     if spec.type_name in NO_LOOKUP:
         entry["entries"] = None
     elif spec.kind in ("data", "kconfig") and name in obj._globals:
@@ -121,6 +123,9 @@ def print_text(report, out, full=False):
     for m in report["maps"]:
         click.echo(f"\nmap {m['name']} ({m['type']}, key {m['key_size']} B, value {m['value_size']} B, "
                    f"max_entries {m['max_entries']})", file=out)
+        if m.get("pinned"):
+            click.echo(f"  pinned at {m['pinned']}: it stays in the kernel after exit "
+                       f"(remove it with `rm {m['pinned']}`, or load with --unpin)", file=out)
         if m["entries"] is None:
             click.echo(f"  ({m.get('entries_error') or 'no lookup from user space for this map type'})", file=out)
         elif not m["entries"]:
@@ -143,10 +148,12 @@ def print_text(report, out, full=False):
               help="Load only these programs (repeatable); the others are not loaded.")
 @click.option("--stats", is_flag=True, help="Switch on run-time statistics (run_cnt, run_time_ns) while running.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--unpin", is_flag=True, help="Remove the pins this object's maps made or reused (LIBBPF_PIN_BY_NAME) "
+                                           "before exiting, so nothing stays in the kernel.")
 @click.option("--full", is_flag=True, help="Show long map values whole (default: the first elements and a count).")
 @click.option("--explain", "explain_", is_flag=True,
               help="Tell every step (sections, maps, relocations, CO-RE, loads, attaches) on stderr.")
-def load(object_path, attach, duration, sets, max_entries, programs, stats, as_json, full, explain_):
+def load(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_):
     """Load a clang-built BPF OBJECT with the pure-Python loader, attach its
     programs, wait, then print each program and each map's decoded contents.
 
@@ -182,6 +189,14 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
             report = {"schema": 1, "object": str(object_path),
                       "programs": [program_report(p) for p in obj.programs.values() if p.loaded],
                       "maps": [map_report(obj, name, m) for name, m in obj.maps.items()]}
+            if unpin:
+                for m in report["maps"]:
+                    if m["pinned"]:
+                        try:
+                            os.unlink(m["pinned"])
+                        except FileNotFoundError:
+                            pass
+                        m["pinned"] = None
     except KeyError as e:
         raise click.UsageError(str(e.args[0]) if e.args else str(e)) from None
     except LoaderError as e:

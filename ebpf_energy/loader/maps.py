@@ -270,6 +270,8 @@ class Map:
     def freeze(self):
         syscall.map_freeze(self.fd)
 
+    pin_path = None  # where this map is pinned (LIBBPF_PIN_BY_NAME), if it is
+
     def pin(self, path):
         """Pin into bpffs (mounted first when needed and root)."""
         if os.path.abspath(path).startswith(BPFFS_PATH + "/"):

@@ -232,7 +232,8 @@ class BpfObject:
                 if spec.name in self._globals:
                     self._globals[spec.name].attach_map(m, frozen=spec.readonly)
             if spec.pinning == PIN_BY_NAME:
-                m.pin(os.path.join(PIN_ROOT, spec.name))
+                m.pin_path = os.path.join(PIN_ROOT, spec.name)
+                m.pin(m.pin_path)
 
     def _reuse_pinned(self, spec, key_codec, value_codec) -> bool:
         path = os.path.join(PIN_ROOT, spec.name)
@@ -245,6 +246,7 @@ class BpfObject:
             raise LoaderError(f"map {spec.name} is pinned at {path} with different attributes: remove it or "
                               "change the definition")
         m.spec_name = spec.name
+        m.pin_path = path
         self.maps[spec.name] = m
         explain.trace("map", f"{spec.name}: reusing the map pinned at {path} (fd {m.fd})")
         return True

@@ -17,7 +17,7 @@ PKG_OBJS    := $(patsubst bpf/%.bpf.c,ebpf_energy/bpf/%.bpf.o,$(wildcard bpf/*.b
 TEST_OBJS   := $(patsubst tests/bpf/%.bpf.c,tests/bpf/build/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
 BENCH_OBJS  := $(patsubst bench/bpf/%.bpf.c,bench/build/%.bpf.o,$(wildcard bench/bpf/*.bpf.c))
 
-.PHONY: all objects test-objects bench-objects deps apt venv test fuzz bench run clean
+.PHONY: all objects test-objects bench-objects deps apt venv test fuzz bench run clean regen-vmlinux
 
 all: objects test-objects
 
@@ -40,11 +40,14 @@ bench/build/%.bpf.o: bench/bpf/%.bpf.c vmlinux.h
 	@mkdir -p $(dir $@)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-# `make vmlinux.h` regenerates it from the running kernel's BTF when that is
-# newer (after a kernel change); `make -B vmlinux.h` forces it. The committed
-# copy is what CI builds with.
-vmlinux.h: $(wildcard /sys/kernel/btf/vmlinux)
+# The committed vmlinux.h is what every build uses (CO-RE makes the object run
+# on other kernels), so a build never rewrites it: `make regen-vmlinux`
+# regenerates it from the running kernel's BTF, on purpose.
+vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+regen-vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h.tmp && mv vmlinux.h.tmp vmlinux.h
 
 apt:
 	@missing=""; \

@@ -2,7 +2,7 @@
 
 Exit status: 0 a credible profile was fitted (and saved); 1 no usable meter
 or bad input; 4 the fit is not credible (reason given, nothing saved);
-130 interrupted (workers killed, nothing saved).
+128 + the signal when interrupted (130 for Ctrl-C, 143 for SIGTERM; workers killed, nothing saved).
 """
 
 import json
@@ -16,7 +16,6 @@ from ebpf_energy.commands._numbers import Number, count, seconds
 from ebpf_energy.commands._options import powercap_root_option
 
 EXIT_NOT_CREDIBLE = 4
-EXIT_INTERRUPTED = 130
 
 
 def _levels(text, ncpus):
@@ -42,7 +41,7 @@ def _default_output(simulated):
 
 
 def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt(signum)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +77,10 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
     from ebpf_energy.calibration import profile as profiles
     from ebpf_energy.calibration.runner import NotCredible, build_profile, plan, sample_levels
     from ebpf_energy.model.calibrated import CalibratedModel
+
+    if output and not no_save and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        # before the minutes of calibration, and without creating folders a typo names
+        raise click.BadParameter(f"the folder of {output} does not exist", param_hint="--output")
     from ebpf_energy.rapl.errors import RaplError
     from ebpf_energy.rapl.meter import open_meter
 
@@ -118,9 +121,11 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
                 samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle, None, cpu_reader,
                                         cpu_cgroup)
             prof = build_profile(samples, meter, settings, min_r2)
-    except KeyboardInterrupt:
-        click.echo("ebpf-energy: calibration interrupted; workers stopped, no profile saved", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:
+        sig = e.args[0] if e.args else signal.SIGINT
+        click.echo(f"ebpf-energy: calibration stopped by {signal.Signals(sig).name}; workers stopped, no profile "
+                   "saved", err=True)
+        sys.exit(128 + sig)
     except RaplError as e:
         raise click.ClickException(str(e)) from None
     except NotCredible as e:

@@ -409,3 +409,13 @@ def test_pinned_maps_are_said_and_unpin_removes_them():
     finally:
         if os.path.exists(pin):
             os.unlink(pin)
+
+
+def test_a_poisoned_core_relocation_is_named():
+    """Without --explain, the error says which relocation failed (program,
+    instruction, type and field), not only the verifier's unknown#195896080."""
+    r = run_load("tests/bpf/build/core_poisoned.bpf.o")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "did not resolve against this kernel" in r.stderr
+    assert "program read_missing" in r.stderr and "task_struct___no_such.no_such_field" in r.stderr
+    assert "field not found in target" in r.stderr

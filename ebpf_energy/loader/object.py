@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional
 from ebpf_energy.loader import attach as attach_mod
 from ebpf_energy.loader import btf_sanitize, core, explain, map_memory, program, syscall
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
-from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError, PermissionDenied
+from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError, PermissionDenied, VerifierError
 from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
 from ebpf_energy.loader.externs import kallsyms_address, kconfig_value, read_kconfig
 from ebpf_energy.loader.globals import GlobalData
@@ -98,6 +98,7 @@ class BpfObject:
             self._globals[sec] = GlobalData(sec, variables, spec.btf, spec.maps[sec].initial)
         self._loaded = False
         self._closed = False
+        self._poisoned = {}  # section index -> [(instruction, CoreResult)] the kernel lacks
 
     @classmethod
     def open(cls, path, data: Optional[bytes] = None) -> "BpfObject":
@@ -264,6 +265,8 @@ class BpfObject:
                     idx = relo.insn_off_bytes // 8
                     result = core.resolve(relo, self.spec.btf, target)
                     before, after = core.patch(buf, idx, result)
+                    if result.poison:
+                        self._poisoned.setdefault(sec.index, []).append((idx, result))
                     if explain.enabled():
                         outcome = (f"POISONED ({result.reason})" if result.poison
                                    else f"{result.target_desc} = {result.new_val}")
@@ -302,6 +305,8 @@ class BpfObject:
                 p.fd = program.load(linked, kind.prog_type, self.spec.elf.license, ext=self.spec.ext,
                                     btf_fd=self.btf_fd, expected_attach_type=kind.expected_attach_type,
                                     attach_btf_id=attach_btf_id, kern_version=kver)
+            except VerifierError as e:
+                raise self._named_poison(e, p, linked) from None
             except PermissionDenied as e:
                 if kind.expected_attach_type in TRAMPOLINE_ATTACH and os.geteuid() == 0:
                     raise TrampolineRefused(
@@ -310,6 +315,23 @@ class BpfObject:
                         "direct-call ftrace); attach to a tracepoint instead (tp_btf/, raw_tp/, tp/)",
                         e.errno) from None
                 raise
+
+    def _named_poison(self, e: VerifierError, p, linked) -> VerifierError:
+        """The verifier stopped at a poisoned CO-RE relocation (``call
+        0xbad2310``, shown as ``unknown#195896080``): say which one, as
+        libbpf does, rather than leave the reader with the magic number."""
+        if f"#{core.POISON_IMM}" not in (e.log or "") + str(e):
+            return e
+        found = [(f.section, f.name, idx, r) for f in linked.functions
+                 for idx, r in self._poisoned.get(f.shndx, []) if f.start <= idx < f.end]
+        if not found:
+            return e
+        lines = [f"the verifier reached a CO-RE relocation that did not resolve against this kernel "
+                 f"(the loader put `call {core.POISON_IMM:#x}` there):"]
+        lines += [f"  program {p.name}, function {fn} (section {sec} instruction {idx}): {r.kind_name} "
+                  f"{r.local_desc}: {r.reason}" for sec, fn, idx, r in found]
+        lines.append("guard the access with bpf_core_field_exists() / bpf_core_type_exists(), or build for this kernel")
+        return VerifierError(e.program, "\n".join(lines) + "\n" + str(e), log=e.log, source_line=e.source_line)
 
     def _resolve_fixup(self, fx):
         """(src_reg, imm, next imm) for one ld_imm64 or kfunc call fixup."""

@@ -5,8 +5,11 @@ when invoked, so ``ebpf-energy run -- true`` does not pay for pyelftools,
 cffi or the power models it does not use.
 """
 
+import errno
 import importlib
 import importlib.util
+import os
+import sys
 
 import click
 
@@ -49,7 +52,37 @@ def _available(name):
 
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+class OutputGuard(LazyGroup):
+    """Every command: a report that stdout cannot take (a full disk, a quota)
+    ends in one line and exit status 74 (EX_IOERR), not a traceback; a reader
+    that went away (``| head``) ends it quietly."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(0)
+        except OSError as e:
+            if e.errno not in WRITE_ERRORS:
+                raise
+            _quiet_stdout()
+            sys.stderr.write(f"ebpf-energy: cannot write the output: {e.strerror}\n")
+            sys.exit(74)
+
+
+def _quiet_stdout():
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+@click.group(cls=OutputGuard, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ebpf-energy")
 def main():
     """Which processes spend this machine's energy, measured with eBPF.

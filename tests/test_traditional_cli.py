@@ -294,11 +294,11 @@ def test_a_signal_before_the_duration_is_up_gives_the_summary_and_128_plus_it(si
     assert balanced(json.loads(out)) and f"stopped by {sig.name}" in err and "Traceback" not in err
 
 
-def test_a_full_disk_is_one_line_and_exit_74():
+@pytest.mark.parametrize("args", [["-d", "0.3", "-p", "10"], ["--help"]])
+def test_a_full_disk_is_one_line_and_exit_74(args):
     with open("/dev/full", "w") as full:
-        r = subprocess.run(cmd("-d", "0.3", "-p", "10"), stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                           timeout=30)
-    assert r.returncode == 74 and "cannot write the report: No space left on device" in r.stderr
+        r = subprocess.run(cmd(*args), stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 74 and "cannot write the output: No space left on device" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -5,7 +5,6 @@ signals and exit codes must not drift apart, or the comparison between them
 means nothing.
 """
 
-import errno
 import os
 import signal
 import sys
@@ -14,8 +13,6 @@ import click
 
 from ebpf_energy.commands._numbers import PID_MAX_LIMIT, Number, count, seconds
 from ebpf_energy.report import BY_CHOICES, drop_warning
-
-WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 _LISTING = [
     click.option("--top", type=count(), default=None, metavar="N",
@@ -128,13 +125,6 @@ def run_and_report(name, sampler, model, meter, reporter, *, duration, interval,
         # The reader went away (``| head``): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except OSError as e:
-        if e.errno not in WRITE_ERRORS:
-            raise
-        # stdout cannot take the report (a full disk, a quota): one line, EX_IOERR
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        err.write(f"ebpf-energy {name}: cannot write the report: {e.strerror}\n")
-        sys.exit(74)
     finally:
         sampler.stop()
         if meter is not None:

@@ -7,6 +7,7 @@ on stderr as it happens.
 
 import json
 import os
+import signal
 import sys
 
 import click
@@ -184,8 +185,9 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
             if attach:
                 obj.attach(strict=False)
                 failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.spec.kind.manual]
-            if duration and not failed:
-                stop.wait(duration)
+            stopped_by = None
+            if duration and not failed and stop.wait(duration):
+                stopped_by = stop.stopper.reason
             report = {"schema": 1, "object": str(object_path),
                       "programs": [program_report(p) for p in obj.programs.values() if p.loaded],
                       "maps": [map_report(obj, name, m) for name, m in obj.maps.items()]}
@@ -216,3 +218,6 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         for p in failed:
             click.echo(f"error: program {p.name} ({p.section}) loaded but did not attach: {p.attach_error}", err=True)
         sys.exit(1)
+    if stopped_by:  # cut short before -d was up: the report is out, the status says so
+        click.echo(f"ebpf-energy load: stopped by {stopped_by} before the {duration:g} s were up", err=True)
+        sys.exit(128 + signal.Signals[stopped_by])

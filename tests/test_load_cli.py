@@ -419,3 +419,20 @@ def test_a_poisoned_core_relocation_is_named():
     assert "did not resolve against this kernel" in r.stderr
     assert "program read_missing" in r.stderr and "task_struct___no_such.no_such_field" in r.stderr
     assert "field not found in target" in r.stderr
+
+
+def test_a_ring_buffer_size_is_rounded_up_as_the_kernel_wants_it():
+    """--max-entries records=1000 is no EINVAL: rounded up to a power-of-two
+    multiple of the page (as libbpf does), and the report gives the size used."""
+    r = run_load("tests/bpf/build/ringbuf.bpf.o", "--max-entries", "records=1000", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = by_name(json.loads(r.stdout)["maps"])["records"]
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert rec["max_entries"] == page and rec["entries"] is None
+
+
+def test_without_stats_the_table_shows_no_runs():
+    """RUNS 0 looks measured: without --stats the columns say '-'."""
+    r = run_load("tests/bpf/build/rodata.bpf.o", "--no-attach")
+    row = [ln for ln in r.stdout.splitlines() if ln.startswith("use_settings")][0].split()
+    assert row[-2:] == ["-", "-"]

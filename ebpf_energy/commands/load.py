@@ -118,9 +118,13 @@ def print_text(report, out, full=False):
     click.echo(f"{'PROGRAM':<24} {'SECTION':<32} {'TYPE':<16} {'ID':>6} {'ATTACHED':<8} {'RUNS':>10} {'NS/RUN':>8}",
                file=out)
     for p in report["programs"]:
-        per_run = p["run_time_ns"] // p["run_cnt"] if p["run_cnt"] else 0
+        if report.get("stats"):
+            runs, per_run = str(p["run_cnt"]), str(p["run_time_ns"] // p["run_cnt"] if p["run_cnt"] else 0)
+        else:  # not measured without --stats: a 0 would look like a measurement
+            runs = per_run = "-"
+        attached = "yes" if p["attached"] else ("manual" if p.get("attach") == "manual" else "no")
         click.echo(f"{p['name']:<24} {p['section']:<32} {p['type']:<16} {str(p['id'] or '-'):>6} "
-                   f"{'yes' if p['attached'] else 'no':<8} {p['run_cnt']:>10} {per_run:>8}", file=out)
+                   f"{attached:<8} {runs:>10} {per_run:>8}", file=out)
     for m in report["maps"]:
         click.echo(f"\nmap {m['name']} ({m['type']}, key {m['key_size']} B, value {m['value_size']} B, "
                    f"max_entries {m['max_entries']})", file=out)
@@ -188,7 +192,7 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
             stopped_by = None
             if duration and not failed and stop.wait(duration):
                 stopped_by = stop.stopper.reason
-            report = {"schema": 1, "object": str(object_path),
+            report = {"schema": 1, "object": str(object_path), "stats": bool(stats),
                       "programs": [program_report(p) for p in obj.programs.values() if p.loaded],
                       "maps": [map_report(obj, name, m) for name, m in obj.maps.items()]}
             if unpin:

@@ -10,6 +10,7 @@ stdout.
 
 import json
 import math
+import shlex
 import sys
 
 import click
@@ -52,7 +53,7 @@ def _model_sentence(model: dict) -> str:
 
 
 def _text(result: dict, intensity: float) -> str:
-    lines = [f"\n ebpf-energy run: {' '.join(result['command'])}", ""]
+    lines = [f"\n ebpf-energy run: {shlex.join(result['command'])}", ""]
     wall = result["wall_s"]
     procs = result["processes"]
     lines.append(f"   {wall:12.3f} s    wall time")

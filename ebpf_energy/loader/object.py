@@ -13,7 +13,8 @@ from typing import Dict, Iterable, List, Optional
 from ebpf_energy.loader import attach as attach_mod
 from ebpf_energy.loader import btf_sanitize, core, explain, map_memory, program, syscall
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
-from ebpf_energy.loader.errors import AttachError, BtfError, LoaderError, PermissionDenied, VerifierError
+from ebpf_energy.loader.errors import (AttachError, BtfError, LoaderError, PermissionDenied, SyscallError,
+                                       VerifierError)
 from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
 from ebpf_energy.loader.externs import kallsyms_address, kconfig_value, read_kconfig
 from ebpf_energy.loader.globals import GlobalData
@@ -30,6 +31,21 @@ PIN_BY_NAME = 1
 PIN_ROOT = "/sys/fs/bpf"
 _kernel_btf = None
 TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN)
+
+
+RINGBUF = 27
+
+
+def ringbuf_size(name: str, size: int) -> int:
+    """A ring buffer's size as the kernel takes it: a power-of-two multiple of
+    the page size. Rounded up, as libbpf does, and said under --explain."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    want = max(size, page)
+    rounded = 1 << (want - 1).bit_length()
+    if rounded != size:
+        explain.trace("map", f"{name}: ring buffer size {size} rounded up to {rounded} "
+                             f"(a power-of-two multiple of the {page}-byte page)")
+    return rounded
 
 
 class TrampolineRefused(LoaderError):
@@ -213,15 +229,22 @@ class BpfObject:
                     value_codec = self.spec.btf.codec(spec.value_type_id)
             if spec.pinning == PIN_BY_NAME and self._reuse_pinned(spec, key_codec, value_codec):
                 continue
+            if spec.type == RINGBUF:
+                spec.max_entries = ringbuf_size(spec.name, spec.max_entries)
             map_memory.check(spec.name, MAP_TYPES.get(spec.type, str(spec.type)), spec.type, spec.key_size,
                              spec.value_size, spec.max_entries, spec.flags, syscall.num_possible_cpus())
-            m = Map.create(
-                kernel_map_name(obj_name, spec.name), spec.type, spec.key_size, spec.value_size,
-                spec.max_entries, map_flags=spec.flags, numa_node=spec.numa_node,
-                btf_fd=self.btf_fd if use_btf else 0,
-                btf_key_type_id=spec.key_type_id if use_btf else 0,
-                btf_value_type_id=spec.value_type_id if use_btf else 0,
-                key_codec=key_codec, value_codec=value_codec)
+            try:
+                m = Map.create(
+                    kernel_map_name(obj_name, spec.name), spec.type, spec.key_size, spec.value_size,
+                    spec.max_entries, map_flags=spec.flags, numa_node=spec.numa_node,
+                    btf_fd=self.btf_fd if use_btf else 0,
+                    btf_key_type_id=spec.key_type_id if use_btf else 0,
+                    btf_value_type_id=spec.value_type_id if use_btf else 0,
+                    key_codec=key_codec, value_codec=value_codec)
+            except SyscallError as e:  # say which map: an object has many
+                raise type(e)(e.command, e.errno, f"map {spec.name} ({MAP_TYPES.get(spec.type, spec.type)}, "
+                              f"key {spec.key_size} B, value {spec.value_size} B, max_entries "
+                              f"{spec.max_entries:,}): {str(e).split(': ', 1)[-1]}") from None
             m.spec_name = spec.name
             self.maps[spec.name] = m
             if spec.initial is not None:

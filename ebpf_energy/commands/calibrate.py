@@ -29,6 +29,11 @@ def _levels(text, ncpus):
         raise click.BadParameter("levels are numbers of busy CPUs, >= 0", param_hint="--levels")
     if levels[-1] > 4 * ncpus:
         raise click.BadParameter(f"{levels[-1]} busy CPUs on a {ncpus}-CPU machine", param_hint="--levels")
+    over = [v for v in levels if v > ncpus]
+    if over:
+        click.echo(f"ebpf-energy calibrate: warning: level(s) {', '.join(map(str, over))} ask for more busy CPUs "
+                   f"than the {ncpus} here: those workers share CPUs, and the fit uses the busy time measured",
+                   err=True)
     return levels
 
 
@@ -49,8 +54,10 @@ def _sigterm_as_interrupt(signum, frame):
 @click.option("--meter", "meter_kind", type=click.Choice(["auto", "powercap", "perf"]), default="auto",
               show_default=True, help="Which RAPL interface to read.")
 @click.option("--levels", default=None, metavar="N,N,...", help="Busy-CPU levels (default 0,1,...,ncpus).")
-@click.option("--seconds-per-level", type=seconds(min=0.2, max=86400.0), default=5.0, show_default=True)
-@click.option("--rounds", type=count(max=1000), default=3, show_default=True)
+@click.option("--seconds-per-level", type=seconds(min=0.2, max=86400.0), default=5.0, show_default=True,
+              help="How long each load level runs in each round.")
+@click.option("--rounds", type=count(max=1000), default=3, show_default=True,
+              help="How many times every level is run (in a shuffled order each round).")
 @click.option("--sample-interval", type=seconds(min=0.01, max=3600.0), default=0.25, show_default=True,
               help="Seconds per sample within a level.")
 @click.option("--settle", type=seconds(max=3600.0), default=0.3, show_default=True,

@@ -37,9 +37,9 @@ def _interrupt(signum, frame):
 @click.option("-d", "--duration", type=seconds(min_open=True), required=True, metavar="SECONDS",
               help="Length of the window (the workload is stopped at its end if still running).")
 @click.option("-w", "--workload-command", "command", default=None, metavar="COMMAND",
-              help="A shell command to run as the workload.")
+              help="A shell command to run as the workload (default, with neither: --workload mixed).")
 @click.option("--workload", "workload", type=click.Choice(NAMES), default=None,
-              help="A built-in workload (needs nothing installed).")
+              help="A built-in workload (needs nothing installed; mixed when neither this nor -w is given).")
 @click.option("-i", "--interval", type=seconds(min=0.01, max=3600.0), default=0.1, show_default=True, metavar="SECONDS",
               help="The /proc monitor's poll interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
@@ -57,6 +57,8 @@ def compare(duration, command, workload, interval, as_json, plot=None, **model_k
 
     if command and workload:
         raise click.UsageError("-w and --workload are alternatives: give one")
+    if command is not None and not command.strip():
+        raise click.BadParameter("the workload command is empty", param_hint="-w")
     if not command and not workload:
         workload = "mixed"
     if plot:

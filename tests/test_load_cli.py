@@ -436,3 +436,12 @@ def test_without_stats_the_table_shows_no_runs():
     r = run_load("tests/bpf/build/rodata.bpf.o", "--no-attach")
     row = [ln for ln in r.stdout.splitlines() if ln.startswith("use_settings")][0].split()
     assert row[-2:] == ["-", "-"]
+
+
+def test_set_takes_arrays_as_json():
+    r = run_load("tests/bpf/build/globals.bpf.o", "--no-attach", "--set", "data_array=[9,8,7,6]", "--json")
+    assert r.returncode == 0, r.stderr
+    data = by_name(json.loads(r.stdout)["maps"])[".data"]["entries"][0]["value"]
+    assert data["data_array"] == [9, 8, 7, 6]
+    bad = run_load("tests/bpf/build/globals.bpf.o", "--no-attach", "--set", "data_array=[9,8")
+    assert bad.returncode == 2 and "is not valid JSON" in bad.stderr

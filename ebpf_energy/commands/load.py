@@ -24,7 +24,16 @@ MAX_SHOWN = 10000
 
 
 def parse_value(text: str):
-    """``--set`` values: integers (any base), true/false, else a string."""
+    """``--set`` values: integers (any base), true/false, a JSON array or
+    object for an array or struct variable (``[9,8,7,6]``, ``{"a": 1}``),
+    else a string."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not valid JSON (arrays as [1,2,3], structs as "
+                                     '{"field": 1})', param_hint="--set") from None
     low = text.lower()
     if low in ("true", "yes", "on"):
         return True

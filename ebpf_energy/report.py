@@ -312,6 +312,15 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     return "\n".join(out) + "\n"
 
 
+def _cell(v):
+    """A CSV cell: 5.198197185, not 5.198197185000001 (nine decimals: nanojoules)."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.9f}".rstrip("0").rstrip(".") if math.isfinite(v) else str(v)
+    return v
+
+
 def csv_header(by: str, with_interval: bool, threads: bool = False) -> List[str]:
     cols = {"process": ["pid"] + (["tid"] if threads else []) + ["comm", "cgroup", "cgroup_id", "cpu_ns", "slices",
                                                                "energy_j", "exited"],
@@ -344,7 +353,7 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
         rows = report["processes"]
     for r in rows:
         r = dict(r, interval=interval)
-        w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+        w.writerow([_cell(r.get(c)) for c in cols])
     return buf.getvalue()
 
 

@@ -445,3 +445,11 @@ def test_set_takes_arrays_as_json():
     assert data["data_array"] == [9, 8, 7, 6]
     bad = run_load("tests/bpf/build/globals.bpf.o", "--no-attach", "--set", "data_array=[9,8")
     assert bad.returncode == 2 and "is not valid JSON" in bad.stderr
+
+
+def test_a_kprobe_on_a_kernel_without_kprobes_says_so():
+    """This kernel has no kprobes: the error says that, not that the loader cannot attach kprobes."""
+    if os.path.isdir("/sys/bus/event_source/devices/kprobe"):
+        pytest.fail("this test is for a kernel without kprobes (CONFIG_KPROBES off), as this machine's is")
+    r = run_load("tests/bpf/build/kprobe_only.bpf.o")
+    assert r.returncode == 1 and "this kernel has no kprobes" in r.stderr and "Traceback" not in r.stderr

@@ -421,7 +421,14 @@ class BpfObject:
             return attach_mod.attach_raw_tracepoint(p.fd, kind.target)
         if kind.attach == "tracing":
             return attach_mod.attach_tracing(p.fd)
-        raise AttachError(f"program {p.name}: the loader cannot attach {p.section!r} programs automatically")
+        head = p.section.split("/", 1)[0]
+        if head in ("kprobe", "kretprobe", "ksyscall", "kretsyscall", "kprobe.multi", "kretprobe.multi") \
+                and not os.path.isdir("/sys/bus/event_source/devices/kprobe"):
+            raise AttachError(f"program {p.name} ({p.section}): this kernel has no kprobes (no kprobe PMU: "
+                              "CONFIG_KPROBES is off), so no loader can attach it; use a tracepoint "
+                              "(tp/, tp_btf/) instead")
+        raise AttachError(f"program {p.name}: the loader cannot attach {p.section!r} programs automatically "
+                          "yet (it attaches tp/, raw_tp/, tp_btf/, fentry/ and fexit/)")
 
     # -- teardown ----------------------------------------------------------------
     def close(self):

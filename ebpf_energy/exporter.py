@@ -372,6 +372,9 @@ def make_server(exporter: Exporter, host: str, port: int):
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
+            if environ.get("REQUEST_METHOD") == "HEAD":  # health checks: the headers of a GET, no body
+                body = metrics_app(dict(environ, REQUEST_METHOD="GET"), start_response)
+                return [b"" for _ in body]
             return metrics_app(environ, start_response)
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html")])

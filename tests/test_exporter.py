@@ -518,3 +518,15 @@ def test_a_meter_lost_during_a_long_run_does_not_stop_the_exporter():
             meter.close()
     assert all("meter failed during the run" in s.model.get("meter_lost", "") for s in later)
     assert later[-1].refreshes == 4 and later[-1].model["name"] == "fixed"
+
+
+@pytest.mark.kernel
+def test_head_metrics_answers_like_get_without_a_body():
+    """Health checks send HEAD: it got 405."""
+    ex = RunningExporter("-p", "10")
+    try:
+        req = urllib.request.Request(ex.url, method="HEAD")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain") and r.read() == b""
+    finally:
+        ex.stop()

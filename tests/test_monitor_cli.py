@@ -250,7 +250,10 @@ def _readable_copy(base):
             os.chmod(os.path.join(d, f), 0o644)
 
 
-def test_without_root_one_clear_sentence():
+def run_as_nobody(*args, caps=(), timeout=60):
+    """``python -m ebpf_energy ARGS`` as uid 65534 holding only ``caps`` (ambient,
+    as a systemd unit's AmbientCapabilities gives them), from a copy of the
+    package that user can read. ``{base}`` in an argument is that copy's folder."""
     setpriv = shutil.which("setpriv")
     assert setpriv, "setpriv (util-linux) is needed to drop privilege"
     base = Path(tempfile.mkdtemp(prefix="ebpf-energy-nobody-"))
@@ -264,11 +267,19 @@ def test_without_root_one_clear_sentence():
         if probe.returncode != 0:
             python = "/usr/bin/python3"
         env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
-        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                            "--bounding-set=-all", python, "-m", "ebpf_energy", "monitor", "-d", "0.2", "--json"],
-                           capture_output=True, text=True, cwd=str(base), env=env, timeout=30)
+        plus = "".join(f",+{c}" for c in caps)
+        drop = [f"--inh-caps=-all{plus}", f"--bounding-set=-all{plus}"]
+        if caps:
+            drop.append("--ambient-caps=" + ",".join(f"+{c}" for c in caps))
+        return subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *drop, python, "-m",
+                               "ebpf_energy", *(a.replace("{base}", str(base)) for a in args)],
+                              capture_output=True, text=True, cwd=str(base), env=env, timeout=timeout)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_without_root_one_clear_sentence():
+    r = run_as_nobody("monitor", "-d", "0.2", "--json", timeout=30)
     assert r.returncode != 0
     assert r.stdout == ""
     msg = r.stderr.strip()
@@ -319,31 +330,11 @@ def test_a_control_character_in_a_name_cannot_forge_a_line(command):
 
 
 @pytest.mark.parametrize("command", [["monitor", "-d", "1", "--json", "-p", "10"],
-                                     ["load", "ebpf_energy/bpf/energy_monitor.bpf.o", "-d", "0", "--json"]])
+                                     ["load", "{base}/ebpf_energy/bpf/energy_monitor.bpf.o", "-d", "0", "--json"]])
 def test_nobody_with_cap_bpf_and_cap_perfmon_can_monitor(command):
     """Least privilege: an ordinary user holding only CAP_BPF and CAP_PERFMON
-    (ambient, as a systemd unit's AmbientCapabilities gives them) runs the
-    monitor; the check is on capabilities, never on the uid."""
-    setpriv = shutil.which("setpriv")
-    assert setpriv, "setpriv (util-linux) is needed to drop privilege"
-    base = Path(tempfile.mkdtemp(prefix="ebpf-energy-caps-"))
-    try:
-        os.chmod(base, 0o755)
-        _readable_copy(base)
-        python = sys.executable
-        probe = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", "0"],
-                               capture_output=True)
-        if probe.returncode != 0:
-            python = "/usr/bin/python3"
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
-        if command[0] == "load":
-            command = ["load", str(base / "ebpf_energy" / "bpf" / "energy_monitor.bpf.o"), *command[2:]]
-        r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                            "--inh-caps=-all,+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon",
-                            "--bounding-set=-all,+bpf,+perfmon", python, "-m", "ebpf_energy", *command],
-                           capture_output=True, text=True, cwd=str(base), env=env, timeout=60)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    runs the monitor; the check is on capabilities, never on the uid."""
+    r = run_as_nobody(*command, caps=("bpf", "perfmon"))
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
     assert obj["schema"] == 1 and "Traceback" not in r.stderr

@@ -159,6 +159,7 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             interval: float = 0.1, model_args: Optional[List[str]] = None, progress=None) -> dict:
     """Run everything and return the ``compare --json`` object."""
     from ebpf_energy.loader import syscall
+    from ebpf_energy.loader.errors import LoaderError
 
     from ebpf_energy.privilege import can_bpf
 
@@ -175,7 +176,10 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
     env = dict(os.environ)
     stats_fd = None
     try:
-        stats_fd = syscall.enable_stats()
+        try:
+            stats_fd = syscall.enable_stats()  # the eBPF side's in-kernel time (bpf_ns)
+        except LoaderError:
+            stats_fd = None  # BPF_ENABLE_STATS needs CAP_SYS_ADMIN: compare without bpf_ns
         with TempCgroup("compare") as cg:
             for r in runs:
                 r.start(env)

@@ -238,7 +238,9 @@ def _readable_copy(base):
     import pycparser
 
     shutil.copytree(ROOT / "ebpf_energy", base / "ebpf_energy", ignore=shutil.ignore_patterns("__pycache__"))
-    for mod in (click, elftools, cffi, pycparser):
+    import prometheus_client
+
+    for mod in (click, elftools, cffi, pycparser, prometheus_client):
         d = os.path.dirname(mod.__file__)
         shutil.copytree(d, base / os.path.basename(d), ignore=shutil.ignore_patterns("__pycache__"))
     import _cffi_backend
@@ -250,10 +252,11 @@ def _readable_copy(base):
             os.chmod(os.path.join(d, f), 0o644)
 
 
-def run_as_nobody(*args, caps=(), timeout=60):
+def run_as_nobody(*args, caps=(), timeout=60, wrap=()):
     """``python -m ebpf_energy ARGS`` as uid 65534 holding only ``caps`` (ambient,
     as a systemd unit's AmbientCapabilities gives them), from a copy of the
-    package that user can read. ``{base}`` in an argument is that copy's folder."""
+    package that user can read. ``{base}`` in an argument is that copy's folder;
+    ``wrap`` runs it (``timeout -s TERM 3``), as root, around setpriv."""
     setpriv = shutil.which("setpriv")
     assert setpriv, "setpriv (util-linux) is needed to drop privilege"
     base = Path(tempfile.mkdtemp(prefix="ebpf-energy-nobody-"))
@@ -271,7 +274,7 @@ def run_as_nobody(*args, caps=(), timeout=60):
         drop = [f"--inh-caps=-all{plus}", f"--bounding-set=-all{plus}"]
         if caps:
             drop.append("--ambient-caps=" + ",".join(f"+{c}" for c in caps))
-        return subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *drop, python, "-m",
+        return subprocess.run([*wrap, setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *drop, python, "-m",
                                "ebpf_energy", *(a.replace("{base}", str(base)) for a in args)],
                               capture_output=True, text=True, cwd=str(base), env=env, timeout=timeout)
     finally:
@@ -340,3 +343,21 @@ def test_nobody_with_cap_bpf_and_cap_perfmon_can_monitor(command):
     assert obj["schema"] == 1 and "Traceback" not in r.stderr
     if command[0] == "monitor":
         assert obj["processes"] and obj["total_cpu_ns"] > 0
+
+
+@pytest.mark.parametrize("command, check", [
+    # the exporter serves until a signal: timeout(1) sends SIGTERM after 3 s (it exits 124 then)
+    (["exporter", "--listen", "127.0.0.1:0", "-p", "10"], lambda r: r.returncode == 124 and "serving" in r.stderr),
+    # without a cgroup of its own to write, run measures by rusage, and says nothing is wrong
+    (["run", "--json", "-p", "10", "--", "true"],
+     lambda r: r.returncode == 0 and json.loads(r.stdout)["method"] == "rusage"),
+    # compare needs a cgroup for its workload: one sentence saying so
+    (["compare", "-d", "1", "-p", "10"],
+     lambda r: r.returncode == 1 and "cgroup" in r.stderr and len(r.stderr.strip().splitlines()) == 1),
+])
+def test_every_command_as_nobody_with_only_cap_bpf_and_cap_perfmon(command, check):
+    """Each command with just the capabilities the README names: it works, or
+    says in one sentence what else it needs; never a traceback."""
+    wrap = ("timeout", "-s", "TERM", "3") if command[0] == "exporter" else ()
+    r = run_as_nobody(*command, caps=("bpf", "perfmon"), wrap=wrap)
+    assert check(r) and "Traceback" not in r.stderr, (r.returncode, r.stdout[-500:], r.stderr[-800:])

@@ -338,3 +338,27 @@ def test_dash_o_writes_the_report_to_a_file(tmp_path, fmt):
 def test_a_command_that_cannot_run_is_126():
     r = cli("-p", "15", "--", "/etc/passwd")
     assert r.returncode == 126 and "cannot run /etc/passwd" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.kernel
+def test_codecarbon_csv_rows_have_its_columns_and_units(tmp_path):
+    """--codecarbon-csv appends rows with CodeCarbon's emissions.csv columns:
+    seconds, kg CO2e, W, kWh; one header, a row per run."""
+    import csv
+
+    from ebpf_energy.codecarbon_csv import COLUMNS
+
+    f = tmp_path / "emissions.csv"
+    obj, _ = cli_json("-p", "15", "--repeat", "2", "--codecarbon-csv", str(f), "--", "sh", "-c", burn_cmd(0.05))
+    obj2, _ = cli_json("-p", "15", "--codecarbon-csv", str(f), "--", "true")
+    with open(f, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == COLUMNS
+        rows = list(reader)
+    assert len(rows) == 3
+    for r, run in zip(rows, obj["runs"] + [obj2]):
+        assert float(r["duration"]) == pytest.approx(run["wall_s"])
+        assert float(r["energy_consumed"]) == pytest.approx(run["energy_j"] / 3.6e6)
+        assert float(r["emissions"]) == pytest.approx(run["carbon_g"] / 1000)
+        assert float(r["cpu_power"]) == pytest.approx(run["energy_j"] / run["wall_s"])
+        assert r["tracking_mode"] == "process" and r["gpu_count"] == "0"

@@ -44,11 +44,13 @@ def _event_printer(err, watts, pids=()):
 @click.option("--min-slice-us", type=Number(min=0, max=YEAR_S * 1e6, integer=True), default=0, metavar="US",
               help="With -v: only stream slices at least this long.")
 @click.option("--explain", "explain_", is_flag=True, help="Tell every loader step (syscalls, relocations) on stderr.")
+@click.option("--codecarbon-csv", "codecarbon_csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also append the run's machine total to FILE in CodeCarbon's emissions.csv columns.")
 @click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
               help="Also draw energy over time for the top processes into FILE (needs matplotlib).")
 @model_options
 def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, max_tasks, min_slice_us,
-            as_json, as_csv, explain_, plot=None, **model_kw):
+            as_json, as_csv, explain_, plot=None, codecarbon_csv=None, **model_kw):
     """Per-process CPU time and energy, measured in the kernel with eBPF.
 
     Every context switch is accounted to the nanosecond, short-lived
@@ -94,10 +96,29 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
         on_interval, interval_s = timeline.hook(printing), timeline.interval_s
         after = lambda result: err.write(  # noqa: E731
             f"ebpf-energy monitor: plot written to {timeline.save(result.attribution.model)}\n")
+    if codecarbon_csv:
+        after = _with_codecarbon_row(after, codecarbon_csv, model_kw)
     how_long = f"for {duration:g} s" if duration > 0 else "until Ctrl-C"
     run_and_report("monitor", sampler, model, meter, reporter, duration=duration, interval=interval,
                    started_message=f"measuring every context switch {how_long}", on_interval=on_interval,
                    interval_s=interval_s, after=after, errors=(LoaderError, PlotError))
+
+
+def _with_codecarbon_row(after, path, model_kw):
+    """After the summary: the machine's run as one CodeCarbon row (machine tracking)."""
+    from ebpf_energy import codecarbon_csv as cc
+    from ebpf_energy.measurement import DEFAULT_CARBON_INTENSITY, carbon_grams
+
+    def write(result):
+        if after is not None:
+            after(result)
+        a, w = result.attribution, result.window
+        cc.append(path, cc.row(duration_s=w.duration_s, energy_j=a.total_energy_j,
+                               carbon_g=carbon_grams(a.total_energy_j, DEFAULT_CARBON_INTENSITY),
+                               cpu_s=w.total_cpu_ns / 1e9, dram_j=a.domains_j.get("dram", 0.0),
+                               tracking_mode="machine"))
+
+    return write
 
 
 def _stream_filters(pids, cg, mount, min_slice_us):

@@ -94,6 +94,8 @@ def _text(result: dict, intensity: float) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="The report as CSV, a row per run (on stdout unless -o).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
               help="Write the report to FILE instead of stderr/stdout (the command's own output stays apart).")
+@click.option("--codecarbon-csv", "codecarbon_csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also append the run to FILE in CodeCarbon's emissions.csv columns (kWh, kg CO2e).")
 @click.option("--wait", "wait_tree", is_flag=True,
               help="Wait until every process of the command's tree has ended, and count them whole "
                    "(default: like `time`, leave background processes running and say so).")
@@ -107,7 +109,7 @@ def _text(result: dict, intensity: float) -> str:
               metavar="G_PER_KWH", help="Grid carbon intensity for the CO2e figure (default: world average).")
 @model_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(as_json, as_csv, output, wait_tree, budget_exit_code, budget_joules, repeat, carbon_intensity, command,
+def run(as_json, as_csv, output, codecarbon_csv, wait_tree, budget_exit_code, budget_joules, repeat, carbon_intensity, command,
         **model_kw):
     """Run COMMAND and measure its whole process tree: wall time, CPU time,
     energy by the active model, and carbon.
@@ -155,6 +157,16 @@ def run(as_json, as_csv, output, wait_tree, budget_exit_code, budget_joules, rep
         text, to_stdout = _csv(out), True
     else:
         text, to_stdout = _text(out, carbon_intensity), False
+    if codecarbon_csv:
+        from ebpf_energy import codecarbon_csv as cc
+
+        try:
+            for r in results:
+                cc.append(codecarbon_csv, cc.row(duration_s=r["wall_s"], energy_j=r["energy_j"],
+                                                 carbon_g=r["carbon_g"], cpu_s=r["cpu_ns"] / 1e9))
+        except OSError as e:
+            click.echo(f"ebpf-energy run: cannot write {codecarbon_csv}: {e.strerror}", err=True)
+            sys.exit(74)
     if output:
         try:
             with open(output, "w") as f:

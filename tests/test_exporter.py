@@ -530,3 +530,41 @@ def test_head_metrics_answers_like_get_without_a_body():
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain") and r.read() == b""
     finally:
         ex.stop()
+
+
+@pytest.mark.kernel
+def test_the_grafana_dashboard_asks_only_for_what_the_exporter_serves():
+    """Every PromQL expression in deploy/grafana-dashboard.json names metrics,
+    and labels, that a running exporter really serves (instance and job are
+    Prometheus's own), so the dashboard cannot drift from the code."""
+    dash = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    ex = RunningExporter("-p", "10")
+    try:
+        ex.wait_refreshes(1)
+        ex.scrape()
+        served = {}
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for fam in text_string_to_metric_families(ex.last_text):
+            for smp in fam.samples:
+                served.setdefault(smp.name, set()).update(smp.labels)
+    finally:
+        ex.stop()
+    exprs = [(p["title"], t) for p in dash["panels"] for t in p["targets"]]
+    exprs.append(("$instance", {"expr": dash["templating"]["list"][1]["query"], "legendFormat": ""}))
+    assert len(exprs) >= 8
+    for title, t in exprs:
+        names = re.findall(r"\bebpf_energy_[a-z_]+", t["expr"])
+        assert names, f"{title}: {t['expr']!r} names no metric of ours"
+        for name in names:
+            if name == "ebpf_energy_package_joules_total" and name not in served:
+                continue  # served only with a RAPL meter (none here): the dashboard's panel stays empty
+            assert name in served, f"{title}: {name} is not served (served: {sorted(served)})"
+        labels = set(re.findall(r"by \(([^)]*)\)", t["expr"]))
+        used = {x.strip() for group in labels for x in group.split(",")}
+        used |= set(re.findall(r"([a-z_]+)\s*=~?\s*\"", t["expr"]))
+        used |= set(re.findall(r"\{\{(\w+)\}\}", t.get("legendFormat", "")))
+        have = set().union(*(served.get(n, set()) for n in names)) | {"instance", "job"}
+        if not all(n in served for n in names):
+            have |= {"domain"}
+        assert used <= have, f"{title}: labels {used - have} are not on {names}"

@@ -23,7 +23,8 @@ from ebpf_energy.model.base import Attribution
 from ebpf_energy.usage import UsageWindow
 
 SCHEMA = 1
-BY_CHOICES = ("process", "thread", "cgroup")
+BY_CHOICES = ("process", "thread", "cgroup", "container", "pod", "service")
+OWNER_VIEWS = ("container", "pod", "service")
 DEFAULT_TABLE_TOP = 20
 # How each RAPL domain relates to the package total that is split above.
 DOMAIN_NOTES = {
@@ -77,7 +78,7 @@ def _sort_key(row):
 
 def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool = False,
                  by: str = "process", selection: Optional[Selection] = None,
-                 extra: Optional[dict] = None) -> dict:
+                 extra: Optional[dict] = None, resolver=None) -> dict:
     """The report dictionary for one window (sorted by energy, most first)."""
     if by not in BY_CHOICES:
         raise ValueError(f"--by must be one of {', '.join(BY_CHOICES)}, got {by!r}")
@@ -126,6 +127,8 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
                              "energy_j": math.fsum(omitted["energy_j"])}
     if by == "cgroup":
         report["cgroups"] = group_by_cgroup(rows)
+    if by in OWNER_VIEWS:
+        report[by + "s"] = group_by_owner(rows, by, resolver)
     if extra:
         report.update(extra)
     return report
@@ -158,6 +161,44 @@ def group_by_cgroup(rows: List[dict]) -> List[dict]:
     return out
 
 
+def group_by_owner(rows: List[dict], by: str, resolver=None) -> List[dict]:
+    """One row per container, pod or systemd unit (from each process's cgroup
+    path, named from the runtimes' state on disk); processes that have none
+    go to one row with empty names, so the rows add up to the process view."""
+    from ebpf_energy.containers import Resolver, identify
+
+    resolver = resolver or Resolver.from_env()
+    groups: Dict[tuple, dict] = {}
+    for r in rows:
+        o = identify(r["cgroup"])
+        n = resolver.names(o)
+        if by == "container":
+            key = (o.container_id,)
+            base = {"container_id": o.container_id[:12], "container": n.container, "runtime": o.runtime,
+                    "pod": n.pod, "namespace": n.namespace}
+        elif by == "pod":
+            key = (o.pod_uid,)
+            base = {"pod": n.pod, "namespace": n.namespace, "pod_uid": o.pod_uid, "qos": o.qos}
+        else:
+            key = (o.service,)
+            base = {"service": o.service}
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = dict(base, processes=0, cpu_ns=0, slices=0, energy_j=[])
+        elif by == "pod" and n.pod and not g["pod"]:  # the pod's name from any of its containers
+            g.update(pod=n.pod, namespace=n.namespace)
+        g["processes"] += 1
+        g["cpu_ns"] += r["cpu_ns"]
+        g["slices"] += r["slices"]
+        g["energy_j"].append(r["energy_j"])
+    out = []
+    for g in groups.values():
+        g["energy_j"] = math.fsum(g["energy_j"])
+        out.append(g)
+    out.sort(key=_sort_key)
+    return out
+
+
 def limit(report: dict, top: Optional[int]) -> dict:
     """A copy listing only the ``top`` processes; the rest are counted in
     ``truncated`` and summed into ``omitted`` so the totals still balance."""
@@ -171,8 +212,9 @@ def limit(report: dict, top: Optional[int]) -> dict:
     out["omitted"] = {"processes": prev["processes"] + len(cut),
                       "cpu_ns": prev["cpu_ns"] + sum(r["cpu_ns"] for r in cut),
                       "energy_j": math.fsum([prev["energy_j"]] + [r["energy_j"] for r in cut])}
-    if "cgroups" in report:
-        out["cgroups"] = report["cgroups"][:top]
+    for key in ("cgroups", "containers", "pods", "services"):
+        if key in report:
+            out[key] = report[key][:top]
     return out
 
 
@@ -222,6 +264,19 @@ def _rows_for(report: dict, by: str):
         head = ["CGROUP", "PROCS", "CPU (ms)", "ENERGY (mJ)"]
         return head, [[g["cgroup"] or "?", str(g["processes"]), _ms(g["cpu_ns"]), _mj(g["energy_j"])]
                       for g in report.get("cgroups", [])]
+    if by == "container":
+        head = ["CONTAINER", "NAME", "POD", "NAMESPACE", "PROCS", "CPU (ms)", "ENERGY (mJ)"]
+        return head, [[g["container_id"] or "(host)", g["container"] or "-", g["pod"] or "-", g["namespace"] or "-",
+                       str(g["processes"]), _ms(g["cpu_ns"]), _mj(g["energy_j"])] for g in report.get("containers", [])]
+    if by == "pod":
+        head = ["POD", "NAMESPACE", "UID", "PROCS", "CPU (ms)", "ENERGY (mJ)"]
+        return head, [[g["pod"] or ("(not a pod)" if not g["pod_uid"] else "?"), g["namespace"] or "-",
+                       g["pod_uid"] or "-", str(g["processes"]), _ms(g["cpu_ns"]), _mj(g["energy_j"])]
+                      for g in report.get("pods", [])]
+    if by == "service":
+        head = ["SERVICE", "PROCS", "CPU (ms)", "ENERGY (mJ)"]
+        return head, [[g["service"] or "(no unit)", str(g["processes"]), _ms(g["cpu_ns"]), _mj(g["energy_j"])]
+                      for g in report.get("services", [])]
     if by == "thread":
         head = ["PID", "TID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
         threads = [(p, t) for p in report["processes"] for t in p.get("threads", [])]
@@ -265,7 +320,7 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     head, rows = _rows_for(report, by)
     shown = rows if top is None else _first_groups(rows, top)
     widths = [max([len(h)] + [len(r[i]) for r in shown]) for i, h in enumerate(head)]
-    left = {"COMM", "CGROUP"}
+    left = {"COMM", "CGROUP", "CONTAINER", "NAME", "POD", "NAMESPACE", "UID", "SERVICE"}
 
     def line(cells):
         return "  ".join(c.ljust(w) if h in left else c.rjust(w)
@@ -325,7 +380,11 @@ def csv_header(by: str, with_interval: bool, threads: bool = False) -> List[str]
     cols = {"process": ["pid"] + (["tid"] if threads else []) + ["comm", "cgroup", "cgroup_id", "cpu_ns", "slices",
                                                                "energy_j", "exited"],
             "thread": ["pid", "tid", "comm", "cgroup", "cpu_ns", "slices", "energy_j", "exited"],
-            "cgroup": ["cgroup", "cgroup_id", "processes", "cpu_ns", "slices", "energy_j"]}[by]
+            "cgroup": ["cgroup", "cgroup_id", "processes", "cpu_ns", "slices", "energy_j"],
+            "container": ["container_id", "container", "runtime", "pod", "namespace", "processes", "cpu_ns",
+                          "slices", "energy_j"],
+            "pod": ["pod", "namespace", "pod_uid", "qos", "processes", "cpu_ns", "slices", "energy_j"],
+            "service": ["service", "processes", "cpu_ns", "slices", "energy_j"]}[by]
     return (["interval"] if with_interval else []) + cols
 
 
@@ -340,6 +399,8 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
         w.writerow(cols)
     if by == "cgroup":
         rows = report.get("cgroups", [])
+    elif by in OWNER_VIEWS:
+        rows = report.get(by + "s", [])
     elif by == "thread":
         rows = [dict(t, pid=p["pid"], cgroup=p["cgroup"]) for p in report["processes"]
                 for t in p.get("threads", [])]

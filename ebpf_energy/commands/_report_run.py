@@ -25,10 +25,22 @@ _LISTING = [
     click.option("--cgroup", default=None, metavar="PATH",
                  help="Only list processes in this cgroup v2 path (or below it)."),
     click.option("--by", type=click.Choice(BY_CHOICES), default="process", show_default=True,
-                 help="One row per process, per thread, or per cgroup."),
+                 help="One row per process, thread, cgroup, container, Kubernetes pod or systemd unit."),
+    click.option("--runtime-root", type=click.Path(file_okay=False), envvar="EBPF_ENERGY_RUNTIME_ROOT",
+                 default=None, expose_value=False, callback=lambda ctx, param, v: _runtime_root(v),
+                 help="With --by container/pod: read container runtimes' state under DIR, laid out like / "
+                      "(default /; env EBPF_ENERGY_RUNTIME_ROOT)."),
     click.option("--json", "as_json", is_flag=True, help="Print JSON (stdout carries only the JSON)."),
     click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header."),
 ]
+
+def _runtime_root(value):
+    """--runtime-root reaches the name lookups through the environment, as
+    --powercap-root's variable does: one setting for the whole run."""
+    if value:
+        os.environ["EBPF_ENERGY_RUNTIME_ROOT"] = value
+    return value
+
 
 duration_option = click.option(
     "-d", "--duration", type=seconds(), default=0.0, show_default=True, metavar="SECONDS",

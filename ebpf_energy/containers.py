@@ -1,0 +1,140 @@
+"""What owns a cgroup: a systemd unit, a Docker/Podman container, a Kubernetes pod.
+
+Read from the cgroup v2 path alone (table-driven: systemd's and cgroupfs'
+layouts of each runtime), then named from the runtime's own state on disk,
+never from a daemon: the OCI bundle's ``config.json`` annotations for
+containerd and CRI-O (pod, namespace, container), Docker's
+``containers/<id>/config.v2.json``, Podman's ``userdata/config.json``.
+``runtime_root`` (``--runtime-root``, env ``EBPF_ENERGY_RUNTIME_ROOT``) is
+where those files are looked for, laid out like ``/``: tests build such trees.
+An id whose files are not there stays an id.
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+ENV_ROOT = "EBPF_ENERGY_RUNTIME_ROOT"
+ID = r"(?P<id>[0-9a-f]{64})"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a cgroup belongs to; empty strings where it says nothing."""
+
+    runtime: str = ""  # docker, containerd, cri-o, podman
+    container_id: str = ""  # full id (reports show 12 characters)
+    pod_uid: str = ""
+    qos: str = ""  # guaranteed, burstable, besteffort
+    service: str = ""  # a systemd unit: nginx.service, session-3.scope, user@1000.service
+
+
+# (runtime, pattern on one path component); tried on every component, deepest wins for the container
+_CONTAINER = [
+    ("docker", re.compile(rf"^docker-{ID}\.scope$")),
+    ("containerd", re.compile(rf"^cri-containerd-{ID}\.scope$")),
+    ("cri-o", re.compile(rf"^crio-(?:conmon-)?{ID}\.scope$")),
+    ("podman", re.compile(rf"^libpod-(?:conmon-)?{ID}(?:\.scope)?$")),
+]
+_CGROUPFS_DOCKER = re.compile(rf"^/docker/{ID}(?:/|$)")
+_POD_SYSTEMD = re.compile(r"^kubepods(?:-(?P<qos>besteffort|burstable))?-pod(?P<uid>[0-9a-f_]{36})\.slice$")
+_POD_CGROUPFS = re.compile(r"^/kubepods(?:/(?P<qos>besteffort|burstable))?/pod(?P<uid>[0-9a-f-]{36})(?:/(?P<id>[0-9a-f]{64}))?")
+_SERVICE = re.compile(r"^(?!docker-|cri-containerd-|crio-|libpod-)(?P<unit>[^/]+\.(?:service|scope))$")
+
+
+def identify(path: Optional[str]) -> Owner:
+    """The owner of a cgroup v2 path (relative to the v2 mount)."""
+    if not path:
+        return Owner()
+    runtime = cid = uid = qos = service = ""
+    m = _POD_CGROUPFS.match(path)
+    if m:
+        uid, qos = m.group("uid"), m.group("qos") or "guaranteed"
+        if m.group("id"):
+            runtime, cid = "containerd", m.group("id")  # the cgroupfs driver names no runtime: CRI's
+    m = _CGROUPFS_DOCKER.match(path)
+    if m:
+        runtime, cid = "docker", m.group("id")
+    for part in path.strip("/").split("/"):
+        for rt, pat in _CONTAINER:
+            m = pat.match(part)
+            if m:
+                runtime, cid = rt, m.group("id")
+        m = _POD_SYSTEMD.match(part)
+        if m:
+            uid, qos = m.group("uid").replace("_", "-"), m.group("qos") or "guaranteed"
+        m = _SERVICE.match(part)
+        if m:
+            service = m.group("unit")  # the deepest unit
+    if cid:
+        service = ""  # a container's owner is the container, not the unit it runs under
+    return Owner(runtime, cid, uid, qos, service)
+
+
+@dataclass
+class Names:
+    container: str = ""
+    pod: str = ""
+    namespace: str = ""
+
+
+def _annotations(path):
+    try:
+        with open(path) as f:
+            return (json.load(f).get("annotations") or {})
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _first(ann, *keys):
+    return next((ann[k] for k in keys if ann.get(k)), "")
+
+
+@dataclass
+class Resolver:
+    """Container names from the runtimes' state under ``root``; cached per id."""
+
+    root: str = "/"
+    _cache: Dict[str, Names] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, root: Optional[str] = None) -> "Resolver":
+        return cls(root or os.environ.get(ENV_ROOT) or "/")
+
+    def _p(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def names(self, owner: Owner) -> Names:
+        cid = owner.container_id
+        if not cid:
+            return Names()
+        got = self._cache.get(cid)
+        if got is None:
+            got = self._cache[cid] = self._lookup(owner)
+        return got
+
+    def _lookup(self, owner: Owner) -> Names:
+        cid = owner.container_id
+        candidates = [
+            self._p("run/containerd/io.containerd.runtime.v2.task/k8s.io", cid, "config.json"),
+            self._p("run/containerd/io.containerd.runtime.v2.task/moby", cid, "config.json"),
+            self._p("var/lib/containers/storage/overlay-containers", cid, "userdata/config.json"),
+            self._p("run/containers/storage/overlay-containers", cid, "userdata/config.json"),
+        ]
+        for path in candidates:
+            ann = _annotations(path)
+            if ann is None:
+                continue
+            return Names(
+                container=_first(ann, "io.kubernetes.container.name", "io.kubernetes.cri.container-name",
+                                 "io.podman.annotations.name", "io.container.name"),
+                pod=_first(ann, "io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"),
+                namespace=_first(ann, "io.kubernetes.pod.namespace", "io.kubernetes.cri.sandbox-namespace"))
+        try:
+            with open(self._p("var/lib/docker/containers", cid, "config.v2.json")) as f:
+                name = json.load(f).get("Name", "")
+            return Names(container=name.lstrip("/"))
+        except (OSError, ValueError, AttributeError):
+            return Names()

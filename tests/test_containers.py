@@ -1,0 +1,144 @@
+"""cgroup paths to containers, pods and services, named from runtime state on disk."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ebpf_energy.containers import Owner, Resolver, identify
+
+ROOT = Path(__file__).resolve().parent.parent
+A = "a" * 64
+B = "b" * 64
+UID = "1f2e3d4c-5b6a-4798-8a9b-0c1d2e3f4a5b"
+U_ = UID.replace("-", "_")
+
+CASES = [
+    ("/system.slice/nginx.service", Owner(service="nginx.service")),
+    ("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service", Owner(service="foo.service")),
+    ("/user.slice/user-1000.slice/session-3.scope", Owner(service="session-3.scope")),
+    (f"/system.slice/docker-{A}.scope", Owner("docker", A)),
+    (f"/docker/{A}", Owner("docker", A)),
+    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{U_}.slice/cri-containerd-{A}.scope",
+     Owner("containerd", A, UID, "burstable")),
+    (f"/kubepods.slice/kubepods-pod{U_}.slice/cri-containerd-{A}.scope", Owner("containerd", A, UID, "guaranteed")),
+    (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{U_}.slice/crio-{B}.scope",
+     Owner("cri-o", B, UID, "besteffort")),
+    (f"/kubepods/burstable/pod{UID}/{A}", Owner("containerd", A, UID, "burstable")),
+    (f"/kubepods/pod{UID}/{A}", Owner("containerd", A, UID, "guaranteed")),
+    (f"/machine.slice/libpod-{A}.scope", Owner("podman", A)),
+    (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{A}.scope", Owner("podman", A)),
+    ("/", Owner()),
+    (None, Owner()),
+]
+
+
+@pytest.mark.parametrize("path, owner", CASES, ids=[str(c[0]) for c in CASES])
+def test_every_runtime_and_driver_is_recognised(path, owner):
+    assert identify(path) == owner
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def runtime_tree(root: Path):
+    """State files as containerd, CRI-O and Docker leave them, under ``root`` laid out like /."""
+    write(root / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / A / "config.json",
+          {"annotations": {"io.kubernetes.cri.container-name": "web", "io.kubernetes.cri.sandbox-name": "shop-7d9",
+                           "io.kubernetes.cri.sandbox-namespace": "prod"}})
+    write(root / "run/containers/storage/overlay-containers" / B / "userdata/config.json",
+          {"annotations": {"io.kubernetes.container.name": "db", "io.kubernetes.pod.name": "shop-db-0",
+                           "io.kubernetes.pod.namespace": "prod"}})
+    c = "c" * 64
+    write(root / "var/lib/docker/containers" / c / "config.v2.json", {"Name": "/cache-1"})
+    return c
+
+
+def test_names_come_from_the_runtimes_state_and_unknown_ids_stay_ids(tmp_path):
+    c = runtime_tree(tmp_path)
+    r = Resolver(str(tmp_path))
+    n = r.names(Owner("containerd", A, UID))
+    assert (n.container, n.pod, n.namespace) == ("web", "shop-7d9", "prod")
+    n = r.names(Owner("cri-o", B, UID))
+    assert (n.container, n.pod, n.namespace) == ("db", "shop-db-0", "prod")
+    assert r.names(Owner("docker", c)).container == "cache-1"
+    assert r.names(Owner("docker", "d" * 64)).container == ""  # unknown: stays an id
+    assert r.names(Owner()).container == ""
+
+
+@pytest.fixture
+def own_cgroup_dir():
+    """A cgroup of this test's own under the v2 mount; it and all below it removed after."""
+    from ebpf_energy.cgroups import cgroup2_mount
+
+    mount = cgroup2_mount()
+    base = Path(mount) / f"ebpf-energy-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    base.mkdir()
+    yield mount, base
+    for _ in range(100):
+        left = [Path(d) for d, _, _ in os.walk(base, topdown=False)]
+        for d in left:
+            for pid in (d / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        if not base.exists():
+            return
+        time.sleep(0.02)
+
+
+# half a CPU for 30 s: seen by every monitor run of the test
+BURN = ("import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n"
+        "    t = time.thread_time()\n    while time.thread_time() - t < 0.05: pass\n    time.sleep(0.05)")
+
+
+@pytest.mark.kernel
+def test_monitor_by_container_and_pod_on_the_real_kernel(own_cgroup_dir, tmp_path):
+    """Burners in cgroups named as Docker and containerd-under-kubepods name
+    them: their rows carry the names from the runtime tree, and the rows add
+    up to the process view exactly."""
+    mount, base = own_cgroup_dir
+    c = runtime_tree(tmp_path)
+    pod = base / "kubepods.slice" / "kubepods-burstable.slice" / f"kubepods-burstable-pod{U_}.slice"
+    dirs = {"web": pod / f"cri-containerd-{A}.scope", "cache-1": base / f"docker-{c}.scope"}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    kids = []
+    try:
+        for name, d in dirs.items():
+            kids.append(subprocess.Popen([sys.executable, "-c", BURN],
+                                         preexec_fn=lambda d=d: (d / "cgroup.procs").write_text("0")))
+        time.sleep(0.1)
+        out = {}
+        for by in ("container", "pod", "process"):
+            r = subprocess.run([sys.executable, "-m", "ebpf_energy", "monitor", "-d", "1", "-p", "10", "--json",
+                                "--by", by, "--runtime-root", str(tmp_path)], capture_output=True, text=True,
+                               cwd=ROOT, timeout=60)
+            assert r.returncode == 0, r.stderr
+            out[by] = json.loads(r.stdout)
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()
+    rows = {g["container"]: g for g in out["container"]["containers"]}
+    assert rows["web"]["pod"] == "shop-7d9" and rows["web"]["namespace"] == "prod"
+    assert rows["web"]["container_id"] == A[:12] and rows["cache-1"]["runtime"] == "docker"
+    assert rows["web"]["cpu_ns"] > 0 and rows["cache-1"]["cpu_ns"] > 0
+    report = out["container"]
+    assert sum(g["cpu_ns"] for g in report["containers"]) == report["total_cpu_ns"]
+    assert sum(g["energy_j"] for g in report["containers"]) == pytest.approx(
+        report["total_energy_j"] - report["idle_energy_j"])
+    pods = {g["pod"]: g for g in out["pod"]["pods"]}
+    assert pods["shop-7d9"]["pod_uid"] == UID and pods["shop-7d9"]["qos"] == "burstable"

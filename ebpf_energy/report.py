@@ -129,9 +129,19 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         report["cgroups"] = group_by_cgroup(rows)
     if by in OWNER_VIEWS:
         report[by + "s"] = group_by_owner(rows, by, resolver)
+    if window.source == "procfs":  # /proc counts no context switches: no slices, not 0 slices
+        _drop_slices(report)
     if extra:
         report.update(extra)
     return report
+
+
+def _drop_slices(report: dict) -> None:
+    for key in ("processes", "cgroups", "containers", "pods", "services"):
+        for row in report.get(key, []):
+            row.pop("slices", None)
+            for t in row.get("threads", []):
+                t.pop("slices", None)
 
 
 def drop_warning(window: UsageWindow, fix: str = "raise --max-tasks") -> Optional[str]:
@@ -376,7 +386,11 @@ def _cell(v):
     return v
 
 
-def csv_header(by: str, with_interval: bool, threads: bool = False) -> List[str]:
+def csv_header(by: str, with_interval: bool, threads: bool = False, slices: bool = True) -> List[str]:
+    """The columns of ``by``'s CSV. ``row`` says what a line is (a process,
+    thread or group, then ``other``, ``idle``, ``steal``, ``dropped`` and
+    ``total``) and ``model`` names the model on the ``total`` line, so a CSV
+    alone tells how its joules were made and that they add up."""
     cols = {"process": ["pid"] + (["tid"] if threads else []) + ["comm", "cgroup", "cgroup_id", "cpu_ns", "slices",
                                                                "energy_j", "exited"],
             "thread": ["pid", "tid", "comm", "cgroup", "cpu_ns", "slices", "energy_j", "exited"],
@@ -385,7 +399,36 @@ def csv_header(by: str, with_interval: bool, threads: bool = False) -> List[str]
                           "slices", "energy_j"],
             "pod": ["pod", "namespace", "pod_uid", "qos", "processes", "cpu_ns", "slices", "energy_j"],
             "service": ["service", "processes", "cpu_ns", "slices", "energy_j"]}[by]
-    return (["interval"] if with_interval else []) + cols
+    if not slices:
+        cols = [c for c in cols if c != "slices"]
+    return (["interval"] if with_interval else []) + cols + ["row", "model"]
+
+
+# The column a summary line's label goes in, per view: the first text column.
+_LABEL_COLUMN = {"process": "comm", "thread": "comm", "cgroup": "cgroup", "container": "container",
+                 "pod": "pod", "service": "service"}
+
+
+def _summary_rows(report: dict, rows: List[dict], by: str) -> List[dict]:
+    """``other`` (rows left out by --top or a filter), ``idle``, ``steal``,
+    ``dropped`` and ``total``: the process/group lines plus these sum to the
+    total, in CPU-ns and in joules."""
+    label = _LABEL_COLUMN[by]
+    kind = "process" if by == "process" else by  # the lines that partition the busy time
+    shown_cpu = sum(r["cpu_ns"] for r in rows if r["row"] == kind)
+    shown_j = math.fsum(r["energy_j"] for r in rows if r["row"] == kind)
+    busy_j = report["total_energy_j"] - report["idle_energy_j"]
+    out = []
+    other_cpu = report["total_cpu_ns"] - shown_cpu
+    other_j = busy_j - shown_j
+    if other_cpu or abs(other_j) > 1e-12:
+        out.append({label: "[other]", "row": "other", "cpu_ns": other_cpu, "energy_j": max(other_j, 0.0)})
+    out.append({label: "[idle]", "row": "idle", "cpu_ns": report["idle_ns"], "energy_j": report["idle_energy_j"]})
+    out.append({label: "[steal]", "row": "steal", "cpu_ns": report.get("steal_ns", 0), "energy_j": 0.0})
+    out.append({label: "[dropped]", "row": "dropped", "cpu_ns": report.get("dropped_cpu_ns", 0), "energy_j": 0.0})
+    out.append({label: "[total]", "row": "total", "cpu_ns": report["total_cpu_ns"],
+                "energy_j": report["total_energy_j"], "model": model_sentence(report["model"])})
+    return out
 
 
 def render_csv(report: dict, by: str = "process", interval=None, header: bool = True) -> str:
@@ -394,24 +437,26 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     threads = by == "process" and _with_threads(report)
-    cols = csv_header(by, interval is not None, threads)
+    cols = csv_header(by, interval is not None, threads, slices=report.get("source") != "procfs")
     if header:
         w.writerow(cols)
     if by == "cgroup":
-        rows = report.get("cgroups", [])
+        rows = [dict(g, row="cgroup") for g in report.get("cgroups", [])]
     elif by in OWNER_VIEWS:
-        rows = report.get(by + "s", [])
+        rows = [dict(g, row=by) for g in report.get(by + "s", [])]
     elif by == "thread":
-        rows = [dict(t, pid=p["pid"], cgroup=p["cgroup"]) for p in report["processes"]
+        rows = [dict(t, pid=p["pid"], cgroup=p["cgroup"], row="thread") for p in report["processes"]
                 for t in p.get("threads", [])]
         rows.sort(key=_sort_key)
     elif threads:  # each process (tid empty), then its threads
         rows = []
         for p in report["processes"]:
-            rows.append(p)
-            rows.extend(dict(t, pid=p["pid"], cgroup=p["cgroup"], cgroup_id=p["cgroup_id"]) for t in p["threads"])
+            rows.append(dict(p, row="process"))
+            rows.extend(dict(t, pid=p["pid"], cgroup=p["cgroup"], cgroup_id=p["cgroup_id"], row="thread")
+                        for t in p["threads"])
     else:
-        rows = report["processes"]
+        rows = [dict(p, row="process") for p in report["processes"]]
+    rows += _summary_rows(report, rows, by)
     for r in rows:
         r = dict(r, interval=interval)
         w.writerow([_cell(r.get(c)) for c in cols])

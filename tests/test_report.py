@@ -19,7 +19,7 @@ TOP_KEYS = {"schema", "source", "duration_s", "ncpus", "model", "total_cpu_ns", 
 PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited"}
 
 
-def window(n=30):
+def window(n=30, source="ebpf"):
     procs = {}
     for i in range(n):
         pid = 1000 + i
@@ -28,7 +28,7 @@ def window(n=30):
                                   cgroup_id=77 if i % 3 == 0 else 1,
                                   threads=[ThreadUsage(pid, "main", 1_000_000 * (i + 1)),
                                            ThreadUsage(pid + 10_000, "worker", 2_000_000, 3, True)])
-    return UsageWindow(source="procfs", start_ns=0, end_ns=2_000_000_000, ncpus=2, processes=procs,
+    return UsageWindow(source=source, start_ns=0, end_ns=2_000_000_000, ncpus=2, processes=procs,
                        idle_ns=1_500_000_000, idle_ns_per_cpu=[700_000_000, 800_000_000], samples_or_events=20,
                        drops={"tasks": 2, "events": 1})
 
@@ -43,7 +43,7 @@ def test_json_keys_and_conservation(model):
     r = build_report(w, a)
     json.loads(json.dumps(r))  # serialisable
     assert set(r) == TOP_KEYS
-    assert r["schema"] == 1 and r["source"] == "procfs"
+    assert r["schema"] == 1 and r["source"] == "ebpf"
     assert r["duration_s"] == 2.0 and r["dropped"] == 3 and r["drops"] == {"tasks": 2, "events": 1}
     assert r["model"]["name"] == model.name and r["model"]["measured"] is False
     assert all(set(p) == PROC_KEYS for p in r["processes"])
@@ -153,16 +153,48 @@ def test_csv_header_and_rows(by):
     rows = list(csv.reader(io.StringIO(render_csv(r, by))))
     assert rows[0] == csv_header(by, False)
     n = {"process": 30, "thread": 60, "cgroup": 2}[by]
-    assert len(rows) == n + 1
     data = list(csv.DictReader(io.StringIO(render_csv(r, by))))
+    kind = {"process": "process", "thread": "thread", "cgroup": "cgroup"}[by]
+    assert [d["row"] for d in data][:n] == [kind] * n
+    summary = {d["row"]: d for d in data[n:]}
+    assert set(summary) <= {"other", "idle", "steal", "dropped", "total"} and len(data) == n + len(summary)
     expect = {"process": r["total_cpu_ns"], "cgroup": r["total_cpu_ns"],
               "thread": sum(t.cpu_ns for p in w.processes.values() for t in p.threads)}[by]
-    assert sum(int(d["cpu_ns"]) for d in data) == expect
+    assert sum(int(d["cpu_ns"]) for d in data[:n]) == expect
+    # the lines add up: groups (+ other) = total busy; + idle = total energy; the model is named
+    busy = [d for d in data if d["row"] in (kind, "other")]
+    assert sum(int(d["cpu_ns"]) for d in busy) == int(summary["total"]["cpu_ns"]) == r["total_cpu_ns"]
+    assert int(summary["idle"]["cpu_ns"]) == r["idle_ns"] and int(summary["steal"]["cpu_ns"]) == r["steal_ns"]
+    if by != "thread":
+        assert sum(float(d["energy_j"]) for d in busy) + float(summary["idle"]["energy_j"]) == \
+            pytest.approx(float(summary["total"]["energy_j"]))
+    assert summary["total"]["model"].startswith("fixed (watts_per_cpu=15.0)")
+    assert all(d["model"] == "" for d in data if d["row"] != "total")
     if by == "process":
-        assert sum(float(d["energy_j"]) for d in data) == pytest.approx(r["total_energy_j"])
         assert any(d["comm"] == "a) (b" for d in data)
+        assert "other" not in summary  # every process is listed
     with_iv = list(csv.reader(io.StringIO(render_csv(r, by, interval=3))))
     assert with_iv[0][0] == "interval" and all(row[0] == "3" for row in with_iv[1:])
+
+
+def test_csv_of_a_top_limited_report_keeps_the_rest_in_other():
+    w = window()
+    r = limit(build_report(w, FixedWattsModel(15).attribute(w)), 5)
+    data = list(csv.DictReader(io.StringIO(render_csv(r))))
+    other = [d for d in data if d["row"] == "other"]
+    assert len(other) == 1 and other[0]["comm"] == "[other]"
+    assert sum(int(d["cpu_ns"]) for d in data if d["row"] in ("process", "other")) == r["total_cpu_ns"]
+
+
+def test_proc_reports_carry_no_slices():
+    """/proc counts no context switches: a 0 there would be a made-up figure."""
+    w = window(source="procfs")
+    r = build_report(w, FixedWattsModel(15).attribute(w), threads=True, by="cgroup")
+    assert all("slices" not in p and all("slices" not in t for t in p["threads"]) for p in r["processes"])
+    assert all("slices" not in g for g in r["cgroups"])
+    for by in ("process", "cgroup"):
+        head = next(csv.reader(io.StringIO(render_csv(r, by))))
+        assert "slices" not in head and head == csv_header(by, False, threads=by == "process", slices=False)
 
 
 def test_reporter_json_lines_and_default_tops():
@@ -212,5 +244,6 @@ def test_threads_are_listed_under_their_process_in_the_table_and_the_csv():
     assert sum(1 for ln in lines[1:] if ln.strip() and ln.split()[1] == "-") == 2  # --top counts processes
     rows = list(csv.reader(io.StringIO(render_csv(r))))
     assert rows[0][:3] == ["pid", "tid", "comm"]
-    assert len(rows) == 1 + sum(1 + len(p["threads"]) for p in r["processes"])
+    assert sum(1 for row in rows[1:] if row[-2] in ("process", "thread")) == \
+        sum(1 + len(p["threads"]) for p in r["processes"])
     assert rows[1][1] == "" and rows[2][1] == str(first["threads"][0]["tid"]) and rows[2][0] == str(first["pid"])

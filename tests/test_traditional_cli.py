@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TICK_NS = 1_000_000_000 // CLK_TCK
 CONTRACT_KEYS = {"schema", "duration_s", "model", "total_cpu_ns", "idle_ns", "total_energy_j", "idle_energy_j",
                  "domains_j", "dropped", "drops", "processes"}
-PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited"}
+PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "energy_j", "exited"}  # /proc counts no slices
 
 
 def cmd(*args):
@@ -77,11 +77,13 @@ def test_csv_has_a_header():
     r = run("-d", "0.3", "--csv", "-p", "10")
     assert r.returncode == 0, r.stderr
     rows = list(csv.reader(io.StringIO(r.stdout)))
-    assert rows[0] == csv_header("process", False)
+    assert rows[0] == csv_header("process", False, slices=False)
     assert all(len(row) == len(rows[0]) for row in rows)
+    assert [row[-2] for row in rows[-4:]] == ["idle", "steal", "dropped", "total"]
+    assert "modelled, not measured (-p given)" in rows[-1][-1]
     r = run("-d", "0.3", "-i", "0.1", "--csv", "-p", "10", "--by", "cgroup")
     rows = list(csv.reader(io.StringIO(r.stdout)))
-    assert rows[0] == csv_header("cgroup", True) and rows.count(rows[0]) == 1
+    assert rows[0] == csv_header("cgroup", True, slices=False) and rows.count(rows[0]) == 1
     # rows exist only for cgroups that ran something; each is labelled
     assert all(row[0] == "summary" or row[0].isdigit() for row in rows[1:])
 
@@ -221,7 +223,7 @@ def test_by_cgroup_with_a_cgroup_of_our_own(own_cgroup):
     assert [p["pid"] for p in summary["processes"]] == [pid]
     assert summary["processes"][0]["cgroup"] == rel
     assert summary["cgroups"] == [{"cgroup": rel, "cgroup_id": os.stat(path).st_ino, "processes": 1,
-                                   "cpu_ns": summary["processes"][0]["cpu_ns"], "slices": 0,
+                                   "cpu_ns": summary["processes"][0]["cpu_ns"],
                                    "energy_j": summary["processes"][0]["energy_j"]}]
     assert summary["processes"][0]["cpu_ns"] >= burned - 2 * TICK_NS
     assert balanced(summary)

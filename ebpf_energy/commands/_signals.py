@@ -33,3 +33,24 @@ class TerminateOnSignals:
             if seconds is not None:
                 return False
         return True
+
+
+def die_by(signame: str) -> None:
+    """End the process *by* the signal that stopped it, after clean-up.
+
+    A shell then sees 128 + n (143 for SIGTERM), as the issue asks of every
+    command cut short, and a supervisor sees a death by SIGTERM, which systemd
+    counts as a clean stop (an exit status of 143 it would count as a failure).
+    """
+    import os
+    import sys
+
+    sig = signal.Signals[signame]
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    sys.exit(128 + sig)  # only if the signal is blocked

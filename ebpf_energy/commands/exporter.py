@@ -36,6 +36,8 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
     Counters only go up: the top N processes by energy get their own series,
     everyone else is summed in pid="other". Needs root (or CAP_BPF +
     CAP_PERFMON) and the prometheus_client package (extra [exporter]).
+    It runs until SIGINT or SIGTERM, unloads everything, then dies by that
+    signal (a shell sees 130 or 143; systemd sees a clean stop).
     """
     from ebpf_energy.commands._signals import TerminateOnSignals
     from ebpf_energy.exporter import Exporter, ExporterError, make_server, parse_listen
@@ -61,7 +63,7 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
 
         explain.enable(sys.stderr)
     model, meter = model_from_options(**model_kw)
-    server, serving = None, False
+    server, serving, stopped_by = None, False, None
     ex = Exporter(EbpfSampler(max_tasks=max_tasks), model, meter, top=top, linger_s=linger)
     try:
         with TerminateOnSignals() as sig:
@@ -77,10 +79,11 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
                        f"(refresh every {interval:g} s, top {top} processes; model {model.name})", err=True)
             while not sig.wait(interval):
                 ex.refresh()
+            stopped_by = sig.stopper.reason
     except (ExporterError, LoaderError) as e:
         fail(str(e))
     except KeyboardInterrupt:
-        pass
+        stopped_by = "SIGINT"
     finally:
         if server is not None:
             if serving:
@@ -89,4 +92,8 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
         ex.stop()
         if meter is not None:
             meter.close()
+    if stopped_by:
+        from ebpf_energy.commands._signals import die_by
+
+        die_by(stopped_by)
 

@@ -16,6 +16,7 @@ import struct
 from collections import namedtuple
 
 from . import explain
+from . import insn as I
 from .btf import (KIND_ARRAY, KIND_ENUM, KIND_ENUM64, KIND_FLOAT, KIND_FUNC_PROTO, KIND_FWD, KIND_INT, KIND_PTR,
                   KIND_STRUCT, KIND_UNION, KIND_UNKN, INT_SIGNED, essential_name)
 from .errors import BtfError, CoreError
@@ -29,7 +30,7 @@ KIND_NAMES = ("byte_off", "byte_sz", "field_exists", "signed", "lshift_u64", "rs
 FIELD_KINDS = frozenset(range(0, 6))
 TYPE_KINDS = frozenset((TYPE_ID_LOCAL, TYPE_ID_TARGET, TYPE_EXISTS, TYPE_SIZE, TYPE_MATCHES))
 ENUMVAL_KINDS = frozenset((ENUMVAL_EXISTS, ENUMVAL_VALUE))
-POISON_IMM = 0xBAD2310
+POISON_IMM = I.POISON_IMM
 MAX_SPEC_LEN = 64
 MAX_DEPTH = 32
 
@@ -540,36 +541,13 @@ def _resolve(relo, local, target, kind):
 _INSN = struct.Struct("<BBhi")
 _SIZE_BYTES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
 _BYTES_SIZE = {v: k for k, v in _SIZE_BYTES.items()}
-_SIZE_NAME = {0x00: "u32", 0x08: "u16", 0x10: "u8", 0x18: "u64"}
-_ALU_OPS = {0x00: "+=", 0x10: "-=", 0x20: "*=", 0x30: "/=", 0x40: "|=", 0x50: "&=", 0x60: "<<=",
-            0x70: ">>=", 0x90: "%=", 0xa0: "^=", 0xb0: "=", 0xc0: "s>>="}
 BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64 = range(8)
 LD_IMM64 = 0x18
 
 
 def insn_text(insns, index):
     """A short disassembly of the instruction at ``index`` (what --explain prints)."""
-    code, regs, off, imm = _INSN.unpack_from(insns, index * 8)
-    dst, src = regs & 0xF, regs >> 4
-    cls = code & 7
-    size = _SIZE_NAME.get(code & 0x18)
-    if code == LD_IMM64:
-        hi = _INSN.unpack_from(insns, index * 8 + 8)[3] if len(insns) >= index * 8 + 16 else 0
-        return f"r{dst} = {((hi & 0xFFFFFFFF) << 32) | (imm & 0xFFFFFFFF):#x} ll"
-    if cls == BPF_LDX:
-        return f"r{dst} = *({size} *)(r{src} {'+' if off >= 0 else '-'} {abs(off)})"
-    if cls == BPF_STX:
-        return f"*({size} *)(r{dst} {'+' if off >= 0 else '-'} {abs(off)}) = r{src}"
-    if cls == BPF_ST:
-        return f"*({size} *)(r{dst} {'+' if off >= 0 else '-'} {abs(off)}) = {imm}"
-    if cls in (BPF_ALU, BPF_ALU64):
-        reg = "r" if cls == BPF_ALU64 else "w"
-        op = _ALU_OPS.get(code & 0xF0, f"op{code & 0xF0:#x}")
-        operand = f"{reg}{src}" if code & 0x08 else str(imm)
-        return f"{reg}{dst} {op} {operand}"
-    if cls == BPF_JMP and code & 0xF0 == 0x80:
-        return f"call {imm & 0xFFFFFFFF:#x}"
-    return f"code {code:#04x} dst r{dst} src r{src} off {off} imm {imm}"
+    return I.describe(insns, index)
 
 
 def _poison(insns, index):

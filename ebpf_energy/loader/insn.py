@@ -60,19 +60,84 @@ def count(code) -> int:
     return len(code) // INSN_SIZE
 
 
-def describe(code, i) -> str:
-    """A short, assembler-like rendering for the teaching trace."""
-    op = opcode(code, i)
-    if op == LD_IMM64 and (i + 1) * INSN_SIZE < len(code):
-        s = src_reg(code, i)
-        lo, hi = imm(code, i) & 0xFFFFFFFF, imm(code, i + 1) & 0xFFFFFFFF
-        kind = {0: "", PSEUDO_MAP_FD: " map_fd", PSEUDO_MAP_VALUE: " map_value",
-                PSEUDO_BTF_ID: " btf_id", PSEUDO_FUNC: " func"}.get(s, f" src={s}")
-        if s == PSEUDO_MAP_VALUE:
-            return f"r{dst_reg(code, i)} = map_value(fd {imm(code, i)}) + {imm(code, i + 1)}"
-        return f"r{dst_reg(code, i)} = {(hi << 32) | lo:#x} ll{kind}"
-    if op == CALL:
-        s = src_reg(code, i)
-        what = {PSEUDO_CALL: "pc%+d" % imm(code, i), PSEUDO_KFUNC_CALL: f"kfunc btf_id {imm(code, i)}"}
-        return "call " + what.get(s, f"helper #{imm(code, i)}" if imm(code, i) != 0xBAD2310 else "0xbad2310 (poisoned)")
-    return f"op={op:#04x} dst=r{dst_reg(code, i)} src=r{src_reg(code, i)} off={off(code, i)} imm={imm(code, i)}"
+# -- the one disassembler (the --explain trace, CO-RE patches, load --dry-run) -----
+_CLASS_LD, _CLASS_LDX, _CLASS_ST, _CLASS_STX, _CLASS_ALU, _CLASS_JMP, _CLASS_JMP32, _CLASS_ALU64 = range(8)
+_SIZE_NAME = {0x00: "u32", 0x08: "u16", 0x10: "u8", 0x18: "u64"}
+_ALU_OPS = {0x00: "+=", 0x10: "-=", 0x20: "*=", 0x30: "/=", 0x40: "|=", 0x50: "&=", 0x60: "<<=",
+            0x70: ">>=", 0x90: "%=", 0xA0: "^=", 0xB0: "=", 0xC0: "s>>="}
+_JMP_OPS = {0x10: "==", 0x20: ">", 0x30: ">=", 0x40: "&", 0x50: "!=", 0x60: "s>", 0x70: "s>=",
+            0xA0: "<", 0xB0: "<=", 0xC0: "s<", 0xD0: "s<="}
+_ATOMIC_OPS = {0x00: "+=", 0x40: "|=", 0x50: "&=", 0xA0: "^="}
+_LD_PSEUDO = {PSEUDO_MAP_FD: "map_fd", PSEUDO_MAP_VALUE: "map_value", PSEUDO_BTF_ID: "btf_id",
+              PSEUDO_FUNC: "func", 5: "map_idx", 6: "map_idx_value"}
+POISON_IMM = 0xBAD2310  # what CO-RE writes where a relocation cannot resolve (libbpf's value)
+
+
+def _mem(size, reg, off):
+    return f"*({_SIZE_NAME[size]} *)(r{reg} {'+' if off >= 0 else '-'} {abs(off)})"
+
+
+def describe(code, i, names=None) -> str:
+    """Instruction ``i`` of ``code`` in the kernel verifier's notation
+    (``r1 = *(u64 *)(r2 + 8)``, ``if r1 > 0x3 goto pc+5``). ``names`` maps a
+    ld_imm64's instruction index to what it loads (a map name, before fds exist)."""
+    op, regs, offset, imm_ = struct.unpack_from("<BBhi", code, i * INSN_SIZE)
+    dst, src = regs & 0xF, regs >> 4
+    cls = op & 7
+    if op == LD_IMM64:
+        hi = _IMM.unpack_from(code, (i + 1) * INSN_SIZE + 4)[0] if len(code) >= (i + 2) * INSN_SIZE else 0
+        if names and i in names:
+            return f"r{dst} = {names[i]} ll"
+        if src == PSEUDO_MAP_VALUE:
+            return f"r{dst} = map_value(fd {imm_}) + {hi}"
+        if src:
+            return f"r{dst} = {_LD_PSEUDO.get(src, f'src={src}')} {imm_} ll"
+        return f"r{dst} = {((hi & 0xFFFFFFFF) << 32) | (imm_ & 0xFFFFFFFF):#x} ll"
+    if cls == _CLASS_LDX:
+        signed = "s" if op & 0xE0 == 0x80 else ""  # BPF_MEMSX
+        return f"r{dst} = {signed}{_mem(op & 0x18, src, offset)}"
+    if cls == _CLASS_ST:
+        return f"{_mem(op & 0x18, dst, offset)} = {imm_}"
+    if cls == _CLASS_STX:
+        if op & 0xE0 == 0xC0:  # BPF_ATOMIC
+            fetch = " (fetch)" if imm_ & 1 else ""
+            if imm_ & ~1 in _ATOMIC_OPS:
+                return f"lock {_mem(op & 0x18, dst, offset)} {_ATOMIC_OPS[imm_ & ~1]} r{src}{fetch}"
+            return {0xE1: f"r{src} = xchg({_mem(op & 0x18, dst, offset)}, r{src})",
+                    0xF1: f"r0 = cmpxchg({_mem(op & 0x18, dst, offset)}, r0, r{src})"}.get(
+                imm_, f"atomic {imm_:#x} {_mem(op & 0x18, dst, offset)} r{src}")
+        return f"{_mem(op & 0x18, dst, offset)} = r{src}"
+    if cls in (_CLASS_ALU, _CLASS_ALU64):
+        reg = "r" if cls == _CLASS_ALU64 else "w"
+        kind = op & 0xF0
+        if kind == 0x80:
+            return f"{reg}{dst} = -{reg}{dst}"
+        if kind == 0xD0:  # byte swap
+            return f"{reg}{dst} = {'be' if op & 0x08 else 'le'}{imm_} {reg}{dst}"
+        operand = f"{reg}{src}" if op & 0x08 else str(imm_)
+        return f"{reg}{dst} {_ALU_OPS.get(kind, f'op{kind:#x}')} {operand}"
+    if cls in (_CLASS_JMP, _CLASS_JMP32):
+        kind = op & 0xF0
+        if op == CALL:
+            if src == PSEUDO_CALL:
+                return f"call pc{imm_:+d}"
+            if src == PSEUDO_KFUNC_CALL:
+                return f"call kfunc btf_id {imm_}"
+            return "call 0xbad2310 (poisoned CO-RE relocation)" if imm_ == POISON_IMM else f"call helper #{imm_}"
+        if op == EXIT:
+            return "exit"
+        if kind == 0x00:
+            return f"goto pc{(imm_ if cls == _CLASS_JMP32 else offset):+d}"
+        reg = "r" if cls == _CLASS_JMP else "w"
+        operand = f"{reg}{src}" if op & 0x08 else f"{imm_:#x}"
+        return f"if {reg}{dst} {_JMP_OPS.get(kind, f'op{kind:#x}')} {operand} goto pc{offset:+d}"
+    return f"op={op:#04x} dst=r{dst} src=r{src} off={offset} imm={imm_}"
+
+
+def disassemble(code, names=None):
+    """``(index, text)`` for every instruction; the second slot of a ld_imm64 is skipped."""
+    out, i, n = [], 0, count(code)
+    while i < n:
+        out.append((i, describe(code, i, names)))
+        i += 2 if opcode(code, i) == LD_IMM64 else 1
+    return out

@@ -336,8 +336,9 @@ def test_explain_tells_every_step(test_objects):
     assert re.search(r"BPF_MAP_CREATE type=hash key=4 value=40 max_entries=64 .*name=seen.* -> fd \d+", text)
     assert re.search(r"^\[map\s*\] \.rodata: .*BPF_MAP_FREEZE", text, re.M)
     # relocations: instruction, symbol, before -> after
-    assert re.search(r"^\s+insn\s+\d+: map seen: .* ll\s+->\s+r1 = map_fd \d+ ll", text, re.M)
-    assert re.search(r"^\s+insn\s+\d+: data target_pid: .*->\s+r1 = map_value\(fd \d+\) \+ 0", text, re.M)
+    assert re.search(r"^\s+insn\s+\d+: map seen: .* ll\s+->\s+r1 = map seen \(fd at load\)", text, re.M)
+    assert re.search(r"^\s+insn\s+\d+: data target_pid: .*->\s+r1 = map_value\(\.rodata\) \+ 0", text, re.M)
+    assert re.search(r"^\s+insn\s+\d+: seen: r1 = map_fd \d+ ll", text, re.M)  # the fd, once the map exists
     # CO-RE: local type and access string -> kernel offset, and the patched instruction
     assert re.search(r"^\[core\s*\] .*insn \d+: (byte_off )?struct task_struct\.tgid \(0:\d+ @ byte \d+\) -> "
                      r"struct task_struct\.tgid", text, re.M)

@@ -70,7 +70,7 @@ def jsonable(value):
 
 
 def map_report(obj, name, m):
-    spec = obj.spec.maps[name]
+    spec = obj.prepared.maps[name]  # the attributes the map was created with
     entry = {"name": name, "type": spec.type_name, "key_size": spec.key_size, "value_size": spec.value_size,
              "max_entries": spec.max_entries}
     try:
@@ -80,7 +80,7 @@ def map_report(obj, name, m):
     entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
     if spec.type_name in NO_LOOKUP:
         entry["entries"] = None
-    elif spec.kind in ("data", "kconfig") and name in obj._globals:
+    elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
     else:
         rows = []

@@ -43,9 +43,10 @@ def kernel_version() -> int:
     return (a << 16) + (b << 8) + min(c, 255)
 
 
-def read_kconfig(path="/proc/config.gz") -> Dict[str, str]:
-    """``CONFIG_FOO`` -> raw value (``y``, ``m``, ``"str"``, ``123``) from the kernel's config."""
-    candidates = [path, f"/boot/config-{os.uname().release}"]
+def read_kconfig(path="/proc/config.gz", fallback=True) -> Dict[str, str]:
+    """``CONFIG_FOO`` -> raw value (``y``, ``m``, ``"str"``, ``123``) from the kernel's config
+    (``fallback``: also try /boot/config-$(uname -r))."""
+    candidates = [path] + ([f"/boot/config-{os.uname().release}"] if fallback else [])
     for p in candidates:
         try:
             opener = gzip.open if p.endswith(".gz") else open

@@ -60,6 +60,16 @@ class KernelBtf(BtfQueries):
         except OSError as exc:
             raise BtfError(f"cannot read kernel BTF {path}: {exc.strerror or exc} "
                            "(needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)") from None
+        return cls.from_bytes(data, path, cache_dir, use_cache, t0)
+
+    @classmethod
+    def from_bytes(cls, data, path="<bytes>", cache_dir=None, use_cache=True, t0=None):
+        """Index a raw BTF blob (what /sys/kernel/btf/vmlinux and ``bpftool btf
+        dump ... format raw`` hold) or an ELF file's .BTF section (a vmlinux
+        image, an object): ``load --dry-run --btf FILE`` takes either."""
+        t0 = time.perf_counter() if t0 is None else t0
+        if data[:4] == b"\x7fELF":
+            data = _elf_btf_section(data, path)
         endian, hdr = _header(data, path)
         key = f"{hashlib.sha1(data).hexdigest()}-{len(data)}"
         cache_dir = cache_dir or default_cache_dir()
@@ -135,6 +145,23 @@ def _find_all(strings, needle, full, shift=0):
         out.append(pos + shift)
         pos = strings.find(needle, pos + 1)
     return out
+
+
+def _elf_btf_section(data, path):
+    """The .BTF section of any ELF file (a vmlinux of any architecture, or a BPF object)."""
+    import io
+
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        sec = ELFFile(io.BytesIO(data)).get_section_by_name(".BTF")
+        btf = sec.data() if sec is not None else b""
+    except (ELFError, ValueError, struct.error) as e:
+        raise BtfError(f"{path}: an ELF file, but unreadable: {e}") from None
+    if not btf:
+        raise BtfError(f"{path}: an ELF file without a .BTF section (build with -g, or give raw BTF)")
+    return bytes(btf)
 
 
 def _header(data, path):

@@ -1,4 +1,4 @@
-"""Loading one linked program: fixups to fds, func/line info, BPF_PROG_LOAD, the verifier log.
+"""Loading one prepared program: func/line info, BPF_PROG_LOAD, the verifier log.
 
 A failed load is retried once with the verifier log on, and the error shows
 the log's last lines and the C source line of the failing instruction, found
@@ -8,12 +8,11 @@ through line_info: the one thing a person needs to fix the program.
 import re
 import struct
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 from ebpf_energy.loader import explain, syscall
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.errors import LoaderError, SyscallError, VerifierError
-from ebpf_energy.loader.linker import LinkedProgram
 
 LOG_STATS = 4
 LOG_SIZE = 1 << 20
@@ -30,7 +29,7 @@ class LineRecord:
     source: str
 
 
-def rebased_info(linked: LinkedProgram, ext):
+def rebased_info(linked, ext):
     """func_info and line_info of every placed function, with byte offsets in
     their section turned into instruction indices in the linked program."""
     funcs, lines = [], []
@@ -85,12 +84,13 @@ def failing_insn(log: str) -> Optional[int]:
     return last
 
 
-def load(linked: LinkedProgram, prog_type: int, license: str, *, ext=None, btf_fd=0,
-         expected_attach_type=0, attach_btf_id=0, kern_version=0) -> int:
-    """BPF_PROG_LOAD with func/line info; on rejection, reload with a log and raise VerifierError."""
-    funcs, lines = rebased_info(linked, ext) if btf_fd else ([], [])
-    args = dict(prog_type=prog_type, insns=bytes(linked.insns), license=license, name=linked.name[:15],
-                expected_attach_type=expected_attach_type, attach_btf_id=attach_btf_id,
+def load(prog, insns: bytes, btf_fd=0, kern_version=0) -> int:
+    """BPF_PROG_LOAD of a prepared program (:class:`~ebpf_energy.loader.prepare.PreparedProgram`)
+    whose map fds are in ``insns``, with func/line info when the object's BTF
+    is loaded; on rejection, reload with a log and raise VerifierError."""
+    funcs, lines = (prog.func_info, prog.line_info) if btf_fd else ([], [])
+    args = dict(prog_type=prog.prog_type, insns=bytes(insns), license=prog.license, name=prog.name[:15],
+                expected_attach_type=prog.expected_attach_type, attach_btf_id=prog.attach_btf_id,
                 prog_btf_fd=btf_fd, kern_version=kern_version)
     if funcs:
         args.update(func_info=pack_func_info(funcs), func_info_rec_size=FUNC_INFO_REC.size)
@@ -103,10 +103,10 @@ def load(linked: LinkedProgram, prog_type: int, license: str, *, ext=None, btf_f
     except (VerifierError, SyscallError) as first:
         if isinstance(first, SyscallError) and first.errno not in (13, 22, 7, 28):  # EACCES EINVAL E2BIG ENOSPC
             raise
-        raise _rejection(linked, args, lines, first) from None
+        raise _rejection(prog, args, prog.line_info, first) from None
     if stats:
         summary = [line for line in log.splitlines() if line.startswith(("processed", "verification time"))]
-        explain.trace("verifier", f"{linked.name}: accepted, {linked.insn_count} instructions", *summary)
+        explain.trace("verifier", f"{prog.name}: accepted, {prog.insn_count} instructions", *summary)
     return fd
 
 
@@ -141,27 +141,6 @@ def _rejection(linked, args, lines, first) -> VerifierError:
         msg.append("last verifier lines:")
         msg.extend("  " + l for l in tail)
     return VerifierError(linked.name, "\n".join(msg), log=log, source_line=where)
-
-
-def apply_fixups(linked: LinkedProgram, resolve) -> List[str]:
-    """Write kernel values into the recorded ld_imm64/call fixups.
-
-    ``resolve(fixup)`` returns ``(src_reg, imm_lo, imm_hi)``. Returns the
-    trace lines (instruction, before -> after) for ``--explain``.
-    """
-    out = []
-    code = linked.insns
-    for fx in linked.fixups:
-        before = I.describe(code, fx.insn_index) if explain.enabled() else ""
-        src, lo, hi = resolve(fx)
-        I.set_src_reg(code, fx.insn_index, src)
-        I.set_imm(code, fx.insn_index, lo)
-        if not fx.call:
-            I.set_imm(code, fx.insn_index + 1, hi)
-        if explain.enabled():
-            out.append(f"insn {fx.insn_index:>4}: {fx.kind} {fx.symbol or fx.target}: "
-                       f"{before}  ->  {I.describe(code, fx.insn_index)}")
-    return out
 
 
 def check_loaded(name, fd):

@@ -1,12 +1,14 @@
-"""The pure half of loading: everything an object declares, as editable data.
+"""Phase 1 of a load: everything an object declares, as editable data.
 
 ``ObjectSpec.parse(path)`` reads the ELF, its BTF and .BTF.ext, and lists the
 maps (BTF-defined and global data) and programs, with their types and
 attach targets. Nothing here touches the kernel, so it is tested from files
 and the user can change it (``.rodata`` values, ``max_entries``, which
-programs load) before :class:`~ebpf_energy.loader.object.BpfObject` makes fds.
+programs load) on a ``copy()``; :func:`~ebpf_energy.loader.prepare.prepare` then
+finishes it for a kernel without changing it.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -86,6 +88,17 @@ class ObjectSpec:
     kconfig: List[KconfigVar] = field(default_factory=list)
     ksyms: Dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
     data_vars: Dict[str, Dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
+
+    def copy(self) -> "ObjectSpec":
+        """An independent copy to edit (initial data, sizes, autoload): the
+        parsed ELF and BTF are shared, as nothing changes them after parse."""
+        return dataclasses.replace(
+            self,
+            maps={k: dataclasses.replace(m, initial=bytearray(m.initial) if m.initial is not None else None)
+                  for k, m in self.maps.items()},
+            programs={k: dataclasses.replace(p) for k, p in self.programs.items()},
+            kconfig=[dataclasses.replace(v) for v in self.kconfig], ksyms=dict(self.ksyms),
+            data_vars={k: dict(v) for k, v in self.data_vars.items()})
 
     @property
     def name(self):

@@ -1,0 +1,190 @@
+"""Phase 3 of a load: a :class:`~ebpf_energy.loader.prepare.Prepared` object into the kernel.
+
+``Collection.load(prepared)`` makes the fds, in the only order that works:
+the object's BTF (maps and programs name types in it), the maps (created,
+initial data written, ``.rodata`` frozen, or reused from a pin), then each
+program with its map fds written into the slots prepare() left. It never
+attaches (that is :mod:`~ebpf_energy.loader.attach`'s) and it closes in
+reverse: programs, maps, BTF. A failure at any step closes what was made
+before it, so nothing stays in the kernel.
+"""
+
+import os
+from typing import Dict
+
+from ebpf_energy.loader import core, explain, map_memory, program, syscall
+from ebpf_energy.loader import insn as I
+from ebpf_energy.loader.errors import BtfError, LoaderError, PermissionDenied, SyscallError, VerifierError
+from ebpf_energy.loader.maps import Map
+from ebpf_energy.loader.prepare import Prepared, PreparedMap, PreparedProgram, split_address
+from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
+
+TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN)
+
+
+class TrampolineRefused(LoaderError):
+    """fentry/fexit refused although we are privileged: the kernel forbids trampolines."""
+
+    def __init__(self, message, errno):
+        self.errno = errno
+        super().__init__(message)
+
+
+class Collection:
+    """The fds of one prepared object: ``btf_fd``, ``maps`` (name -> Map), ``programs`` (name -> fd)."""
+
+    def __init__(self, prepared: Prepared):
+        self.prepared = prepared
+        self.btf_fd = 0
+        self.maps: Dict[str, Map] = {}
+        self.programs: Dict[str, int] = {}
+        self._closed = False
+
+    @classmethod
+    def load(cls, prepared: Prepared) -> "Collection":
+        c = cls(prepared)
+        syscall.raise_memlock_best_effort()
+        try:
+            c._load_btf()
+            for m in prepared.maps.values():
+                c.maps[m.name] = c._create_map(m)
+            for p in prepared.programs.values():
+                c.programs[p.name] = c._load_program(p)
+        except BaseException:
+            c.close()
+            raise
+        return c
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- BTF ------------------------------------------------------------------------
+    def _load_btf(self):
+        if self.prepared.btf is None:
+            return
+        try:
+            self.btf_fd = syscall.btf_load(self.prepared.btf)
+        except BtfError as e:
+            if self.prepared.needs_btf:
+                raise
+            explain.trace("btf", f"kernel refused the object's BTF ({e}); continuing without it")
+            self.btf_fd = 0
+
+    # -- maps -----------------------------------------------------------------------
+    def _codecs(self, m: PreparedMap):
+        spec = self.prepared.spec.maps[m.name]
+        btf = self.prepared.spec.btf
+        if btf is None or spec.kind != "btf":
+            return None, None
+        return (btf.codec(spec.key_type_id) if spec.key_type_id else None,
+                btf.codec(spec.value_type_id) if spec.value_type_id else None)
+
+    def _create_map(self, m: PreparedMap) -> Map:
+        key_codec, value_codec = self._codecs(m)
+        if m.pin_path and os.path.exists(m.pin_path):
+            return self._reuse_pinned(m, key_codec, value_codec)
+        map_memory.check(m.name, m.type_name, m.type, m.key_size, m.value_size, m.max_entries, m.flags,
+                         syscall.num_possible_cpus())
+        use_btf = bool(self.btf_fd and (m.btf_key_type_id or m.btf_value_type_id))
+        try:
+            live = Map.create(m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, map_flags=m.flags,
+                              numa_node=m.numa_node, btf_fd=self.btf_fd if use_btf else 0,
+                              btf_key_type_id=m.btf_key_type_id if use_btf else 0,
+                              btf_value_type_id=m.btf_value_type_id if use_btf else 0,
+                              key_codec=key_codec, value_codec=value_codec)
+        except SyscallError as e:  # say which map: an object has many
+            raise type(e)(e.command, e.errno, f"map {m.name} ({m.type_name}, key {m.key_size} B, value "
+                          f"{m.value_size} B, max_entries {m.max_entries:,}): {str(e).split(': ', 1)[-1]}") from None
+        live.spec_name = m.name
+        try:
+            if m.initial is not None:
+                syscall.map_update(live.fd, b"\0\0\0\0", m.initial, 0)
+                if m.freeze:
+                    syscall.map_freeze(live.fd)
+                    explain.trace("map", f"{m.name}: wrote {len(m.initial)} initial bytes, BPF_MAP_FREEZE "
+                                         "(the verifier now treats its values as constants)")
+            if m.pin_path:
+                live.pin_path = m.pin_path
+                live.pin(m.pin_path)
+        except BaseException:
+            live.close()
+            raise
+        return live
+
+    def _reuse_pinned(self, m: PreparedMap, key_codec, value_codec) -> Map:
+        live = Map.pinned(m.pin_path, key_codec=key_codec, value_codec=value_codec)
+        if (live.type, live.key_size, live.value_size, live.max_entries) != (m.type, m.key_size, m.value_size,
+                                                                            m.max_entries):
+            live.close()
+            raise LoaderError(f"map {m.name} is pinned at {m.pin_path} with different attributes: remove it or "
+                              "change the definition")
+        live.spec_name = m.name
+        live.pin_path = m.pin_path
+        explain.trace("map", f"{m.name}: reusing the map pinned at {m.pin_path} (fd {live.fd})")
+        return live
+
+    # -- programs -------------------------------------------------------------------
+    def _load_program(self, p: PreparedProgram) -> int:
+        code = bytearray(p.insns)
+        filled = []
+        for s in p.map_slots:
+            I.set_imm(code, s.insn, self.maps[s.map].fd)
+            filled.append(f"insn {s.insn:>4}: {s.map}: {I.describe(code, s.insn)}")
+        if filled:
+            explain.trace("reloc", f"{p.name}: map fds written into {len(filled)} ld_imm64", *filled)
+        for s in p.address_slots:
+            from ebpf_energy.loader.externs import kallsyms_address
+
+            lo, hi = split_address(kallsyms_address(s.symbol))
+            I.set_imm(code, s.insn, lo)
+            I.set_imm(code, s.insn + 1, hi)
+        try:
+            return program.load(p, code, btf_fd=self.btf_fd)
+        except VerifierError as e:
+            raise named_poison(e, p) from None
+        except PermissionDenied as e:
+            if p.expected_attach_type in TRAMPOLINE_ATTACH and os.geteuid() == 0:
+                raise TrampolineRefused(
+                    f"program {p.name} ({p.section}): this kernel refuses fentry/fexit programs even to "
+                    "root (BPF trampolines are not permitted here, e.g. kernel lockdown or no "
+                    "direct-call ftrace); attach to a tracepoint instead (tp_btf/, raw_tp/, tp/)",
+                    e.errno) from None
+            raise
+
+    # -- teardown -------------------------------------------------------------------
+    def close(self):
+        """Programs, then maps, then BTF. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for fd in reversed(list(self.programs.values())):
+            syscall.close(fd)
+        self.programs = {}
+        for m in reversed(list(self.maps.values())):
+            m.close()
+        self.maps = {}
+        if self.btf_fd:
+            syscall.close(self.btf_fd)
+            self.btf_fd = 0
+
+
+def named_poison(e: VerifierError, p: PreparedProgram) -> VerifierError:
+    """The verifier stopped at a poisoned CO-RE relocation (``call
+    0xbad2310``, shown as ``unknown#195896080``): say which one, as libbpf
+    does, rather than leave the reader with the magic number."""
+    if f"#{core.POISON_IMM}" not in (e.log or "") + str(e):
+        return e
+    found = [(f.section, f.name, idx, r) for f in p.linked.functions
+             for sh, idx, r in p.poisoned if sh == f.shndx and f.start <= idx < f.end]
+    if not found:
+        return e
+    lines = [f"the verifier reached a CO-RE relocation that did not resolve against this kernel "
+             f"(the loader put `call {core.POISON_IMM:#x}` there):"]
+    lines += [f"  program {p.name}, function {fn} (section {sec} instruction {idx}): {r.kind_name} "
+              f"{r.local_desc}: {r.reason}" for sec, fn, idx, r in found]
+    lines.append("guard the access with bpf_core_field_exists() / bpf_core_type_exists(), or build for this kernel")
+    return VerifierError(e.program, "\n".join(lines) + "\n" + str(e), log=e.log, source_line=e.source_line)
+

@@ -1,0 +1,96 @@
+"""The kernel a program is prepared for: its BTF, config, symbols and sizes.
+
+:func:`~ebpf_energy.loader.prepare.prepare` reads the kernel only through a
+``Target``, so the same object can be prepared against the running kernel
+(``Target.running()``, root-free: /sys/kernel/btf/vmlinux and
+/proc/config.gz are world-readable) or against a BTF file from another
+machine (``Target.from_btf_file``), which is what ``load --dry-run --btf``
+shows a student on a laptop. Everything is read lazily: a program without
+CO-RE never indexes the kernel's 100k+ types.
+"""
+
+import os
+from typing import Callable, Dict, Optional
+
+from ebpf_energy.loader.errors import LoaderError
+
+
+class Target:
+    """What prepare() may ask of a kernel. ``kallsyms`` is None when addresses
+    are unknown (another machine's BTF, or not root): an address extern then
+    stays a placeholder that :class:`~ebpf_energy.loader.collection.Collection`
+    fills at load."""
+
+    def __init__(self, *, btf_loader: Callable[[], object], description: str,
+                 kconfig: Optional[Dict[str, str]] = None, kconfig_loader: Optional[Callable[[], dict]] = None,
+                 kallsyms: Optional[Callable[[str], int]] = None, kernel_version: int = 0,
+                 possible_cpus: Optional[int] = None, page_size: Optional[int] = None):
+        self._btf_loader = btf_loader
+        self._btf = None
+        self.description = description
+        self._kconfig = kconfig
+        self._kconfig_loader = kconfig_loader
+        self.kallsyms = kallsyms
+        self.kernel_version = kernel_version
+        self.possible_cpus = possible_cpus if possible_cpus is not None else _possible_cpus()
+        self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+
+    @property
+    def btf(self):
+        if self._btf is None:
+            self._btf = self._btf_loader()
+        return self._btf
+
+    @property
+    def kconfig(self) -> Dict[str, str]:
+        if self._kconfig is None:
+            self._kconfig = self._kconfig_loader() if self._kconfig_loader else {}
+        return self._kconfig
+
+    @classmethod
+    def running(cls) -> "Target":
+        """This machine's kernel (the BTF index is shared by every load in the process)."""
+        from ebpf_energy.loader import externs
+
+        return cls(btf_loader=running_kernel_btf, description="the running kernel (/sys/kernel/btf/vmlinux)",
+                   kconfig_loader=externs.read_kconfig, kallsyms=externs.kallsyms_address,
+                   kernel_version=externs.kernel_version())
+
+    @classmethod
+    def from_btf_file(cls, path: str, kconfig_path: Optional[str] = None) -> "Target":
+        """Another kernel, known only by its BTF (raw, or an ELF's .BTF) and
+        optionally its config file; sizes (CPUs, page) are this machine's."""
+        from ebpf_energy.loader import externs
+        from ebpf_energy.loader.kernel_btf import KernelBtf
+
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise LoaderError(f"cannot read BTF file {path}: {e.strerror or e}") from None
+
+        def load():
+            return KernelBtf.from_bytes(data, path, use_cache=False)
+
+        load()  # a bad file is refused now, not in the middle of a relocation
+        kconfig = externs.read_kconfig(kconfig_path, fallback=False) if kconfig_path else {}
+        return cls(btf_loader=load, description=f"the BTF in {path}", kconfig=kconfig, kallsyms=None)
+
+
+_running_btf = None
+
+
+def running_kernel_btf():
+    """The running kernel's BTF, indexed once per process."""
+    global _running_btf
+    if _running_btf is None:
+        from ebpf_energy.loader.kernel_btf import KernelBtf
+
+        _running_btf = KernelBtf.load()
+    return _running_btf
+
+
+def _possible_cpus() -> int:
+    from ebpf_energy.loader import syscall
+
+    return syscall.num_possible_cpus()

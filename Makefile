@@ -17,7 +17,7 @@ PKG_OBJS    := $(patsubst bpf/%.bpf.c,ebpf_energy/bpf/%.bpf.o,$(wildcard bpf/*.b
 TEST_OBJS   := $(patsubst tests/bpf/%.bpf.c,tests/bpf/build/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
 BENCH_OBJS  := $(patsubst bench/bpf/%.bpf.c,bench/build/%.bpf.o,$(wildcard bench/bpf/*.bpf.c))
 
-.PHONY: all objects test-objects bench-objects deps apt venv test fuzz bench run clean regen-vmlinux
+.PHONY: all objects test-objects bench-objects deps apt venv test fuzz bench run clean regen-vmlinux testdata
 
 all: objects test-objects
 
@@ -45,6 +45,14 @@ bench/build/%.bpf.o: bench/bpf/%.bpf.c vmlinux.h
 # regenerates it from the running kernel's BTF, on purpose.
 vmlinux.h:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+# Stripped, committed copies of some test objects (tests/testdata): the golden
+# prepare() tests run from them without clang; tests/test_prepare.py checks
+# they are what the sources build. `make testdata` refreshes them and the golden files.
+TESTDATA    := core_task externs subprog tp_btf_counter ringbuf maps_all fake_kernel
+testdata: deps test-objects
+	@for n in $(TESTDATA); do $(LLVM_STRIP) -g tests/bpf/build/$$n.bpf.o -o tests/testdata/$$n.bpf.o; done
+	UPDATE_GOLDEN=1 $(VPY) -m pytest -q -p no:cacheprovider tests/test_prepare.py -k test_golden
 
 regen-vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h.tmp && mv vmlinux.h.tmp vmlinux.h

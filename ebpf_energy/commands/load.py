@@ -167,9 +167,23 @@ def print_text(report, out, full=False):
 @click.option("--full", is_flag=True, help="Show long map values whole (default: the first elements and a count).")
 @click.option("--explain", "explain_", is_flag=True,
               help="Tell every step (sections, maps, relocations, CO-RE, loads, attaches) on stderr.")
-def load(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_):
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Prepare the object and print the finished programs and maps, loading nothing "
+                   "(no root needed).")
+@click.option("--btf", "btf_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="With --dry-run: prepare for the kernel this BTF describes (raw BTF, or an ELF with .BTF "
+                   "such as a vmlinux) instead of the running one.")
+@click.option("--kconfig", "kconfig_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="With --btf: that kernel's config (CONFIG_*=... lines, or .gz) for __kconfig externs.")
+def load(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_,
+         dry_run, btf_file, kconfig_file):
     """Load a clang-built BPF OBJECT with the pure-Python loader, attach its
     programs, wait, then print each program and each map's decoded contents.
+
+    With --dry-run, do everything before the first bpf() call instead (CO-RE,
+    linking, externs, map attributes) and print the finished programs: a
+    look at what a loader does, without root, for this kernel or (--btf)
+    another.
 
     Exit status 0 only when every selected program loaded (and attached,
     unless --no-attach); otherwise 1, with the reason, after cleaning up.
@@ -181,17 +195,18 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         explain.enable(sys.stderr)
     sets = _pairs(sets, "--set")
     sizes = _pairs(max_entries, "--max-entries")
+    if (btf_file or kconfig_file) and not dry_run:
+        raise click.UsageError("--btf and --kconfig describe another kernel: they only go with --dry-run")
+    if kconfig_file and not btf_file:
+        raise click.UsageError("--kconfig goes with --btf (the running kernel's config is read by itself)")
+    if dry_run:
+        _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file)
+        return
     failed = []
     stats_fd = None
     try:
         with TerminateOnSignals() as stop, BpfObject.open(object_path) as obj:
-            for name, value in sets:
-                obj.set_global(name, parse_value(value))
-            for name, value in sizes:
-                try:
-                    obj.set_max_entries(name, int(value, 0))
-                except ValueError:
-                    raise click.BadParameter(f"{value!r} is not a number", param_hint="--max-entries") from None
+            _edit(obj, sets, sizes)
             if stats:
                 stats_fd = syscall.enable_stats()
             obj.load(only=programs or None)
@@ -234,3 +249,39 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
     if stopped_by:  # cut short before -d was up: the report is out, the status says so
         click.echo(f"ebpf-energy load: stopped by {stopped_by} before the {duration:g} s were up", err=True)
         sys.exit(128 + signal.Signals[stopped_by])
+
+
+def _edit(obj, sets, sizes):
+    """--set and --max-entries, on the object's own copy of the spec."""
+    for name, value in sets:
+        obj.set_global(name, parse_value(value))
+    for name, value in sizes:
+        try:
+            obj.set_max_entries(name, int(value, 0))
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a number", param_hint="--max-entries") from None
+
+
+def _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file):
+    from ebpf_energy.commands._dry_run import print_prepared
+    from ebpf_energy.loader.object import BpfObject
+    from ebpf_energy.loader.prepare import prepare
+    from ebpf_energy.loader.target import Target
+
+    try:
+        obj = BpfObject.open(object_path)  # opens the file only: nothing in the kernel to close
+        _edit(obj, sets, sizes)
+        target = Target.from_btf_file(btf_file, kconfig_file) if btf_file else Target.running(addresses=False)
+        prepared = prepare(obj.spec, target, only=list(programs) or None)
+    except KeyError as e:
+        raise click.UsageError(str(e.args[0]) if e.args else str(e)) from None
+    except LoaderError as e:
+        click.echo(f"error: {e}", err=True)
+        if as_json:
+            click.echo(json.dumps({"schema": 1, "object": str(object_path), "error": str(e),
+                                   "error_type": type(e).__name__}, indent=2))
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(dict(prepared.to_dict(), dry_run=True), indent=2))
+    else:
+        print_prepared(prepared, sys.stdout)

@@ -43,6 +43,24 @@ def kernel_version() -> int:
     return (a << 16) + (b << 8) + min(c, 255)
 
 
+def version_of_config(kconfig_path: str) -> int:
+    """KERNEL_VERSION(a, b, c) from a config file's header (``# Linux/x86 6.18.0
+    Kernel Configuration``), 0 when it has none."""
+    import re
+
+    opener = gzip.open if kconfig_path.endswith(".gz") else open
+    try:
+        with opener(kconfig_path, "rt", errors="replace") as f:
+            head = f.read(4096)
+    except OSError:
+        return 0
+    m = re.search(r"^# Linux/\S+ (\d+)\.(\d+)\.(\d+)", head, re.M)
+    if not m:
+        return 0
+    a, b, c = (int(x) for x in m.groups())
+    return (a << 16) + (b << 8) + min(c, 255)
+
+
 def read_kconfig(path="/proc/config.gz", fallback=True) -> Dict[str, str]:
     """``CONFIG_FOO`` -> raw value (``y``, ``m``, ``"str"``, ``123``) from the kernel's config
     (``fallback``: also try /boot/config-$(uname -r))."""
@@ -63,10 +81,11 @@ def read_kconfig(path="/proc/config.gz", fallback=True) -> Dict[str, str]:
     return {}
 
 
-def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec) -> bytes:
-    """Encode one extern's value in its BTF type (``codec``); None -> absent."""
+def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec, version: int) -> bytes:
+    """Encode one extern's value in its BTF type (``codec``); ``version`` is
+    the target's KERNEL_VERSION(a, b, c), for LINUX_KERNEL_VERSION."""
     if var.name == "LINUX_KERNEL_VERSION":
-        return codec.encode(kernel_version())
+        return codec.encode(version)
     raw = kconfig.get(var.name)
     if raw is None:
         if var.weak:

@@ -221,7 +221,7 @@ def _prepare_map(spec, m, target) -> PreparedMap:
     if m.kind == "kconfig":
         buf = bytearray(m.initial)
         for v in spec.kconfig:
-            data = kconfig_value(v, target.kconfig, spec.btf.codec(v.type_id))
+            data = kconfig_value(v, target.kconfig, spec.btf.codec(v.type_id), target.kernel_version)
             buf[v.offset: v.offset + len(data)] = data
             notes.append(f"{v.name} = {data.hex()} at offset {v.offset}")
         initial = bytes(buf)

@@ -48,18 +48,22 @@ class Target:
         return self._kconfig
 
     @classmethod
-    def running(cls) -> "Target":
-        """This machine's kernel (the BTF index is shared by every load in the process)."""
+    def running(cls, addresses: bool = True) -> "Target":
+        """This machine's kernel (the BTF index is shared by every load in the
+        process). ``addresses=False`` leaves ``__ksym`` addresses to the load
+        (a dry run: /proc/kallsyms shows zeros to all but root)."""
         from ebpf_energy.loader import externs
 
         return cls(btf_loader=running_kernel_btf, description="the running kernel (/sys/kernel/btf/vmlinux)",
-                   kconfig_loader=externs.read_kconfig, kallsyms=externs.kallsyms_address,
+                   kconfig_loader=externs.read_kconfig, kallsyms=externs.kallsyms_address if addresses else None,
                    kernel_version=externs.kernel_version())
 
     @classmethod
-    def from_btf_file(cls, path: str, kconfig_path: Optional[str] = None) -> "Target":
+    def from_btf_file(cls, path: str, kconfig_path: Optional[str] = None, *, possible_cpus: Optional[int] = None,
+                      page_size: Optional[int] = None) -> "Target":
         """Another kernel, known only by its BTF (raw, or an ELF's .BTF) and
-        optionally its config file; sizes (CPUs, page) are this machine's."""
+        optionally its config file; sizes (CPUs, page) are this machine's
+        unless given."""
         from ebpf_energy.loader import externs
         from ebpf_energy.loader.kernel_btf import KernelBtf
 
@@ -74,7 +78,11 @@ class Target:
 
         load()  # a bad file is refused now, not in the middle of a relocation
         kconfig = externs.read_kconfig(kconfig_path, fallback=False) if kconfig_path else {}
-        return cls(btf_loader=load, description=f"the BTF in {path}", kconfig=kconfig, kallsyms=None)
+        if kconfig_path and not kconfig:
+            raise LoaderError(f"{kconfig_path}: no CONFIG_*= lines: not a kernel config")
+        version = externs.version_of_config(kconfig_path) if kconfig_path else 0
+        return cls(btf_loader=load, description=f"the BTF in {path}", kconfig=kconfig, kallsyms=None,
+                   kernel_version=version, possible_cpus=possible_cpus, page_size=page_size)
 
 
 _running_btf = None

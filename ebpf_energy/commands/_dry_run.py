@@ -1,0 +1,55 @@
+"""``load --dry-run``: the finished object, as a person reads it, without root.
+
+Prints what :func:`~ebpf_energy.loader.prepare.prepare` made: each map as
+BPF_MAP_CREATE will be asked for it, and each program's final instructions
+(C source lines from line_info between them), with the relocations and
+CO-RE answers that produced them. Only the map fds are missing: the kernel
+hands those out at load.
+"""
+
+import click
+
+
+def print_prepared(prepared, out) -> None:
+    d = prepared.to_dict()
+    click.echo(f"{d['object']}: prepared for {d['target']} (a dry run: nothing was loaded)", file=out)
+    if d["btf_bytes"] is not None:
+        click.echo(f"object BTF: {d['btf_bytes']} bytes after sanitising for the kernel", file=out)
+    click.echo("\nmaps (as BPF_MAP_CREATE will ask for them):", file=out)
+    for m in d["maps"]:
+        extra = []
+        if m["btf_value_type_id"] or m["btf_key_type_id"]:
+            extra.append(f"btf key/value ids {m['btf_key_type_id']}/{m['btf_value_type_id']}")
+        if m["initial_bytes"] is not None:
+            extra.append(f"{m['initial_bytes']} initial bytes" + (", then frozen" if m["freeze"] else ""))
+        if m["pin_path"]:
+            extra.append(f"pinned at {m['pin_path']}")
+        click.echo(f"  {m['name']} ({m['kernel_name']}): {m['type']}, key {m['key_size']} B, value "
+                   f"{m['value_size']} B, max_entries {m['max_entries']}, flags {m['flags']:#x}"
+                   + (f"; {'; '.join(extra)}" if extra else ""), file=out)
+        for note in m["notes"]:
+            click.echo(f"      {note}", file=out)
+    for p, prog in zip(d["programs"], prepared.programs.values()):
+        attach = f", attach target {p['attach_target']} = kernel BTF id {p['attach_btf_id']}" \
+            if p["attach_btf_id"] else ""
+        click.echo(f"\nprogram {p['name']} (SEC(\"{p['section']}\"), {p['type']}, license {p['license']!r}"
+                   f"{attach}): {len(prog.insns) // 8} instructions", file=out)
+        if p["core"]:
+            click.echo("  CO-RE:", file=out)
+            for c in p["core"]:
+                click.echo(f"    {c['section']} insn {c['insn']}: {c['kind']} {c['local']} -> {c['outcome']}",
+                           file=out)
+        if p["relocations"]:
+            click.echo("  relocations:", file=out)
+            for r in p["relocations"]:
+                click.echo(f"    {r}", file=out)
+        click.echo("  instructions:", file=out)
+        lines = {i: rec for i, rec in prog.line_info}
+        last_source = None
+        for i, text in prog.disassembly():
+            rec = lines.get(i)
+            source = (rec.source or "").strip() if rec is not None else None
+            if source and source != last_source:
+                click.echo(f"    ; {source}  [{rec.file_name.rsplit('/', 1)[-1]}:{rec.line}]", file=out)
+                last_source = source
+            click.echo(f"    {i:>5}: {text}", file=out)

@@ -150,6 +150,7 @@ class Prepared:
                       "flags": m.flags, "btf_key_type_id": m.btf_key_type_id,
                       "btf_value_type_id": m.btf_value_type_id,
                       "initial_bytes": len(m.initial) if m.initial is not None else None,
+                      "initial_hex": m.initial.hex() if m.initial is not None and len(m.initial) <= 4096 else None,
                       "freeze": m.freeze, "pin_path": m.pin_path, "notes": list(m.notes)}
                      for m in self.maps.values()],
             "programs": [{"name": p.name, "section": p.section, "type": p.prog_type_name,

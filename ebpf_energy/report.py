@@ -159,10 +159,19 @@ def group_by_cgroup(rows: List[dict]) -> List[dict]:
     for r in rows:
         g = groups.setdefault(r["cgroup"], {"cgroup": r["cgroup"], "cgroup_id": r["cgroup_id"],
                                             "processes": 0, "cpu_ns": 0, "slices": 0, "energy_j": []})
-        g["processes"] += 1
-        g["cpu_ns"] += r["cpu_ns"]
-        g["slices"] += r["slices"]
-        g["energy_j"].append(r["energy_j"])
+        _add_to_group(g, r)
+    return _finished_groups(groups)
+
+
+def _add_to_group(g: dict, r: dict) -> None:
+    g["processes"] += 1
+    g["cpu_ns"] += r["cpu_ns"]
+    g["slices"] += r["slices"]
+    g["energy_j"].append(r["energy_j"])
+
+
+def _finished_groups(groups: dict) -> List[dict]:
+    """The groups with their joules summed exactly, most energy first."""
     out = []
     for g in groups.values():
         g["energy_j"] = math.fsum(g["energy_j"])
@@ -197,16 +206,8 @@ def group_by_owner(rows: List[dict], by: str, resolver=None) -> List[dict]:
             g = groups[key] = dict(base, processes=0, cpu_ns=0, slices=0, energy_j=[])
         elif by == "pod" and n.pod and not g["pod"]:  # the pod's name from any of its containers
             g.update(pod=n.pod, namespace=n.namespace)
-        g["processes"] += 1
-        g["cpu_ns"] += r["cpu_ns"]
-        g["slices"] += r["slices"]
-        g["energy_j"].append(r["energy_j"])
-    out = []
-    for g in groups.values():
-        g["energy_j"] = math.fsum(g["energy_j"])
-        out.append(g)
-    out.sort(key=_sort_key)
-    return out
+        _add_to_group(g, r)
+    return _finished_groups(groups)
 
 
 def limit(report: dict, top: Optional[int]) -> dict:

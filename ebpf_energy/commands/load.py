@@ -227,14 +227,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
                         except FileNotFoundError:
                             pass
                         m["pinned"] = None
-    except KeyError as e:
-        raise click.UsageError(str(e.args[0]) if e.args else str(e)) from None
-    except LoaderError as e:
-        click.echo(f"error: {e}", err=True)
-        if as_json:  # a consumer of --json gets a document either way
-            click.echo(json.dumps({"schema": 1, "object": str(object_path), "error": str(e),
-                                   "error_type": type(e).__name__}, indent=2))
-        sys.exit(1)
+    except (KeyError, LoaderError) as e:
+        _fail(e, object_path, as_json)
     finally:
         if stats_fd is not None:
             syscall.close(stats_fd)
@@ -273,15 +267,21 @@ def _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file
         _edit(obj, sets, sizes)
         target = Target.from_btf_file(btf_file, kconfig_file) if btf_file else Target.running(addresses=False)
         prepared = prepare(obj.spec, target, only=list(programs) or None)
-    except KeyError as e:
-        raise click.UsageError(str(e.args[0]) if e.args else str(e)) from None
-    except LoaderError as e:
-        click.echo(f"error: {e}", err=True)
-        if as_json:
-            click.echo(json.dumps({"schema": 1, "object": str(object_path), "error": str(e),
-                                   "error_type": type(e).__name__}, indent=2))
-        sys.exit(1)
+    except (KeyError, LoaderError) as e:
+        _fail(e, object_path, as_json)
     if as_json:
         click.echo(json.dumps(dict(prepared.to_dict(), dry_run=True), indent=2))
     else:
         print_prepared(prepared, sys.stdout)
+
+
+def _fail(e, object_path, as_json):
+    """A bad name (KeyError) is a usage error; a loader error is one line, and
+    with --json also a document, so a consumer of --json gets one either way."""
+    if isinstance(e, KeyError):
+        raise click.UsageError(str(e.args[0]) if e.args else str(e)) from None
+    click.echo(f"error: {e}", err=True)
+    if as_json:
+        click.echo(json.dumps({"schema": 1, "object": str(object_path), "error": str(e),
+                               "error_type": type(e).__name__}, indent=2))
+    sys.exit(1)

@@ -14,6 +14,7 @@ from typing import Dict
 
 from ebpf_energy.loader import core, explain, map_memory, program, syscall
 from ebpf_energy.loader import insn as I
+from ebpf_energy.loader.externs import kallsyms_address
 from ebpf_energy.loader.errors import BtfError, LoaderError, PermissionDenied, SyscallError, VerifierError
 from ebpf_energy.loader.maps import Map
 from ebpf_energy.loader.prepare import Prepared, PreparedMap, PreparedProgram, split_address
@@ -136,8 +137,6 @@ class Collection:
         if filled:
             explain.trace("reloc", f"{p.name}: map fds written into {len(filled)} ld_imm64", *filled)
         for s in p.address_slots:
-            from ebpf_energy.loader.externs import kallsyms_address
-
             lo, hi = split_address(kallsyms_address(s.symbol))
             I.set_imm(code, s.insn, lo)
             I.set_imm(code, s.insn + 1, hi)

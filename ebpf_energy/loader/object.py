@@ -136,13 +136,11 @@ class BpfObject:
         programs with autoload, or ``only`` these."""
         if self._loaded:
             raise LoaderError("object already loaded")
+        only = list(only) if only is not None else None
+        prepared = prepare(self.spec, target or Target.running(), only=only)
         if only is not None:
-            only = list(only)
-            prepared = prepare(self.spec, target or Target.running(), only=only)
             for name, p in self.programs.items():
                 p.autoload = name in only
-        else:
-            prepared = prepare(self.spec, target or Target.running())
         self.prepared = prepared
         try:
             self.collection = Collection.load(prepared)

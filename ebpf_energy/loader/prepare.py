@@ -31,6 +31,7 @@ from ebpf_energy.loader.spec import MAP_TYPES, ObjectSpec, kernel_map_name
 PERF_EVENT_ARRAY = 4
 RINGBUF = 27
 USER_RINGBUF = 31
+TASK_STORAGE = 29  # its maps need the object's BTF: a refused BTF fails the load
 # Map types whose key/value the kernel does not describe with BTF (fds, ids,
 # stack traces): it refuses BTF ids for them, so libbpf leaves them out too.
 NO_BTF_KV = frozenset({3, 4, 7, 8, 12, 13, 27, 31})
@@ -169,9 +170,6 @@ class Prepared:
                                         for i, r in p.line_info]}
                          for p in self.programs.values()],
         }
-
-
-TASK_STORAGE = 29
 
 
 def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> Prepared:
@@ -339,7 +337,7 @@ def _resolve_fixup(spec, fx, target):
                 raise LoaderError(f"kfunc {name} __ksym: not in the kernel's BTF")
             return I.PSEUDO_KFUNC_CALL, ids[0], 0, None
         if btf.resolve(local.type) == 0:  # `extern const void x __ksym`: an address
-            addr = _address(target, name)
+            addr = target.kallsyms(name) if target.kallsyms is not None else None
             if addr is None:
                 return 0, 0, 0, AddressSlot(fx.insn_index, name)
             lo, hi = split_address(addr)
@@ -349,12 +347,6 @@ def _resolve_fixup(spec, fx, target):
             raise LoaderError(f"extern {name} __ksym: the kernel's BTF has no variable of that name")
         return I.PSEUDO_BTF_ID, ids[0], 0, None
     raise LoaderError(f"extern {name!r} is neither __kconfig nor __ksym")
-
-
-def _address(target, name):
-    if target.kallsyms is None:
-        return None
-    return target.kallsyms(name)
 
 
 def split_address(addr: int) -> Tuple[int, int]:

@@ -72,6 +72,16 @@ def monitor_object():
 # the session, so a leak no single test looks for still fails the run: BPF
 # programs, maps and links, our cgroups, files pinned in bpffs, and processes
 # of ours still running.
+#
+# "Ours" is exact even while other work runs on the machine (another test
+# session, a monitor someone started): every process this session starts
+# inherits SESSION_TOKEN in its environment, and a BPF object that a process
+# without the token holds open belongs to that process, not to a leak of ours.
+
+SESSION_VAR = "EBPF_ENERGY_TEST_SESSION"
+SESSION_TOKEN = os.environ.setdefault(SESSION_VAR, f"{os.getpid()}-{os.urandom(4).hex()}")
+_TOKEN_BYTES = f"{SESSION_VAR}={SESSION_TOKEN}".encode()
+
 
 def _bpf_ids():
     from ebpf_energy.loader import syscall
@@ -88,6 +98,44 @@ def _bpf_ids():
     return out
 
 
+def _is_ours(pid):
+    """Whether process ``pid`` was started by this session (it carries the token)."""
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return _TOKEN_BYTES in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+_FDINFO_KEYS = {b"prog_id": "prog", b"map_id": "map", b"link_id": "link"}
+
+
+def _foreign_bpf_ids():
+    """BPF objects held open by processes that are not this session's."""
+    out = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or _is_ours(int(d)):
+            continue
+        try:
+            fds = os.listdir(f"/proc/{d}/fdinfo")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{d}/fdinfo/{fd}", "rb") as f:
+                    info = f.read()
+            except OSError:
+                continue
+            for line in info.splitlines():
+                key, _, value = line.partition(b":")
+                kind = _FDINFO_KEYS.get(key)
+                if kind and value.strip().isdigit():
+                    out.add((kind, int(value)))
+    return out
+
+
 def _our_cgroups():
     found = set()
     for top in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
@@ -95,8 +143,16 @@ def _our_cgroups():
             if dirpath.count("/") > top.count("/") + 3:
                 dirnames[:] = []
                 continue
-            found.update(os.path.join(dirpath, d) for d in dirnames if d.startswith("ebpf-energy"))
+            found.update(os.path.join(dirpath, d) for d in dirnames if d.startswith("ebpf-energy")
+                         and not _made_by_another_live_process(d))
     return found
+
+
+def _made_by_another_live_process(name):
+    """``ebpf-energy-<what>-<pid>-<n>`` made by a live process that is not ours."""
+    parts = name.split("-")
+    pid = next((int(p) for p in parts[2:] if p.isdigit()), None)
+    return pid is not None and os.path.exists(f"/proc/{pid}") and not _is_ours(pid)
 
 
 # The kernel's bpf_preload puts these two iterators into every bpffs it mounts:
@@ -114,7 +170,7 @@ def _pins():
 def _our_processes():
     me, out = os.getpid(), set()
     for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
+        if not d.isdigit() or int(d) == me or not _is_ours(int(d)):
             continue
         try:
             with open(f"/proc/{d}/cmdline", "rb") as f:
@@ -123,14 +179,14 @@ def _our_processes():
                 state = f.read().rsplit(b")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if state != b"Z" and (b"ebpf_energy" in cmd or b"ebpf-energy" in cmd):
+        if state != b"Z" and cmd:
             out.add((int(d), cmd.replace(b"\0", b" ").decode(errors="replace")[:100]))
     return out
 
 
 def _snapshot():
-    return {"bpf objects": _bpf_ids() if is_root() else set(), "cgroups": _our_cgroups(), "pins": _pins(),
-            "processes": _our_processes()}
+    bpf = _bpf_ids() - _foreign_bpf_ids() if is_root() else set()
+    return {"bpf objects": bpf, "cgroups": _our_cgroups(), "pins": _pins(), "processes": _our_processes()}
 
 
 def pytest_sessionstart(session):

@@ -244,7 +244,7 @@ def test_measure_without_root_uses_rusage():
             os.chmod(d, 0o755)
             for f in files:
                 os.chmod(os.path.join(d, f), 0o644)
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent",
+        env = {"PATH": os.environ["PATH"], "EBPF_ENERGY_TEST_SESSION": os.environ["EBPF_ENERGY_TEST_SESSION"], "PYTHONPATH": str(base), "HOME": "/nonexistent",
                "PYTHONDONTWRITEBYTECODE": "1"}
         assert shutil.which("setpriv"), "setpriv (util-linux) is needed to drop privilege"
         r = subprocess.run(SETPRIV + [sys.executable, "-c", code], capture_output=True, text=True,

@@ -269,7 +269,7 @@ def run_as_nobody(*args, caps=(), timeout=60, wrap=()):
                                capture_output=True)
         if probe.returncode != 0:
             python = "/usr/bin/python3"
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
+        env = {"PATH": os.environ["PATH"], "EBPF_ENERGY_TEST_SESSION": os.environ["EBPF_ENERGY_TEST_SESSION"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
         plus = "".join(f",+{c}" for c in caps)
         drop = [f"--inh-caps=-all{plus}", f"--bounding-set=-all{plus}"]
         if caps:

@@ -179,7 +179,7 @@ def nobody_tree():
 def test_without_root_tests_run_and_the_plugin_says_so_once():
     assert shutil.which("setpriv"), "setpriv (util-linux) is needed to drop privilege"
     base = nobody_tree()
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent",
+    env = {"PATH": os.environ["PATH"], "EBPF_ENERGY_TEST_SESSION": os.environ["EBPF_ENERGY_TEST_SESSION"], "PYTHONPATH": str(base), "HOME": "/nonexistent",
            "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         r = subprocess.run(SETPRIV + [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",

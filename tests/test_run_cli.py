@@ -266,7 +266,7 @@ def nobody_tree(modules):
 
 def as_nobody(argv, base, timeout=60):
     assert shutil.which("setpriv"), "setpriv (util-linux) is needed to drop privilege"
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent",
+    env = {"PATH": os.environ["PATH"], "EBPF_ENERGY_TEST_SESSION": os.environ["EBPF_ENERGY_TEST_SESSION"], "PYTHONPATH": str(base), "HOME": "/nonexistent",
            "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run(SETPRIV + argv, capture_output=True, text=True, cwd=str(base), env=env,
                           timeout=timeout)

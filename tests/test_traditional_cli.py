@@ -269,7 +269,7 @@ def test_works_without_root():
             assert setpriv, "setpriv (util-linux) is needed to drop privilege"
             drop = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
                     "--bounding-set=-all"]
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
+        env = {"PATH": os.environ["PATH"], "EBPF_ENERGY_TEST_SESSION": os.environ["EBPF_ENERGY_TEST_SESSION"], "PYTHONPATH": str(base), "HOME": "/nonexistent"}
         r = subprocess.run(drop + cmd("-d", "0.3", "--json", "--threads", "-p", "10"),
                            capture_output=True, text=True, cwd=str(base), env=env, timeout=30)
     finally:

@@ -138,6 +138,30 @@ class TempCgroup:
                 pass
         return out
 
+    def cpu_usage_ns(self) -> Optional[int]:
+        """CPU time of every process that ever ran in the cgroup (and below it),
+        from ``cpu.stat``'s ``usage_usec``: the scheduler's own clock, kept after
+        the processes exit, whether or not anything reaped them. None where the
+        kernel has no such file."""
+        try:
+            with open(os.path.join(self.path, "cpu.stat")) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) * 1000
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def wait_empty(self, timeout_s: float = 5.0) -> bool:
+        """Wait until no process is left in the cgroup (killed ones take a moment to go)."""
+        end = time.monotonic() + timeout_s
+        while self.pids(subtree=True):
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.01)
+        return True
+
     def kill_all(self):
         for pid in self.pids(subtree=True):
             try:

@@ -4,9 +4,12 @@ Each monitor runs as its own process (so its own CPU use is its overhead and
 nothing else's), both started before the workload and stopped after it. The
 workload runs in a cgroup of its own, so "the workload's processes" is a
 fact both monitors report (their ``cgroup`` field), not a guess from names.
-The truth is the rusage the workload's parent collected for all of its
-children (``wait4``), and, for built-in workloads, the number of processes
-they made.
+The truth is the workload cgroup's own CPU time (``cpu.stat`` ``usage_usec``,
+the scheduler's clock): it holds every process that ran there, reaped or not,
+background jobs and processes killed at the deadline included, which the
+shell's ``wait4`` rusage misses. Where a kernel has no ``cpu.stat`` the rusage
+is the truth, and the report says which. For built-in workloads the number of
+processes they made is the truth for "processes seen".
 """
 
 import json
@@ -81,14 +84,22 @@ def workload_argv(command: Optional[str], name: Optional[str], duration: float):
 def run_workload(argv, cgroup: TempCgroup, duration: float, grace: float = 0.0):
     """Start, let it run at most ``duration`` (+ ``grace``) s, reap it.
 
-    Returns (exit code, cpu_ns of its tree from wait4, stdout, stderr). A
-    command still running at the deadline gets SIGTERM (its whole group).
+    Returns (exit code, cpu_ns of its tree from wait4, the leader's CPU before
+    it joined the cgroup, stdout, stderr). A
+    command still running at the deadline gets SIGTERM (its whole group);
+    whatever it left running in the cgroup is killed, and gone on return (so
+    the cgroup's CPU time is final).
     """
+    r_fd, w_fd = os.pipe()
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec(cgroup.join),
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=preexec(lambda: _join_telling(cgroup, w_fd)), start_new_session=True)
     except OSError as e:
         raise CompareError(f"cannot start the workload {shlex.join(argv)}: {e.strerror}") from None
+    finally:
+        os.close(w_fd)
+    with os.fdopen(r_fd, "rb") as f:
+        pre_join_ns = int.from_bytes(f.read(8) or b"\0", "little")
     out, err = [], []
     readers = [threading.Thread(target=lambda s=s, o=o: o.append(s.read()), daemon=True)
                for s, o in ((proc.stdout, out), (proc.stderr, err))]
@@ -109,7 +120,19 @@ def run_workload(argv, cgroup: TempCgroup, duration: float, grace: float = 0.0):
         time.sleep(0.01)
     proc.returncode = os.waitstatus_to_exitcode(status)
     cgroup.kill_all()
-    return proc.returncode, _cpu_ns(rusage), _join(readers[0], out), _join(readers[1], err)
+    cgroup.wait_empty()
+    return proc.returncode, _cpu_ns(rusage), pre_join_ns, _join(readers[0], out), _join(readers[1], err)
+
+
+def _join_telling(cgroup: TempCgroup, fd: int):
+    """In the workload's first process, before exec: tell the parent the CPU this
+    process has used so far (forked in the parent's cgroup, its time up to the
+    join is in no cgroup count of the workload's, but a monitor, which names a
+    process by its cgroup at the end, books it to the workload), then join."""
+    with open("/proc/self/schedstat", "rb") as f:
+        ns = int(f.read().split()[0])
+    os.write(fd, ns.to_bytes(8, "little"))
+    cgroup.join()
 
 
 def _join(reader, out):
@@ -189,7 +212,13 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
                     raise CompareError(r.failure())
             if progress:
                 progress(f"both monitors running; workload {label} for up to {duration:g} s")
-            code, cpu_ns, out, err = run_workload(argv, cg, duration, grace=10.0 if workload else 0.0)
+            code, rusage_ns, pre_join_ns, out, err = run_workload(argv, cg, duration,
+                                                                  grace=10.0 if workload else 0.0)
+            usage_ns = cg.cpu_usage_ns()
+            if usage_ns is not None:
+                cpu_ns, truth = usage_ns + pre_join_ns, "cgroup cpu.stat"
+            else:
+                cpu_ns, truth = rusage_ns, "rusage"
             time.sleep(0.05)  # let the last exits reach both monitors
             for r in runs:
                 r.stop()
@@ -208,8 +237,8 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             result = {
                 "schema": 1,
                 "duration_s": max(r.report["duration_s"] for r in runs),
-                "workload": {"command": label, "processes": processes, "cpu_ns": cpu_ns, "exit_code": code,
-                             "cgroup": cg.rel},
+                "workload": {"command": label, "processes": processes, "cpu_ns": cpu_ns, "truth": truth,
+                             "rusage_cpu_ns": rusage_ns, "exit_code": code, "cgroup": cg.rel},
                 "monitors": {r.name: summarize(r.report, cg) for r in runs},
             }
             result["model"] = runs[0].report["model"]
@@ -246,14 +275,20 @@ def render(result: dict) -> str:
             f"{mons[n]['workload_processes_seen']}" + (f" of {w['processes']}" if w["processes"] else "")
             for n in names]),
         ("workload CPU (ms)", [f"{mons[n]['workload_cpu_ns'] / 1e6:.1f}" for n in names]),
-        ("  vs truth (rusage)", [pct(mons[n]["workload_cpu_ns"], truth_cpu) for n in names]),
+        (f"  vs truth ({w.get('truth', 'rusage')})", [pct(mons[n]["workload_cpu_ns"], truth_cpu) for n in names]),
+        ("window (s)", [f"{mons[n]['duration_s']:.3f}" if "duration_s" in mons[n] else "-" for n in names]),
     ]
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"ebpf-energy compare: {w['command']} over {result['duration_s']:.2f} s",
-             f"truth: {truth_cpu / 1e6:.1f} ms of CPU in the workload's tree"
-             + (f", {w['processes']} processes" if w["processes"] else ""),
+             f"truth: {truth_cpu / 1e6:.1f} ms of CPU in the workload's cgroup"
+             + (f", {w['processes']} processes" if w["processes"] else "")
+             + f" ({w.get('truth', 'rusage')})",
              "",
              f"{'':<{width}}{'eBPF':>14}{'/proc':>14}"]
     for label, vals in rows:
         lines.append(f"{label:<{width}}{vals[0]:>14}{vals[1]:>14}")
+    lines += ["",
+              "The monitors measure different windows (each from its own start to its stop, both around the",
+              "workload): compare the workload rows; totals cover each monitor's whole window. \"processes seen\"",
+              "counts every process a monitor reported CPU for (eBPF: any slice; /proc: any sample)."]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow, comm_of
 
+# The row that holds a process's CPU no thread row could be given (threads
+# that ended between two samples), so thread rows add up to their process.
+UNSEEN_THREADS_TID = 0
+UNSEEN_THREADS_COMM = "(threads ended between samples)"
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_INTERVAL_S = 0.1
 MIN_INTERVAL_S = 0.01  # one tick at HZ=100: polling faster cannot see more
@@ -540,6 +545,13 @@ class ProcfsPoller:
                 p.threads = [ThreadUsage(tid=t.id, comm=t.comm, cpu_ns=t.ticks * nspt,
                                          exited=t.exited or rec.exited)
                              for t in rec.threads.values() if t.ticks > 0 or t.fresh]
+                unseen = p.cpu_ns - sum(t.cpu_ns for t in p.threads)
+                if unseen > 0:
+                    # /proc's limit, said rather than hidden: a thread's ticks after
+                    # its last sample (or all of a thread that lived between two
+                    # samples) are in the process's count but in no thread's.
+                    p.threads.append(ThreadUsage(tid=UNSEEN_THREADS_TID, comm=UNSEEN_THREADS_COMM,
+                                                 cpu_ns=unseen, exited=True))
             processes[pid] = p
         cpus = sorted(self._idle_cpu)
         ncpus = (cpus[-1] + 1) if cpus else (os.cpu_count() or 1)

@@ -163,3 +163,19 @@ def test_a_killed_compare_leaves_nothing_running(sig):
     if sig == "KILL":
         sweep_stale(cgroup2_mount())
     assert not [c for c in leftover_cgroups() if f"-{p.pid}-" in c]
+
+
+def test_background_jobs_the_shell_never_reaps_are_in_the_truth():
+    """The review's D12: `-w 'yes & yes & wait'` cut at the deadline. The shell's
+    rusage misses the two `yes` (killed, never reaped by it); the workload
+    cgroup's own CPU time holds them, so the eBPF side is judged against all of it."""
+    r = compare("-d", "1", "-w", "yes >/dev/null & yes >/dev/null & wait")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    wl = out["workload"]
+    assert wl["truth"] == "cgroup cpu.stat"
+    truth = wl["cpu_ns"]
+    assert truth > 10 * max(wl["rusage_cpu_ns"], 1)  # the yes processes ran; the shell's rusage missed them
+    ebpf = out["monitors"]["ebpf"]
+    assert abs(ebpf["workload_cpu_ns"] - truth) <= max(0.005 * truth, 1_000_000)
+    assert ebpf["workload_processes_seen"] >= 3

@@ -197,6 +197,26 @@ def test_fake_tree_threads_idle_and_cgroup(fake, tmp_path):
     assert w.ncpus == 2
 
 
+def test_fake_tree_thread_rows_add_up_to_their_process(fake):
+    """The review's D13: ticks of threads that ended between two samples are in
+    the process's count and in no thread's; a row says so, and the rows add up."""
+    from ebpf_energy.procfs import UNSEEN_THREADS_COMM, UNSEEN_THREADS_TID
+
+    fake.proc(100, "lead", 10, 1, threads={100: 4, 101: 6})
+    p = started(fake, threads=True)
+    try:
+        # thread 101 ends (+3 unseen ticks), thread 102 lives and dies between samples (22 ticks)
+        shutil.rmtree(os.path.join(fake.root, "100", "task", "101"))
+        fake.proc(100, "lead", 40, 1, threads={100: 9})
+        w = p.read()
+    finally:
+        p.stop()
+    proc = w.processes[100]
+    rows = {t.tid: (t.comm, t.cpu_ns) for t in proc.threads}
+    assert rows == {100: ("lead", 5 * TICK_NS), UNSEEN_THREADS_TID: (UNSEEN_THREADS_COMM, 25 * TICK_NS)}
+    assert sum(t.cpu_ns for t in proc.threads) == proc.cpu_ns == 30 * TICK_NS
+
+
 def test_fake_tree_missing_proc_stat_is_counted(fake):
     os.remove(os.path.join(fake.root, "stat"))
     fake.proc(100, "x", 1, 1)

@@ -214,20 +214,25 @@ def test_model_options_cli(config_home, sim):
     assert r.exit_code == 1 and "no calibration profile" in r.output
 
 
-class _SquareLoad:
-    """Synthetic busy time: 0.2 then 1.8 CPUs, switching every 0.2 s (two CPUs)."""
+class _VirtualMachine:
+    """A meter of 8 W idle + 12 W per busy CPU-second on a virtual clock, the
+    load a square wave of 0.2 then 1.8 busy CPUs, switching every 0.2 s: the
+    estimator is stepped on this clock, so the fit is exact, whatever the host's load."""
+
+    IDLE_W, K = 8.0, 12.0
 
     def __init__(self):
-        self.t0 = time.monotonic()
+        self.t_ns = 0
 
-    def total(self):
-        t = time.monotonic() - self.t0
+    def busy(self):  # busy CPU-seconds so far
+        t = self.t_ns / 1e9
         full, part = divmod(t, 0.4)
         return full * (0.2 + 1.8) * 0.2 + (0.2 * min(part, 0.2) + 1.8 * max(part - 0.2, 0.0))
 
-    def per_cpu(self):
-        b = self.total()
-        return [b / 2, b / 2]
+    def read(self):
+        from ebpf_energy.rapl.meter import Reading
+
+        return Reading(self.t_ns, {"package": self.IDLE_W * self.t_ns / 1e9 + self.K * self.busy()})
 
 
 def test_idle_power_is_fitted_from_the_run_without_a_profile():
@@ -235,25 +240,24 @@ def test_idle_power_is_fitted_from_the_run_without_a_profile():
     varies: the run's own readings give the idle power, and a process is
     charged its dynamic energy (the CPU-time-share rule gave it far less)."""
     from ebpf_energy.model.idle_estimate import IdlePowerEstimator
-    from ebpf_energy.rapl.powercap import PowercapMeter
 
-    load = _SquareLoad()
-    with SimulatedPowercap(idle_watts=8.0, watts_per_cpu_second=12.0, noise=0.0, cpu_source=load.per_cpu) as sim:
-        with PowercapMeter(sim.root, keepalive=0) as meter:
-            model = RaplSplitModel("powercap")
-            model.estimator = IdlePowerEstimator(meter, busy=load.total, period=0.1).start()
-            r0, b0 = meter.read(), load.total()
-            time.sleep(2.5)
-            r1, b1 = meter.read(), load.total()
-            model.end()
+    vm = _VirtualMachine()
+    model = RaplSplitModel("powercap")
+    model.estimator = IdlePowerEstimator(vm, busy=vm.busy, clock=lambda: vm.t_ns)
+    r0, b0 = vm.read(), vm.busy()
+    for _ in range(25):  # 2.5 s in steps of 0.1 s, off the load's 0.2 s beat
+        model.estimator.step()
+        vm.t_ns += 100_000_000 + 7_000_000
+    r1, b1 = vm.read(), vm.busy()
+    model.end()
     fit = model.estimator.estimate()
-    assert fit is not None and fit["idle_watts"] == pytest.approx(8.0, rel=0.1), fit
+    assert fit is not None and fit["idle_watts"] == pytest.approx(8.0, rel=0.02), fit
     d = (r1.timestamp_ns - r0.timestamp_ns)
     w = UsageWindow("test", 0, d, 2, {7: ProcessUsage(7, "work", int((b1 - b0) * 1e9))},
                     idle_ns=int(2 * d - (b1 - b0) * 1e9))
     a = model.attribute(w, r1.delta(r0))
-    assert a.model["idle_rule"] == "fitted_from_run" and a.model["idle_fit"]["samples"] >= 8
-    assert a.energy_j[7] == pytest.approx(12.0 * (b1 - b0), rel=0.05)
+    assert a.model["idle_rule"] == "fitted_from_run" and a.model["idle_fit"]["samples"] == 24
+    assert a.energy_j[7] == pytest.approx(12.0 * (b1 - b0), rel=0.03)
     assert a.total_energy_j == pytest.approx(r1.delta(r0)["package"])
     plain = RaplSplitModel("powercap").attribute(w, r1.delta(r0))
     assert plain.model["idle_rule"] == "cpu_time_share" and plain.energy_j[7] < 0.95 * a.energy_j[7]

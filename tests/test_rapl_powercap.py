@@ -147,8 +147,40 @@ def test_binary_name_and_missing_range(tmp_path):
         discover(str(tmp_path))
     write(os.path.join(p0, "name"), "package-0")
     os.unlink(os.path.join(p0, "max_energy_range_uj"))
-    with pytest.raises(MeterFormatError, match="max_energy_range_uj is missing"):
-        discover(str(tmp_path))
+    # the kernel always writes it, hand-made trees may not: usable, said, and a
+    # step back is a reset (there is no range to unwrap with)
+    assert discover(str(tmp_path))[0].max_range_uj is None
+    seen = []
+    set_energy(p0, 5_000_000)
+    with PowercapMeter(str(tmp_path), keepalive=0, warn=seen.append) as m:
+        r0 = m.read()
+        set_energy(p0, 5_500_000)
+        r1 = m.read()
+        set_energy(p0, 1_000)
+        r2 = m.read()
+    assert r1.delta(r0)["package"] == pytest.approx(0.5)
+    assert r2.delta(r1)["package"] == pytest.approx(0.001)
+    assert "has no max_energy_range_uj" in seen[0] and "read as a counter reset" in seen[1]
+
+
+def test_other_tools_fixture_trees_nested_without_enabled_and_a_top_level_dram(tmp_path):
+    """The review's D14: trees shaped like other tools' fixtures (nested, no
+    ``enabled``, a ``dram`` zone at the top) are read, and that dram zone is
+    ``dram``, not ``package-1/dram``; a zone that appears mid-run is said."""
+    base = tmp_path / "intel-rapl"
+    for rel, name, uj in (("intel-rapl:0", "package-0", 10), ("intel-rapl:0/intel-rapl:0:0", "core", 5),
+                          ("intel-rapl:1", "dram", 7)):
+        write(str(base / rel / "name"), name)
+        write(str(base / rel / "energy_uj"), uj)
+        write(str(base / rel / "max_energy_range_uj"), 1_000_000)
+    zones = {z.label: z.domain for z in discover(str(tmp_path))}
+    assert zones == {"package-0": "package", "package-0/core": "core", "dram": "dram"}
+    seen = []
+    with PowercapMeter(str(tmp_path), keepalive=0, warn=seen.append) as m:
+        write(str(base / "intel-rapl:2" / "name"), "package-1")
+        write(str(base / "intel-rapl:2" / "energy_uj"), 1)
+        write(str(base / "intel-rapl:2" / "max_energy_range_uj"), 1_000_000)
+    assert seen == ["powercap zones appeared after the start and were not counted: intel-rapl:2"]
 
 
 def test_no_tree_or_no_package_zone(tmp_path):

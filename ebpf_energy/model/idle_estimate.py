@@ -31,14 +31,16 @@ class IdlePowerEstimator:
     """Samples (busy CPUs, package watts) in the background; :meth:`estimate` fits them."""
 
     def __init__(self, meter, busy: Callable[[], float] = busy_seconds, period: float = PERIOD_S,
-                 min_samples: int = MIN_SAMPLES, min_spread: float = MIN_SPREAD_CPUS):
-        self.meter, self.busy, self.period = meter, busy, period
+                 min_samples: int = MIN_SAMPLES, min_spread: float = MIN_SPREAD_CPUS,
+                 clock: Callable[[], int] = time.monotonic_ns):
+        self.meter, self.busy, self.period, self.clock = meter, busy, period, clock
         self.min_samples, self.min_spread = min_samples, min_spread
         self.x = deque(maxlen=KEEP_SAMPLES)  # busy CPUs over each sample interval
         self.y = deque(maxlen=KEEP_SAMPLES)  # package watts over it
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
+        self._last = None
 
     def start(self) -> "IdlePowerEstimator":
         self._thread = threading.Thread(target=self._loop, name="ebpf-energy-idle-estimate", daemon=True)
@@ -53,19 +55,26 @@ class IdlePowerEstimator:
 
     def _sample(self):
         r = self.meter.read()
-        return time.monotonic_ns(), self.busy(), r.joules.get("package", r.joules.get("psys"))
+        return self.clock(), self.busy(), r.joules.get("package", r.joules.get("psys"))
+
+    def step(self) -> None:
+        """Take one sample; from the second on, record the interval since the last.
+        The background loop calls it every ``period``; a test calls it itself."""
+        cur = self._sample()
+        last, self._last = self._last, cur
+        if last is None:
+            return
+        dt = (cur[0] - last[0]) / 1e9
+        if dt > 0 and cur[2] is not None and last[2] is not None:
+            with self._lock:
+                self.x.append((cur[1] - last[1]) / dt)
+                self.y.append((cur[2] - last[2]) / dt)
 
     def _loop(self):
         try:
-            last = self._sample()
+            self.step()
             while not self._stop.wait(self.period):
-                cur = self._sample()
-                dt = (cur[0] - last[0]) / 1e9
-                if dt > 0 and cur[2] is not None and last[2] is not None:
-                    with self._lock:
-                        self.x.append((cur[1] - last[1]) / dt)
-                        self.y.append((cur[2] - last[2]) / dt)
-                last = cur
+                self.step()
         except Exception:  # noqa: BLE001 - a failing meter is the driver's to report; the estimate just stops
             return
 

@@ -40,7 +40,7 @@ class Zone:
     name: str  # contents of the name file
     domain: str  # package / core / uncore / dram / psys
     package: str  # "package-0" (the zone's own package; "psys" for psys)
-    max_range_uj: int
+    max_range_uj: Optional[int]  # None: the tree has no max_energy_range_uj (hand-made trees)
     max_power_w: float
     last_uj: Optional[int] = None
     total_uj: int = 0  # accumulated, wrap-corrected
@@ -49,12 +49,17 @@ class Zone:
 
     @property
     def label(self) -> str:
-        """``package-0`` for a package zone, ``package-0/dram`` for a sub-zone."""
-        return self.package if self.domain in ("package", "psys") else f"{self.package}/{self.domain}"
+        """``package-0`` for a package zone, ``package-0/dram`` for a sub-zone,
+        ``dram`` for a domain zone that sits at the top, under no package."""
+        if self.domain in ("package", "psys") or self.package == self.domain:
+            return self.package
+        return f"{self.package}/{self.domain}"
 
     @property
     def wrap_seconds(self) -> float:
         """How long the counter takes to wrap at the zone's maximum power."""
+        if self.max_range_uj is None:
+            return float("inf")
         return self.max_range_uj / 1e6 / self.max_power_w
 
 
@@ -103,7 +108,10 @@ def find_zone_dirs(root: str) -> List[str]:
             if not os.path.isdir(sub):
                 continue
             is_zone = bool(ZONE_DIR_RE.match(entry))
-            is_control = depth == 0 and not is_zone and os.path.exists(os.path.join(sub, "enabled"))
+            # a control folder (``intel-rapl``) holds ``enabled`` in sysfs; copied and
+            # hand-made trees (other tools' fixtures) may lack it, but hold ``<it>:N``
+            is_control = depth == 0 and not is_zone and (
+                os.path.exists(os.path.join(sub, "enabled")) or _holds_zones_of(sub, entry))
             if is_zone:
                 real = os.path.realpath(sub)
                 if real not in seen:
@@ -114,6 +122,13 @@ def find_zone_dirs(root: str) -> List[str]:
 
     walk(root, 0)
     return found
+
+
+def _holds_zones_of(path: str, control: str) -> bool:
+    try:
+        return any(e.startswith(control + ":") for e in os.listdir(path))
+    except OSError:
+        return False
 
 
 def discover(root: str) -> List[Zone]:
@@ -139,11 +154,17 @@ def discover(root: str) -> List[Zone]:
             parent_name = os.path.join(parent, "name")
             package = read_text(parent_name) if name != "psys" and os.path.exists(parent_name) else name
             if name != "psys" and not PACKAGE_NAME_RE.match(package):
-                # flat layouts without a parent: name the package by the zone index
-                package = "package-" + os.path.basename(d).split(":")[1]
+                indices = os.path.basename(d).split(":")[1:]
+                # a flat sub-zone (``intel-rapl:0:1``) names its package by its first
+                # index; a domain zone at the top (``intel-rapl:1`` named ``dram``)
+                # belongs to no package: it is its own, never "package-1/dram"
+                package = f"package-{indices[0]}" if len(indices) > 1 else name
         else:
             continue  # a zone this tool does not know (never guess what it measures)
-        max_range = read_uint(os.path.join(d, "max_energy_range_uj"))
+        range_path = os.path.join(d, "max_energy_range_uj")
+        # the kernel always writes it; a hand-made tree may not: such a counter
+        # cannot be unwrapped, and a step back is read as a reset (said at start)
+        max_range = read_uint(range_path) if os.path.exists(range_path) else None
         if max_range == 0:
             raise MeterFormatError(f"{os.path.join(d, 'max_energy_range_uj')} is 0: the counter cannot be used")
         max_power_uw = _optional_uint(os.path.join(d, "constraint_0_max_power_uw")) or 0
@@ -174,6 +195,10 @@ class PowercapMeter(Meter):
         super().__init__(warn)
         self.root = root
         self.zones = discover(root)
+        for z in self.zones:
+            if z.max_range_uj is None:
+                self.warn(f"{z.path} ({z.name}) has no max_energy_range_uj (the kernel always writes one): "
+                          "its wraps cannot be told from resets, so a step back is counted as a reset")
         self.simulated = os.path.exists(os.path.join(root, ".simulated"))
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -206,14 +231,16 @@ class PowercapMeter(Meter):
             for z in self.zones:
                 raw = read_uint(os.path.join(z.path, "energy_uj"))
                 now = time.monotonic_ns()
-                if raw > z.max_range_uj:
+                if z.max_range_uj is not None and raw > z.max_range_uj:
                     raise MeterFormatError(f"{z.path}/energy_uj = {raw} exceeds max_energy_range_uj = "
                                            f"{z.max_range_uj}")
                 if z.last_uj is not None:
                     delta = raw - z.last_uj
-                    wrapped = delta < 0
+                    wrapped = delta < 0 and z.max_range_uj is not None
                     if wrapped:
                         delta += z.max_range_uj
+                    elif delta < 0:
+                        delta = 1 << 62  # no range to unwrap with: certainly a reset, handled below
                     gap = (now - z.last_ns) / 1e9
                     most = z.max_power_w * IMPLAUSIBLE_FACTOR * gap * 1e6 + IMPLAUSIBLE_SLACK_UJ
                     if delta > most:
@@ -255,3 +282,17 @@ class PowercapMeter(Meter):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self._say_new_zones()
+
+    def _say_new_zones(self):
+        """Zones are found once, at the start; one that appeared since (a module
+        loaded mid-run) is said at the end, not silently left out."""
+        if getattr(self, "_said_new", False):
+            return
+        self._said_new = True
+        known = {os.path.realpath(z.path) for z in self.zones}
+        new = [d for d in find_zone_dirs(self.root)
+               if os.path.realpath(d) not in known and os.path.exists(os.path.join(d, "energy_uj"))]
+        if new:
+            self.warn(f"powercap zones appeared after the start and were not counted: "
+                      f"{', '.join(sorted(os.path.basename(d) for d in new))}")

@@ -302,3 +302,32 @@ def test_a_reset_or_step_back_is_not_a_wrap(tmp_path, before, after, counted_j):
     assert r1.delta(r0)["package"] == pytest.approx(counted_j)
     assert m.wraps["package-0"] == 0
     assert len(seen) == 1 and "read as a counter reset" in seen[0]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_simulated_tree_command_removes_its_tree_when_stopped(tmp_path, sig):
+    """`python -m ebpf_energy.rapl.simulated DIR` stopped by Ctrl-C or SIGTERM
+    leaves nothing in DIR (the review's item 19), unless --keep."""
+    import signal as _signal
+
+    target = tmp_path / "sim"
+    p = subprocess.Popen([sys.executable, "-m", "ebpf_energy.rapl.simulated", str(target), "--packages", "1"],
+                         stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                         preexec_fn=lambda: _signal.signal(_signal.SIGINT, _signal.SIG_DFL))
+    try:
+        assert "simulated powercap tree at" in p.stdout.readline()
+        assert os.path.exists(target / ".simulated")
+        p.send_signal(getattr(_signal, sig))
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert not target.exists()
+
+
+def test_simulated_tree_command_refuses_bad_numbers(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy.rapl.simulated", str(tmp_path / "s"), "--idle-watts", "nan"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "--idle-watts must be a finite number" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "s").exists()

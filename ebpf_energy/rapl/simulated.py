@@ -24,6 +24,7 @@ runs until Ctrl-C; point any command at it with ``--powercap-root DIR``.
 """
 
 import argparse
+import math
 import os
 import random
 import shutil
@@ -200,9 +201,17 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--cpu-cgroup", default=None,
                     help="follow this cgroup v2's CPU time (cpu.stat) instead of /proc/stat")
+    ap.add_argument("--keep", action="store_true", help="leave the tree in DIR when stopped (default: removed)")
     a = ap.parse_args(argv)
+    for name in ("idle_watts", "k", "noise"):
+        v = getattr(a, name)
+        if not math.isfinite(v) or v < 0 or v > 1e6:
+            ap.error(f"--{name.replace('_', '-')} must be a finite number from 0 to 1e6, got {v}")
+    if a.max_range_uj < 1 or a.packages < 1 or a.packages > 64:
+        ap.error("--max-range-uj must be at least 1 and --packages from 1 to 64")
     if os.path.exists(a.dir) and os.listdir(a.dir) and not os.path.exists(os.path.join(a.dir, ".simulated")):
         ap.error(f"{a.dir} exists and is not a simulated tree; give an empty or new folder")
+    made_dir = not os.path.exists(a.dir)
     source = None
     if a.cpu_cgroup:
         from ebpf_energy.calibration.cpustat import cgroup_busy_seconds
@@ -211,15 +220,23 @@ def main(argv=None):
     sim = SimulatedPowercap(a.dir, a.idle_watts, a.k, a.noise, a.max_range_uj, a.packages, seed=a.seed,
                             cpu_source=source)
     signal.signal(signal.SIGTERM, lambda *_: sim._stop.set())
-    sim.start()
-    print(f"simulated powercap tree at {os.path.abspath(a.dir)} (idle {a.idle_watts:g} W, "
-          f"{a.k:g} W per CPU-second); use --powercap-root {a.dir}; Ctrl-C stops", flush=True)
-    try:
+    try:  # Ctrl-C may come as soon as the line below is out
+        sim.start()
+        print(f"simulated powercap tree at {os.path.abspath(a.dir)} (idle {a.idle_watts:g} W, "
+              f"{a.k:g} W per CPU-second); use --powercap-root {a.dir}; Ctrl-C stops", flush=True)
         while sim._thread is not None and not sim._stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     sim.stop()
+    if not a.keep:  # what this run wrote, and the folder too if it made it
+        if made_dir:
+            shutil.rmtree(a.dir, ignore_errors=True)
+        else:
+            for entry in os.listdir(a.dir):
+                path = os.path.join(a.dir, entry)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) and not os.path.islink(path) \
+                    else os.unlink(path)
     return 0
 
 

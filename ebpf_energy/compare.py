@@ -292,3 +292,30 @@ def render(result: dict) -> str:
               "workload): compare the workload rows; totals cover each monitor's whole window. \"processes seen\"",
               "counts every process a monitor reported CPU for (eBPF: any slice; /proc: any sample)."]
     return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ["row", "window_s", "total_cpu_ns", "total_energy_j", "processes_seen", "samples_or_events",
+               "overhead_cpu_ns", "bpf_ns", "workload_processes_seen", "workload_cpu_ns", "truth_cpu_ns",
+               "truth", "workload", "model"]
+
+
+def to_csv(result: dict) -> str:
+    """The comparison as CSV: a row per monitor and one for the truth, each
+    saying the model, so the file alone is the whole comparison."""
+    import csv
+    import io
+
+    w = result["workload"]
+    model = result.get("model", {}).get("name", "")
+    out = io.StringIO()
+    wr = csv.writer(out, lineterminator="\n")
+    wr.writerow(CSV_COLUMNS)
+    for name in ("ebpf", "traditional"):
+        m = result["monitors"][name]
+        wr.writerow([name, f"{m['duration_s']:.9f}", m["total_cpu_ns"], f"{m['total_energy_j']:.9f}",
+                     m["processes_seen"], m["samples_or_events"], m["overhead_cpu_ns"], m.get("bpf_ns", ""),
+                     m["workload_processes_seen"], m["workload_cpu_ns"], w["cpu_ns"], w.get("truth", ""),
+                     w["command"], model])
+    wr.writerow(["truth", "", "", "", "", "", "", "", w["processes"] if w["processes"] is not None else "",
+                 w["cpu_ns"], w["cpu_ns"], w.get("truth", ""), w["command"], model])
+    return out.getvalue()

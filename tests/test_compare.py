@@ -179,3 +179,21 @@ def test_background_jobs_the_shell_never_reaps_are_in_the_truth():
     ebpf = out["monitors"]["ebpf"]
     assert abs(ebpf["workload_cpu_ns"] - truth) <= max(0.005 * truth, 1_000_000)
     assert ebpf["workload_processes_seen"] >= 3
+
+
+def test_csv_has_a_row_per_monitor_and_the_truth():
+    import csv
+    import io
+
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "--csv", "-p", "15", "-d", "1",
+                        "--workload", "cpu"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [row["row"] for row in rows] == ["ebpf", "traditional", "truth"]
+    truth = int(rows[2]["workload_cpu_ns"])
+    assert truth > 0 and all(int(row["truth_cpu_ns"]) == truth for row in rows)
+    assert abs(int(rows[0]["workload_cpu_ns"]) - truth) <= max(0.005 * truth, 1_000_000)
+    assert rows[0]["model"] == "fixed" and rows[0]["truth"] == "cgroup cpu.stat"
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "--csv", "--json", "-d", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "alternatives" in r.stderr

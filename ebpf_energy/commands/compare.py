@@ -43,18 +43,23 @@ def _interrupt(signum, frame):
 @click.option("-i", "--interval", type=seconds(min=0.01, max=3600.0), default=0.1, show_default=True, metavar="SECONDS",
               help="The /proc monitor's poll interval.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print the comparison as CSV: one row per monitor, and a row for the truth.")
 @click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
               help="Also draw the comparison as bar charts into FILE (needs matplotlib).")
 @model_options
-def compare(duration, command, workload, interval, as_json, plot=None, **model_kw):
+def compare(duration, command, workload, interval, as_json, as_csv=False, plot=None, **model_kw):
     """Run the eBPF monitor and the /proc poller side by side on one workload
     and compare CPU time, energy, processes caught and their own overhead.
 
-    The truth is the CPU time the workload's parent collected for its whole
-    process tree (rusage). Needs root.
+    The workload runs in a cgroup of its own; the truth is that cgroup's CPU
+    time (cpu.stat: every process that ran in it, reaped or not). Needs root
+    (or CAP_BPF and CAP_PERFMON, and a cgroup it may write).
     """
-    from ebpf_energy.compare import CompareError, compare as run_compare, render
+    from ebpf_energy.compare import CompareError, compare as run_compare, render, to_csv
 
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are alternatives: give one")
     if command and workload:
         raise click.UsageError("-w and --workload are alternatives: give one")
     if command is not None and not command.strip():
@@ -70,7 +75,7 @@ def compare(duration, command, workload, interval, as_json, plot=None, **model_k
         except PlotError as e:
             click.echo(f"ebpf-energy compare: {e}", err=True)
             sys.exit(1)
-    progress = None if as_json else (lambda msg: click.echo(f"ebpf-energy compare: {msg}", err=True))
+    progress = None if (as_json or as_csv) else (lambda msg: click.echo(f"ebpf-energy compare: {msg}", err=True))
     # SIGTERM (timeout, systemd, CI) stops it like Ctrl-C: the monitors and
     # the workload are stopped and the cgroup removed on the way out.
     old_term = signal.signal(signal.SIGTERM, _interrupt)
@@ -89,6 +94,8 @@ def compare(duration, command, workload, interval, as_json, plot=None, **model_k
         signal.signal(signal.SIGTERM, old_term)
     if as_json:
         click.echo(json.dumps(result, indent=2))
+    elif as_csv:
+        click.echo(to_csv(result), nl=False)
     else:
         click.echo(render(result), nl=False)
     if plot:

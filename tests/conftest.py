@@ -133,6 +133,37 @@ def _foreign_bpf_ids():
                 kind = _FDINFO_KEYS.get(key)
                 if kind and value.strip().isdigit():
                     out.add((kind, int(value)))
+    return _with_what_they_use(out)
+
+
+def _with_what_they_use(held):
+    """A held link keeps its program, a held program its maps: theirs too."""
+    from ebpf_energy.loader import syscall
+    from ebpf_energy.loader.errors import LoaderError
+
+    def info(kind, obj_id):
+        try:
+            fd = getattr(syscall, f"{kind}_get_fd_by_id")(obj_id)
+        except (LoaderError, OSError):
+            return None  # gone meanwhile
+        try:
+            return syscall.obj_get_info(fd, kind)
+        except (LoaderError, OSError):
+            return None
+        finally:
+            syscall.close(fd)
+
+    out = set(held)
+    progs = {i for k, i in held if k == "prog"}
+    for k, i in held:
+        if k == "link":
+            d = info("link", i)
+            if d and d.get("prog_id"):
+                progs.add(d["prog_id"])
+    for i in progs:
+        out.add(("prog", i))
+        d = info("prog", i)
+        out.update(("map", m) for m in (d or {}).get("map_ids", ()))
     return out
 
 

@@ -57,6 +57,7 @@ struct {
 /* .bss: written by the programs, read by user space (mmap). */
 struct cpu_slot slots[EM_MAX_CPUS] = {};
 __u64 cpu_overflow = 0;              /* switches seen on a CPU >= EM_MAX_CPUS */
+__u32 dump_overflow = 0;             /* entries the last dump() found no room for */
 
 /* Never read or written: makes clang emit struct slice_event into the BTF
  * (the ring buffer has no value type), so user space can decode records. */
@@ -516,5 +517,97 @@ int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
 	bpf_probe_read_kernel_str(&v->comm, sizeof(v->comm), comm);
 	return 0;
 }
+
+/* What dump() writes, read by user space through mmap: record i of the
+ * last dump is dumps[i]. Sized to `tasks` by user space before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct task_dump);
+} dumps SEC(".maps");
+
+struct dump_ctx {
+	__u32 n;         /* records written */
+	__u32 overflow;  /* entries that found no room (cannot happen: dumps is as large as tasks) */
+};
+
+struct dump_entry {
+	struct task_key key;
+	struct task_dump *d;
+};
+
+/* One CPU's copy of an entry into its record. A copy whose epoch is its
+ * CPU's cut epoch was written since the cut and is taken from cut_*, any
+ * other copy as it is (see struct task_stats). A bpf_loop callback: the
+ * verifier checks it once, whatever the number of CPUs. */
+static long dump_copy(__u64 index, struct dump_entry *e)
+{
+	__u32 cpu = index;
+	struct task_dump *d = e->d;
+	struct task_stats *v;
+
+	if (cpu >= EM_MAX_CPUS)
+		return 1;
+	v = bpf_map_lookup_percpu_elem(&tasks, &e->key, cpu);
+	if (!v)
+		return 1; /* deleted meanwhile (a reap): user space took it whole */
+	/* the mask (a no-op: cpu < EM_MAX_CPUS, a power of two) keeps the
+	 * bound the verifier needs once clang has reloaded cpu */
+	if (v->epoch && v->epoch == slots[cpu & (EM_MAX_CPUS - 1)].cut.epoch) {
+		d->cpu_ns += v->cut_cpu_ns;
+		d->slices += v->cut_slices;
+	} else {
+		d->cpu_ns += v->cpu_ns;
+		d->slices += v->slices;
+	}
+	d->flags |= v->flags;
+	if (v->meta_ns > d->meta_ns) {
+		d->meta_ns = v->meta_ns;
+		d->tgid = v->tgid;
+		d->pstart = v->pstart;
+		d->cgroup_id = v->cgroup_id;
+		__builtin_memcpy(d->comm, v->comm, sizeof(d->comm));
+	}
+	return 0;
+}
+
+/* One entry as it stood at the cut, summed over its CPU copies. */
+static long dump_one(struct bpf_map *map, struct task_key *k, struct task_stats *unused,
+		     struct dump_ctx *c)
+{
+	struct dump_entry e = { .key = *k };
+	__u32 i = c->n;
+
+	e.d = bpf_map_lookup_elem(&dumps, &i);
+	if (!e.d) {
+		c->overflow += 1;
+		return 0;
+	}
+	__builtin_memset(e.d, 0, sizeof(*e.d));
+	e.d->tid = e.key.tid;
+	e.d->start = e.key.start;
+	bpf_loop(nr_cpus, dump_copy, &e, 0);
+	c->n = i + 1;
+	return 0;
+}
+
+/* The reader's pass over `tasks`, run by user space (BPF_PROG_TEST_RUN)
+ * right after the cuts: every entry at the cut, summed here in the kernel,
+ * so a read costs user space one fixed-size record per task and no per-CPU
+ * decoding. The return value is the number of records. */
+SEC("raw_tp")
+int dump(void *ctx)
+{
+	struct dump_ctx c = {};
+
+	bpf_for_each_map_elem(&tasks, dump_one, &c, 0);
+	dump_overflow = c.overflow;
+	return c.n;
+}
+
+/* Never read or written: puts struct task_dump into the BTF for user space. */
+const struct task_dump *task_dump_layout __attribute__((unused));
 
 char LICENSE[] SEC("license") = "GPL";

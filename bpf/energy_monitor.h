@@ -112,6 +112,23 @@ struct task_stats {
 	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this CPU */
 };
 
+/* One record per `tasks` entry, written by the dump_tasks iterator: the
+ * entry summed over its CPU copies as it stood at each CPU's latest cut, so
+ * a read costs user space one fixed-size record per task (no per-CPU
+ * decoding in Python). */
+struct task_dump {
+	__u32 tid;          /* the key */
+	__u32 start;
+	__u64 cpu_ns;       /* at the cut */
+	__u64 slices;       /* at the cut */
+	__u32 flags;        /* now (flags only ever gain bits) */
+	__u32 tgid;         /* meta of the copy written last (largest meta_ns) */
+	__u64 pstart;
+	__u64 cgroup_id;
+	__u64 meta_ns;      /* 0: no copy has meta yet */
+	char comm[EM_COMM_LEN];
+};
+
 /* One ring-buffer record per closed slice (only when stream_events). */
 struct slice_event {
 	__u64 start_ns;

@@ -18,9 +18,9 @@
  * lookup per switch and an in-place add into this CPU's copy (no atomics).
  * comm, cgroup and tgid are written when an entry is created and on
  * exec/exit/rename, so the fast path calls no helper but the clock and the
- * lookup. pid 0 (idle) never enters the hash. Entries are never deleted
- * here: the final switch-out of a dying task sets EM_FLAG_DEAD and user
- * space takes the entry out with BPF_MAP_LOOKUP_AND_DELETE_ELEM.
+ * lookup. pid 0 (idle) never enters the hash. The switch path never
+ * deletes: the final switch-out of a dying task sets EM_FLAG_DEAD, and the
+ * reader's `dump` (below) takes such entries out as it reports them.
  *
  * The per-slice event stream is compiled in but removed by the verifier
  * unless user space sets stream_events before load.
@@ -538,30 +538,39 @@ struct dump_entry {
 	struct task_dump *d;
 };
 
-/* One CPU's copy of an entry into its record. A copy whose epoch is its
- * CPU's cut epoch was written since the cut and is taken from cut_*, any
- * other copy as it is (see struct task_stats). A bpf_loop callback: the
+/* One CPU's copy of an entry into its record: as it stood at that CPU's cut
+ * (cpu_ns, slices) and as it stands now (cpu_ns_now, slices_now). The copy
+ * may be written meanwhile on its CPU (see struct task_stats): read the
+ * counters first, then the epoch. An epoch other than the CPU's cut epoch
+ * means no add of the new epoch had begun when the epoch was read, so the
+ * counters, read before it, are the values at the cut; the cut epoch means
+ * cut_* hold them (stored before the epoch). x86 keeps loads in order and
+ * stores in order, which is all this needs. A bpf_loop callback: the
  * verifier checks it once, whatever the number of CPUs. */
 static long dump_copy(__u64 index, struct dump_entry *e)
 {
-	__u32 cpu = index;
+	__u32 cpu = index & (EM_MAX_CPUS - 1); /* a no-op: index < nr_cpus <= EM_MAX_CPUS */
 	struct task_dump *d = e->d;
 	struct task_stats *v;
+	__u64 cpu_ns, slices;
+	__u32 epoch;
 
-	if (cpu >= EM_MAX_CPUS)
-		return 1;
 	v = bpf_map_lookup_percpu_elem(&tasks, &e->key, cpu);
 	if (!v)
-		return 1; /* deleted meanwhile (a reap): user space took it whole */
-	/* the mask (a no-op: cpu < EM_MAX_CPUS, a power of two) keeps the
-	 * bound the verifier needs once clang has reloaded cpu */
-	if (v->epoch && v->epoch == slots[cpu & (EM_MAX_CPUS - 1)].cut.epoch) {
-		d->cpu_ns += v->cut_cpu_ns;
-		d->slices += v->cut_slices;
-	} else {
-		d->cpu_ns += v->cpu_ns;
-		d->slices += v->slices;
+		return 1; /* cannot happen: only dump() deletes */
+	cpu_ns = v->cpu_ns;
+	slices = v->slices;
+	barrier();
+	epoch = *(volatile __u32 *)&v->epoch;
+	barrier();
+	d->cpu_ns_now += cpu_ns;
+	d->slices_now += slices;
+	if (epoch && epoch == slots[cpu].cut.epoch) {
+		cpu_ns = v->cut_cpu_ns;
+		slices = v->cut_slices;
 	}
+	d->cpu_ns += cpu_ns;
+	d->slices += slices;
 	d->flags |= v->flags;
 	if (v->meta_ns > d->meta_ns) {
 		d->meta_ns = v->meta_ns;
@@ -573,7 +582,7 @@ static long dump_copy(__u64 index, struct dump_entry *e)
 	return 0;
 }
 
-/* One entry as it stood at the cut, summed over its CPU copies. */
+/* One entry, summed over its CPU copies, into the next record. */
 static long dump_one(struct bpf_map *map, struct task_key *k, struct task_stats *unused,
 		     struct dump_ctx *c)
 {
@@ -593,16 +602,39 @@ static long dump_one(struct bpf_map *map, struct task_key *k, struct task_stats 
 	return 0;
 }
 
+/* Record i's entry leaves the map if its final switch-out is accounted
+ * (EM_FLAG_DEAD): the record is the last word on it. Only after the walk:
+ * an element deleted during it could be reused at once by an insert into
+ * another bucket, and the walk would follow it there, skipping the rest of
+ * its own bucket. */
+static long reap_one(__u64 index, void *unused)
+{
+	__u32 i = index;
+	struct task_dump *d = bpf_map_lookup_elem(&dumps, &i);
+	struct task_key key;
+
+	if (!d)
+		return 1;
+	if (d->flags & EM_FLAG_DEAD) {
+		key.tid = d->tid;
+		key.start = d->start;
+		bpf_map_delete_elem(&tasks, &key);
+	}
+	return 0;
+}
+
 /* The reader's pass over `tasks`, run by user space (BPF_PROG_TEST_RUN)
- * right after the cuts: every entry at the cut, summed here in the kernel,
- * so a read costs user space one fixed-size record per task and no per-CPU
- * decoding. The return value is the number of records. */
+ * right after the cuts, never two at once: every entry at the cut, summed
+ * here in the kernel, then the dead ones reaped, so a read costs user space
+ * one fixed-size record per task, read from memory. Returns the number of
+ * records. */
 SEC("raw_tp")
 int dump(void *ctx)
 {
 	struct dump_ctx c = {};
 
 	bpf_for_each_map_elem(&tasks, dump_one, &c, 0);
+	bpf_loop(c.n, reap_one, NULL, 0);
 	dump_overflow = c.overflow;
 	return c.n;
 }

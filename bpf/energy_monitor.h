@@ -112,16 +112,18 @@ struct task_stats {
 	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this CPU */
 };
 
-/* One record per `tasks` entry, written by the dump_tasks iterator: the
- * entry summed over its CPU copies as it stood at each CPU's latest cut, so
- * a read costs user space one fixed-size record per task (no per-CPU
- * decoding in Python). */
+/* One record per `tasks` entry, written by the `dump` program into the
+ * mmapable array `dumps`: the entry summed over its CPU copies as it stood at
+ * each CPU's latest cut, so a read costs user space one fixed-size record per
+ * task, read from memory (no syscall, no per-CPU decoding in Python). */
 struct task_dump {
 	__u32 tid;          /* the key */
 	__u32 start;
 	__u64 cpu_ns;       /* at the cut */
-	__u64 slices;       /* at the cut */
-	__u32 flags;        /* now (flags only ever gain bits) */
+	__u64 slices;
+	__u64 cpu_ns_now;   /* at the dump: for a reaped entry, what ran after the cut counts at the next read */
+	__u64 slices_now;
+	__u32 flags;        /* at the dump (flags only ever gain bits); EM_FLAG_DEAD: reaped by this dump */
 	__u32 tgid;         /* meta of the copy written last (largest meta_ns) */
 	__u64 pstart;
 	__u64 cgroup_id;

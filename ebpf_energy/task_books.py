@@ -3,15 +3,16 @@
 The kernel side (``bpf/energy_monitor.bpf.c``) keeps one entry per task,
 keyed by ``(tid, start time)``, with one copy per CPU; a *cut* (the ``cut``
 program run on every CPU) records each CPU's totals and open slice at one
-instant and starts a new epoch there. This module, pure and kernel-free,
-turns what a read finds into a consistent picture at the cut:
+instant and starts a new epoch there; the *dump* (the ``dump`` program,
+run right after) writes every entry as it stood at the cut, summed over its
+copies, into an array user space reads from memory, and takes the dead
+ones out of the map. This module, pure and kernel-free, turns those records
+into a consistent picture at the cut:
 
-* an entry copy written since its CPU's cut carries the new epoch and the
-  values it had at the cut (``cut_*``); an older copy is as it was at the cut;
-* an entry taken out of the map (a dead task, reaped with
-  LOOKUP_AND_DELETE) is folded into user-space totals: the part at the cut
-  now, whatever ran after the cut (never, for a task that died before it)
-  at the next read, which comes after it;
+* a live entry counts as it stood at the cut;
+* an entry the dump took out (a dead task) is folded into user-space
+  totals: the part at the cut now, whatever ran after the cut (never, for
+  a task that died before it) at the next read, which comes after it;
 * the slice still running on each CPU at the cut is added in the
   scheduler's clock, as the cut measured it.
 
@@ -20,34 +21,24 @@ nothing counted twice or missing, and totals never go backwards.
 """
 
 import struct
-from operator import eq as _eq
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow, comm_of
 
 FLAG_EXITED = 0x1
 FLAG_DEAD = 0x2
 
-KEY = struct.Struct("<II")  # struct task_key: tid, start time >> EM_START_SHIFT
-TaskKey = Tuple[int, int]  # (tid, start)
-
-
-def decode_key(raw: bytes) -> TaskKey:
-    return KEY.unpack_from(raw)
-
-
-def encode_key(key: TaskKey) -> bytes:
-    return KEY.pack(*key)
+TaskKey = Tuple[int, int]  # struct task_key: (tid, start time >> EM_START_SHIFT)
 
 
 class Entry(NamedTuple):
-    """One map entry, summed over its per-CPU copies."""
+    """One map entry, summed over its per-CPU copies (one ``dump`` record)."""
 
     cut_cpu_ns: int  # as it stood at the cut
     cut_slices: int
     cut_flags: int
-    cpu_ns: int  # as it stands now (the read)
+    cpu_ns: int  # as it stood at the dump (after the cut)
     slices: int
     flags: int
     tgid: int
@@ -59,98 +50,40 @@ class Entry(NamedTuple):
 
 _new_entry = tuple.__new__  # an Entry without NamedTuple's Python-level __new__: this runs per task per read
 
-COUNTERS = ("cpu_ns", "slices", "flags", "epoch", "cut_cpu_ns", "cut_slices", "cut_flags", "meta_ns")
-META = ("tgid", "pstart", "cgroup_id", "comm")
+# struct task_dump, member by member: the order DumpDecoder unpacks
+DUMP_FIELDS = ("tid", "start", "cpu_ns", "slices", "cpu_ns_now", "slices_now", "flags", "tgid", "pstart",
+               "cgroup_id", "meta_ns", "comm")
+COMM_CACHE_MAX = 1 << 16
 
 
-def _fields_struct(layout, names, stride, copies):
-    """A struct.Struct reading ``names`` (in offset order) from ``copies``
-    consecutive copies of ``stride`` bytes: one call per entry, not per copy."""
-    items = sorted((layout.offsets[n], layout.struct.format, n) for n in names)
-    sizes = {"cpu_ns": 8, "slices": 8, "flags": 4, "epoch": 4, "cut_cpu_ns": 8, "cut_slices": 8,
-             "cut_flags": 4, "meta_ns": 8, "tgid": 4, "pstart": 8, "cgroup_id": 8}
-    codes = {8: "Q", 4: "I"}
-    one, pos, order = "", 0, []
-    for off, _, n in items:
-        size = 16 if n == "comm" else sizes[n]
-        one += (f"{off - pos}x" if off > pos else "") + ("16s" if n == "comm" else codes[size])
-        pos = off + size
-        order.append(n)
-    one += f"{stride - pos}x" if stride > pos else ""
-    return struct.Struct("<" + one * copies), order
+class DumpDecoder:
+    """Reads the records the ``dump`` program wrote (``struct task_dump``, one
+    per task entry, summed over its CPU copies in the kernel), straight from
+    the ``dumps`` array's memory: one ``iter_unpack`` per read."""
 
+    def __init__(self, record):
+        if tuple(record.names) != DUMP_FIELDS:
+            raise ValueError(f"struct task_dump has members {record.names}, expected {DUMP_FIELDS}")
+        self.stride = (record.size + 7) // 8 * 8  # an array's values are 8-byte aligned
+        pad = self.stride - record.struct.size
+        self._struct = struct.Struct(record.struct.format + (f"{pad}x" if pad else ""))
+        self._comms: Dict[bytes, str] = {}  # raw comm -> text: most tasks keep their name
 
-class EntryDecoder:
-    """Decodes a PERCPU_HASH value (one ``task_stats`` copy per possible CPU).
-
-    The counters of every copy come out of one ``unpack_from``; comm, tgid
-    and cgroup are decoded only when an entry's newest meta_ns changed since
-    the last read (a per-key cache), since a long-lived task keeps them."""
-
-    def __init__(self, layout, ncpus: int):
-        self.layout = layout
-        self.ncpus = ncpus
-        self.stride = (layout.size + 7) // 8 * 8
-        self.value_size = self.stride * ncpus
-        self._counters, order = _fields_struct(layout, COUNTERS, self.stride, ncpus)
-        self._k = len(order)
-        self._ix = tuple(order.index(n) for n in COUNTERS)
-        self._meta, morder = _fields_struct(layout, META, self.stride, 1)
-        self._mix = tuple(morder.index(n) for n in META)
-        self._cache: Dict[TaskKey, tuple] = {}  # key -> (meta_ns, tgid, pstart, comm, cgroup_id)
-
-    def decode(self, raw, epochs: List[int], key: Optional[TaskKey] = None, offset: int = 0) -> Entry:
-        """``epochs[cpu]``: that CPU's epoch at the cut (0: no cut there, every copy as it is)."""
-        return self._entry(self._counters.unpack_from(raw, offset), raw, offset, epochs, key)
-
-    def decode_batch(self, keys, values, epochs: List[int]) -> Iterator[Tuple[TaskKey, Entry]]:
-        """Every (key, entry) of one batch (two buffers of records back to back)."""
-        vs = self.value_size
-        entry = self._entry
-        for i, (key, vals) in enumerate(zip(KEY.iter_unpack(keys), self._counters.iter_unpack(values))):
-            yield key, entry(vals, values, i * vs, epochs, key)
-
-    def _entry(self, vals, raw, offset, epochs, key) -> Entry:
-        # Column slices and C-level sums: this runs for every task at every
-        # read, so the per-copy work stays out of the Python loop. The copies
-        # written since the cut (their epoch is the CPU's cut epoch) are the
-        # rare case: only then is the value at the cut taken from cut_*.
-        i_cpu, i_sl, i_fl, i_ep, i_ccpu, i_csl, i_cfl, i_meta = self._ix
-        k = self._k
-        cpu = sum(vals[i_cpu::k])
-        sl = sum(vals[i_sl::k])
-        fl = 0
-        for f in vals[i_fl::k]:
-            fl |= f
-        eps = vals[i_ep::k]
-        if any(map(_eq, eps, epochs)):
-            ccpu, csl, cfl = cpu, sl, 0
-            for c, e in enumerate(eps):
-                b = c * k
-                if e and e == epochs[c]:
-                    ccpu += vals[b + i_ccpu] - vals[b + i_cpu]
-                    csl += vals[b + i_csl] - vals[b + i_sl]
-                    cfl |= vals[b + i_cfl]
-                else:
-                    cfl |= vals[b + i_fl]
-        else:
-            ccpu, csl, cfl = cpu, sl, fl
-        metas = vals[i_meta::k]
-        best = max(metas)
-        if not best:
-            return _new_entry(Entry, (ccpu, csl, cfl, cpu, sl, fl, 0, 0, "", 0, 0))
-        m = self._cache.get(key) if key is not None else None
-        if m is None or m[0] != best:
-            i_tgid, i_ps, i_cg, i_comm = self._mix
-            rec = self._meta.unpack_from(raw, offset + metas.index(best) * self.stride)
-            m = (best, rec[i_tgid], rec[i_ps], comm_of(rec[i_comm]), rec[i_cg])
-            if key is not None:
-                self._cache[key] = m
-        return _new_entry(Entry, (ccpu, csl, cfl, cpu, sl, fl, m[1], m[2], m[3], m[4], m[0]))
-
-    def forget(self, key: TaskKey) -> None:
-        """The entry left the map: its cached meta is of no more use."""
-        self._cache.pop(key, None)
+    def decode(self, memory, n: int) -> Tuple[Dict[TaskKey, Entry], Dict[TaskKey, Entry]]:
+        """The first ``n`` records: (live entries, entries reaped by this dump)."""
+        live: Dict[TaskKey, Entry] = {}
+        reaped: Dict[TaskKey, Entry] = {}
+        comms = self._comms
+        if len(comms) > COMM_CACHE_MAX:
+            comms.clear()
+        for tid, start, cpu, sl, cpu_now, sl_now, fl, tgid, pstart, cg, meta, raw in \
+                self._struct.iter_unpack(memory[:n * self.stride]):
+            comm = comms.get(raw)
+            if comm is None:
+                comm = comms[raw] = comm_of(raw)
+            (reaped if fl & FLAG_DEAD else live)[(tid, start)] = _new_entry(
+                Entry, (cpu, sl, fl, cpu_now, sl_now, fl, tgid, pstart, comm, cg, meta))
+        return live, reaped
 
 
 @dataclass

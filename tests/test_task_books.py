@@ -1,47 +1,47 @@
-"""The user-space half of the books, without a kernel: entries read as they stood at the cut."""
-
-import struct
+"""The user-space half of the books, without a kernel: dump records read as they stood at the cut."""
 
 import pytest
 
+from ebpf_energy.bpf_records import Record
 from ebpf_energy.loader.object import BpfObject
-from ebpf_energy.monitor import StructLayout, object_path
-from ebpf_energy.task_books import FLAG_DEAD, Books, CpuCut, EntryDecoder, OpenSlice, encode_key
+from ebpf_energy.monitor import object_path
+from ebpf_energy.task_books import FLAG_DEAD, Books, CpuCut, DumpDecoder, OpenSlice
 
 with BpfObject.open(object_path()) as _obj:
-    LAYOUT = StructLayout(_obj.spec.btf, "task_stats")
+    DUMP = Record(_obj.spec.btf, "task_dump")
 
 
-def copy(buf, dec, entry, cpu, **fields):
-    """Write one per-CPU copy of entry ``entry`` in a batch buffer, fields by their BTF names."""
-    base = entry * dec.value_size + cpu * dec.stride
-    for name, value in fields.items():
-        off = LAYOUT.offsets[name]
-        if name == "comm":
-            buf[base + off:base + off + 16] = value.ljust(16, b"\0")
-        else:
-            fmt = {"flags": "<I", "epoch": "<I", "cut_flags": "<I", "tgid": "<I"}.get(name, "<Q")
-            struct.pack_into(fmt, buf, base + off, value)
+def records(*recs):
+    """A `dumps` array's memory holding ``recs`` (dicts of struct task_dump members), as dump() writes it."""
+    dec = DumpDecoder(DUMP)
+    buf = bytearray(dec.stride * (len(recs) + 1))  # one record more: the decoder must stop at n
+    for i, r in enumerate(recs):
+        values = {n: 0 for n in DUMP.names}
+        values["comm"] = b""
+        values.update(r)
+        DUMP.struct.pack_into(buf, i * dec.stride, *(values[n] for n in DUMP.names))
+    return dec, memoryview(bytes(buf))
 
 
-def test_a_copy_written_after_the_cut_is_read_as_it_was_at_the_cut():
-    dec = EntryDecoder(LAYOUT, 2)
-    buf = bytearray(dec.value_size * 2)
-    # entry 0: CPU 0 written after the cut (epoch 7 = its cut epoch), CPU 1 not since
-    copy(buf, dec, 0, 0, cpu_ns=900, slices=9, flags=FLAG_DEAD, epoch=7, cut_cpu_ns=600, cut_slices=6,
-         cut_flags=0, meta_ns=5, tgid=40, pstart=123, comm=b"a")
-    copy(buf, dec, 0, 1, cpu_ns=100, slices=1, epoch=3, meta_ns=9, tgid=40, pstart=123, comm=b"newer")
-    # entry 1: nothing written since the cut anywhere
-    copy(buf, dec, 1, 0, cpu_ns=50, slices=2, epoch=6, meta_ns=1, tgid=41, pstart=124, comm=b"b")
-    keys = encode_key((41, 1)) + encode_key((42, 2))
-    out = dict(dec.decode_batch(keys, bytes(buf), [7, 4]))
-    e = out[(41, 1)]
-    assert (e.cut_cpu_ns, e.cut_slices, e.cut_flags) == (700, 7, 0)  # 600 at the cut + CPU 1's 100
-    assert (e.cpu_ns, e.slices, e.flags) == (1000, 10, FLAG_DEAD)
-    assert (e.comm, e.tgid, e.pstart) == ("newer", 40, 123)  # from the copy written last
-    f = out[(42, 2)]
-    assert (f.cut_cpu_ns, f.cpu_ns, f.comm) == (50, 50, "b")
-    assert dec.decode(bytes(buf), [7, 4]) == e  # one entry alone decodes the same
+def test_dump_records_split_into_live_and_reaped():
+    dec, mem = records(
+        dict(tid=41, start=1, cpu_ns=700, slices=7, cpu_ns_now=1000, slices_now=10, flags=FLAG_DEAD, tgid=40,
+             pstart=123, meta_ns=9, comm=b"newer"),
+        dict(tid=42, start=2, cpu_ns=50, slices=2, cpu_ns_now=50, slices_now=2, tgid=41, pstart=124, meta_ns=1,
+             comm=b"b"))
+    live, reaped = dec.decode(mem, 2)
+    e = reaped[(41, 1)]
+    assert (e.cut_cpu_ns, e.cut_slices, e.cpu_ns, e.slices) == (700, 7, 1000, 10)
+    assert (e.comm, e.tgid, e.pstart, e.meta_ns) == ("newer", 40, 123, 9)
+    f = live[(42, 2)]
+    assert (f.cut_cpu_ns, f.comm, f.tgid) == (50, "b", 41) and (42, 2) not in reaped
+    assert dec.decode(mem, 1) == ({}, {(41, 1): e})  # only the first n records count
+
+
+def test_a_comm_with_control_characters_is_escaped():
+    dec, mem = records(dict(tid=5, start=1, comm=b"x\nPID 1"))
+    live, _ = dec.decode(mem, 1)
+    assert live[(5, 1)].comm == "x\\x0aPID 1"
 
 
 def cut(cpu, busy, run=None, ns=1000):
@@ -51,11 +51,9 @@ def cut(cpu, busy, run=None, ns=1000):
 def test_a_reaped_task_counts_after_the_cut_at_the_next_read():
     """What a reaped entry ran after the cut is not in this read, and is in the next."""
     b = Books()
-    dead = EntryDecoder(LAYOUT, 1)
-    buf = bytearray(dead.value_size)
-    copy(buf, dead, 0, 0, cpu_ns=300, slices=3, flags=FLAG_DEAD, epoch=2, cut_cpu_ns=200, cut_slices=2,
-         meta_ns=1, tgid=9, pstart=5, comm=b"gone")
-    e = dead.decode(bytes(buf), [2])
+    dec, mem = records(dict(tid=9, start=1, cpu_ns=200, slices=2, cpu_ns_now=300, slices_now=3, flags=FLAG_DEAD,
+                            meta_ns=1, tgid=9, pstart=5, comm=b"gone"))
+    e = dec.decode(mem, 1)[1][(9, 1)]
     b.begin()
     b.reap((9, 1), e)
     w = b.window({}, [cut(0, 200)], source="ebpf", cgroup_path=lambda i: None, with_threads=False)
@@ -67,12 +65,10 @@ def test_a_reaped_task_counts_after_the_cut_at_the_next_read():
 
 def test_the_oldest_process_of_a_pid_keeps_the_plain_key():
     b = Books()
-    dec = EntryDecoder(LAYOUT, 1)
-    live = {}
-    for key, pstart in (((5, 2), 900), ((5, 1), 100)):  # the newer one first, as the map may give them
-        buf = bytearray(dec.value_size)
-        copy(buf, dec, 0, 0, cpu_ns=pstart, slices=1, epoch=1, meta_ns=1, tgid=5, pstart=pstart, comm=b"x")
-        live[key] = dec.decode(bytes(buf), [0])
+    # the newer one first, as the map may give them
+    dec, mem = records(*(dict(tid=5, start=start, cpu_ns=pstart, slices=1, meta_ns=1, tgid=5, pstart=pstart,
+                              comm=b"x") for start, pstart in ((2, 900), (1, 100))))
+    live, _ = dec.decode(mem, 2)
     w = b.window(live, [cut(0, 1000, ns=5000)], source="ebpf", cgroup_path=lambda i: None, with_threads=False)
     assert w.processes[5].cpu_ns == 100 and w.processes[(5, 900)].cpu_ns == 900
 

@@ -39,7 +39,7 @@ from ebpf_energy.loader import syscall
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.object import BpfObject
 from ebpf_energy.privilege import require_bpf
-from ebpf_energy.task_books import Books, CpuCut, DumpDecoder, OpenSlice
+from ebpf_energy.task_books import MAX_CLASSES, Books, CpuCut, DumpDecoder, OpenSlice
 from ebpf_energy.usage import UsageWindow, comm_of
 
 DEFAULT_MAX_TASKS = 16384
@@ -102,9 +102,13 @@ class EbpfSampler:
     def __init__(self, *, max_tasks: int = DEFAULT_MAX_TASKS, threads: bool = False,
                  on_event: Optional[Callable[[dict], None]] = None, filter_tgid: int = 0, filter_tid: int = 0,
                  filter_cgroup_id: int = 0, min_slice_ns: int = 0, path: Optional[str] = None,
-                 reap: bool = True):
+                 reap: bool = True, cpu_class: Optional[List[int]] = None):
         if max_tasks < 1:
             raise ValueError("max_tasks must be at least 1")
+        ncpus = syscall.num_possible_cpus()
+        if cpu_class is not None and (len(cpu_class) > ncpus or
+                                      any(not 0 <= c < MAX_CLASSES for c in cpu_class)):
+            raise ValueError(f"cpu_class: one class index (0-{MAX_CLASSES - 1}) per CPU, at most {ncpus} CPUs")
         self.max_tasks = max_tasks
         self.threads = threads
         self.on_event = on_event
@@ -113,14 +117,15 @@ class EbpfSampler:
         self.path = path or object_path()
         self.obj: Optional[BpfObject] = None
         self.start_ns = 0
-        self._books = Books()
+        self.cpu_class = list(cpu_class or [0] * ncpus)
+        self._books = Books(self.cpu_class)
         self._cgroups = CgroupPaths(cgroup2_mount())
-        self._ncpus = syscall.num_possible_cpus()
+        self._ncpus = ncpus
         self._cpus: List[int] = []
         self._lock = threading.Lock()
         self._ring = None
         self._ring_thread = None
-        self._bss = self._dump_memory = None
+        self._bss = self._dump_memory = self._procs_memory = None
         self._stop = threading.Event()
         self._reap = reap
         self.cuts: Dict[int, CpuCut] = {}  # each online CPU's books at the latest cut
@@ -140,17 +145,20 @@ class EbpfSampler:
         obj = BpfObject.open(self.path)
         try:
             btf = obj.spec.btf
-            self._dumps = DumpDecoder(Record(btf, "task_dump"))
+            self._dumps = DumpDecoder(Record(btf, "task_dump"), Record(btf, "proc_dump"), self.max_tasks)
             slot = Record(btf, "cpu_slot")
             self._cut_layout = Record(btf, "cpu_cut")
             self._event_layout = Record(btf, "slice_event")
             stream = self.on_event is not None
             obj.set_max_entries("tasks", self.max_tasks)
-            obj.set_max_entries("dumps", self.max_tasks)  # one record per entry, never more
+            for name in ("dumps", "procs", "proc_index"):  # a record per entry (process), never more
+                obj.set_max_entries(name, self.max_tasks)
             obj.set_max_entries("events", STREAM_RINGBUF if stream else IDLE_RINGBUF)
             ro = obj.rodata
             ro["stream_events"] = stream
             ro["nr_cpus"] = self._ncpus
+            ro["dump_slots"] = self.max_tasks
+            ro["cpu_class"] = self.cpu_class
             for k, v in self.filters.items():
                 ro[k] = v
             obj.load()
@@ -162,8 +170,9 @@ class EbpfSampler:
             deaths_off = slot.offset_of("deaths")
             self._cut_at = lambda cpu: slots_off + cpu * slot.size + cut_off
             self._deaths_at = lambda cpu: slots_off + cpu * slot.size + deaths_off
-            self._dump_overflow_at = obj.bss.offset_of("dump_overflow")
+            self._dump_counts = [obj.bss.offset_of(v) for v in ("dump_overflow", "dump_reaped", "dump_procs")]
             self._dump_memory = obj.maps["dumps"].memory()
+            self._procs_memory = obj.maps["procs"].memory()
             self._cut = obj.programs["cut"]
             self._dump = obj.programs["dump"]
             # The window opens here, on every online CPU: before this cut the
@@ -173,7 +182,7 @@ class EbpfSampler:
             self.start_ns = min(c.open_ns for c in self.cuts.values())
         except BaseException:
             self.obj = None
-            self._bss = self._dump_memory = None  # views into the object's memory go first
+            self._bss = self._dump_memory = self._procs_memory = None  # views into the object's memory go first
             obj.close()
             raise
         if stream:
@@ -196,7 +205,7 @@ class EbpfSampler:
             self._ring.close()
             self._ring = None
         with self._lock:
-            self._bss = self._dump_memory = None
+            self._bss = self._dump_memory = self._procs_memory = None
             if self.obj is not None:
                 self._bpf_stats = self._program_stats()
                 self.obj.close()
@@ -253,18 +262,19 @@ class EbpfSampler:
         self._take_cuts()
         books = self._books
         books.begin()
-        n = self._dump.test_run(repeat=0)["retval"]
-        if struct.unpack_from("<I", self._bss, self._dump_overflow_at)[0]:
+        n_live = self._dump.test_run(repeat=0)["retval"]
+        overflow, n_reaped, n_procs = (struct.unpack_from("<I", self._bss, off)[0] for off in self._dump_counts)
+        if overflow:
             raise LoaderError("the task dump found more entries than it has records (a bug: both are max_tasks)")
-        live, reaped = self._dumps.decode(self._dump_memory, n)
-        for key, e in reaped.items():
+        for key, e in self._dumps.reaped(self._dump_memory, n_reaped).items():
             books.reap(key, e)
+        procs = self._dumps.procs(self._procs_memory, n_procs)
+        live = self._dumps.live(self._dump_memory, n_live) if self.threads else None
         self._reaped_deaths = sum(c.deaths for c in self.cuts.values())
         self._last_read = time.monotonic()
         self.reads += 1
         cuts = [self.cuts[c] for c in sorted(self.cuts)]
-        return books.window(live, cuts, source=self.source, cgroup_path=self._cgroups.path,
-                            with_threads=self.threads)
+        return books.window(procs, cuts, source=self.source, cgroup_path=self._cgroups.path, live=live)
 
     def _deaths_now(self) -> int:
         bss = self._bss

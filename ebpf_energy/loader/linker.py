@@ -132,7 +132,10 @@ class Linker:
                 if k + 1 >= fn.end:
                     raise RelocationError(f"{prog.name}: ld_imm64 at instruction {k} of {fn.section} "
                                           "has no second half")
-                if I.src_reg(code, out) == I.PSEUDO_FUNC:
+                if I.src_reg(code, out) == I.PSEUDO_FUNC or (
+                        reloc is not None and reloc.symbol.shndx in self.code):
+                    # a callback's address (bpf_loop, bpf_for_each_map_elem): clang
+                    # emits a plain ld_imm64 relocated against a code section
                     self._link_func_pointer(prog, fn, k, out, reloc, placed, place)
                 elif reloc is not None:
                     self._record_ldimm(prog, out, reloc, k, fn)
@@ -175,6 +178,7 @@ class Linker:
             shndx, target = sym.shndx, (base + I.imm(code, out)) // I.INSN_SIZE
         dest, name = self._callee(shndx, target, placed, place)
         I.set_imm(code, out, dest - out - 1)
+        I.set_src_reg(code, out, I.PSEUDO_FUNC)
         prog.call_edits.append((out, name, dest - out - 1))
 
     def _record_ldimm(self, prog, out, reloc, k, fn):

@@ -8,6 +8,7 @@ and packed little-endian to ``key_size``). Per-CPU maps hold one value per
 """
 
 import errno as _errno
+import mmap as _mmap
 import os
 
 from . import explain, syscall, uapi
@@ -267,6 +268,22 @@ class Map:
             token = token_out
 
     # --- whole-map operations
+    def memory(self) -> memoryview:
+        """A read-only view of a ``BPF_F_MMAPABLE`` array's values, back to back
+        (element i at ``i * round8(value_size)``): reading it is no syscall at
+        all, so a reader of many records decodes them straight from the map."""
+        if self.type != uapi.BPF_MAP_TYPE_ARRAY or not self.flags & uapi.BPF_F_MMAPABLE:
+            raise LoaderError(f"map {self.name}: only a BPF_F_MMAPABLE array can be memory-mapped")
+        if getattr(self, "_mm", None) is None:
+            length = _round8(self.value_size) * self.max_entries
+            size = max(1, (length + _mmap.PAGESIZE - 1) // _mmap.PAGESIZE) * _mmap.PAGESIZE
+            try:
+                self._mm = _mmap.mmap(self.fd, size, _mmap.MAP_SHARED, _mmap.PROT_READ)
+            except (OSError, ValueError) as e:
+                raise LoaderError(f"map {self.name}: mmap failed: {e}") from None
+            self._mm_len = length
+        return memoryview(self._mm)[:self._mm_len]
+
     def freeze(self):
         syscall.map_freeze(self.fd)
 
@@ -282,6 +299,12 @@ class Map:
         return syscall.obj_get_info(self.fd, "map")
 
     def close(self):
+        mm, self._mm = getattr(self, "_mm", None), None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # a caller still holds a view: the mapping goes when the view does
         fd, self.fd = self.fd, -1
         if fd is not None and fd >= 0:
             os.close(fd)

@@ -553,6 +553,37 @@ def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
     return fd
 
 
+def link_create_iter(prog_fd, map_fd=0):
+    """BPF_LINK_CREATE(BPF_TRACE_ITER) -> link fd; ``map_fd`` for map iterators
+    (``union bpf_iter_link_info`` starts with ``map.map_fd``)."""
+    a = _new("struct bpf_attr_link_create_iter *")
+    info = _new("__u32[4]")  # the union's first 16 bytes; the rest is zero to the kernel
+    a.prog_fd = prog_fd
+    a.attach_type = uapi.BPF_TRACE_ITER
+    if map_fd:
+        info[0] = map_fd
+        a.iter_info = _addr(info)
+        a.iter_info_len = ffi.sizeof(info)
+    fd, err = _bpf(uapi.BPF_LINK_CREATE, a, ffi.sizeof(a[0]))
+    desc = f"BPF_LINK_CREATE prog_fd={prog_fd} attach_type=BPF_TRACE_ITER map_fd={map_fd or '-'}"
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        raise _fail("BPF_LINK_CREATE", err)
+    explain.trace("syscall", f"{desc} -> link fd {fd}")
+    return fd
+
+
+def iter_create(link_fd):
+    """BPF_ITER_CREATE -> a readable fd: each read() runs the iterator program further."""
+    a = _new("struct bpf_attr_iter_create *")
+    a.link_fd = link_fd
+    fd, err = _bpf(uapi.BPF_ITER_CREATE, a, ffi.sizeof(a[0]))
+    if err:
+        explain.trace("syscall", f"BPF_ITER_CREATE link_fd={link_fd} -> {_errno.errorcode.get(err, err)}")
+        raise _fail("BPF_ITER_CREATE", err)
+    return fd
+
+
 def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC,
                     sample_period=1, wakeup_events=1, sample_type=0):
     """perf_event_open(2) with a PERF_ATTR_SIZE_VER5 attr -> perf fd."""

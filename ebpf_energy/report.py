@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, TextIO
 
+from ebpf_energy import class_report
 from ebpf_energy.model.base import Attribution
 from ebpf_energy.usage import UsageWindow
 
@@ -92,7 +93,8 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
             omitted["energy_j"].append(e)
             continue
         row = {"pid": p.pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
-               "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited)}
+               "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited),
+               "cpu_ns_by_class": class_report.process_split(p, attribution.model)}
         if threads:
             trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
                       "energy_j": attribution.thread_energy_j(p.cpu_ns, e, t.cpu_ns),
@@ -119,6 +121,8 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         "drops": dict(window.drops),
         "dropped_cpu_ns": window.dropped_cpu_ns,
         "samples_or_events": window.samples_or_events,
+        "classes": class_report.class_rows(window.processes, attribution.model, attribution.class_energy_j),
+        "frequency": attribution.model.get("frequency") or getattr(window, "frequency", None) or "unknown",
         "processes_seen": len(window.processes),
         "processes": rows,
     }
@@ -235,7 +239,8 @@ def model_sentence(model: dict) -> str:
     """One line saying which model made the joules and whether they are measured."""
     name = model.get("name", "?")
     params = ", ".join(f"{k}={_param(v)}" for k, v in model.items()
-                       if k not in ("name", "measured", "profile", "meter", "simulated", "chosen_by", "meter_lost"))
+                       if k not in ("name", "measured", "profile", "meter", "simulated", "chosen_by", "meter_lost")
+                       + class_report.MODEL_KEYS)
     text = name + (f" ({params})" if params else "")
     if model.get("profile"):
         text += f", profile {model['profile']}"
@@ -249,6 +254,10 @@ def model_sentence(model: dict) -> str:
         text += " - modelled, not measured" + ("" if model.get("meter") else " (no energy meter)")
     if model.get("meter_lost"):
         text += f"; {model['meter_lost']}"
+    if model.get("parts"):
+        text += f"; {class_report.parts_sentence(model)}"
+    if model.get("frequency"):
+        text += f"; frequency: {model['frequency']}"
     return text
 
 
@@ -360,6 +369,7 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     for d, j in sorted(report.get("domains_j", {}).items()):
         out.append(f"  {d}: {_mj(j)} mJ ({DOMAIN_NOTES.get(d, 'measured, not in the split')})")
     out.append(f"Model:          {model_sentence(report['model'])}")
+    out.extend(class_report.table_lines(report))
     om = report.get("omitted")
     if om and om["processes"]:
         out.append(f"Not listed:     {om['processes']} processes, {_ms(om['cpu_ns'])} ms, "
@@ -427,6 +437,7 @@ def _summary_rows(report: dict, rows: List[dict], by: str) -> List[dict]:
     out.append({label: "[idle]", "row": "idle", "cpu_ns": report["idle_ns"], "energy_j": report["idle_energy_j"]})
     out.append({label: "[steal]", "row": "steal", "cpu_ns": report.get("steal_ns", 0), "energy_j": 0.0})
     out.append({label: "[dropped]", "row": "dropped", "cpu_ns": report.get("dropped_cpu_ns", 0), "energy_j": 0.0})
+    out.extend(class_report.csv_rows(report, label))
     out.append({label: "[total]", "row": "total", "cpu_ns": report["total_cpu_ns"],
                 "energy_j": report["total_energy_j"], "model": model_sentence(report["model"])})
     return out

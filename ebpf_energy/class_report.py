@@ -72,21 +72,20 @@ def is_hybrid(model: dict) -> bool:
 
 
 def table_lines(report: dict) -> List[str]:
-    """The table's lines about core classes, frequency and the model's parts."""
+    """The table's lines about core classes on a hybrid machine (the model
+    line already says the frequency and which parts are measured)."""
     model = report.get("model", {})
-    out = []
     rows = report.get("classes") or []
-    if is_hybrid(model) or any(r["class"] == UNKNOWN_CLASS for r in rows):
-        unit = "W per CPU-s" if any("watts_per_cpu_second" in r for r in rows) else "weight"
-        for r in rows:
-            w = r.get("watts_per_cpu_second", r.get("weight"))
-            where = f" (CPUs {r['cpus']})" if r.get("cpus") else ""
-            out.append(f"  class {r['class']}{where}: {r['cpu_ns'] / 1e6:.3f} ms, {r['energy_j'] * 1e3:.3f} mJ"
-                       + (f" ({unit} {w:g}, {model.get('class_weights')})" if w is not None else ""))
-        out.insert(0, "Core classes:   " + ", ".join(r["class"] for r in rows if r["class"] != UNKNOWN_CLASS))
-    out.append(f"Frequency:      {report.get('frequency') or model.get('frequency') or 'unknown'}")
-    if model.get("parts"):
-        out.append(f"Model parts:    {parts_sentence(model)}")
+    if not is_hybrid(model):
+        return []
+    out = ["Core classes:   " + ", ".join(r["class"] for r in rows if r["class"] != UNKNOWN_CLASS)
+           + f" (weights {model.get('class_weights')})"]
+    for r in rows:
+        w = r.get("watts_per_cpu_second", r.get("weight"))
+        where = f" (CPUs {r['cpus']})" if r.get("cpus") else ""
+        unit = "W per CPU-s" if "watts_per_cpu_second" in r else "weight"
+        out.append(f"  class {r['class']}{where}: {r['cpu_ns'] / 1e6:.3f} ms, {r['energy_j'] * 1e3:.3f} mJ"
+                   + (f", {unit} {w:g}" if w is not None else ""))
     return out
 
 

@@ -111,6 +111,9 @@ def _diff_extras(new, cur, prev):
     cycles = getattr(cur, "cycles", None)
     if cycles is not None:
         new.cycles = max(0, cycles - (getattr(prev, "cycles", None) or 0))
+    waits = getattr(cur, "wait_states", None)
+    if waits is not None:
+        new.wait_states = waits.minus(getattr(prev, "wait_states", None))
     return new
 
 
@@ -125,7 +128,7 @@ def _rescaled(parts, total):
 
 def _window_extras(window, cur):
     """Carry the window facts that are not differences (classes per CPU, frequency)."""
-    for key in ("cpu_class", "frequency"):
+    for key in ("cpu_class", "frequency", "wait_states_info"):
         if hasattr(cur, key):
             setattr(window, key, getattr(cur, key))
     return window

@@ -195,3 +195,13 @@ def read_topology(root: Optional[str] = None) -> Topology:
     if not cpus:
         cpus = list(range(os.cpu_count() or 1))
     return Topology((CoreClass("cpu", tuple(cpus)),), "homogeneous", _has_cpufreq(root, cpus), root)
+
+
+def sampler_kwargs(topology: Optional[Topology] = None) -> dict:
+    """What the eBPF sampler needs to split time by class: ``{"cpu_class": [...]}``
+    on a machine with several classes, nothing on a homogeneous one (one class,
+    the sampler's default)."""
+    topology = topology or read_topology()
+    if not topology.hybrid:
+        return {}
+    return {"cpu_class": topology.cpu_class(max(os.cpu_count() or 1, len(topology.cpu_class())))}

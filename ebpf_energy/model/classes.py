@@ -22,10 +22,12 @@ DEFAULT_WEIGHT = 1.0  # without a fitted slope per class, every class's CPU-seco
 
 
 def class_split(p, nclasses: int) -> Optional[List[int]]:
-    """A process's (or thread's) ns per class, or None when its monitor did not split them."""
+    """A process's (or thread's) ns per class, or None when its monitor did not
+    split them on a machine with several classes."""
     split = getattr(p, "cpu_ns_by_class", None)
     if split is None:
-        return None
+        # one class: all of it ran there, whichever monitor measured it
+        return [p.cpu_ns] if nclasses == 1 else None
     split = list(split)[:nclasses]
     return split + [0] * (nclasses - len(split))
 

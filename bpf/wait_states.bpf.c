@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /* What each process waits on: on a CPU, runnable but waiting for one,
  * blocked in I/O, or sleeping. Opt-in (`monitor --classify`): a hash lookup
- * per switch and per wakeup on top of the energy monitor's own program.
+ * per switched task and per wakeup on top of the energy monitor's program.
  *
  * Every thread is in exactly one state at a time, since a timestamp
  * (`threads`, keyed by tid). A transition closes the interval: its length
- * goes to the thread's process (`procs`, keyed by tgid) under the state it
- * ends, so the four sums of a process add up exactly to the time its
- * threads were watched. User space closes the open intervals itself at a
- * read (now - since, into the state recorded), so a thread asleep for the
- * whole window is not missed.
+ * goes to the thread's own sums under the state it ends, so a thread's four
+ * sums plus its open interval add up exactly to the time it was watched.
+ * User space adds the open interval itself at a read (now - since, in the
+ * state recorded), so a thread asleep for the whole window is not missed.
+ * When a thread dies its sums are folded into its process's entry (`procs`,
+ * keyed by tgid, one copy per CPU: plain adds) and its entry removed.
  *
  *   sched_switch, prev: ON_CPU ends; prev enters RUNNABLE when it was
  *     preempted or is still TASK_RUNNING (it stays on the runqueue), IO when
@@ -35,47 +36,28 @@ struct {
 } threads SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);         /* tgid */
 	__type(value, struct ws_proc);
 } procs SEC(".maps");
 
 __u64 thread_drops = 0; /* .bss: threads the full `threads` map could not track */
-__u64 proc_drops = 0;   /* intervals lost to a full `procs` map */
+__u64 proc_drops = 0;   /* exited threads lost to a full `procs` map */
 
-static __always_inline void close_interval(__u32 tgid, __u32 state, __u64 dur, __u32 count_what)
+/* Move thread `t` (NULL: not tracked yet) into `state` at `now`. */
+static __always_inline void enter(struct ws_thread *t, __u32 tid, __u32 tgid, __u32 state, __u64 now,
+				  __u32 count_what)
 {
-	struct ws_proc *p = bpf_map_lookup_elem(&procs, &tgid);
-
-	if (!p) {
-		struct ws_proc init = {};
-
-		bpf_map_update_elem(&procs, &tgid, &init, BPF_NOEXIST); /* EEXIST: made meanwhile */
-		p = bpf_map_lookup_elem(&procs, &tgid);
-		if (!p) {
-			__sync_fetch_and_add(&proc_drops, 1);
-			return;
-		}
-	}
-	if (state < WS_STATES)
-		__sync_fetch_and_add(&p->ns[state], dur);
-	if (count_what == WS_COUNT_SWITCH)
-		__sync_fetch_and_add(&p->switches, 1);
-	else if (count_what == WS_COUNT_WAKEUP)
-		__sync_fetch_and_add(&p->wakeups, 1);
-}
-
-/* Move `tid` into `state` at `now`, closing its previous interval. */
-static __always_inline void enter(__u32 tid, __u32 tgid, __u32 state, __u64 now, __u32 count_what)
-{
-	struct ws_thread *t = bpf_map_lookup_elem(&threads, &tid);
-
 	if (t) {
-		__u64 since = t->since_ns;
+		__u32 was = t->state;
 
-		if (now > since)
-			close_interval(t->tgid, t->state, now - since, count_what);
+		if (now > t->since_ns && was < WS_STATES)
+			t->ns[was] += now - t->since_ns;
+		if (count_what == WS_COUNT_SWITCH)
+			t->switches += 1;
+		else if (count_what == WS_COUNT_WAKEUP)
+			t->wakeups += 1;
 		t->since_ns = now;
 		t->state = state;
 		t->tgid = tgid;
@@ -87,6 +69,38 @@ static __always_inline void enter(__u32 tid, __u32 tgid, __u32 state, __u64 now,
 		__sync_fetch_and_add(&thread_drops, 1);
 }
 
+/* The final switch of a thread: close its interval, fold it into its process. */
+static __always_inline void retire(__u32 tid, __u64 now)
+{
+	struct ws_thread *t = bpf_map_lookup_elem(&threads, &tid);
+	struct ws_proc *p;
+	__u32 tgid;
+
+	if (!t)
+		return;
+	tgid = t->tgid;
+	p = bpf_map_lookup_elem(&procs, &tgid);
+	if (!p) {
+		struct ws_proc init = {};
+
+		bpf_map_update_elem(&procs, &tgid, &init, BPF_NOEXIST); /* EEXIST: made meanwhile */
+		p = bpf_map_lookup_elem(&procs, &tgid);
+	}
+	if (p) {
+		if (now > t->since_ns && t->state < WS_STATES)
+			t->ns[t->state] += now - t->since_ns;
+		p->ns[0] += t->ns[0];
+		p->ns[1] += t->ns[1];
+		p->ns[2] += t->ns[2];
+		p->ns[3] += t->ns[3];
+		p->switches += t->switches;
+		p->wakeups += t->wakeups;
+	} else {
+		__sync_fetch_and_add(&proc_drops, 1);
+	}
+	bpf_map_delete_elem(&threads, &tid);
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
@@ -95,14 +109,8 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 	__u32 ptid = prev->pid, ntid = next->pid;
 
 	if (ptid) {
-		__u32 tgid = prev->tgid;
-
 		if (prev_state & WS_TASK_DEAD) {
-			struct ws_thread *t = bpf_map_lookup_elem(&threads, &ptid);
-
-			if (t && now > t->since_ns)
-				close_interval(t->tgid, t->state, now - t->since_ns, WS_COUNT_NONE);
-			bpf_map_delete_elem(&threads, &ptid);
+			retire(ptid, now);
 		} else {
 			__u32 state = WS_SLEEP;
 
@@ -111,18 +119,17 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 			else if ((prev_state & WS_TASK_UNINTERRUPTIBLE) &&
 				 BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait))
 				state = WS_IO;
-			enter(ptid, tgid, state, now, WS_COUNT_NONE);
+			enter(bpf_map_lookup_elem(&threads, &ptid), ptid, prev->tgid, state, now, WS_COUNT_NONE);
 		}
 	}
 	if (ntid)
-		enter(ntid, next->tgid, WS_ON_CPU, now, WS_COUNT_SWITCH);
+		enter(bpf_map_lookup_elem(&threads, &ntid), ntid, next->tgid, WS_ON_CPU, now, WS_COUNT_SWITCH);
 	return 0;
 }
 
 static __always_inline void woken(struct task_struct *p)
 {
 	__u32 tid = p->pid;
-	__u64 now;
 	struct ws_thread *t;
 
 	if (!tid)
@@ -131,8 +138,7 @@ static __always_inline void woken(struct task_struct *p)
 	/* woken while still on a CPU or already runnable: nothing changes */
 	if (t && (t->state == WS_ON_CPU || t->state == WS_RUNNABLE))
 		return;
-	now = bpf_ktime_get_ns();
-	enter(tid, p->tgid, WS_RUNNABLE, now, WS_COUNT_WAKEUP);
+	enter(t, tid, p->tgid, WS_RUNNABLE, bpf_ktime_get_ns(), WS_COUNT_WAKEUP);
 }
 
 SEC("tp_btf/sched_wakeup")

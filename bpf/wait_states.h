@@ -19,16 +19,23 @@
 #define WS_COUNT_SWITCH 1
 #define WS_COUNT_WAKEUP 2
 
+/* A live thread: its state since when, and its own closed intervals (kept
+ * here, not in the process's entry, so a reader gets a thread's books in one
+ * lookup: closed sums and the open interval agree). */
 struct ws_thread {
-	__u64 since_ns;  /* in `state` since */
+	__u64 since_ns;      /* in `state` since */
 	__u32 tgid;
 	__u32 state;
+	__u64 ns[WS_STATES]; /* closed intervals per state */
+	__u64 switches;      /* times it got a CPU */
+	__u64 wakeups;       /* times it was woken from SLEEP or IO */
 };
 
+/* A process's exited threads, folded in at their final switch. */
 struct ws_proc {
-	__u64 ns[WS_STATES]; /* closed intervals, per state, all threads summed */
-	__u64 switches;      /* times a thread of it got a CPU */
-	__u64 wakeups;       /* times a thread of it was woken from SLEEP or IO */
+	__u64 ns[WS_STATES];
+	__u64 switches;
+	__u64 wakeups;
 };
 
 #endif

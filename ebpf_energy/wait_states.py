@@ -56,6 +56,16 @@ class WaitStates:
             return WaitStates(**self.__dict__)
         return WaitStates(*(max(0, a - b) for a, b in zip(self._values(), earlier._values())))
 
+    def add(self, books: dict, open_ns=(0, 0, 0, 0)) -> None:
+        """Add a thread's or process's books (``ns`` per state, counts), plus an open interval."""
+        ns = books["ns"]
+        self.on_cpu_ns += ns[0] + open_ns[0]
+        self.runnable_ns += ns[1] + open_ns[1]
+        self.io_ns += ns[2] + open_ns[2]
+        self.sleep_ns += ns[3] + open_ns[3]
+        self.switches += books["switches"]
+        self.wakeups += books["wakeups"]
+
     def _values(self):
         return (self.on_cpu_ns, self.runnable_ns, self.io_ns, self.sleep_ns, self.switches, self.wakeups)
 
@@ -125,34 +135,29 @@ class WaitStateSampler:
     def read(self) -> Dict[int, WaitStates]:
         return self.snapshot()[1]
 
-    def snapshot(self, tries: int = 3):
-        """``(now_ns, {tgid: WaitStates})``: every interval up to ``now_ns`` — the
-        closed ones from ``procs`` plus each thread's open one (now - since, in
-        its current state). The thread table is read before and after the
-        process sums and the read retried when a thread moved in between (its
-        closed interval and its open one would overlap), so for a thread that
-        never stops, on_cpu + runnable grows by exactly the time between two
-        snapshots."""
+    def snapshot(self):
+        """``(now_ns, {tgid: WaitStates})``: every interval up to ``now_ns``. A
+        live thread's books come in one lookup (its closed sums and its open
+        interval, now - since, agree), so for a thread that never stops,
+        on_cpu + runnable grows by exactly the time between two snapshots;
+        exited threads come from their process's entry. A thread that exits
+        between the two walks may count twice (read live, then folded)."""
         if self.obj is None:
             raise RuntimeError("WaitStateSampler.read() before start()")
-        threads_map, procs_map = self.obj.maps["threads"], self.obj.maps["procs"]
-        before = dict(threads_map.items())
-        for _ in range(tries):
-            now = time.monotonic_ns()
-            procs = procs_map.items()
-            after = dict(threads_map.items())
-            if all(after.get(tid, t)["since_ns"] == t["since_ns"] for tid, t in before.items()):
-                break
-            before = after
+        now = time.monotonic_ns()
+        threads = self.obj.maps["threads"].items()
+        procs = self.obj.maps["procs"].items()
         out: Dict[int, WaitStates] = {}
-        for tgid, v in procs:
-            ns = v["ns"]
-            out[tgid] = WaitStates(ns[0], ns[1], ns[2], ns[3], v["switches"], v["wakeups"])
-        for t in after.values():
+        for _, t in threads:
+            w = out.setdefault(t["tgid"], WaitStates())
+            open_ns = [0] * len(STATES)
             if now > t["since_ns"] and t["state"] < len(STATES):
-                w = out.setdefault(t["tgid"], WaitStates())
-                field = STATES[t["state"]] + "_ns"
-                setattr(w, field, getattr(w, field) + now - t["since_ns"])
+                open_ns[t["state"]] = now - t["since_ns"]
+            w.add(t, open_ns)
+        for tgid, per_cpu in procs:  # exited threads, one copy per CPU: summed
+            w = out.setdefault(tgid, WaitStates())
+            for v in per_cpu:
+                w.add(v)
         return now, out
 
     def drops(self) -> Dict[str, int]:

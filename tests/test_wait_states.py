@@ -2,8 +2,9 @@
 
 Every workload here is made exact by construction on a machine that other
 work shares: the workers run under a real-time policy pinned to one CPU (no
-CFS task can make them wait; only the kernel's RT throttling, a few percent,
-can), and this process, also real-time, watches from the other CPU. A
+CFS task can make them wait, but for the kernel's fair server, which lets CFS
+tasks in for up to 5% of each second), and this process, also real-time,
+watches from the other CPU. A
 window opens with a snapshot taken while the workers already run and closes
 with another while they still run, so a thread that never blocks spends
 every nanosecond of it on the CPU or runnable.
@@ -164,14 +165,17 @@ def test_an_o_direct_writer_is_io_bound(watcher, tmp_path):
 
 def test_sleep_is_mostly_idle(watcher):
     sampler, cpu = watcher
-    code = "sys.stdout.write('r'); sys.stdout.flush(); os.execv('/bin/sleep', ['sleep', '0.5'])\n"
-    p = _start(code, cpu, os.SCHED_FIFO)  # real-time from here: its start-up waits behind no one
+    # real-time from here, but the kernel's fair server still lets CFS tasks in
+    # for up to 5% of each second, and exec and exit wait behind them: a
+    # sleep of 3 s keeps that well under the 10% "mostly idle" allows
+    code = "sys.stdout.write('r'); sys.stdout.flush(); os.execv('/bin/sleep', ['sleep', '3'])\n"
+    p = _start(code, cpu, os.SCHED_FIFO)
     _, s0 = sampler.snapshot()
     p.wait()
     p.stdout.close()
     _, s1 = sampler.snapshot()
     w = s1[p.pid].minus(s0.get(p.pid))
-    assert w.sleep_ns >= 300_000_000 and w.io_ns <= w.sleep_ns
+    assert w.sleep_ns >= 2_900_000_000 and w.io_ns <= w.sleep_ns
     assert classify(w) == "mostly idle", w
 
 

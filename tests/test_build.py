@@ -24,8 +24,8 @@ def test_every_source_is_shipped():
 def test_shipped_object_matches_source(tmp_path, name):
     work = tmp_path / "elsewhere"
     work.mkdir()
-    for name in ("Makefile", "vmlinux.h"):
-        shutil.copy2(ROOT / name, work / name)
+    for f in ("Makefile", "vmlinux.h"):
+        shutil.copy2(ROOT / f, work / f)
     shutil.copytree(ROOT / "bpf", work / "bpf")
     (work / "ebpf_energy" / "bpf").mkdir(parents=True)
     subprocess.run(["make", "-s", "-C", str(work), "objects"], check=True, capture_output=True)

@@ -174,7 +174,7 @@ def build_profile(samples: List[dict], meter, settings: dict, min_r2: float = MI
     per_domain = {}
     for d in sorted(set(samples[0]["joules"]) - {domain}):
         try:
-            per_domain[d] = fit_domain(samples, d)
+            per_domain[d] = fit_classes(samples, d, topology.names) if per_class else fit_domain(samples, d)
         except FitError:
             pass
     info = getattr(meter, "describe", lambda: {})()

@@ -186,6 +186,7 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
     for level, r in prof["residuals"].items():
         click.echo(f"  level {level:>3}: mean residual {r['mean_w']:+.3f} W, rms {r['rms_w']:.3f} W (n={r['n']})")
     for d, f in prof["per_domain"].items():
-        click.echo(f"  {d}: {f['idle_watts']:.3f} W idle + {f['watts_per_cpu_second']:.3f} W per CPU-second "
-                   f"(R² {f['r2']:.3f})")
+        slopes = (", ".join(f"{k:.3f} on {n}" for n, k in f["class_watts"].items()) if "class_watts" in f
+                  else f"{f['watts_per_cpu_second']:.3f}")
+        click.echo(f"  {d}: {f['idle_watts']:.3f} W idle + {slopes} W per CPU-second (R² {f['r2']:.3f})")
     click.echo(f"profile saved:   {path}" if path else "profile not saved (--no-save)")

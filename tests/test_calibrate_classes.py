@@ -9,45 +9,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ebpf_energy.calibration import profile as profiles
 from ebpf_energy.calibration.cpustat import cgroup_busy_seconds
 from ebpf_energy.rapl.simulated import SimulatedPowercap
+from test_calibration import worker_cgroup  # noqa: F401 - the fixture: a cgroup v2 of our own for the workers
 from topology_fixtures import hybrid_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P_W, E_W, IDLE_W = 20.0, 6.0, 8.0
-
-
-def _cgroup2_mount():
-    with open("/proc/mounts") as f:
-        for line in f:
-            dev, mnt, fstype = line.split()[:3]
-            if fstype == "cgroup2":
-                return mnt
-    return None
-
-
-@pytest.fixture
-def worker_cgroup():
-    mnt = _cgroup2_mount()
-    if mnt is None or os.geteuid() != 0:
-        pytest.skip("needs root and a cgroup v2 mount")
-    path = os.path.join(mnt, f"ebpf-energy-calib-{os.getpid()}-{time.monotonic_ns()}")
-    os.mkdir(path)
-    yield path
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            os.rmdir(path)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _class_source(cgroup):

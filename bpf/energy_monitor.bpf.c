@@ -18,9 +18,9 @@
  * lookup per switch and an in-place add into this CPU's copy (no atomics).
  * comm, cgroup and tgid are written when an entry is created and on
  * exec/exit/rename, so the fast path calls no helper but the clock and the
- * lookup. pid 0 (idle) never enters the hash. Entries are never deleted
- * here: the final switch-out of a dying task sets EM_FLAG_DEAD and user
- * space takes the entry out with BPF_MAP_LOOKUP_AND_DELETE_ELEM.
+ * lookup. pid 0 (idle) never enters the hash. The switch path never
+ * deletes: the final switch-out of a dying task sets EM_FLAG_DEAD, and the
+ * reader's `dump` (below) takes such entries out as it reports them.
  *
  * The per-slice event stream is compiled in but removed by the verifier
  * unless user space sets stream_events before load.
@@ -32,6 +32,10 @@
 #include "energy_monitor.h"
 
 #define barrier() asm volatile("" ::: "memory")
+/* A store the compiler keeps in program order with the other volatile
+ * accesses, without barrier()'s clobber of everything it has in registers
+ * (which costs the switch path reloads and spills). */
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 /* Settings, written by user space before load (.rodata, frozen). */
 const volatile bool stream_events = false; /* one slice_event per closed slice on `events` */
@@ -41,6 +45,8 @@ const volatile __u32 nr_cpus = EM_MAX_CPUS; /* possible CPUs, set by user space 
 const volatile __u64 filter_cgroup_id = 0; /* stream only this cgroup v2 id (0 = all) */
 const volatile __u64 min_slice_ns = 0;    /* stream only slices at least this long */
 const volatile __u32 wakeup_batch = 64;   /* wake the reader every N events (<= 1: every event) */
+const volatile __u32 dump_slots = 16384;  /* max_entries of `dumps`, `procs` and `tasks`, set by user space */
+const volatile __u8 cpu_class[EM_MAX_CPUS] = {}; /* core class of each CPU (< EM_MAX_CLASSES), read by dump() only */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -58,6 +64,9 @@ struct {
 struct cpu_slot slots[EM_MAX_CPUS] = {};
 __u64 cpu_overflow = 0;              /* switches seen on a CPU >= EM_MAX_CPUS */
 __u32 dump_overflow = 0;             /* entries the last dump() found no room for */
+__u32 dump_reaped = 0;               /* records the last dump() wrote from the top of `dumps` */
+__u32 dump_procs = 0;                /* records the last dump() wrote into `procs` */
+__u32 dump_gen = 0;                  /* dumps so far: tells this dump's proc_index slots from stale ones */
 
 /* Never read or written: makes clang emit struct slice_event into the BTF
  * (the ring buffer has no value type), so user space can decode records. */
@@ -91,26 +100,23 @@ static __always_inline void fill_meta(struct task_stats *v, struct task_struct *
 }
 
 /* The first write to a copy in a new epoch saves the copy as it stood at the
- * cut, then publishes the epoch; only then may the caller add. */
-static __always_inline void roll(struct task_stats *v, __u32 epoch)
-{
-	if (v->epoch == epoch)
-		return;
-	v->cut_cpu_ns = v->cpu_ns;
-	v->cut_slices = v->slices;
-	v->cut_flags = v->flags;
-	barrier();
-	*(volatile __u32 *)&v->epoch = epoch;
-	barrier();
-}
-
+ * cut, then publishes the epoch; only then may the caller add. The stores
+ * are volatile: the compiler keeps them in this order (cut_*, epoch, then
+ * the adds), and x86 makes them visible in it. */
 static __always_inline void add_to(struct task_stats *v, __u32 epoch, __u64 dur, __u64 slices,
 				   __u32 flags, __u64 runtime)
 {
-	roll(v, epoch);
-	v->cpu_ns += dur;
-	v->slices += slices;
-	v->flags |= flags;
+	__u64 cpu_ns = v->cpu_ns, n = v->slices;
+
+	if (v->epoch != epoch) {
+		WRITE_ONCE(v->cut_cpu_ns, cpu_ns);
+		WRITE_ONCE(v->cut_slices, n);
+		WRITE_ONCE(v->epoch, epoch);
+	}
+	WRITE_ONCE(v->cpu_ns, cpu_ns + dur);
+	WRITE_ONCE(v->slices, n + slices);
+	if (flags)
+		v->flags |= flags;
 	if (runtime > v->last_runtime)
 		v->last_runtime = runtime;
 }
@@ -320,6 +326,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	struct cpu_slot *s;
 	__u64 now, dur, runtime, wall;
 	__u32 flags;
+	bool seen;
 
 	if (cpu >= EM_MAX_CPUS) {
 		__sync_fetch_and_add(&cpu_overflow, 1);
@@ -331,15 +338,23 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	now = switch_time(s, prev);
 	wall = now - s->start_ns;
 	s->switches += 1;
-	if (prev->pid == 0) {
-		/* idle's switch-in unseen: the slot's task ran first */
-		s->idle_ns += settle_slot_task(s, (__u64)prev, wall, now);
+	/* prev's switch-in was seen here: its key is the slot's (kept up to
+	 * date across exec), so prev's own pid and start time are not read */
+	seen = s->task == (__u64)prev;
+	if (seen) {
+		key.tid = s->tid;
+		key.start = s->key_start;
+	} else {
+		key_of(&key, prev);
+	}
+	if (key.tid == 0) {
+		/* idle; if its switch-in was unseen, the slot's task ran first */
+		s->idle_ns += seen ? wall : settle_slot_task(s, (__u64)prev, wall, now);
 	} else {
 		/* The scheduler's own account of the slice (what schedstat and
 		 * rusage report): the task's runtime now minus at switch-in. */
 		runtime = prev->se.sum_exec_runtime;
-		key_of(&key, prev);
-		if (s->task == (__u64)prev) {
+		if (seen) {
 			dur = runtime >= s->start_runtime ? runtime - s->start_runtime : 0;
 			/* the first slice after the window opened started from a
 			 * runtime the kernel had last brought up to date up to a
@@ -518,8 +533,9 @@ int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
 	return 0;
 }
 
-/* What dump() writes, read by user space through mmap: record i of the
- * last dump is dumps[i]. Sized to `tasks` by user space before load. */
+/* What dump() writes, read by user space through mmap: task records (live
+ * ones from index 0 up, reaped ones from the top down) and process records.
+ * All three are sized to `tasks` by user space before load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 16384);
@@ -528,9 +544,27 @@ struct {
 	__type(value, struct task_dump);
 } dumps SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct proc_dump);
+} procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct proc_key);
+	__type(value, struct proc_slot);
+} proc_index SEC(".maps");
+
 struct dump_ctx {
-	__u32 n;         /* records written */
-	__u32 overflow;  /* entries that found no room (cannot happen: dumps is as large as tasks) */
+	__u32 live;      /* records written from the bottom */
+	__u32 reaped;    /* records written from the top */
+	__u32 procs;     /* process records written */
+	__u32 overflow;  /* entries that found no room (cannot happen: the arrays are as large as tasks) */
+	__u32 gen;
 };
 
 struct dump_entry {
@@ -538,30 +572,43 @@ struct dump_entry {
 	struct task_dump *d;
 };
 
-/* One CPU's copy of an entry into its record. A copy whose epoch is its
- * CPU's cut epoch was written since the cut and is taken from cut_*, any
- * other copy as it is (see struct task_stats). A bpf_loop callback: the
- * verifier checks it once, whatever the number of CPUs. */
+/* One CPU's copy of an entry into its record: as it stood at that CPU's cut
+ * (cpu_ns, slices) and as it stands now (cpu_ns_now, slices_now), each also
+ * by the CPU's core class. The copy may be written meanwhile on its CPU
+ * (see struct task_stats): read the counters first, then the epoch. An
+ * epoch other than the CPU's cut epoch means no add of the new epoch had
+ * begun when the epoch was read, so the counters, read before it, are the
+ * values at the cut; the cut epoch means cut_* hold them (stored before the
+ * epoch). x86 keeps loads in order and stores in order, which is all this
+ * needs. A bpf_loop callback: the verifier checks it once, whatever the
+ * number of CPUs. */
 static long dump_copy(__u64 index, struct dump_entry *e)
 {
-	__u32 cpu = index;
+	__u32 cpu = index & (EM_MAX_CPUS - 1); /* a no-op: index < nr_cpus <= EM_MAX_CPUS */
+	__u32 cls = cpu_class[cpu] & (EM_MAX_CLASSES - 1);
 	struct task_dump *d = e->d;
 	struct task_stats *v;
+	__u64 cpu_ns, slices;
+	__u32 epoch;
 
-	if (cpu >= EM_MAX_CPUS)
-		return 1;
 	v = bpf_map_lookup_percpu_elem(&tasks, &e->key, cpu);
 	if (!v)
-		return 1; /* deleted meanwhile (a reap): user space took it whole */
-	/* the mask (a no-op: cpu < EM_MAX_CPUS, a power of two) keeps the
-	 * bound the verifier needs once clang has reloaded cpu */
-	if (v->epoch && v->epoch == slots[cpu & (EM_MAX_CPUS - 1)].cut.epoch) {
-		d->cpu_ns += v->cut_cpu_ns;
-		d->slices += v->cut_slices;
-	} else {
-		d->cpu_ns += v->cpu_ns;
-		d->slices += v->slices;
+		return 1; /* cannot happen: only dump() deletes */
+	cpu_ns = v->cpu_ns;
+	slices = v->slices;
+	barrier();
+	epoch = *(volatile __u32 *)&v->epoch;
+	barrier();
+	d->cpu_ns_now += cpu_ns;
+	d->slices_now += slices;
+	d->class_ns_now[cls] += cpu_ns;
+	if (epoch && epoch == slots[cpu].cut.epoch) {
+		cpu_ns = v->cut_cpu_ns;
+		slices = v->cut_slices;
 	}
+	d->cpu_ns += cpu_ns;
+	d->slices += slices;
+	d->class_ns[cls] += cpu_ns;
 	d->flags |= v->flags;
 	if (v->meta_ns > d->meta_ns) {
 		d->meta_ns = v->meta_ns;
@@ -573,41 +620,134 @@ static long dump_copy(__u64 index, struct dump_entry *e)
 	return 0;
 }
 
-/* One entry as it stood at the cut, summed over its CPU copies. */
+/* A live entry's record into its process's record (found through
+ * proc_index, made on the first entry of the process in this dump). */
+static __always_inline void add_to_proc(struct dump_ctx *c, struct task_dump *d)
+{
+	struct proc_key pk = { .tgid = d->tgid ? d->tgid : d->tid, .pstart = d->pstart };
+	struct proc_slot *slot, fresh;
+	struct proc_dump *p;
+	__u32 i, k, leader;
+
+	slot = bpf_map_lookup_elem(&proc_index, &pk);
+	if (slot && slot->gen == c->gen) {
+		i = slot->index;
+		p = bpf_map_lookup_elem(&procs, &i);
+		if (!p)
+			return;
+	} else {
+		i = c->procs;
+		p = bpf_map_lookup_elem(&procs, &i);
+		if (!p) {
+			c->overflow += 1;
+			return;
+		}
+		fresh.gen = c->gen;
+		fresh.index = i;
+		if (slot)
+			*slot = fresh;
+		else
+			bpf_map_update_elem(&proc_index, &pk, &fresh, BPF_ANY);
+		__builtin_memset(p, 0, sizeof(*p));
+		p->tgid = pk.tgid;
+		p->pstart = pk.pstart;
+		c->procs = i + 1;
+	}
+	p->tasks += 1;
+	p->cpu_ns += d->cpu_ns;
+	p->slices += d->slices;
+	for (k = 0; k < EM_MAX_CLASSES; k++)
+		p->class_ns[k] += d->class_ns[k];
+	if (!(d->flags & (EM_FLAG_EXITED | EM_FLAG_DEAD)))
+		p->not_exited += 1;
+	leader = d->tid == pk.tgid;
+	if (!p->leader && (leader || !p->comm[0])) {
+		p->leader = leader;
+		p->cgroup_id = d->cgroup_id;
+		__builtin_memcpy(p->comm, d->comm, sizeof(p->comm));
+	}
+}
+
+/* One entry, summed over its CPU copies, into a record: a live one at the
+ * bottom of `dumps` and into its process's record, a dead one (its final
+ * switch-out is accounted) at the top, to be reaped. */
 static long dump_one(struct bpf_map *map, struct task_key *k, struct task_stats *unused,
 		     struct dump_ctx *c)
 {
 	struct dump_entry e = { .key = *k };
-	__u32 i = c->n;
+	struct task_dump *d, *top;
+	__u32 i = c->live;
 
-	e.d = bpf_map_lookup_elem(&dumps, &i);
-	if (!e.d) {
+	if (c->live + c->reaped >= dump_slots) {
 		c->overflow += 1;
 		return 0;
 	}
-	__builtin_memset(e.d, 0, sizeof(*e.d));
-	e.d->tid = e.key.tid;
-	e.d->start = e.key.start;
+	d = bpf_map_lookup_elem(&dumps, &i);
+	if (!d) {
+		c->overflow += 1;
+		return 0;
+	}
+	e.d = d;
+	__builtin_memset(d, 0, sizeof(*d));
+	d->tid = e.key.tid;
+	d->start = e.key.start;
 	bpf_loop(nr_cpus, dump_copy, &e, 0);
-	c->n = i + 1;
+	if (!(d->flags & EM_FLAG_DEAD)) {
+		c->live += 1;
+		add_to_proc(c, d);
+		return 0;
+	}
+	i = dump_slots - 1 - c->reaped;
+	top = bpf_map_lookup_elem(&dumps, &i);
+	if (!top) {
+		c->overflow += 1;
+		return 0;
+	}
+	__builtin_memcpy(top, d, sizeof(*d));
+	c->reaped += 1;
+	return 0;
+}
+
+/* Reaped record i leaves the map: the record is the last word on it. Only
+ * after the walk: an element deleted during it could be reused at once by
+ * an insert into another bucket, and the walk would follow it there,
+ * skipping the rest of its own bucket. */
+static long reap_one(__u64 index, struct dump_ctx *c)
+{
+	__u32 i = dump_slots - 1 - (__u32)index;
+	struct task_dump *d = bpf_map_lookup_elem(&dumps, &i);
+	struct task_key key;
+
+	if (!d)
+		return 1;
+	key.tid = d->tid;
+	key.start = d->start;
+	bpf_map_delete_elem(&tasks, &key);
 	return 0;
 }
 
 /* The reader's pass over `tasks`, run by user space (BPF_PROG_TEST_RUN)
- * right after the cuts: every entry at the cut, summed here in the kernel,
- * so a read costs user space one fixed-size record per task and no per-CPU
- * decoding. The return value is the number of records. */
+ * right after the cuts, never two at once: every entry at the cut, summed
+ * here in the kernel per task and per process, then the dead ones reaped,
+ * so a read costs user space one fixed-size record per process (and per
+ * thread only when it lists threads), read from memory. Returns the number
+ * of live task records. */
 SEC("raw_tp")
 int dump(void *ctx)
 {
-	struct dump_ctx c = {};
+	struct dump_ctx c = { .gen = dump_gen + 1 };
 
 	bpf_for_each_map_elem(&tasks, dump_one, &c, 0);
+	bpf_loop(c.reaped, reap_one, &c, 0);
+	dump_gen = c.gen;
 	dump_overflow = c.overflow;
-	return c.n;
+	dump_reaped = c.reaped;
+	dump_procs = c.procs;
+	return c.live;
 }
 
-/* Never read or written: puts struct task_dump into the BTF for user space. */
+/* Never read or written: put the dump records into the BTF for user space. */
 const struct task_dump *task_dump_layout __attribute__((unused));
+const struct proc_dump *proc_dump_layout __attribute__((unused));
 
 char LICENSE[] SEC("license") = "GPL";

@@ -19,6 +19,7 @@
 #define EM_OPEN_FIRST   1     /* cpu_slot.open: the slice running when the window opened */
 #define EM_OPEN         2
 #define EM_CLOCK_LEARN  64    /* switches between two real bpf_ktime_get_ns() calls on a CPU */
+#define EM_MAX_CLASSES  4     /* core classes (P/E, big/LITTLE): a class index per CPU, set by user space */
 
 /* task_stats.flags */
 #define EM_FLAG_EXITED  0x1   /* sched_process_exit seen (the task may still run once more) */
@@ -74,14 +75,15 @@ struct cpu_slot {
 	__u32 open;          /* window open on this CPU: EM_OPEN_FIRST until its first switch, then EM_OPEN */
 	__u32 epoch;
 	__u64 busy_ns;
-	__u64 idle_ns;
 	__u64 switches;
+	__u64 clk_off;       /* CLOCK_MONOTONIC minus the runqueue clock, learned every EM_CLOCK_LEARN switches */
+	/* every switch touches only the 64 bytes above */
+	__u64 idle_ns;
 	__u64 task_drops;
 	__u64 dropped_ns;
 	__u64 events;
 	__u64 event_drops;
 	__u64 deaths;
-	__u64 clk_off;       /* CLOCK_MONOTONIC minus the runqueue clock, learned every EM_CLOCK_LEARN switches */
 	struct cpu_cut cut;
 } __attribute__((aligned(64)));
 
@@ -90,43 +92,80 @@ struct cpu_slot {
  * on that CPU.
  *
  * Consistent reads: a copy first written in a new epoch (after a cut on its
- * CPU) first saves cpu_ns/slices/flags into cut_*, then stores the epoch,
- * then adds. The kernel copies values to user space word by word in
- * ascending order, so a reader that finds `epoch` equal to its CPU's cut
- * epoch takes cut_* (complete: written before epoch), and otherwise the
- * fields before `epoch`, read before the epoch changed. Either way it sees
- * the copy exactly as it stood at the cut. */
+ * CPU) first saves cpu_ns/slices into cut_*, then stores the epoch, then
+ * adds. The reader (`dump`) reads cpu_ns/slices, then the epoch: if the
+ * epoch is its CPU's cut epoch it takes cut_* (complete: written before
+ * epoch), otherwise what it read before the epoch changed. Either way it
+ * sees the copy exactly as it stood at the cut. */
 struct task_stats {
 	__u64 cpu_ns;       /* closed on-CPU time on this CPU */
 	__u64 slices;       /* closed slices on this CPU */
 	__u32 flags;        /* EM_FLAG_* */
 	__u32 epoch;        /* cut epoch of this CPU at the latest add */
-	__u64 cut_cpu_ns;   /* the three fields above as they stood at the cut */
+	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this CPU */
+	/* a switch touches only the 32 bytes above (one cache line), but for the
+	 * first add after a cut */
+	__u64 cut_cpu_ns;   /* cpu_ns and slices as they stood at the cut */
 	__u64 cut_slices;
-	__u32 cut_flags;
 	__u32 tgid;
 	__u64 pstart;       /* the group leader's start time: (tgid, pstart) is the process */
 	__u64 meta_ns;      /* when comm/cgroup_id were last written here; 0 = never */
 	__u64 cgroup_id;    /* cgroup v2 id (kernfs inode id) */
 	char comm[EM_COMM_LEN];
-	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this CPU */
 };
 
-/* One record per `tasks` entry, written by the dump_tasks iterator: the
- * entry summed over its CPU copies as it stood at each CPU's latest cut, so
- * a read costs user space one fixed-size record per task (no per-CPU
- * decoding in Python). */
+/* One record per `tasks` entry, written by the `dump` program into the
+ * mmapable array `dumps`: the entry summed over its CPU copies as it stood at
+ * each CPU's latest cut. Live entries fill the array from index 0, entries
+ * the dump reaped (EM_FLAG_DEAD) from the top down, so a reader who wants
+ * only process totals reads only the reaped ones (see struct proc_dump). */
 struct task_dump {
 	__u32 tid;          /* the key */
 	__u32 start;
 	__u64 cpu_ns;       /* at the cut */
-	__u64 slices;       /* at the cut */
-	__u32 flags;        /* now (flags only ever gain bits) */
+	__u64 slices;
+	__u64 cpu_ns_now;   /* at the dump: for a reaped entry, what ran after the cut counts at the next read */
+	__u64 slices_now;
+	__u32 flags;        /* at the dump (flags only ever gain bits); EM_FLAG_DEAD: reaped by this dump */
 	__u32 tgid;         /* meta of the copy written last (largest meta_ns) */
 	__u64 pstart;
 	__u64 cgroup_id;
 	__u64 meta_ns;      /* 0: no copy has meta yet */
 	char comm[EM_COMM_LEN];
+	__u64 class_ns[EM_MAX_CLASSES];     /* cpu_ns by the class of the CPU each part ran on */
+	__u64 class_ns_now[EM_MAX_CLASSES]; /* cpu_ns_now likewise */
+};
+
+/* A process: (tgid, group leader's start time); a task with no meta yet
+ * counts under its own tid and pstart 0. */
+struct proc_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 pstart;
+};
+
+/* Where the process's record of the current dump is (value of the LRU
+ * hash `proc_index`; a gen other than the dump's is a stale slot). */
+struct proc_slot {
+	__u32 gen;
+	__u32 index;
+};
+
+/* One record per process with live entries, in the mmapable array `procs`:
+ * its live entries summed in the kernel, so a read costs user space one
+ * record per process, not per thread. A process may have two records in
+ * one dump (its slot evicted from the LRU meanwhile): readers add them. */
+struct proc_dump {
+	__u32 tgid;
+	__u32 tasks;        /* live entries summed here */
+	__u64 pstart;
+	__u64 cpu_ns;       /* at the cut */
+	__u64 slices;
+	__u32 not_exited;   /* entries with neither EM_FLAG_EXITED nor EM_FLAG_DEAD */
+	__u32 leader;       /* 1: comm and cgroup_id are the group leader's (tid == tgid) */
+	__u64 cgroup_id;
+	char comm[EM_COMM_LEN];
+	__u64 class_ns[EM_MAX_CLASSES];
 };
 
 /* One ring-buffer record per closed slice (only when stream_events). */

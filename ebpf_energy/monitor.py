@@ -10,14 +10,17 @@ module loads that object with our own loader and turns it into cumulative
   right after the programs are attached, opens each CPU's books, so nothing
   that ran during load counts and no CPU is left out for being outside our
   affinity (an IPI reaches it);
-* every read takes a new cut on every CPU first, then reads the task map as
-  it stood at the cut (:mod:`ebpf_energy.task_books`): the slices still
-  running are closed in the scheduler's clock, the books of every CPU add
-  up exactly (tasks + idle + steal = wall time), and totals never go back;
-* dead tasks are reaped (taken out of the map and folded into user-space
-  totals) at every read, and by a reaper thread on its own schedule, so a
-  run of any length never fills the map; slices lost to a full map are
-  counted, with their CPU time, and reported.
+* every read takes a new cut on every CPU first, then runs ``dump``, which
+  writes every task entry as it stood at the cut, summed over its per-CPU
+  copies, into the mmapable array ``dumps``: user space reads one record
+  per task from memory, with no syscall and no per-CPU decoding per task
+  (:mod:`ebpf_energy.task_books`). The slices still running are closed in
+  the scheduler's clock, the books of every CPU add up exactly (tasks +
+  idle + steal = wall time), and totals never go back;
+* dead tasks are reaped (taken out of the map by ``dump`` and folded into
+  user-space totals) at every read, and by a reaper thread on its own
+  schedule, so a run of any length never fills the map; slices lost to a
+  full map are counted, with their CPU time, and reported.
 
 Record layouts come from the object's own BTF, not from a copy of the C
 header, so the two can never drift apart.
@@ -30,13 +33,13 @@ import time
 from importlib import resources
 from typing import Callable, Dict, List, Optional
 
+from ebpf_energy.bpf_records import Record
 from ebpf_energy.cgroups import cgroup2_mount
 from ebpf_energy.loader import syscall
-from ebpf_energy.loader.btf import KIND_ARRAY, KIND_INT, KIND_STRUCT, KIND_NAMES
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.object import BpfObject
 from ebpf_energy.privilege import require_bpf
-from ebpf_energy.task_books import FLAG_DEAD, Books, CpuCut, EntryDecoder, OpenSlice, encode_key
+from ebpf_energy.task_books import MAX_CLASSES, Books, CpuCut, DumpDecoder, OpenSlice
 from ebpf_energy.usage import UsageWindow, comm_of
 
 DEFAULT_MAX_TASKS = 16384
@@ -56,43 +59,6 @@ def online_cpus() -> List[int]:
     """The CPUs that are online now (``/sys/devices/system/cpu/online``)."""
     with open("/sys/devices/system/cpu/online") as f:
         return syscall.cpu_list(f.read())
-
-
-class StructLayout:
-    """A fast ``struct.Struct`` decoder for a BTF struct of ints and char arrays
-    (nested structs are skipped; find them with :meth:`offset_of`)."""
-
-    def __init__(self, btf, name):
-        ids = btf.find(name, kind=KIND_STRUCT)
-        if not ids:
-            raise LoaderError(f"the monitor object's BTF has no struct {name}: wrong object?")
-        t = btf.type(ids[0])
-        fmt, names, pos = "<", [], 0
-        self.offsets = {}
-        for m in t.members:
-            off = m.bit_offset // 8
-            self.offsets[m.name] = off
-            mt = btf.type(btf.resolve(m.type))
-            if mt.kind == KIND_STRUCT:
-                continue
-            if off > pos:
-                fmt += f"{off - pos}x"
-            size = btf.size_of(m.type)
-            if mt.kind == KIND_INT:
-                fmt += {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
-            elif mt.kind == KIND_ARRAY:
-                fmt += f"{size}s"
-            else:
-                raise LoaderError(f"struct {name}.{m.name}: unexpected {KIND_NAMES[mt.kind]} member")
-            names.append(m.name)
-            pos = off + size
-        self.struct = struct.Struct(fmt)
-        self.names = names
-        self.index = {n: i for i, n in enumerate(names)}
-        self.size = t.size
-
-    def offset_of(self, member: str) -> int:
-        return self.offsets[member]
 
 
 class CgroupPaths:
@@ -136,9 +102,13 @@ class EbpfSampler:
     def __init__(self, *, max_tasks: int = DEFAULT_MAX_TASKS, threads: bool = False,
                  on_event: Optional[Callable[[dict], None]] = None, filter_tgid: int = 0, filter_tid: int = 0,
                  filter_cgroup_id: int = 0, min_slice_ns: int = 0, path: Optional[str] = None,
-                 reap: bool = True):
+                 reap: bool = True, cpu_class: Optional[List[int]] = None):
         if max_tasks < 1:
             raise ValueError("max_tasks must be at least 1")
+        ncpus = syscall.num_possible_cpus()
+        if cpu_class is not None and (len(cpu_class) > ncpus or
+                                      any(not 0 <= c < MAX_CLASSES for c in cpu_class)):
+            raise ValueError(f"cpu_class: one class index (0-{MAX_CLASSES - 1}) per CPU, at most {ncpus} CPUs")
         self.max_tasks = max_tasks
         self.threads = threads
         self.on_event = on_event
@@ -147,13 +117,15 @@ class EbpfSampler:
         self.path = path or object_path()
         self.obj: Optional[BpfObject] = None
         self.start_ns = 0
-        self._books = Books()
+        self.cpu_class = list(cpu_class or [0] * ncpus)
+        self._books = Books(self.cpu_class)
         self._cgroups = CgroupPaths(cgroup2_mount())
-        self._ncpus = syscall.num_possible_cpus()
+        self._ncpus = ncpus
         self._cpus: List[int] = []
         self._lock = threading.Lock()
         self._ring = None
         self._ring_thread = None
+        self._bss = self._dump_memory = self._procs_memory = None
         self._stop = threading.Event()
         self._reap = reap
         self.cuts: Dict[int, CpuCut] = {}  # each online CPU's books at the latest cut
@@ -173,29 +145,36 @@ class EbpfSampler:
         obj = BpfObject.open(self.path)
         try:
             btf = obj.spec.btf
-            self._decoder = EntryDecoder(StructLayout(btf, "task_stats"), self._ncpus)
-            slot = StructLayout(btf, "cpu_slot")
-            self._cut_layout = StructLayout(btf, "cpu_cut")
-            self._event_layout = StructLayout(btf, "slice_event")
+            self._dumps = DumpDecoder(Record(btf, "task_dump"), Record(btf, "proc_dump"), self.max_tasks)
+            slot = Record(btf, "cpu_slot")
+            self._cut_layout = Record(btf, "cpu_cut")
+            self._event_layout = Record(btf, "slice_event")
             stream = self.on_event is not None
             obj.set_max_entries("tasks", self.max_tasks)
+            for name in ("dumps", "procs", "proc_index"):  # a record per entry (process), never more
+                obj.set_max_entries(name, self.max_tasks)
             obj.set_max_entries("events", STREAM_RINGBUF if stream else IDLE_RINGBUF)
             ro = obj.rodata
             ro["stream_events"] = stream
             ro["nr_cpus"] = self._ncpus
+            ro["dump_slots"] = self.max_tasks
+            ro["cpu_class"] = self.cpu_class
             for k, v in self.filters.items():
                 ro[k] = v
             obj.load()
             obj.attach(only=[n for n, p in obj.programs.items() if p.spec.kind.attach])
             self.obj = obj
             self._bss = obj.bss.view()
-            slots_off = obj.bss._var("slots")[0]
+            slots_off = obj.bss.offset_of("slots")
             cut_off = slot.offset_of("cut")
             deaths_off = slot.offset_of("deaths")
             self._cut_at = lambda cpu: slots_off + cpu * slot.size + cut_off
             self._deaths_at = lambda cpu: slots_off + cpu * slot.size + deaths_off
-            self._tasks = obj.maps["tasks"]
-            self._cut_fd = obj.programs["cut"].fd
+            self._dump_counts = [obj.bss.offset_of(v) for v in ("dump_overflow", "dump_reaped", "dump_procs")]
+            self._dump_memory = obj.maps["dumps"].memory()
+            self._procs_memory = obj.maps["procs"].memory()
+            self._cut = obj.programs["cut"]
+            self._dump = obj.programs["dump"]
             # The window opens here, on every online CPU: before this cut the
             # programs account nothing.
             self._cpus = online_cpus()
@@ -203,6 +182,7 @@ class EbpfSampler:
             self.start_ns = min(c.open_ns for c in self.cuts.values())
         except BaseException:
             self.obj = None
+            self._bss = self._dump_memory = self._procs_memory = None  # views into the object's memory go first
             obj.close()
             raise
         if stream:
@@ -225,7 +205,7 @@ class EbpfSampler:
             self._ring.close()
             self._ring = None
         with self._lock:
-            self._bss = None
+            self._bss = self._dump_memory = self._procs_memory = None
             if self.obj is not None:
                 self._bpf_stats = self._program_stats()
                 self.obj.close()
@@ -254,7 +234,7 @@ class EbpfSampler:
         that went offline keeps its last cut (nothing runs there)."""
         for cpu in self._cpus:
             try:
-                syscall.prog_test_run(self._cut_fd, flags=TEST_RUN_ON_CPU, cpu=cpu, repeat=0)
+                self._cut.test_run(flags=TEST_RUN_ON_CPU, cpu=cpu, repeat=0)
             except LoaderError as e:
                 if getattr(e, "errno", None) != 6:  # ENXIO: offline now
                     raise
@@ -282,29 +262,19 @@ class EbpfSampler:
         self._take_cuts()
         books = self._books
         books.begin()
-        epochs = [0] * self._ncpus
-        for cpu, c in self.cuts.items():
-            epochs[cpu] = c.epoch
-        decoder = self._decoder
-        live = {}
-        dead = []
-        for keys, values in self._tasks.lookup_batch_buffers():
-            for key, e in decoder.decode_batch(keys, values, epochs):
-                if (e.flags | e.cut_flags) & FLAG_DEAD:
-                    dead.append(key)
-                else:
-                    live[key] = e
-        for key in dead:
-            raw = syscall.map_lookup_and_delete(self._tasks.fd, encode_key(key), decoder.value_size)
-            decoder.forget(key)
-            if raw is not None:
-                books.reap(key, decoder.decode(raw, epochs))
+        n_live = self._dump.test_run(repeat=0)["retval"]
+        overflow, n_reaped, n_procs = (struct.unpack_from("<I", self._bss, off)[0] for off in self._dump_counts)
+        if overflow:
+            raise LoaderError("the task dump found more entries than it has records (a bug: both are max_tasks)")
+        for key, e in self._dumps.reaped(self._dump_memory, n_reaped).items():
+            books.reap(key, e)
+        procs = self._dumps.procs(self._procs_memory, n_procs)
+        live = self._dumps.live(self._dump_memory, n_live) if self.threads else None
         self._reaped_deaths = sum(c.deaths for c in self.cuts.values())
         self._last_read = time.monotonic()
         self.reads += 1
         cuts = [self.cuts[c] for c in sorted(self.cuts)]
-        return books.window(live, cuts, source=self.source, cgroup_path=self._cgroups.path,
-                            with_threads=self.threads)
+        return books.window(procs, cuts, source=self.source, cgroup_path=self._cgroups.path, live=live)
 
     def _deaths_now(self) -> int:
         bss = self._bss

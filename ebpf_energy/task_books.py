@@ -3,15 +3,16 @@
 The kernel side (``bpf/energy_monitor.bpf.c``) keeps one entry per task,
 keyed by ``(tid, start time)``, with one copy per CPU; a *cut* (the ``cut``
 program run on every CPU) records each CPU's totals and open slice at one
-instant and starts a new epoch there. This module, pure and kernel-free,
-turns what a read finds into a consistent picture at the cut:
+instant and starts a new epoch there; the *dump* (the ``dump`` program,
+run right after) writes every entry as it stood at the cut, summed over its
+copies, into an array user space reads from memory, and takes the dead
+ones out of the map. This module, pure and kernel-free, turns those records
+into a consistent picture at the cut:
 
-* an entry copy written since its CPU's cut carries the new epoch and the
-  values it had at the cut (``cut_*``); an older copy is as it was at the cut;
-* an entry taken out of the map (a dead task, reaped with
-  LOOKUP_AND_DELETE) is folded into user-space totals: the part at the cut
-  now, whatever ran after the cut (never, for a task that died before it)
-  at the next read, which comes after it;
+* a live entry counts as it stood at the cut;
+* an entry the dump took out (a dead task) is folded into user-space
+  totals: the part at the cut now, whatever ran after the cut (never, for
+  a task that died before it) at the next read, which comes after it;
 * the slice still running on each CPU at the cut is added in the
   scheduler's clock, as the cut measured it.
 
@@ -20,34 +21,24 @@ nothing counted twice or missing, and totals never go backwards.
 """
 
 import struct
-from operator import eq as _eq
-from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow, comm_of
 
 FLAG_EXITED = 0x1
 FLAG_DEAD = 0x2
+MAX_CLASSES = 4  # EM_MAX_CLASSES: core classes the kernel side sums apart
 
-KEY = struct.Struct("<II")  # struct task_key: tid, start time >> EM_START_SHIFT
-TaskKey = Tuple[int, int]  # (tid, start)
-
-
-def decode_key(raw: bytes) -> TaskKey:
-    return KEY.unpack_from(raw)
-
-
-def encode_key(key: TaskKey) -> bytes:
-    return KEY.pack(*key)
+TaskKey = Tuple[int, int]  # struct task_key: (tid, start time >> EM_START_SHIFT)
 
 
 class Entry(NamedTuple):
-    """One map entry, summed over its per-CPU copies."""
+    """One map entry, summed over its per-CPU copies (one ``dump`` record)."""
 
     cut_cpu_ns: int  # as it stood at the cut
     cut_slices: int
-    cut_flags: int
-    cpu_ns: int  # as it stands now (the read)
+    cpu_ns: int  # as it stood at the dump (after the cut)
     slices: int
     flags: int
     tgid: int
@@ -55,102 +46,88 @@ class Entry(NamedTuple):
     comm: str
     cgroup_id: int
     meta_ns: int
+    cut_class_ns: Tuple[int, ...]  # cut_cpu_ns by core class
+    class_ns: Tuple[int, ...]  # cpu_ns by core class
 
 
-_new_entry = tuple.__new__  # an Entry without NamedTuple's Python-level __new__: this runs per task per read
+class ProcRecord(NamedTuple):
+    """A process's live entries summed in the kernel (one ``struct proc_dump``)."""
 
-COUNTERS = ("cpu_ns", "slices", "flags", "epoch", "cut_cpu_ns", "cut_slices", "cut_flags", "meta_ns")
-META = ("tgid", "pstart", "cgroup_id", "comm")
-
-
-def _fields_struct(layout, names, stride, copies):
-    """A struct.Struct reading ``names`` (in offset order) from ``copies``
-    consecutive copies of ``stride`` bytes: one call per entry, not per copy."""
-    items = sorted((layout.offsets[n], layout.struct.format, n) for n in names)
-    sizes = {"cpu_ns": 8, "slices": 8, "flags": 4, "epoch": 4, "cut_cpu_ns": 8, "cut_slices": 8,
-             "cut_flags": 4, "meta_ns": 8, "tgid": 4, "pstart": 8, "cgroup_id": 8}
-    codes = {8: "Q", 4: "I"}
-    one, pos, order = "", 0, []
-    for off, _, n in items:
-        size = 16 if n == "comm" else sizes[n]
-        one += (f"{off - pos}x" if off > pos else "") + ("16s" if n == "comm" else codes[size])
-        pos = off + size
-        order.append(n)
-    one += f"{stride - pos}x" if stride > pos else ""
-    return struct.Struct("<" + one * copies), order
+    tgid: int
+    pstart: int
+    tasks: int
+    cpu_ns: int
+    slices: int
+    not_exited: int
+    leader: bool  # comm and cgroup_id are the group leader's
+    cgroup_id: int
+    comm: str
+    class_ns: Tuple[int, ...]
 
 
-class EntryDecoder:
-    """Decodes a PERCPU_HASH value (one ``task_stats`` copy per possible CPU).
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__: this runs per record per read
 
-    The counters of every copy come out of one ``unpack_from``; comm, tgid
-    and cgroup are decoded only when an entry's newest meta_ns changed since
-    the last read (a per-key cache), since a long-lived task keeps them."""
+# struct task_dump and struct proc_dump, member by member (arrays: one name per element)
+TASK_FIELDS = ("tid", "start", "cpu_ns", "slices", "cpu_ns_now", "slices_now", "flags", "tgid", "pstart",
+               "cgroup_id", "meta_ns", "comm") + ("class_ns",) * 4 + ("class_ns_now",) * 4
+PROC_FIELDS = ("tgid", "tasks", "pstart", "cpu_ns", "slices", "not_exited", "leader", "cgroup_id", "comm") \
+    + ("class_ns",) * 4
+COMM_CACHE_MAX = 1 << 16
 
-    def __init__(self, layout, ncpus: int):
-        self.layout = layout
-        self.ncpus = ncpus
-        self.stride = (layout.size + 7) // 8 * 8
-        self.value_size = self.stride * ncpus
-        self._counters, order = _fields_struct(layout, COUNTERS, self.stride, ncpus)
-        self._k = len(order)
-        self._ix = tuple(order.index(n) for n in COUNTERS)
-        self._meta, morder = _fields_struct(layout, META, self.stride, 1)
-        self._mix = tuple(morder.index(n) for n in META)
-        self._cache: Dict[TaskKey, tuple] = {}  # key -> (meta_ns, tgid, pstart, comm, cgroup_id)
 
-    def decode(self, raw, epochs: List[int], key: Optional[TaskKey] = None, offset: int = 0) -> Entry:
-        """``epochs[cpu]``: that CPU's epoch at the cut (0: no cut there, every copy as it is)."""
-        return self._entry(self._counters.unpack_from(raw, offset), raw, offset, epochs, key)
+def _array_struct(record, expected):
+    """The record's struct.Struct, padded to an array's 8-byte value stride."""
+    if tuple(record.names) != expected:
+        raise ValueError(f"the object's dump record has members {record.names}, expected {expected}")
+    stride = (record.size + 7) // 8 * 8
+    pad = stride - record.struct.size
+    return struct.Struct(record.struct.format + (f"{pad}x" if pad else "")), stride
 
-    def decode_batch(self, keys, values, epochs: List[int]) -> Iterator[Tuple[TaskKey, Entry]]:
-        """Every (key, entry) of one batch (two buffers of records back to back)."""
-        vs = self.value_size
-        entry = self._entry
-        for i, (key, vals) in enumerate(zip(KEY.iter_unpack(keys), self._counters.iter_unpack(values))):
-            yield key, entry(vals, values, i * vs, epochs, key)
 
-    def _entry(self, vals, raw, offset, epochs, key) -> Entry:
-        # Column slices and C-level sums: this runs for every task at every
-        # read, so the per-copy work stays out of the Python loop. The copies
-        # written since the cut (their epoch is the CPU's cut epoch) are the
-        # rare case: only then is the value at the cut taken from cut_*.
-        i_cpu, i_sl, i_fl, i_ep, i_ccpu, i_csl, i_cfl, i_meta = self._ix
-        k = self._k
-        cpu = sum(vals[i_cpu::k])
-        sl = sum(vals[i_sl::k])
-        fl = 0
-        for f in vals[i_fl::k]:
-            fl |= f
-        eps = vals[i_ep::k]
-        if any(map(_eq, eps, epochs)):
-            ccpu, csl, cfl = cpu, sl, 0
-            for c, e in enumerate(eps):
-                b = c * k
-                if e and e == epochs[c]:
-                    ccpu += vals[b + i_ccpu] - vals[b + i_cpu]
-                    csl += vals[b + i_csl] - vals[b + i_sl]
-                    cfl |= vals[b + i_cfl]
-                else:
-                    cfl |= vals[b + i_fl]
-        else:
-            ccpu, csl, cfl = cpu, sl, fl
-        metas = vals[i_meta::k]
-        best = max(metas)
-        if not best:
-            return _new_entry(Entry, (ccpu, csl, cfl, cpu, sl, fl, 0, 0, "", 0, 0))
-        m = self._cache.get(key) if key is not None else None
-        if m is None or m[0] != best:
-            i_tgid, i_ps, i_cg, i_comm = self._mix
-            rec = self._meta.unpack_from(raw, offset + metas.index(best) * self.stride)
-            m = (best, rec[i_tgid], rec[i_ps], comm_of(rec[i_comm]), rec[i_cg])
-            if key is not None:
-                self._cache[key] = m
-        return _new_entry(Entry, (ccpu, csl, cfl, cpu, sl, fl, m[1], m[2], m[3], m[4], m[0]))
+class DumpDecoder:
+    """Reads what the ``dump`` program wrote, straight from the arrays'
+    memory (one ``iter_unpack`` per read): ``struct task_dump`` records (live
+    ones from the bottom of ``dumps``, reaped ones from the top) and
+    ``struct proc_dump`` records (``procs``), one per process with live
+    entries."""
 
-    def forget(self, key: TaskKey) -> None:
-        """The entry left the map: its cached meta is of no more use."""
-        self._cache.pop(key, None)
+    def __init__(self, task_record, proc_record, slots: int):
+        self._task, self.stride = _array_struct(task_record, TASK_FIELDS)
+        self._proc, self.proc_stride = _array_struct(proc_record, PROC_FIELDS)
+        self.slots = slots
+        self._comms: Dict[bytes, str] = {}  # raw comm -> text: most tasks keep their name
+
+    def _comm(self, raw: bytes) -> str:
+        comms = self._comms
+        comm = comms.get(raw)
+        if comm is None:
+            if len(comms) > COMM_CACHE_MAX:
+                comms.clear()
+            comm = comms[raw] = comm_of(raw)
+        return comm
+
+    def tasks(self, memory, first: int, n: int) -> Dict[TaskKey, Entry]:
+        """Records ``first`` to ``first + n`` of ``dumps``, by task key."""
+        out: Dict[TaskKey, Entry] = {}
+        comm = self._comm
+        for (tid, start, cpu, sl, cpu_now, sl_now, fl, tgid, pstart, cg, meta, raw,
+             c0, c1, c2, c3, n0, n1, n2, n3) in self._task.iter_unpack(
+                memory[first * self.stride:(first + n) * self.stride]):
+            out[(tid, start)] = _new(Entry, (cpu, sl, cpu_now, sl_now, fl, tgid, pstart, comm(raw), cg, meta,
+                                             (c0, c1, c2, c3), (n0, n1, n2, n3)))
+        return out
+
+    def live(self, memory, n: int) -> Dict[TaskKey, Entry]:
+        return self.tasks(memory, 0, n)
+
+    def reaped(self, memory, n: int) -> Dict[TaskKey, Entry]:
+        return self.tasks(memory, self.slots - n, n)
+
+    def procs(self, memory, n: int) -> List[ProcRecord]:
+        comm = self._comm
+        return [_new(ProcRecord, (tgid, pstart, tasks, cpu, sl, ne, bool(leader), cg, comm(raw), (c0, c1, c2, c3)))
+                for tgid, tasks, pstart, cpu, sl, ne, leader, cg, raw, c0, c1, c2, c3
+                in self._proc.iter_unpack(memory[:n * self.proc_stride])]
 
 
 @dataclass
@@ -167,6 +144,7 @@ class Thread:
     slices: int = 0
     flags: int = 0
     meta_ns: int = 0
+    class_ns: List[int] = field(default_factory=lambda: [0] * MAX_CLASSES)
 
     def take_meta(self, e: Entry):
         if e.meta_ns >= self.meta_ns and e.meta_ns:
@@ -210,22 +188,37 @@ class CpuCut:
     running: Optional[OpenSlice]
 
 
-class Books:
-    """Reaped tasks' totals, and the assembly of one read into a window."""
+def _add_into(acc: List[int], parts) -> None:
+    for i, v in enumerate(parts):
+        acc[i] += v
 
-    def __init__(self):
+
+class Books:
+    """Reaped tasks' totals, and the assembly of one read into a window.
+
+    ``cpu_class[cpu]`` is the core class of each CPU (all 0 on a machine of
+    one kind): a slice running at a cut counts in its CPU's class."""
+
+    def __init__(self, cpu_class: Optional[List[int]] = None):
+        self.cpu_class = list(cpu_class or [])
+        self.nclasses = max(self.cpu_class, default=0) + 1
         self.closed: Dict[TaskKey, Thread] = {}
-        self._pending: Dict[TaskKey, Tuple[int, int]] = {}  # ran after a cut, before the reap
+        # ran after a cut, before the reap: (cpu_ns, slices, by class)
+        self._pending: Dict[TaskKey, Tuple[int, int, Tuple[int, ...]]] = {}
         self._first_pstart: Dict[int, int] = {}  # tgid -> start of the first process seen with it
         self.fully_dead = set()  # process keys whose every thread was reaped
+
+    def class_of(self, cpu: int) -> int:
+        return self.cpu_class[cpu] if cpu < len(self.cpu_class) else 0
 
     def begin(self):
         """Start a read (after the new cut): what was reaped after the last
         cut happened before this one."""
-        for key, (cpu, sl) in self._pending.items():
+        for key, (cpu, sl, by_class) in self._pending.items():
             t = self.closed[key]
             t.cpu_ns += cpu
             t.slices += sl
+            _add_into(t.class_ns, by_class)
         self._pending.clear()
 
     def reap(self, key: TaskKey, e: Entry):
@@ -235,12 +228,14 @@ class Books:
             t = self.closed[key] = Thread(key[0], key[1])
         t.cpu_ns += e.cut_cpu_ns
         t.slices += e.cut_slices
+        _add_into(t.class_ns, e.cut_class_ns)
         t.flags |= e.flags
         t.take_meta(e)
         later = (e.cpu_ns - e.cut_cpu_ns, e.slices - e.cut_slices)
         if later != (0, 0):
-            p = self._pending.get(key, (0, 0))
-            self._pending[key] = (p[0] + later[0], p[1] + later[1])
+            cpu, sl, by_class = self._pending.get(key, (0, 0, (0,) * MAX_CLASSES))
+            self._pending[key] = (cpu + later[0], sl + later[1],
+                                  tuple(p + n - c for p, n, c in zip(by_class, e.class_ns, e.cut_class_ns)))
 
     def process_key(self, tgid: int, pstart: int):
         """A process's key in :attr:`UsageWindow.processes`: its pid for the
@@ -262,77 +257,91 @@ class Books:
                 new[tgid] = pstart
         first.update(new)
 
-    def window(self, live: Dict[TaskKey, Entry], cuts: List[CpuCut], *, source: str, cgroup_path,
-               with_threads: bool) -> UsageWindow:
-        """One pass over every task (reaped, in the map, running at the cut),
-        each summed into its process: a task in two of those places (an exec
-        from a thread takes over the leader's key) is one thread."""
+    def window(self, procs_live: List[ProcRecord], cuts: List[CpuCut], *, source: str, cgroup_path,
+               live: Optional[Dict[TaskKey, Entry]] = None) -> UsageWindow:
+        """Every process: its live entries (summed per process in the kernel),
+        its reaped threads and its slices running at the cut. ``live`` (the
+        live task records) lists each process's threads; a task in two of
+        those places (an exec from a thread takes over the leader's key) is
+        one thread."""
+        nc = self.nclasses
         procs: Dict[object, ProcessUsage] = {}
         alive, seen = set(), set()
         pkey_of = self.process_key
         closed, pending = self.closed, self._pending
-        running: Dict[TaskKey, OpenSlice] = {}
+        running: Dict[TaskKey, Tuple[OpenSlice, List[int]]] = {}
         for c in cuts:
             r = c.running
             if r is not None and r.tid:
                 key = (r.tid, r.start)
-                if key in running:  # one task in two CPUs' cuts (an unseen switch): one thread
-                    r = OpenSlice(r.tid, r.start, r.tgid, r.pstart, r.comm, r.cgroup_id, r.run_ns + running[key].run_ns)
-                running[key] = r
-        self._register_first([(e.tgid or k[0], e.pstart) for k, e in live.items()]
+                by_class = running[key][1] if key in running else [0] * nc  # one task in two CPUs' cuts: one thread
+                by_class[self.class_of(c.cpu)] += r.run_ns
+                if key in running:
+                    r = OpenSlice(r.tid, r.start, r.tgid, r.pstart, r.comm, r.cgroup_id,
+                                  r.run_ns + running[key][0].run_ns)
+                running[key] = (r, by_class)
+        self._register_first([(p.tgid, p.pstart) for p in procs_live]
                              + [(t.tgid or abs(t.tid), t.pstart) for t in closed.values()]
-                             + [(r.tgid or r.tid, r.pstart) for r in running.values()])
+                             + [(r.tgid or r.tid, r.pstart) for r, _ in running.values()])
 
-        def add(tid, tgid, pstart, comm, cgid, cpu, sl, exited, dead):
-            tgid = tgid or abs(tid)
+        def add(tgid, pstart, comm, cgid, leader, cpu, sl, by_class, exited, dead):
             pk = pkey_of(tgid, pstart)
             p = procs.get(pk)
             if p is None:
                 p = procs[pk] = ProcessUsage(pid=tgid, comm=comm, cpu_ns=0, slices=0, exited=True,
-                                             cgroup_id=cgid or None, cgroup=cgroup_path(cgid))
+                                             cgroup_id=cgid or None, cgroup=cgroup_path(cgid),
+                                             cpu_ns_by_class=[0] * nc)
                 seen.add(pk)
             p.cpu_ns += cpu
             p.slices += sl
+            acc = p.cpu_ns_by_class
+            for i in range(nc):
+                acc[i] += by_class[i]
             if not dead:
                 alive.add(pk)
             if not exited:
                 p.exited = False
-            if tid == tgid and comm:
+            if leader and comm:
                 p.comm = comm
                 if cgid and cgid != p.cgroup_id:
                     p.cgroup_id, p.cgroup = cgid, cgroup_path(cgid)
             elif not p.comm:
                 p.comm = comm
-            if with_threads:
-                p.threads.append(ThreadUsage(tid, comm, cpu, sl, exited))
+            return p
 
-        for key, e in live.items():
-            cpu, sl = e.cut_cpu_ns, e.cut_slices
-            t = closed.get(key)
-            if t is not None:
-                cpu += t.cpu_ns
-                sl += t.slices
-            r = running.get(key)
-            if r is not None:
-                cpu += r.run_ns
-            # still in the map, so not reaped (dead in user space means reaped)
-            exited = bool((e.flags | e.cut_flags) & (FLAG_EXITED | FLAG_DEAD)) and r is None
-            add(key[0], e.tgid, e.pstart, e.comm, e.cgroup_id, cpu, sl, exited, False)
-        for key, t in closed.items():
-            if key in live:
+        # The common case inline (this runs for every process at every read):
+        # a process's first record makes its ProcessUsage whole.
+        first, nc1 = self._first_pstart, nc == 1
+        paths: Dict[int, Optional[str]] = {}
+        for rec in procs_live:
+            tgid, pstart, _, cpu, sl, not_exited, leader, cgid, comm, by_class = rec
+            pk = tgid if not pstart or first.get(tgid) == pstart else (tgid, pstart)
+            if pk in procs:  # a second record of one process (its LRU slot was evicted)
+                # still in the map, so not reaped (dead in user space means reaped); a
+                # process running at the cut is not exited (its slice below says so)
+                add(tgid, pstart, comm, cgid, leader, cpu, sl, by_class, not_exited == 0, False)
                 continue
-            r = running.get(key)
-            cpu = t.cpu_ns + (r.run_ns if r is not None else 0)
+            path = paths.get(cgid, 0)
+            if path == 0:
+                path = paths[cgid] = cgroup_path(cgid)
+            procs[pk] = ProcessUsage(tgid, comm, cpu, sl, not_exited == 0, path, cgid or None, [],
+                                     [by_class[0]] if nc1 else list(by_class[:nc]))
+            seen.add(pk)
+            alive.add(pk)
+        for key, t in closed.items():
             # what ran after the cut is counted at the next read: not final yet
-            final = r is None and key not in pending
-            add(t.tid, t.tgid, t.pstart, t.comm, t.cgroup_id, cpu, t.slices, r is None, final)
-        for key, r in running.items():
-            if key not in live and key not in closed:
-                add(r.tid, r.tgid, r.pstart, r.comm, r.cgroup_id, r.run_ns, 0, False, False)
+            tgid = t.tgid or abs(t.tid)
+            add(tgid, t.pstart, t.comm, t.cgroup_id, t.tid == tgid, t.cpu_ns, t.slices, t.class_ns, True,
+                key not in running and key not in pending)
+        for key, (r, by_class) in running.items():
+            tgid = r.tgid or r.tid
+            add(tgid, r.pstart, r.comm, r.cgroup_id, r.tid == tgid, r.run_ns, 0, by_class, False, False)
+        if live is not None:
+            self._list_threads(procs, live, running)
         self.fully_dead = seen - alive
         start = min(c.open_ns for c in cuts)
         end = max(c.ns for c in cuts)
-        busy = sum(c.busy_ns for c in cuts) + sum(r.run_ns for r in running.values())
+        busy = sum(c.busy_ns for c in cuts) + sum(r.run_ns for r, _ in running.values())
         idle = [c.idle_ns for c in cuts]
         return UsageWindow(
             source=source, start_ns=start, end_ns=end, ncpus=len(cuts), processes=procs,
@@ -340,7 +349,46 @@ class Books:
             steal_ns=len(cuts) * (end - start) - busy - sum(idle),
             samples_or_events=sum(c.switches for c in cuts),
             drops={"tasks": sum(c.task_drops for c in cuts), "events": sum(c.event_drops for c in cuts)},
-            dropped_cpu_ns=sum(c.dropped_ns for c in cuts))
+            dropped_cpu_ns=sum(c.dropped_ns for c in cuts),
+            cpu_class=[self.class_of(c.cpu) for c in cuts])
+
+    def _list_threads(self, procs, live, running):
+        """Each process's threads, from the live task records, the reaped
+        threads and the running slices (their sums are the process's)."""
+        nc = self.nclasses
+        pkey_of = self.process_key
+        closed = self.closed
+
+        def thread(tid, tgid, pstart, comm, cpu, sl, by_class, exited):
+            tgid = tgid or abs(tid)
+            procs[pkey_of(tgid, pstart)].threads.append(
+                ThreadUsage(tid, comm, cpu, sl, exited, cpu_ns_by_class=list(by_class[:nc])))
+
+        for key, e in live.items():
+            cpu, sl, by_class = e.cut_cpu_ns, e.cut_slices, list(e.cut_class_ns)
+            t = closed.get(key)
+            if t is not None:
+                cpu += t.cpu_ns
+                sl += t.slices
+                _add_into(by_class, t.class_ns)
+            r = running.get(key)
+            if r is not None:
+                cpu += r[0].run_ns
+                _add_into(by_class, r[1])
+            thread(key[0], e.tgid, e.pstart, e.comm, cpu, sl, by_class,
+                   bool(e.flags & (FLAG_EXITED | FLAG_DEAD)) and r is None)
+        for key, t in closed.items():
+            if key in live:
+                continue
+            r = running.get(key)
+            by_class = list(t.class_ns)
+            if r is not None:
+                _add_into(by_class, r[1])
+            thread(t.tid, t.tgid, t.pstart, t.comm, t.cpu_ns + (r[0].run_ns if r else 0), t.slices, by_class,
+                   r is None)
+        for key, (r, by_class) in running.items():
+            if key not in live and key not in closed:
+                thread(r.tid, r.tgid, r.pstart, r.comm, r.run_ns, 0, by_class, False)
 
     def forget(self, pkeys: Iterable) -> None:
         """Drop the records of processes whose every thread was reaped, once
@@ -367,7 +415,10 @@ class Books:
                 continue
             parts = [self.closed.pop(k) for k in keys]
             lead = next((t for t in parts if t.tid == tgid), None) or max(parts, key=lambda t: t.meta_ns)
+            by_class = [0] * MAX_CLASSES
+            for t in parts:
+                _add_into(by_class, t.class_ns)
             self.closed[(-tgid, pstart)] = Thread(
                 -tgid, pstart, tgid=tgid, pstart=pstart, comm=lead.comm, cgroup_id=lead.cgroup_id,
                 cpu_ns=sum(t.cpu_ns for t in parts), slices=sum(t.slices for t in parts),
-                flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts))
+                flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts), class_ns=by_class)

@@ -26,6 +26,8 @@ class ThreadUsage:
     cpu_ns: int
     slices: int = 0
     exited: bool = False
+    # ns per core class index (UsageWindow.cpu_class), summing exactly to cpu_ns; None from /proc
+    cpu_ns_by_class: Optional[List[int]] = None
 
 
 @dataclass
@@ -38,6 +40,10 @@ class ProcessUsage:
     cgroup: Optional[str] = None  # cgroup v2 path relative to the v2 mount
     cgroup_id: Optional[int] = None
     threads: List[ThreadUsage] = field(default_factory=list)
+    # ns per core class index (UsageWindow.cpu_class), summing exactly to cpu_ns; None from /proc
+    cpu_ns_by_class: Optional[List[int]] = None
+    # CPU cycles (ns x the CPU's kHz / 1e6 per slice); None when the frequency is unknown
+    cycles: Optional[int] = None
 
 
 @dataclass
@@ -59,6 +65,10 @@ class UsageWindow:
     # hypervisor's steal, and IRQ time where the kernel takes it out of task
     # time), so total_cpu_ns + idle_ns + steal_ns + dropped_cpu_ns = ncpus x window
     steal_ns: int = 0
+    # core class index of each online CPU, in the order of idle_ns_per_cpu (all 0: one kind of core)
+    cpu_class: List[int] = field(default_factory=list)
+    # how CPU frequency was known: "unknown (no cpufreq)", or how it was tracked
+    frequency: str = "unknown"
 
     @property
     def duration_s(self) -> float:

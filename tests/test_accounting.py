@@ -247,3 +247,46 @@ def test_steal_is_what_the_kernel_says(sampler_factory):
     finally:
         for p in pids:
             reap(p)
+
+
+def test_cpu_time_by_core_class(sampler_factory):
+    """CPUs declared as two core classes: a burner pinned to each CPU has all
+    its time in that CPU's class, and every process's and thread's classes add
+    up exactly to its CPU time (the dump sums them; the switch path pays nothing)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.fail("this test needs two CPUs")
+    classes = [0] * (max(cpus) + 1)
+    classes[cpus[1]] = 1
+    s = sampler_factory(cpu_class=classes, threads=True)
+    mine = os.sched_getaffinity(0)
+    pids = {}
+    try:
+        for cpu in cpus[:2]:
+            os.sched_setaffinity(0, {cpu})  # the child is pinned from its first instruction
+            pids[cpu] = spawn(BURNER, "emt-class", 0.2)
+    finally:
+        os.sched_setaffinity(0, mine)
+    for pid in pids.values():
+        wait_zombie(pid)
+    w = s.read()
+    for pid in pids.values():
+        reap(pid)
+    assert w.cpu_class == [classes[c] for c in sorted(s.cuts)]
+    for cpu, pid in pids.items():
+        p = w.processes[pid]
+        want = [0, 0]
+        want[classes[cpu]] = p.cpu_ns
+        assert p.cpu_ns > 150_000_000 and p.cpu_ns_by_class == want, (cpu, p.cpu_ns_by_class)
+    for p in w.processes.values():
+        assert sum(p.cpu_ns_by_class) == p.cpu_ns, p
+        assert [sum(c) for c in zip(*(t.cpu_ns_by_class for t in p.threads))] == p.cpu_ns_by_class, p
+
+
+def test_bad_cpu_class_is_a_clear_error():
+    from ebpf_energy.monitor import EbpfSampler
+
+    with pytest.raises(ValueError, match="cpu_class"):
+        EbpfSampler(cpu_class=[0, 4])
+    with pytest.raises(ValueError, match="cpu_class"):
+        EbpfSampler(cpu_class=[0] * 100000)

@@ -57,6 +57,10 @@ class GlobalData:
             known = ", ".join(sorted(self._vars)) or "none"
             raise KeyError(f"{self.section} has no variable {name!r} (it has: {known})") from None
 
+    def offset_of(self, name) -> int:
+        """Where variable ``name`` starts in the section (for readers of :meth:`view`)."""
+        return self._var(name)[0]
+
     def raw(self) -> bytes:
         """The section's current bytes."""
         if self._buf is not None:

@@ -57,6 +57,12 @@ class Program:
         program.check_loaded(self.name, self.fd)
         return syscall.obj_get_info(self.fd, "prog")
 
+    def test_run(self, **kw) -> dict:
+        """Run the program once in the kernel (BPF_PROG_TEST_RUN; keywords as
+        :func:`syscall.prog_test_run`): retval, duration_ns, data_out, ctx_out."""
+        program.check_loaded(self.name, self.fd)
+        return syscall.prog_test_run(self.fd, **kw)
+
 
 class BpfObject:
     """One BPF ELF object in the kernel. Use as a context manager."""

@@ -76,12 +76,14 @@ def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
                 tcpu = t.cpu_ns - (u.cpu_ns if u else 0)
                 tsl = t.slices - (u.slices if u else 0)
                 if tcpu > 0 or tsl > 0 or u is None or (t.exited and not u.exited):
-                    threads.append(ThreadUsage(t.tid, t.comm, max(0, tcpu), max(0, tsl), t.exited))
-        procs[pid] = ProcessUsage(pid=pid, comm=p.comm, cpu_ns=max(0, cpu), slices=max(0, slices),
-                                  exited=p.exited, cgroup=p.cgroup, cgroup_id=p.cgroup_id, threads=threads)
+                    threads.append(_diff_extras(ThreadUsage(t.tid, t.comm, max(0, tcpu), max(0, tsl), t.exited),
+                                                t, u))
+        procs[pid] = _diff_extras(ProcessUsage(pid=pid, comm=p.comm, cpu_ns=max(0, cpu), slices=max(0, slices),
+                                               exited=p.exited, cgroup=p.cgroup, cgroup_id=p.cgroup_id,
+                                               threads=threads), p, q)
     per_cpu = [max(0, c - (prev.idle_ns_per_cpu[i] if i < len(prev.idle_ns_per_cpu) else 0))
                for i, c in enumerate(cur.idle_ns_per_cpu)]
-    return UsageWindow(
+    return _window_extras(UsageWindow(
         source=cur.source,
         start_ns=prev.end_ns,
         end_ns=cur.end_ns,
@@ -93,7 +95,43 @@ def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
         drops={k: max(0, v - prev.drops.get(k, 0)) for k, v in cur.drops.items()},
         dropped_cpu_ns=cur.dropped_cpu_ns - prev.dropped_cpu_ns,
         steal_ns=cur.steal_ns - prev.steal_ns,
-    )
+    ), cur)
+
+
+def _diff_extras(new, cur, prev):
+    """The per-class split and the cycles of ``cur`` minus ``prev`` (either
+    may be missing: a /proc window has neither) onto ``new``."""
+    split = getattr(cur, "cpu_ns_by_class", None)
+    if split is not None:
+        before = getattr(prev, "cpu_ns_by_class", None) or [0] * len(split)
+        new.cpu_ns_by_class = [max(0, a - (before[i] if i < len(before) else 0)) for i, a in enumerate(split)]
+        # clamping can break the sum: the split must still add up to the process's CPU time
+        if sum(new.cpu_ns_by_class) != new.cpu_ns:
+            new.cpu_ns_by_class = _rescaled(new.cpu_ns_by_class, new.cpu_ns)
+    cycles = getattr(cur, "cycles", None)
+    if cycles is not None:
+        new.cycles = max(0, cycles - (getattr(prev, "cycles", None) or 0))
+    waits = getattr(cur, "wait_states", None)
+    if waits is not None:
+        new.wait_states = waits.minus(getattr(prev, "wait_states", None))
+    return new
+
+
+def _rescaled(parts, total):
+    s = sum(parts)
+    if s <= 0:
+        return [total] + [0] * (len(parts) - 1) if parts else parts
+    out = [p * total // s for p in parts]
+    out[max(range(len(out)), key=lambda i: parts[i])] += total - sum(out)
+    return out
+
+
+def _window_extras(window, cur):
+    """Carry the window facts that are not differences (classes per CPU, frequency)."""
+    for key in ("cpu_class", "frequency", "wait_states_info"):
+        if hasattr(cur, key):
+            setattr(window, key, getattr(cur, key))
+    return window
 
 
 class Stopper:
@@ -303,7 +341,9 @@ def fallback_model(model):
     prof = getattr(model, "profile", None)
     if getattr(model, "name", "") != "rapl":
         return model
-    return CalibratedModel(prof, idle_share=model.idle_share) if prof else FixedWattsModel(DEFAULT_WATTS)
+    topo = getattr(model, "topology", None)
+    return (CalibratedModel(prof, idle_share=model.idle_share, topology=topo) if prof
+            else FixedWattsModel(DEFAULT_WATTS, topology=topo))
 
 
 def _empty_like(w: UsageWindow) -> UsageWindow:

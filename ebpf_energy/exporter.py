@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
+from ebpf_energy.class_report import class_rows
 from ebpf_energy.driver import MeterGuard, diff_windows, joules_between
 from ebpf_energy.model.base import Attribution, PowerModel
 from ebpf_energy.report import drop_warning
@@ -99,6 +100,8 @@ class Snapshot:
     idle_cpu_s: float = 0.0
     total_j: float = 0.0
     domains_j: Dict[str, float] = field(default_factory=dict)
+    class_j: Dict[str, float] = field(default_factory=dict)  # per core class, since start
+    class_cpu_s: Dict[str, float] = field(default_factory=dict)
     drops: Dict[str, int] = field(default_factory=dict)
     model: Dict[str, str] = field(default_factory=dict)
     window: Dict[str, float] = field(default_factory=dict)  # the last refresh window's books
@@ -124,6 +127,8 @@ class Ledger:
         self.idle_ns = 0
         self.total_j = 0.0
         self.domains_j: Dict[str, float] = {}
+        self.class_j: Dict[str, float] = {}
+        self.class_cpu_ns: Dict[str, int] = {}
 
     def add(self, window: UsageWindow, att: Attribution, meter_j: Optional[Dict[str, float]],
             gone: Set[int], now: float) -> None:
@@ -150,6 +155,9 @@ class Ledger:
         self.total_j += math.fsum(att.energy_j.values()) + att.idle_energy_j
         for d, j in (meter_j or {}).items():
             self.domains_j[d] = self.domains_j.get(d, 0.0) + max(j, 0.0)
+        for row in class_rows(window.processes, att.model, att.class_energy_j):
+            self.class_j[row["class"]] = self.class_j.get(row["class"], 0.0) + row["energy_j"]
+            self.class_cpu_ns[row["class"]] = self.class_cpu_ns.get(row["class"], 0) + row["cpu_ns"]
         for pid in gone:
             st = self.procs.get(pid)
             if st is not None and st.gone_at is None:
@@ -267,15 +275,22 @@ class Exporter:
         held = self.sampler.held_threads()
         return Snapshot(processes=procs, other_cpu_s=lg.other_cpu_ns / 1e9, other_j=lg.other_j,
                         idle_j=lg.idle_j, idle_cpu_s=lg.idle_ns / 1e9, total_j=lg.total_j,
-                        domains_j=dict(lg.domains_j), drops=dict(cur.drops, cpu_ns=cur.dropped_cpu_ns), model=_info_labels(att.model),
+                        domains_j=dict(lg.domains_j), class_j=dict(lg.class_j),
+                        class_cpu_s={k: v / 1e9 for k, v in lg.class_cpu_ns.items()}, drops=dict(cur.drops, cpu_ns=cur.dropped_cpu_ns), model=_info_labels(att.model),
                         window=window, tracked=len(lg.procs), sampler_held=held, refreshes=self._refreshes,
                         refresh_s=took, timestamp=time.time())
 
 
 def _info_labels(model: dict) -> Dict[str, str]:
-    """The model description as info labels (strings; absent values empty)."""
+    """The model description as info labels (strings; absent values empty);
+    the parts become ``part_total`` etc., the classes ``classes="P:0=20,E:1=6"``."""
     out = {}
     for k, v in model.items():
+        if k == "parts":
+            out.update({f"part_{p}": str(x) for p, x in v.items()})
+            continue
+        if k == "classes":
+            v = ",".join(f"{c['name']}:{c['cpus']}={c.get('watts_per_cpu_second', c.get('weight'))}" for c in v)
         if isinstance(v, bool):
             v = "true" if v else "false"
         out[k] = "" if v is None else str(v)
@@ -320,6 +335,16 @@ class SnapshotCollector:
         yield CounterMetricFamily("ebpf_energy_idle_cpu_seconds", "Idle time summed over CPUs.", value=s.idle_cpu_s)
         yield CounterMetricFamily("ebpf_energy_joules", "All energy attributed: processes plus idle.",
                                   value=s.total_j)
+        if s.class_j:
+            cj = CounterMetricFamily("ebpf_energy_class_joules", "The processes' energy per core class (P/E, "
+                                     "big/LITTLE; class=\"cpu\" on a homogeneous machine).", labels=["class"])
+            cc = CounterMetricFamily("ebpf_energy_class_cpu_seconds", "The processes' CPU time per core class.",
+                                     labels=["class"])
+            for name in s.class_j:
+                cj.add_metric([name], s.class_j[name])
+                cc.add_metric([name], s.class_cpu_s.get(name, 0.0))
+            yield cj
+            yield cc
         if s.domains_j:
             pkg = CounterMetricFamily("ebpf_energy_package_joules", "Energy measured by the RAPL meter per "
                                       "domain (package: all packages summed; dram is outside it).",

@@ -56,6 +56,8 @@ class Result:
     dropped_cpu_ns: int = 0
     signal: Optional[str] = None  # the signal that killed the command ("SIGTERM"); exit_code is then 128 + it
     left_running: Optional[int] = None  # processes of the tree still running when the report was made
+    # the tree's CPU time and joules per core class (eBPF only): [{"class", "cpus", "cpu_ns", "energy_j", ...}]
+    classes: Optional[List[dict]] = None
 
     @property
     def joules(self):
@@ -108,11 +110,14 @@ class _Tree:
         if sampler is None:
             from ebpf_energy.monitor import EbpfSampler
 
-            sampler = EbpfSampler()
+            from ebpf_energy.topology import sampler_kwargs
+
+            sampler = EbpfSampler(**sampler_kwargs(getattr(model, "topology", None)))
         self.sampler = sampler
         self.m0 = None
         self.w0 = None
         self.window = None
+        self.classes = None
 
     def __enter__(self):
         self.cgroup.__enter__()
@@ -158,6 +163,9 @@ class _Tree:
             dynamic = sum(attribution.energy_j.values())
             joules += dynamic * extra_cpu_ns / total_cpu
             cpu_ns += extra_cpu_ns
+        from ebpf_energy.class_report import tree_class_rows
+
+        self.classes = tree_class_rows(dict(mine), attribution.model, attribution.energy_j)
         return cpu_ns, joules, sorted(p.pid for _, p in mine), attribution.model
 
     def wait_empty(self, poll_s: float = 0.05) -> None:
@@ -169,7 +177,7 @@ class _Tree:
         """The Result fields that describe the monitor's window and its losses."""
         w = self.window
         return {"window": {"start_ns": w.start_ns, "end_ns": w.end_ns}, "dropped_slices": w.drops.get("tasks", 0),
-                "dropped_cpu_ns": w.dropped_cpu_ns}
+                "dropped_cpu_ns": w.dropped_cpu_ns, "classes": self.classes}
 
     def close(self, keep_alive_to: Optional[str] = None):
         self.model.end()

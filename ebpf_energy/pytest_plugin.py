@@ -95,9 +95,10 @@ def pytest_runtest_call(item):
                      "rusage CPU time of each test's process and its reaped children, priced by the model")
     if state.can_measure and state.sampler is None:
         from ebpf_energy.monitor import EbpfSampler
+        from ebpf_energy.topology import sampler_kwargs
 
         try:  # one load for the whole session, not one per test (~80 ms each)
-            sampler = EbpfSampler()
+            sampler = EbpfSampler(**sampler_kwargs(getattr(state.model, "topology", None)))
             sampler.start()
             state.sampler = sampler
         except Exception as e:  # noqa: BLE001 - measuring must never break the tests

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, TextIO
 
+from ebpf_energy import class_report
 from ebpf_energy.model.base import Attribution
 from ebpf_energy.usage import UsageWindow
 
@@ -92,7 +93,10 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
             omitted["energy_j"].append(e)
             continue
         row = {"pid": p.pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
-               "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited)}
+               "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited),
+               "cpu_ns_by_class": class_report.process_split(p, attribution.model)}
+        if getattr(p, "wait_states", None) is not None:
+            row["wait_states"] = p.wait_states.to_dict()
         if threads:
             trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
                       "energy_j": attribution.thread_energy_j(p.cpu_ns, e, t.cpu_ns),
@@ -119,6 +123,8 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         "drops": dict(window.drops),
         "dropped_cpu_ns": window.dropped_cpu_ns,
         "samples_or_events": window.samples_or_events,
+        "classes": class_report.class_rows(window.processes, attribution.model, attribution.class_energy_j),
+        "frequency": attribution.model.get("frequency") or getattr(window, "frequency", None) or "unknown",
         "processes_seen": len(window.processes),
         "processes": rows,
     }
@@ -129,6 +135,8 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         report["cgroups"] = group_by_cgroup(rows)
     if by in OWNER_VIEWS:
         report[by + "s"] = group_by_owner(rows, by, resolver)
+    if getattr(window, "wait_states_info", None) is not None:
+        report["wait_states"] = dict(window.wait_states_info)
     if window.source == "procfs":  # /proc counts no context switches: no slices, not 0 slices
         _drop_slices(report)
     if extra:
@@ -235,7 +243,8 @@ def model_sentence(model: dict) -> str:
     """One line saying which model made the joules and whether they are measured."""
     name = model.get("name", "?")
     params = ", ".join(f"{k}={_param(v)}" for k, v in model.items()
-                       if k not in ("name", "measured", "profile", "meter", "simulated", "chosen_by", "meter_lost"))
+                       if k not in ("name", "measured", "profile", "meter", "simulated", "chosen_by", "meter_lost")
+                       + class_report.MODEL_KEYS)
     text = name + (f" ({params})" if params else "")
     if model.get("profile"):
         text += f", profile {model['profile']}"
@@ -249,6 +258,10 @@ def model_sentence(model: dict) -> str:
         text += " - modelled, not measured" + ("" if model.get("meter") else " (no energy meter)")
     if model.get("meter_lost"):
         text += f"; {model['meter_lost']}"
+    if model.get("parts"):
+        text += f"; {class_report.parts_sentence(model)}"
+    if model.get("frequency"):
+        text += f"; frequency: {model['frequency']}"
     return text
 
 
@@ -303,7 +316,17 @@ def _rows_for(report: dict, by: str):
                         for t in p["threads"])
         return head, rows
     head = ["PID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
-    return head, [[str(p["pid"]), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])] for p in report["processes"]]
+    rows = [[str(p["pid"]), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])] for p in report["processes"]]
+    if _with_waits(report):  # --classify: the shares of each state and the class
+        from ebpf_energy.wait_states import TABLE_HEAD, table_cells
+
+        head = head + TABLE_HEAD
+        rows = [r + table_cells(p) for r, p in zip(rows, report["processes"])]
+    return head, rows
+
+
+def _with_waits(report: dict) -> bool:
+    return "wait_states" in report
 
 
 def _with_threads(report: dict) -> bool:
@@ -331,7 +354,7 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     head, rows = _rows_for(report, by)
     shown = rows if top is None else _first_groups(rows, top)
     widths = [max([len(h)] + [len(r[i]) for r in shown]) for i, h in enumerate(head)]
-    left = {"COMM", "CGROUP", "CONTAINER", "NAME", "POD", "NAMESPACE", "UID", "SERVICE"}
+    left = {"COMM", "CGROUP", "CONTAINER", "NAME", "POD", "NAMESPACE", "UID", "SERVICE", "CLASS"}
 
     def line(cells):
         return "  ".join(c.ljust(w) if h in left else c.rjust(w)
@@ -360,6 +383,11 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     for d, j in sorted(report.get("domains_j", {}).items()):
         out.append(f"  {d}: {_mj(j)} mJ ({DOMAIN_NOTES.get(d, 'measured, not in the split')})")
     out.append(f"Model:          {model_sentence(report['model'])}")
+    out.extend(class_report.table_lines(report))
+    if _with_waits(report):
+        from ebpf_energy.wait_states import table_note
+
+        out.append(table_note(report))
     om = report.get("omitted")
     if om and om["processes"]:
         out.append(f"Not listed:     {om['processes']} processes, {_ms(om['cpu_ns'])} ms, "
@@ -387,7 +415,8 @@ def _cell(v):
     return v
 
 
-def csv_header(by: str, with_interval: bool, threads: bool = False, slices: bool = True) -> List[str]:
+def csv_header(by: str, with_interval: bool, threads: bool = False, slices: bool = True,
+               waits: bool = False) -> List[str]:
     """The columns of ``by``'s CSV. ``row`` says what a line is (a process,
     thread or group, then ``other``, ``idle``, ``steal``, ``dropped`` and
     ``total``) and ``model`` names the model on the ``total`` line, so a CSV
@@ -402,6 +431,10 @@ def csv_header(by: str, with_interval: bool, threads: bool = False, slices: bool
             "service": ["service", "processes", "cpu_ns", "slices", "energy_j"]}[by]
     if not slices:
         cols = [c for c in cols if c != "slices"]
+    if waits and by == "process":
+        from ebpf_energy.wait_states import CSV_COLUMNS
+
+        cols = cols + CSV_COLUMNS
     return (["interval"] if with_interval else []) + cols + ["row", "model"]
 
 
@@ -427,6 +460,7 @@ def _summary_rows(report: dict, rows: List[dict], by: str) -> List[dict]:
     out.append({label: "[idle]", "row": "idle", "cpu_ns": report["idle_ns"], "energy_j": report["idle_energy_j"]})
     out.append({label: "[steal]", "row": "steal", "cpu_ns": report.get("steal_ns", 0), "energy_j": 0.0})
     out.append({label: "[dropped]", "row": "dropped", "cpu_ns": report.get("dropped_cpu_ns", 0), "energy_j": 0.0})
+    out.extend(class_report.csv_rows(report, label))
     out.append({label: "[total]", "row": "total", "cpu_ns": report["total_cpu_ns"],
                 "energy_j": report["total_energy_j"], "model": model_sentence(report["model"])})
     return out
@@ -438,7 +472,8 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     threads = by == "process" and _with_threads(report)
-    cols = csv_header(by, interval is not None, threads, slices=report.get("source") != "procfs")
+    waits = _with_waits(report)
+    cols = csv_header(by, interval is not None, threads, slices=report.get("source") != "procfs", waits=waits)
     if header:
         w.writerow(cols)
     if by == "cgroup":
@@ -457,6 +492,10 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
                         for t in p["threads"])
     else:
         rows = [dict(p, row="process") for p in report["processes"]]
+    if waits:
+        from ebpf_energy.wait_states import csv_fields
+
+        rows = [dict(r, **csv_fields(r)) if r["row"] == "process" else r for r in rows]
     rows += _summary_rows(report, rows, by)
     for r in rows:
         r = dict(r, interval=interval)

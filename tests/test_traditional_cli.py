@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TICK_NS = 1_000_000_000 // CLK_TCK
 CONTRACT_KEYS = {"schema", "duration_s", "model", "total_cpu_ns", "idle_ns", "total_energy_j", "idle_energy_j",
                  "domains_j", "dropped", "drops", "processes"}
-PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "energy_j", "exited"}  # /proc counts no slices
+PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "energy_j", "exited", "cpu_ns_by_class"}  # /proc counts no slices
 
 
 def cmd(*args):
@@ -47,8 +47,16 @@ def test_json_summary():
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)  # stdout is only the JSON
     assert CONTRACT_KEYS <= set(obj) and obj["schema"] == 1 and obj["source"] == "procfs"
-    assert obj["model"] == {"name": "fixed", "measured": False, "profile": None, "meter": None, "watts_per_cpu": 10.0,
-                            "chosen_by": "-p"}
+    model = dict(obj["model"])
+    parts = model.pop("parts")
+    from ebpf_energy.topology import read_topology
+
+    # the core-class keys are tested in test_class_models.py
+    assert {k: model.pop(k) for k in ("classes", "class_weights", "frequency")}["frequency"] == \
+        read_topology().frequency
+    assert model == {"name": "fixed", "measured": False, "profile": None, "meter": None, "watts_per_cpu": 10.0,
+                     "chosen_by": "-p"}
+    assert parts["total"] == "given" and parts["idle"] == "unknown"
     assert obj["drops"] == {"tasks": 0, "events": 0} and obj["dropped"] == 0
     assert obj["duration_s"] == pytest.approx(0.5, abs=0.1)
     assert obj["idle_energy_j"] == 0.0

@@ -40,3 +40,11 @@ def cgroup_busy_seconds(cgroup_dir: str) -> float:
             if key == "usage_usec":
                 return int(value) / 1e6
     raise ValueError(f"{cgroup_dir}/cpu.stat has no usage_usec")
+
+
+def class_busy_seconds(cpu_class: List[int], nclasses: int, path: str = "/proc/stat") -> List[float]:
+    """Busy seconds since boot per core class (``cpu_class``: a class per CPU)."""
+    out = [0.0] * nclasses
+    for cpu, s in enumerate(per_cpu_busy_seconds(path)):
+        out[cpu_class[cpu] if cpu < len(cpu_class) else 0] += s
+    return out

@@ -125,3 +125,67 @@ def residuals_by_level(levels: Sequence[int], residuals: Sequence[float]) -> Dic
         out.setdefault(str(lv), []).append(r)
     return {lv: {"n": len(rs), "mean_w": sum(rs) / len(rs), "rms_w": math.sqrt(sum(r * r for r in rs) / len(rs))}
             for lv, rs in sorted(out.items(), key=lambda kv: int(kv[0]))}
+
+
+@dataclass
+class MultiFit:
+    """``y = intercept + sum(slopes[j] x[j])``, with a 95% CI per coefficient."""
+
+    intercept: float
+    slopes: List[float]
+    r2: float
+    n: int
+    se_intercept: float
+    se_slopes: List[float]
+    ci95_intercept: List[float]
+    ci95_slopes: List[List[float]]
+    residuals: List[float] = field(default_factory=list)
+
+
+def _invert(m: List[List[float]]) -> List[List[float]]:
+    """Gauss-Jordan with partial pivoting; FitError when singular (a column never varied)."""
+    n = len(m)
+    a = [list(row) + [1.0 if i == j else 0.0 for j in range(n)] for i, row in enumerate(m)]
+    scale = max(abs(v) for row in m for v in row) or 1.0
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(a[r][col]))
+        if abs(a[pivot][col]) <= 1e-12 * scale:
+            raise FitError("the loads did not vary independently: each core class must be loaded on its own")
+        a[col], a[pivot] = a[pivot], a[col]
+        p = a[col][col]
+        a[col] = [v / p for v in a[col]]
+        for r in range(n):
+            if r != col and a[r][col] != 0.0:
+                f = a[r][col]
+                a[r] = [v - f * w for v, w in zip(a[r], a[col])]
+    return [row[n:] for row in a]
+
+
+def multi_fit(xs: Sequence[Sequence[float]], y: Sequence[float]) -> MultiFit:
+    """Ordinary least squares with an intercept and one slope per column of
+    ``xs`` (one row per sample): idle watts plus watts per CPU-second of each
+    core class. Standard errors from ``s² (XᵀX)⁻¹``, Student's t with
+    n - p - 1 degrees of freedom."""
+    n = len(y)
+    if n != len(xs):
+        raise FitError("x and y differ in length")
+    k = len(xs[0]) if n else 0
+    if n < k + 2:
+        raise FitError(f"{n} samples are too few for {k + 1} coefficients with confidence intervals "
+                       f"(need >= {k + 2})")
+    rows = [[1.0] + [float(v) for v in x] for x in xs]
+    p = k + 1
+    xtx = [[sum(r[i] * r[j] for r in rows) for j in range(p)] for i in range(p)]
+    xty = [sum(r[i] * yi for r, yi in zip(rows, y)) for i in range(p)]
+    inv = _invert(xtx)
+    beta = [sum(inv[i][j] * xty[j] for j in range(p)) for i in range(p)]
+    residuals = [yi - sum(b * v for b, v in zip(beta, r)) for r, yi in zip(rows, y)]
+    sse = sum(e * e for e in residuals)
+    my = sum(y) / n
+    sst = sum((yi - my) ** 2 for yi in y)
+    s2 = sse / (n - p)
+    se = [math.sqrt(max(s2 * inv[i][i], 0.0)) for i in range(p)]
+    t = t_quantile(0.975, n - p)
+    ci = [[b - t * s, b + t * s] for b, s in zip(beta, se)]
+    return MultiFit(beta[0], beta[1:], 1.0 - sse / sst if sst > 0 else 0.0, n, se[0], se[1:], ci[0], ci[1:],
+                    residuals)

@@ -1,7 +1,9 @@
 """Calibration profiles: JSON on disk, where the monitor looks, and whether
 one fits this machine.
 
-A profile is only valid for the CPU it was fitted on (model and core count),
+A profile is only valid for the CPU it was fitted on (model, core count and
+core classes: a profile fitted on a hybrid layout carries a slope per class
+and the ``topology`` it saw; one without records a homogeneous machine),
 and a profile fitted on the simulated meter describes no real machine: both
 are checked here so the model selection can refuse them out loud.
 """
@@ -58,6 +60,10 @@ def load(path: str) -> dict:
             raise ProfileError(f"{path} is not a calibration profile: {key!r} missing or not a number")
     if data["idle_watts"] < 0 or data["watts_per_cpu_second"] <= 0:
         raise ProfileError(f"{path}: idle_watts must be >= 0 and watts_per_cpu_second > 0")
+    cw = data.get("class_watts")
+    if cw is not None and not (isinstance(cw, dict) and cw and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in cw.values())):
+        raise ProfileError(f"{path}: class_watts must map each core class to a positive number")
     if data.get("schema", SCHEMA) != SCHEMA:
         raise ProfileError(f"{path} has schema {data.get('schema')!r}; this version reads schema {SCHEMA}")
     data["_path"] = os.path.abspath(path)
@@ -76,11 +82,24 @@ def save(profile: dict, path: Optional[str] = None) -> str:
     return os.path.abspath(path)
 
 
-def matches_host(profile: dict, host: Optional[dict] = None) -> Tuple[bool, str]:
-    """(True, "") when the profile was fitted on this CPU model and core count."""
+def _layout(recorded: Optional[dict]) -> str:
+    if not recorded or len(recorded.get("classes", [])) <= 1:
+        return "one core class"
+    return ", ".join(f"{c.get('name')} on CPUs {c.get('cpus')}" for c in recorded["classes"])
+
+
+def matches_host(profile: dict, host: Optional[dict] = None, topology=None) -> Tuple[bool, str]:
+    """(True, "") when the profile was fitted on this CPU model, core count
+    and (when ``topology`` is given) layout of core classes."""
     host = host or host_identity()
     if profile.get("cpu_model") != host["cpu_model"]:
         return False, f"it was fitted on {profile.get('cpu_model')!r}, this machine is {host['cpu_model']!r}"
     if profile.get("cores") != host["cores"]:
         return False, f"it was fitted on {profile.get('cores')} cores, this machine has {host['cores']}"
+    if topology is not None:
+        recorded = profile.get("topology")
+        same = topology.same_layout(recorded) if recorded else not topology.hybrid
+        if not same:
+            return False, (f"it was fitted on {_layout(recorded)}, this machine has "
+                           f"{_layout(topology.describe())}")
     return True, ""

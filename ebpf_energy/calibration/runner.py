@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence
 
 from ebpf_energy.calibration import profile as profiles
 from ebpf_energy.calibration.cpustat import busy_seconds
-from ebpf_energy.calibration.fit import FitError, linear_fit, residuals_by_level
+from ebpf_energy.calibration.fit import FitError, linear_fit, multi_fit, residuals_by_level
 from ebpf_energy.calibration.workload import Workload
 
 MIN_R2 = 0.9
@@ -38,6 +38,20 @@ def plan(levels: Sequence[int], rounds: int, seed: Optional[int] = None) -> List
     return steps
 
 
+def plan_classes(class_levels: Sequence[Sequence[int]], rounds: int, seed: Optional[int] = None) -> List[tuple]:
+    """[(round, level, class), ...]: each core class loaded on its own at each
+    of its levels (``class_levels[class]``, busy CPUs), plus one idle step per
+    round, the order shuffled in each round. Loading one class at a time is
+    what lets the fit tell the classes' slopes apart."""
+    rng = random.Random(seed)
+    steps = []
+    for r in range(rounds):
+        order = [(0, 0)] + [(lv, c) for c, levels in enumerate(class_levels) for lv in levels if lv > 0]
+        rng.shuffle(order)
+        steps += [(r, lv, c) for lv, c in order]
+    return steps
+
+
 def aligned_read(meter, cpu_reader, timeout: float = 0.05):
     """Read the meter just after its counters move, then the CPU time.
 
@@ -57,17 +71,27 @@ def aligned_read(meter, cpu_reader, timeout: float = 0.05):
 
 def sample_levels(meter, steps, seconds_per_level: float, sample_interval: float = 0.1, settle: float = 0.2,
                   on_step: Optional[Callable[[int, int, int], None]] = None,
-                  cpu_reader: Callable[[], float] = busy_seconds, cgroup: Optional[str] = None) -> List[dict]:
+                  cpu_reader: Callable[[], float] = busy_seconds, cgroup: Optional[str] = None,
+                  class_cpus: Optional[Sequence[Sequence[int]]] = None,
+                  class_cgroups: Optional[Sequence[str]] = None) -> List[dict]:
     """Drive the load through ``steps`` and return the raw samples.
 
+    Steps of three (round, level, class) pin the workers to ``class_cpus[class]``
+    (and put them in ``class_cgroups[class]`` when given); ``cpu_reader`` then
+    returns busy seconds per class, and each sample carries ``cpu_s_by_class``.
     The workers are killed however this returns (KeyboardInterrupt included).
     """
     samples = []
     with Workload(cgroup) as load:
-        for i, (rnd, level) in enumerate(steps):
+        for i, step in enumerate(steps):
+            rnd, level = step[0], step[1]
+            cls = step[2] if len(step) > 2 else None
             if on_step:
                 on_step(i, rnd, level)
-            load.set_level(level)
+            if cls is None or class_cpus is None:
+                load.set_level(level)
+            else:
+                load.set_level(level, class_cpus[cls], class_cgroups[cls] if class_cgroups else None)
             time.sleep(settle)
             prev, prev_cpu = aligned_read(meter, cpu_reader)
             end = time.monotonic() + seconds_per_level
@@ -76,8 +100,14 @@ def sample_levels(meter, steps, seconds_per_level: float, sample_interval: float
                 cur, cur_cpu = aligned_read(meter, cpu_reader)
                 dt = cur.seconds_since(prev)
                 if dt > 0:
-                    samples.append({"round": rnd, "level": level, "t_s": dt, "cpu_s": cur_cpu - prev_cpu,
-                                    "joules": cur.delta(prev)})
+                    sample = {"round": rnd, "level": level, "t_s": dt, "joules": cur.delta(prev)}
+                    if isinstance(cur_cpu, (list, tuple)):
+                        sample["class"] = cls
+                        sample["cpu_s_by_class"] = [b - a for a, b in zip(prev_cpu, cur_cpu)]
+                        sample["cpu_s"] = sum(sample["cpu_s_by_class"])
+                    else:
+                        sample["cpu_s"] = cur_cpu - prev_cpu
+                    samples.append(sample)
                 prev, prev_cpu = cur, cur_cpu
     return samples
 
@@ -92,6 +122,24 @@ def fit_domain(samples: List[dict], domain: str) -> dict:
             "residuals": residuals_by_level([s["level"] for s in samples], f.residuals)}
 
 
+def fit_classes(samples: List[dict], domain: str, names: Sequence[str]) -> dict:
+    """idle watts plus one slope per core class, each with its CI95."""
+    xs = [[c / s["t_s"] for c in s["cpu_s_by_class"]] for s in samples]
+    ys = [s["joules"][domain] / s["t_s"] for s in samples]
+    f = multi_fit(xs, ys)
+    return {"idle_watts": f.intercept, "class_watts": dict(zip(names, f.slopes)), "r2": f.r2, "n": f.n,
+            "stderr": {"idle_watts": f.se_intercept, "class_watts": dict(zip(names, f.se_slopes))},
+            "ci95": {"idle_watts": f.ci95_intercept, "class_watts": dict(zip(names, f.ci95_slopes))},
+            "residuals": residuals_by_level([s["level"] for s in samples], f.residuals)}
+
+
+def _mean_slope(class_watts: dict, topology) -> float:
+    """The machine-wide watts per CPU-second the profile also carries (for
+    readers that know no classes): the classes' slopes weighted by CPU count."""
+    sizes = {c.name: len(c.cpus) for c in topology.classes}
+    return sum(class_watts[n] * sizes[n] for n in class_watts) / sum(sizes.values())
+
+
 def total_domain(samples: List[dict]) -> str:
     keys = set(samples[0]["joules"]) if samples else set()
     for d in ("package", "psys"):
@@ -100,8 +148,13 @@ def total_domain(samples: List[dict]) -> str:
     raise NotCredible("the meter reported no package (or psys) energy")
 
 
-def build_profile(samples: List[dict], meter, settings: dict, min_r2: float = MIN_R2) -> dict:
-    """Fit the samples; raise NotCredible with the reason when the fit must not be used."""
+def build_profile(samples: List[dict], meter, settings: dict, min_r2: float = MIN_R2, topology=None) -> dict:
+    """Fit the samples; raise NotCredible with the reason when the fit must not be used.
+
+    On a machine with several core classes (``topology``, samples with
+    ``cpu_s_by_class``) the fit is idle watts plus one slope per class, and
+    ``watts_per_cpu_second`` is their CPU-weighted mean. The profile records
+    the topology it was fitted on, so another layout refuses it."""
     if not samples:
         raise NotCredible("no samples were taken (levels too short?)")
     distinct = sorted({s["level"] for s in samples})
@@ -109,14 +162,19 @@ def build_profile(samples: List[dict], meter, settings: dict, min_r2: float = MI
         raise NotCredible(f"only one load level ({distinct[0]}) was measured: idle and dynamic power cannot be "
                           "told apart; give at least two levels, e.g. --levels 0,1,2")
     domain = total_domain(samples)
+    per_class = topology is not None and topology.hybrid and "cpu_s_by_class" in samples[0]
     try:
-        main = fit_domain(samples, domain)
+        if per_class:
+            main = fit_classes(samples, domain, topology.names)
+            main["watts_per_cpu_second"] = _mean_slope(main["class_watts"], topology)
+        else:
+            main = fit_domain(samples, domain)
     except FitError as e:
         raise NotCredible(str(e)) from None
     per_domain = {}
     for d in sorted(set(samples[0]["joules"]) - {domain}):
         try:
-            per_domain[d] = fit_domain(samples, d)
+            per_domain[d] = fit_classes(samples, d, topology.names) if per_class else fit_domain(samples, d)
         except FitError:
             pass
     info = getattr(meter, "describe", lambda: {})()
@@ -127,6 +185,14 @@ def build_profile(samples: List[dict], meter, settings: dict, min_r2: float = MI
             "residuals": main["residuals"], "per_domain": per_domain, **profiles.host_identity(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "settings": settings, "samples": samples}
+    if topology is not None:
+        prof["topology"] = topology.describe()
+    if per_class:
+        prof["class_watts"] = main["class_watts"]
+        bad = [n for n, k in main["class_watts"].items() if k <= 0]
+        if bad:
+            raise NotCredible(f"the fitted watts per CPU-second of class {', '.join(bad)} is not positive: "
+                              "energy did not rise with that class's load", prof)
     if main["watts_per_cpu_second"] <= 0:
         raise NotCredible(f"the fitted watts per CPU-second is {main['watts_per_cpu_second']:.3g} (not positive): "
                           "energy did not rise with load; is the meter the right one?", prof)

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 SPIN = (
     "import ctypes, os, signal, sys\n"
@@ -24,20 +24,29 @@ SPIN = (
 
 
 class Workload:
-    """``set_level(n)`` keeps exactly n spinning workers alive."""
+    """``set_level(n)`` keeps exactly n spinning workers alive; with ``cpus``
+    they are pinned there (one core class at a time, for a per-class fit)."""
 
     def __init__(self, cgroup: Optional[str] = None):
         """``cgroup``: a cgroup v2 folder the workers are moved into (optional)."""
         self.workers: List[subprocess.Popen] = []
         self.cgroup = cgroup
+        self._placed = (None, None)  # (cpus, cgroup) the current workers run with
 
     @property
     def level(self) -> int:
         return len(self.workers)
 
-    def set_level(self, n: int) -> None:
+    def set_level(self, n: int, cpus: Optional[Sequence[int]] = None, cgroup: Optional[str] = None) -> None:
+        """``cpus``: pin the workers to these CPUs; ``cgroup``: this step's
+        cgroup instead of the workload's. Workers placed otherwise are replaced."""
         if n < 0:
             raise ValueError("a load level is a number of busy CPUs, >= 0")
+        placed = (tuple(cpus) if cpus is not None else None, cgroup or self.cgroup)
+        if placed != self._placed:
+            self.stop()
+            self._placed = placed
+        cpus, cgroup = placed
         while len(self.workers) > n:
             self._kill(self.workers.pop())
         started = []
@@ -46,8 +55,10 @@ class Workload:
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
             self.workers.append(p)
             started.append(p)
-            if self.cgroup:
-                with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as f:
+            if cpus is not None:
+                os.sched_setaffinity(p.pid, cpus)
+            if cgroup:
+                with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
                     f.write(str(p.pid))
         for p in started:  # wait until each one spins, so the level is real when we sample
             p.stdout.read(1)

@@ -6,6 +6,8 @@ parsed values into ``(model, meter)`` with the one precedence rule of
 meter/profile failures into a one-sentence ``click.ClickException``.
 """
 
+import os
+
 import click
 
 from ebpf_energy.commands._numbers import MAX_WATTS_PER_CPU, Number
@@ -15,6 +17,30 @@ powercap_root_option = click.option(
     "--powercap-root", type=click.Path(file_okay=False), envvar="EBPF_ENERGY_POWERCAP_ROOT", default=None,
     help="Read RAPL from this powercap tree instead of /sys/class/powercap (env EBPF_ENERGY_POWERCAP_ROOT).")
 
+
+
+def _topology_root(ctx, param, value):
+    """--topology-root reaches every reader (models, samplers, calibrate)
+    through its environment variable, as --runtime-root does: one setting for
+    the whole run, subprocesses included. A tree that is no topology is bad
+    input: one line, exit 2."""
+    from ebpf_energy.topology import ENV, TopologyError, read_topology
+
+    if value:
+        os.environ[ENV] = value
+    try:
+        read_topology()
+    except TopologyError as e:
+        raise click.BadParameter(str(e), param_hint="--topology-root") from None
+    return value
+
+
+topology_root_option = click.option(
+    "--topology-root", type=click.Path(file_okay=False), envvar="EBPF_ENERGY_TOPOLOGY_ROOT", default=None,
+    expose_value=False, callback=_topology_root,
+    help="Read the core classes (P/E cores, cpu_capacity, cpufreq) from this tree laid out like /sys "
+         "(default /sys; env EBPF_ENERGY_TOPOLOGY_ROOT).")
+
 _OPTIONS = [
     click.option("-p", "--power", type=Number(min=0, min_open=True, max=MAX_WATTS_PER_CPU, unit="W"), default=None, metavar="WATTS",
                  help="Fixed model: watts per busy CPU (overrides any meter or profile)."),
@@ -22,6 +48,7 @@ _OPTIONS = [
                  help="Use this calibration profile (default: the saved one, if it fits this CPU)."),
     click.option("--no-profile", is_flag=True, help="Ignore any saved calibration profile."),
     powercap_root_option,
+    topology_root_option,
     click.option("--meter", type=click.Choice(METER_CHOICES), default="auto", show_default=True,
                  help="Energy meter: the best available, a given one, or none."),
     click.option("--idle-share", is_flag=True, help="Spread idle energy over processes by CPU share."),

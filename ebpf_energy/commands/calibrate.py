@@ -13,7 +13,7 @@ import sys
 import click
 
 from ebpf_energy.commands._numbers import Number, count, seconds
-from ebpf_energy.commands._options import powercap_root_option
+from ebpf_energy.commands._options import powercap_root_option, topology_root_option
 
 EXIT_NOT_CREDIBLE = 4
 
@@ -51,6 +51,7 @@ def _sigterm_as_interrupt(signum, frame):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @powercap_root_option
+@topology_root_option
 @click.option("--meter", "meter_kind", type=click.Choice(["auto", "powercap", "perf"]), default="auto",
               show_default=True, help="Which RAPL interface to read.")
 @click.option("--levels", default=None, metavar="N,N,...", help="Busy-CPU levels (default 0,1,...,ncpus).")
@@ -94,7 +95,10 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
     def warn(message):
         click.echo(f"ebpf-energy: warning: {message}", err=True)
 
+    from ebpf_energy.topology import read_topology
+
     ncpus = os.cpu_count() or 1
+    topology = read_topology()  # --topology-root has checked it
     level_list = _levels(levels, ncpus)
     try:
         meter = open_meter(meter_kind, powercap_root=powercap_root, warn=warn)
@@ -105,29 +109,38 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
             "no RAPL meter here (no powercap zones and no perf power PMU): calibration needs one. To try it "
             "without hardware: `python -m ebpf_energy.rapl.simulated DIR &` then "
             "`ebpf-energy calibrate --powercap-root DIR`.")
-    steps = plan(level_list, rounds, seed)
+    from contextlib import nullcontext
+
+    from ebpf_energy.calibration.classes import ClassPlan
     from ebpf_energy.calibration.cpustat import busy_seconds, cgroup_busy_seconds
 
+    steps = plan(level_list, rounds, seed)
     cpu_reader = (lambda: cgroup_busy_seconds(cpu_cgroup)) if cpu_cgroup else busy_seconds
+    per_class = ClassPlan(topology, level_list if levels else None, rounds, seed, cpu_cgroup) \
+        if topology.hybrid else None
+    placement = {}
+    if per_class is not None:  # each core class loaded on its own, workers pinned to it
+        steps, cpu_reader, level_list = per_class.steps, per_class.cpu_reader(), per_class.levels
+        placement = {"class_cpus": per_class.class_cpus, "class_cgroups": per_class.class_cgroups}
     settings = {"cpu_source": cpu_cgroup or "/proc/stat", "levels": level_list,
                 "seconds_per_level": seconds_per_level, "rounds": rounds,
                 "sample_interval": sample_interval, "settle": settle, "seed": seed}
     show_progress = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
     old_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        with meter:
+        with meter, (per_class or nullcontext()):
             if show_progress:
                 with click.progressbar(length=len(steps), label="calibrating", file=sys.stderr, show_eta=True,
                                        item_show_func=lambda s: s) as bar:
                     def on_step(i, rnd, level):
                         bar.update(1 if i else 0, f"round {rnd + 1}/{rounds}, {level} busy CPU(s)")
                     samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle, on_step,
-                                            cpu_reader, cpu_cgroup)
+                                            cpu_reader, cpu_cgroup, **placement)
                     bar.update(1)
             else:
                 samples = sample_levels(meter, steps, seconds_per_level, sample_interval, settle, None, cpu_reader,
-                                        cpu_cgroup)
-            prof = build_profile(samples, meter, settings, min_r2)
+                                        cpu_cgroup, **placement)
+            prof = build_profile(samples, meter, settings, min_r2, topology)
     except KeyboardInterrupt as e:
         sig = e.args[0] if e.args else signal.SIGINT
         click.echo(f"ebpf-energy: calibration stopped by {signal.Signals(sig).name}; workers stopped, no profile "
@@ -151,7 +164,7 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
         path = profiles.save(prof, output or _default_output(prof["simulated"]))
         prof["_path"] = path
     prof["path"] = path
-    prof["model"] = CalibratedModel(prof, path=path).describe()
+    prof["model"] = CalibratedModel(prof, path=path, topology=topology).describe()
     prof["credible"] = True
     if as_json:
         click.echo(json.dumps({k: v for k, v in prof.items() if not k.startswith("_")}))
@@ -160,12 +173,20 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
     click.echo(f"meter:           {prof['meter']}{' (SIMULATED)' if prof['simulated'] else ''}")
     click.echo(f"idle power:      {prof['idle_watts']:.3f} W   (95% CI {ci['idle_watts'][0]:.3f} .. "
                f"{ci['idle_watts'][1]:.3f})")
-    click.echo(f"per CPU-second:  {prof['watts_per_cpu_second']:.3f} W   (95% CI {ci['watts_per_cpu_second'][0]:.3f} .. "
-               f"{ci['watts_per_cpu_second'][1]:.3f})")
+    if "class_watts" in prof:
+        for name, k in prof["class_watts"].items():
+            lo, hi = ci["class_watts"][name]
+            click.echo(f"per CPU-second:  {k:.3f} W on {name} cores (95% CI {lo:.3f} .. {hi:.3f})")
+    else:
+        click.echo(f"per CPU-second:  {prof['watts_per_cpu_second']:.3f} W   (95% CI "
+                   f"{ci['watts_per_cpu_second'][0]:.3f} .. {ci['watts_per_cpu_second'][1]:.3f})")
     click.echo(f"R²:              {prof['r2']:.4f}   ({len(prof['samples'])} samples)")
+    click.echo(f"core classes:    {', '.join(c['name'] + ' ' + c['cpus'] for c in prof['topology']['classes'])}"
+               f" ({prof['topology']['source']}); frequency: {topology.frequency}")
     for level, r in prof["residuals"].items():
         click.echo(f"  level {level:>3}: mean residual {r['mean_w']:+.3f} W, rms {r['rms_w']:.3f} W (n={r['n']})")
     for d, f in prof["per_domain"].items():
-        click.echo(f"  {d}: {f['idle_watts']:.3f} W idle + {f['watts_per_cpu_second']:.3f} W per CPU-second "
-                   f"(R² {f['r2']:.3f})")
+        slopes = (", ".join(f"{k:.3f} on {n}" for n, k in f["class_watts"].items()) if "class_watts" in f
+                  else f"{f['watts_per_cpu_second']:.3f}")
+        click.echo(f"  {d}: {f['idle_watts']:.3f} W idle + {slopes} W per CPU-second (R² {f['r2']:.3f})")
     click.echo(f"profile saved:   {path}" if path else "profile not saved (--no-save)")

@@ -44,6 +44,7 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
     from ebpf_energy.exporter import require_prometheus_client
     from ebpf_energy.loader.errors import LoaderError
     from ebpf_energy.monitor import EbpfSampler
+    from ebpf_energy.topology import sampler_kwargs
 
     def fail(message):
         click.echo(f"ebpf-energy exporter: {message}", err=True)
@@ -64,7 +65,8 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, **model_kw):
         explain.enable(sys.stderr)
     model, meter = model_from_options(**model_kw)
     server, serving, stopped_by = None, False, None
-    ex = Exporter(EbpfSampler(max_tasks=max_tasks), model, meter, top=top, linger_s=linger)
+    ex = Exporter(EbpfSampler(max_tasks=max_tasks, **sampler_kwargs(model.topology)), model, meter, top=top,
+                  linger_s=linger)
     try:
         with TerminateOnSignals() as sig:
             server = make_server(ex, host, port)

@@ -43,6 +43,9 @@ def _event_printer(err, watts, pids=()):
               help="Threads the kernel map holds between two reads; overflow is counted and reported as dropped.")
 @click.option("--min-slice-us", type=Number(min=0, max=YEAR_S * 1e6, integer=True), default=0, metavar="US",
               help="With -v: only stream slices at least this long.")
+@click.option("--classify", is_flag=True,
+              help="Also load the wait-state program: per process, time on a CPU, runnable but waiting, blocked in "
+                   "I/O and sleeping, and a class (cpu-bound, io-bound, contended, mostly idle, mixed).")
 @click.option("--explain", "explain_", is_flag=True, help="Tell every loader step (syscalls, relocations) on stderr.")
 @click.option("--codecarbon-csv", "codecarbon_csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also append the run's machine total to FILE in CodeCarbon's emissions.csv columns.")
@@ -50,7 +53,7 @@ def _event_printer(err, watts, pids=()):
               help="Also draw energy over time for the top processes into FILE (needs matplotlib).")
 @model_options
 def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, max_tasks, min_slice_us,
-            as_json, as_csv, explain_, plot=None, codecarbon_csv=None, **model_kw):
+            as_json, as_csv, explain_, plot=None, codecarbon_csv=None, classify=False, **model_kw):
     """Per-process CPU time and energy, measured in the kernel with eBPF.
 
     Every context switch is accounted to the nanosecond, short-lived
@@ -60,6 +63,7 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
     from ebpf_energy.loader import explain
     from ebpf_energy.loader.errors import LoaderError
     from ebpf_energy.monitor import EbpfSampler, cgroup2_mount
+    from ebpf_energy.topology import sampler_kwargs
     from ebpf_energy.plot import PlotError, Timeline  # matplotlib itself only with --plot
     from ebpf_energy.report import Reporter
 
@@ -87,7 +91,12 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
     if verbose:
         on_event = _event_printer(err, getattr(model, "watts", 0.0), pids)
         filters = _stream_filters(pids, selection.cgroup, mount, min_slice_us)
-    sampler = EbpfSampler(max_tasks=max_tasks, threads=threads or by == "thread", on_event=on_event, **filters)
+    sampler = EbpfSampler(max_tasks=max_tasks, threads=threads or by == "thread", on_event=on_event, **filters,
+                          **sampler_kwargs(model.topology))
+    if classify:
+        from ebpf_energy.wait_states import ClassifyingSampler
+
+        sampler = ClassifyingSampler(sampler)
     reporter = Reporter(sys.stdout, fmt=fmt, by=by, threads=threads, top=top, selection=selection,
                         intervals=interval is not None, title="ebpf-energy monitor (eBPF)")
     on_interval = interval_s = after = None

@@ -62,6 +62,10 @@ def _text(result: dict, intensity: float) -> str:
                     else "  (rusage; process count needs root)"))
     lines.append(f"   {result['energy_j']:12.3f} J    energy  ({_model_sentence(result['model'])})")
     lines.append(f"   {result['carbon_g'] * 1000:12.3f} mg   CO2e at {intensity:g} g/kWh")
+    classes = result.get("classes") or []
+    if len(classes) > 1:
+        lines.append("   per core class: " + ", ".join(f"{c['class']} {c['cpu_ns'] / 1e9:.3f} s {c['energy_j']:.3f} J"
+                                                      for c in classes))
     if result.get("signal"):
         lines.append(f"\n   the command was killed by {result['signal']} (exit status {result['exit_code']})")
     if result.get("left_running"):

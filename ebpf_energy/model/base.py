@@ -17,6 +17,7 @@ class Attribution:
     idle_energy_j: float
     model: dict  # describe() of the model that produced it
     domains_j: Dict[str, float] = field(default_factory=dict)  # measured, per domain (dram, ...)
+    class_energy_j: Dict[str, float] = field(default_factory=dict)  # the processes' joules per core class
 
     @property
     def total_energy_j(self) -> float:
@@ -35,9 +36,19 @@ class PowerModel:
 
     name = "abstract"
     measured = False
+    topology = None  # the core classes (ebpf_energy.topology.Topology), None: one class
 
     def describe(self) -> dict:
         return {"name": self.name, "measured": self.measured, "profile": None, "meter": None}
+
+    def class_facts(self, weights, unit: str, window=None) -> dict:
+        """The keys every model adds about core classes and frequency: its
+        per-class weights, the frequency it knows, and which parts are
+        measured, fitted, a default or unknown (``parts`` from the model)."""
+        from ebpf_energy.model.classes import frequency_of
+
+        return {"classes": weights.describe(unit), "class_weights": weights.origin,
+                "frequency": frequency_of(window, self.topology)}
 
     def begin(self, meter) -> None:
         """Called once the run's window opens (with its meter, or None): a

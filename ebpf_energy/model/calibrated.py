@@ -1,15 +1,17 @@
 """The calibrated model: idle watts plus watts per CPU-second, both fitted on
 this machine against RAPL (``ebpf-energy calibrate``).
 
-A process costs ``k x its CPU seconds``; the machine's idle floor
-``idle_watts x window`` is reported apart as idle energy (or, with
-``idle_share``, spread over the processes by their CPU share). Still a model:
-``measured`` is False.
+A process costs ``sum over core classes of k_class x its CPU seconds there``
+(one ``k`` on a homogeneous machine, or when the profile has no per-class
+slopes); the machine's idle floor ``idle_watts x window`` is reported apart
+as idle energy (or, with ``idle_share``, spread over the processes by their
+CPU share). Still a model: ``measured`` is False.
 """
 
 from typing import Optional
 
 from ebpf_energy.model.base import Attribution, PowerModel
+from ebpf_energy.model.classes import ClassWeights, parts
 
 
 def spread_idle(energy_j: dict, cpu_ns: dict, idle_j: float):
@@ -24,23 +26,29 @@ class CalibratedModel(PowerModel):
     name = "calibrated"
     measured = False
 
-    def __init__(self, profile: dict, path: Optional[str] = None, idle_share: bool = False):
+    def __init__(self, profile: dict, path: Optional[str] = None, idle_share: bool = False, topology=None):
         self.idle_watts = float(profile["idle_watts"])
         self.watts_per_cpu_second = float(profile["watts_per_cpu_second"])
         self.path = path or profile.get("_path")
         self.simulated = bool(profile.get("simulated", False))
         self.calibrated_with = profile.get("meter")
         self.idle_share = idle_share
+        self.topology = topology
+        self.weights = ClassWeights.from_profile(topology, profile, uniform=self.watts_per_cpu_second)
 
     def describe(self) -> dict:
-        return {**super().describe(), "idle_watts": self.idle_watts,
-                "watts_per_cpu_second": self.watts_per_cpu_second, "idle_share": self.idle_share,
-                "simulated_profile": self.simulated, "profile": self.path}
+        d = {**super().describe(), "idle_watts": self.idle_watts,
+             "watts_per_cpu_second": self.watts_per_cpu_second, "idle_share": self.idle_share,
+             "simulated_profile": self.simulated, "profile": self.path,
+             **self.class_facts(self.weights, "watts_per_cpu_second")}
+        d["parts"] = parts("fitted", "fitted", self.weights.origin, d["frequency"])
+        return d
 
     def attribute(self, window, meter_j=None):
         cpu_ns = {pid: p.cpu_ns for pid, p in window.processes.items()}
-        energy = {pid: ns / 1e9 * self.watts_per_cpu_second for pid, ns in cpu_ns.items()}
+        energy = {pid: self.weights.weighted_ns(p) / 1e9 for pid, p in window.processes.items()}
+        by_class = self.weights.per_class_joules(window.processes, lambda pid, p: energy[pid])
         idle = self.idle_watts * max(window.duration_s, 0.0)
         if self.idle_share:
             energy, idle = spread_idle(energy, cpu_ns, idle)
-        return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe())
+        return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe(), class_energy_j=by_class)

@@ -19,6 +19,13 @@ How the measured joules are divided:
   calibrating fixes it. The report always says which rule was used
   (``"idle_rule"``: ``profile``, ``fitted_from_run`` or ``cpu_time_share``).
 
+On a machine with several core classes (P/E, big.LITTLE) each process's CPU
+time is weighted by its class's fitted watts per CPU-second (the profile's
+``class_watts``), so a CPU-second on a P core takes a larger share of the
+dynamic energy than one on an E core; without per-class slopes every class
+weighs the same (``"class_weights": "default"``). The per-process sum still
+equals the meter: only the shares change.
+
 ``idle_share`` spreads the idle part over processes by CPU share, so the
 processes account for the whole measurement. Other domains (dram, psys, ...)
 are reported apart in ``domains_j``, never added to the package total.
@@ -28,6 +35,7 @@ from typing import Optional
 
 from ebpf_energy.model.base import Attribution, PowerModel
 from ebpf_energy.model.calibrated import spread_idle
+from ebpf_energy.model.classes import ClassWeights, parts
 
 
 def package_joules(meter_j: dict) -> float:
@@ -43,12 +51,14 @@ class RaplSplitModel(PowerModel):
     measured = True
 
     def __init__(self, meter_name: Optional[str] = None, profile: Optional[dict] = None,
-                 idle_share: bool = False, simulated_meter: bool = False):
+                 idle_share: bool = False, simulated_meter: bool = False, topology=None):
         self.meter_name = meter_name
         self.profile = profile
         self.idle_share = idle_share
         self.simulated_meter = simulated_meter
         self.estimator = None
+        self.topology = topology
+        self.weights = ClassWeights.from_profile(topology, profile)
 
     # -- the run's own idle estimate -------------------------------------------
     def begin(self, meter) -> None:
@@ -81,6 +91,9 @@ class RaplSplitModel(PowerModel):
             d["idle_watts"] = round(watts, 3)
         if fit is not None:
             d["idle_fit"] = {"samples": fit["samples"], "r2": round(fit["r2"], 4)}
+        d.update(self.class_facts(self.weights, "weight"))
+        d["parts"] = parts("measured", {"profile": "fitted", "fitted_from_run": "fitted"}.get(rule, "unknown"),
+                           self.weights.origin, d["frequency"])
         return d
 
     def attribute(self, window, meter_j=None):
@@ -88,7 +101,9 @@ class RaplSplitModel(PowerModel):
             raise ValueError("the RAPL-split model needs the meter's joules over the window")
         total = max(package_joules(meter_j), 0.0)
         cpu_ns = {pid: p.cpu_ns for pid, p in window.processes.items()}
-        busy = sum(cpu_ns.values())
+        # each process's share weighs its time on each core class by that class's slope
+        weighted = {pid: self.weights.weighted_ns(p) for pid, p in window.processes.items()}
+        busy = sum(weighted.values())
         rule = self._idle_watts()
         idle_watts = rule[0]
         if idle_watts is not None:
@@ -96,15 +111,16 @@ class RaplSplitModel(PowerModel):
             if busy <= 0:
                 idle = total
             dynamic = total - idle
-            energy = {pid: dynamic * ns / busy if busy > 0 else 0.0 for pid, ns in cpu_ns.items()}
+            energy = {pid: dynamic * ns / busy if busy > 0 else 0.0 for pid, ns in weighted.items()}
         else:
-            denom = busy + max(window.idle_ns, 0)
+            denom = busy + max(window.idle_ns, 0) * self.weights.mean
             if denom <= 0:
                 energy, idle = {pid: 0.0 for pid in cpu_ns}, total
             else:
-                energy = {pid: total * ns / denom for pid, ns in cpu_ns.items()}
+                energy = {pid: total * ns / denom for pid, ns in weighted.items()}
                 idle = total - sum(energy.values())
+        by_class = self.weights.per_class_joules(window.processes, lambda pid, p: energy[pid])
         if self.idle_share:
             energy, idle = spread_idle(energy, cpu_ns, idle)
         return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe(rule),
-                           domains_j={k: float(v) for k, v in meter_j.items()})
+                           domains_j={k: float(v) for k, v in meter_j.items()}, class_energy_j=by_class)

@@ -22,7 +22,7 @@ def _quiet(message: str) -> None:
     pass
 
 
-def _usable_profile(profile_path, no_profile, warn, profile_dir=None) -> Optional[dict]:
+def _usable_profile(profile_path, no_profile, warn, profile_dir=None, topology=None) -> Optional[dict]:
     """The profile to use, or None. Explicit paths raise ProfileError when broken."""
     if no_profile:
         return None
@@ -31,7 +31,7 @@ def _usable_profile(profile_path, no_profile, warn, profile_dir=None) -> Optiona
         if prof.get("simulated"):
             warn(f"using {prof['_path']} as asked, but it was fitted on a simulated meter: "
                  "its watts describe no real machine")
-        ok, why = profiles.matches_host(prof)
+        ok, why = profiles.matches_host(prof, topology=topology)
         if not ok:
             warn(f"using {prof['_path']} as asked, but {why}")
         return prof
@@ -47,7 +47,7 @@ def _usable_profile(profile_path, no_profile, warn, profile_dir=None) -> Optiona
         warn(f"ignoring the saved profile {path}: it was fitted on a simulated meter "
              "(pass --profile to use it anyway)")
         return None
-    ok, why = profiles.matches_host(prof)
+    ok, why = profiles.matches_host(prof, topology=topology)
     if not ok:
         warn(f"ignoring the saved profile {path}: {why} (recalibrate with `ebpf-energy calibrate`)")
         return None
@@ -57,25 +57,32 @@ def _usable_profile(profile_path, no_profile, warn, profile_dir=None) -> Optiona
 def choose_model(watts: Optional[float] = None, profile_path: Optional[str] = None, no_profile: bool = False,
                  powercap_root: Optional[str] = None, meter_kind: Optional[str] = None,
                  idle_share: bool = False, warn: Optional[Callable[[str], None]] = None,
-                 profile_dir: Optional[str] = None) -> Tuple[PowerModel, object]:
+                 profile_dir: Optional[str] = None, topology=None) -> Tuple[PowerModel, object]:
     """Return ``(model, meter)``; ``meter`` is None unless the model is RAPL-split,
     and then the caller reads it at each window bound and closes it at the end.
 
-    Raises ``RaplError`` when an explicitly asked meter cannot be used and
-    ``ProfileError`` when an explicitly named profile cannot be read.
+    ``topology``: the core classes (default: read from /sys, or the tree
+    ``EBPF_ENERGY_TOPOLOGY_ROOT`` names). Raises ``RaplError`` when an
+    explicitly asked meter cannot be used, ``ProfileError`` when an
+    explicitly named profile cannot be read, and ``TopologyError`` when the
+    topology tree is unreadable.
     """
     warn = warn or _quiet
+    if topology is None:
+        from ebpf_energy.topology import read_topology
+
+        topology = read_topology()
     if watts is not None:
         if idle_share:
             warn("--idle-share does nothing with -p: the fixed model charges idle nothing")
         if meter_kind not in (None, "auto"):
             warn(f"--meter {meter_kind} does nothing with -p: the fixed model reads no meter")
-        return FixedWattsModel(watts, chosen_by="-p"), None
+        return FixedWattsModel(watts, chosen_by="-p", topology=topology), None
     from ebpf_energy.rapl.meter import open_meter
 
     meter = open_meter(meter_kind or "auto", powercap_root=powercap_root, warn=warn)
     try:
-        prof = _usable_profile(profile_path, no_profile, warn, profile_dir)
+        prof = _usable_profile(profile_path, no_profile, warn, profile_dir, topology)
     except BaseException:
         if meter is not None:
             meter.close()
@@ -86,9 +93,9 @@ def choose_model(watts: Optional[float] = None, profile_path: Optional[str] = No
     if meter is not None:
         if getattr(meter, "simulated", False):
             warn(f"the meter at {getattr(meter, 'root', meter.name)} is simulated: its joules are not measured")
-        return RaplSplitModel(meter.name, prof, idle_share, getattr(meter, "simulated", False)), meter
+        return RaplSplitModel(meter.name, prof, idle_share, getattr(meter, "simulated", False), topology), meter
     if prof is not None:
-        return CalibratedModel(prof, idle_share=idle_share), None
+        return CalibratedModel(prof, idle_share=idle_share, topology=topology), None
     if (meter_kind or "auto") == "auto" and not no_profile:
         what = ("no RAPL meter, and the saved profile is not used (see above)" if ignored
                 else "no RAPL meter and no calibration profile here")
@@ -96,7 +103,7 @@ def choose_model(watts: Optional[float] = None, profile_path: Optional[str] = No
              "per busy CPU (use -p to set it, or calibrate on a machine with RAPL)")
     if idle_share:
         warn("--idle-share does nothing with the fixed model: it charges idle nothing")
-    return FixedWattsModel(DEFAULT_WATTS, chosen_by="no meter or profile"), None
+    return FixedWattsModel(DEFAULT_WATTS, chosen_by="no meter or profile", topology=topology), None
 
 
 def _saved_profile_exists(profile_dir=None) -> bool:

@@ -16,11 +16,19 @@ wraparound happens within a test. Files are replaced atomically (temp file +
 rename) so a reader never sees a torn value, as with sysfs. DRAM is outside
 the package, as on real hardware; core is inside it.
 
+Per-core power: given ``cpu_class`` (a class index per CPU, as
+:meth:`ebpf_energy.topology.Topology.cpu_class` makes) and ``class_watts`` (W
+per CPU-second of each class), a CPU-second on CPU i costs
+``class_watts[cpu_class[i]]``: a hybrid machine with a known truth, against
+which the per-class models and ``calibrate`` are checked. With
+``frequency_ghz`` (GHz per CPU) the slopes are W per GHz-second instead, the
+dynamic power of a frequency-scaled core.
+
 The only difference from the real tree is a ``.simulated`` marker at the top,
 so profiles fitted on it are labelled ``"simulated": true``.
 
 CLI: ``python -m ebpf_energy.rapl.simulated DIR --idle-watts 8 --k 12``
-runs until Ctrl-C; point any command at it with ``--powercap-root DIR``.
+(``--class-watts P=20,E=6`` with ``--topology-root`` for a hybrid one) runs until Ctrl-C; point any command at it with ``--powercap-root DIR``.
 """
 
 import argparse
@@ -57,9 +65,13 @@ class SimulatedPowercap:
                  noise: float = 0.02, max_energy_range_uj: int = 262_143_328_850, packages: int = 2,
                  dram_idle_watts: float = 1.5, dram_watts_per_cpu_second: float = 1.0, period: float = 0.005,
                  seed: Optional[int] = None, stat_path: str = "/proc/stat",
-                 cpu_source: Optional[Callable[[], List[float]]] = None):
+                 cpu_source: Optional[Callable[[], List[float]]] = None,
+                 cpu_class: Optional[List[int]] = None, class_watts: Optional[List[float]] = None,
+                 frequency_ghz: Optional[List[float]] = None):
         """``cpu_source``: per-CPU busy seconds (default: /proc/stat); tests on a
-        shared machine pass their workers' cgroup instead."""
+        shared machine pass their workers' cgroup instead. ``cpu_class`` and
+        ``class_watts`` give each CPU its class's slope (else every CPU costs
+        ``watts_per_cpu_second``); ``frequency_ghz`` scales each CPU's slope."""
         self._own_root = root is None
         # tmpfs when there is one: a tick (6 atomic replaces) costs ~0.1 ms there, ~1.7 ms on a disk
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -74,6 +86,13 @@ class SimulatedPowercap:
         self.period = period
         self.stat_path = stat_path
         self.cpu_source = cpu_source or (lambda: per_cpu_busy_seconds(stat_path))
+        if (cpu_class is None) != (class_watts is None):
+            raise ValueError("cpu_class and class_watts go together")
+        if cpu_class is not None and (not class_watts or max(cpu_class) >= len(class_watts)):
+            raise ValueError("cpu_class names a class that class_watts has no slope for")
+        self.cpu_class = list(cpu_class) if cpu_class is not None else None
+        self.class_watts = list(class_watts) if class_watts is not None else None
+        self.frequency_ghz = list(frequency_ghz) if frequency_ghz is not None else None
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread = None
@@ -110,18 +129,28 @@ class SimulatedPowercap:
         _write_atomic(os.path.join(self.root, ".simulated"), "ebpf-energy simulated powercap tree")
         ncpus = len(self.cpu_source())
         cpus_per_pkg = max(1, -(-ncpus // self.npackages))
-        pkg_max = (self.idle_watts / self.npackages + self.k * cpus_per_pkg) * 1.5
+        top_k = max([self.k] + (self.class_watts or [])) * max([1.0] + (self.frequency_ghz or []))
+        pkg_max = (self.idle_watts / self.npackages + top_k * cpus_per_pkg) * 1.5
         for p in range(self.npackages):
             self._make_zone(self.zone_dir(p), f"package-{p}", pkg_max)
             self._make_zone(self.zone_dir(p, 0), "core", pkg_max)
             self._make_zone(self.zone_dir(p, 1), "dram", (self.dram_idle + self.dram_k * cpus_per_pkg) * 1.5)
 
     # -- the clock ------------------------------------------------------
+    def slope(self, cpu: int) -> float:
+        """The true joules of one busy second on ``cpu`` (at its frequency)."""
+        k = self.class_watts[self.cpu_class[cpu]] if self.cpu_class is not None and cpu < len(self.cpu_class) \
+            else self.k
+        if self.frequency_ghz is not None and cpu < len(self.frequency_ghz):
+            k *= self.frequency_ghz[cpu]
+        return k
+
     def _advance(self, dt: float, busy_delta: List[float]) -> None:
         for p in range(self.npackages):
-            busy = sum(b for i, b in enumerate(busy_delta) if i % self.npackages == p)
+            mine = [(i, b) for i, b in enumerate(busy_delta) if i % self.npackages == p]
+            busy = sum(b for _, b in mine)
             idle_j = self.idle_watts / self.npackages * dt
-            dyn_j = self.k * busy
+            dyn_j = sum(self.slope(i) * b for i, b in mine)
             noise = 1.0 + self._rng.gauss(0.0, self.noise) if self.noise else 1.0
             pkg_j = (idle_j + dyn_j) * noise
             core_j = (idle_j * CORE_IDLE_SHARE + dyn_j * CORE_SHARE) * noise
@@ -201,6 +230,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--cpu-cgroup", default=None,
                     help="follow this cgroup v2's CPU time (cpu.stat) instead of /proc/stat")
+    ap.add_argument("--class-watts", default=None, metavar="NAME=W,...",
+                    help="W per CPU-second of each core class of --topology-root (e.g. P=20,E=6)")
+    ap.add_argument("--topology-root", default=None, help="the /sys-like tree naming the core classes")
     ap.add_argument("--keep", action="store_true", help="leave the tree in DIR when stopped (default: removed)")
     a = ap.parse_args(argv)
     for name in ("idle_watts", "k", "noise"):
@@ -209,6 +241,17 @@ def main(argv=None):
             ap.error(f"--{name.replace('_', '-')} must be a finite number from 0 to 1e6, got {v}")
     if a.max_range_uj < 1 or a.packages < 1 or a.packages > 64:
         ap.error("--max-range-uj must be at least 1 and --packages from 1 to 64")
+    cpu_class = class_watts = None
+    if a.class_watts:
+        from ebpf_energy.topology import TopologyError, read_topology
+
+        try:
+            topo = read_topology(a.topology_root)
+            given = dict(kv.split("=", 1) for kv in a.class_watts.split(","))
+            class_watts = [float(given[n]) for n in topo.names]
+        except (TopologyError, ValueError, KeyError) as e:
+            ap.error(f"--class-watts needs one slope per class of the topology: {e}")
+        cpu_class = topo.cpu_class(len(per_cpu_busy_seconds()))
     if os.path.exists(a.dir) and os.listdir(a.dir) and not os.path.exists(os.path.join(a.dir, ".simulated")):
         ap.error(f"{a.dir} exists and is not a simulated tree; give an empty or new folder")
     made_dir = not os.path.exists(a.dir)
@@ -218,7 +261,7 @@ def main(argv=None):
 
         source = lambda: [cgroup_busy_seconds(a.cpu_cgroup)]  # noqa: E731
     sim = SimulatedPowercap(a.dir, a.idle_watts, a.k, a.noise, a.max_range_uj, a.packages, seed=a.seed,
-                            cpu_source=source)
+                            cpu_source=source, cpu_class=cpu_class, class_watts=class_watts)
     signal.signal(signal.SIGTERM, lambda *_: sim._stop.set())
     try:  # Ctrl-C may come as soon as the line below is out
         sim.start()

@@ -98,6 +98,9 @@ class Resolver:
 
     root: str = "/"
     _cache: Dict[str, Names] = field(default_factory=dict)
+    # pod uid -> its names, from whichever of its containers had them: a
+    # container whose own state is missing (or the pause sandbox) still gets its pod
+    pods: Dict[str, Names] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, root: Optional[str] = None) -> "Resolver":
@@ -113,6 +116,11 @@ class Resolver:
         got = self._cache.get(cid)
         if got is None:
             got = self._cache[cid] = self._lookup(owner)
+            if owner.pod_uid and got.pod:
+                self.pods.setdefault(owner.pod_uid, Names(pod=got.pod, namespace=got.namespace))
+        if owner.pod_uid and not got.pod and owner.pod_uid in self.pods:
+            pod = self.pods[owner.pod_uid]
+            return Names(container=got.container, pod=pod.pod, namespace=pod.namespace)
         return got
 
     def _lookup(self, owner: Owner) -> Names:
@@ -138,3 +146,42 @@ class Resolver:
             return Names(container=name.lstrip("/"))
         except (OSError, ValueError, AttributeError):
             return Names()
+
+
+VIEWS = ("container", "pod", "service")
+# the Prometheus labels of each view's series (the JSON rows carry more: runtime, pod_uid, qos)
+LABELS = {"container": ("container_id", "container", "pod", "namespace"),
+          "pod": ("pod", "namespace"),
+          "service": ("service",)}
+
+
+def group_of(cgroup: Optional[str], by: str, resolver: Resolver):
+    """(key, fields) of the row a process in ``cgroup`` belongs to in view ``by``.
+
+    The key tells rows apart (a container's full id, a pod's uid, a unit);
+    processes with no owner of that kind share the key ``""`` and fields with
+    empty names, so every process is in exactly one row.
+    """
+    o = identify(cgroup)
+    n = resolver.names(o)
+    if by == "container":
+        return o.container_id, {"container_id": o.container_id[:12], "container": n.container,
+                                "runtime": o.runtime, "pod": n.pod, "namespace": n.namespace, "pod_uid": o.pod_uid}
+    if by == "pod":
+        return o.pod_uid, {"pod": n.pod, "namespace": n.namespace, "pod_uid": o.pod_uid, "qos": o.qos}
+    if by == "service":
+        return o.service, {"service": o.service}
+    raise ValueError(f"no such view {by!r}: one of {', '.join(VIEWS)}")
+
+
+def pod_named(fields: dict) -> bool:
+    """False while a pod's name is still unknown (it may come from another of its containers)."""
+    return not fields.get("pod_uid") or bool(fields.get("pod"))
+
+
+def series_labels(fields: dict, by: str) -> tuple:
+    """The label values of a row's series. A pod whose name is unknown is
+    labelled by its uid, so two unnamed pods never share a series."""
+    if by == "pod" and not fields["pod"]:
+        fields = dict(fields, pod=fields["pod_uid"])
+    return tuple(fields[k] for k in LABELS[by])

@@ -184,30 +184,43 @@ def group_by_owner(rows: List[dict], by: str, resolver=None) -> List[dict]:
     """One row per container, pod or systemd unit (from each process's cgroup
     path, named from the runtimes' state on disk); processes that have none
     go to one row with empty names, so the rows add up to the process view."""
-    from ebpf_energy.containers import Resolver, identify
+    from ebpf_energy.containers import Resolver, group_of
 
     resolver = resolver or Resolver.from_env()
-    groups: Dict[tuple, dict] = {}
+    groups: Dict[str, dict] = {}
     for r in rows:
-        o = identify(r["cgroup"])
-        n = resolver.names(o)
-        if by == "container":
-            key = (o.container_id,)
-            base = {"container_id": o.container_id[:12], "container": n.container, "runtime": o.runtime,
-                    "pod": n.pod, "namespace": n.namespace}
-        elif by == "pod":
-            key = (o.pod_uid,)
-            base = {"pod": n.pod, "namespace": n.namespace, "pod_uid": o.pod_uid, "qos": o.qos}
-        else:
-            key = (o.service,)
-            base = {"service": o.service}
+        key, fields = group_of(r["cgroup"], by, resolver)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = dict(base, processes=0, cpu_ns=0, slices=0, energy_j=[])
-        elif by == "pod" and n.pod and not g["pod"]:  # the pod's name from any of its containers
-            g.update(pod=n.pod, namespace=n.namespace)
+            g = groups[key] = dict(fields, processes=0, cpu_ns=0, slices=0, energy_j=[])
+        elif by == "pod" and fields["pod"] and not g["pod"]:  # the pod's name from any of its containers
+            g.update(pod=fields["pod"], namespace=fields["namespace"])
         _add_to_group(g, r)
     return _finished_groups(groups)
+
+
+GROUP_VIEWS = ("cgroup",) + OWNER_VIEWS
+_COUNTS = ("processes", "cpu_ns", "slices")
+
+
+def fold_groups(groups: List[dict], top: int, by: str) -> List[dict]:
+    """The first ``top`` group rows, then the rest folded into one row named
+    ``other`` (as the exporter's series are; ``groups`` says how many it
+    holds), so the rows still add up to the process view."""
+    if len(groups) <= top:
+        return groups
+    cut = groups[top:]
+    row = {k: ("" if isinstance(v, str) else None) for k, v in cut[0].items() if k not in _COUNTS + ("energy_j",)}
+    row[_LABEL_COLUMN[by] if by == "cgroup" else _NAME_KEY[by]] = "other"
+    row["groups"] = len(cut)
+    for k in _COUNTS:
+        if all(k in g for g in cut):
+            row[k] = sum(g[k] for g in cut)
+    row["energy_j"] = math.fsum(g["energy_j"] for g in cut)
+    return groups[:top] + [row]
+
+
+_NAME_KEY = {"container": "container_id", "pod": "pod", "service": "service"}
 
 
 def limit(report: dict, top: Optional[int]) -> dict:
@@ -223,9 +236,9 @@ def limit(report: dict, top: Optional[int]) -> dict:
     out["omitted"] = {"processes": prev["processes"] + len(cut),
                       "cpu_ns": prev["cpu_ns"] + sum(r["cpu_ns"] for r in cut),
                       "energy_j": math.fsum([prev["energy_j"]] + [r["energy_j"] for r in cut])}
-    for key in ("cgroups", "containers", "pods", "services"):
-        if key in report:
-            out[key] = report[key][:top]
+    for by in GROUP_VIEWS:
+        if by + "s" in report:
+            out[by + "s"] = fold_groups(report[by + "s"], top, by)
     return out
 
 
@@ -328,6 +341,9 @@ def _comm(row):
 
 def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT_TABLE_TOP,
                  title: Optional[str] = None) -> str:
+    if by in GROUP_VIEWS and top is not None:  # the rest folded into an "other" row
+        report = dict(report, **{by + "s": fold_groups(report.get(by + "s", []), top, by)})
+        top = None
     head, rows = _rows_for(report, by)
     shown = rows if top is None else _first_groups(rows, top)
     widths = [max([len(h)] + [len(r[i]) for r in shown]) for i, h in enumerate(head)]
@@ -441,10 +457,8 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
     cols = csv_header(by, interval is not None, threads, slices=report.get("source") != "procfs")
     if header:
         w.writerow(cols)
-    if by == "cgroup":
-        rows = [dict(g, row="cgroup") for g in report.get("cgroups", [])]
-    elif by in OWNER_VIEWS:
-        rows = [dict(g, row=by) for g in report.get(by + "s", [])]
+    if by in GROUP_VIEWS:  # a folded "other" group is the [other] line below
+        rows = [dict(g, row=by) for g in report.get(by + "s", []) if "groups" not in g]
     elif by == "thread":
         rows = [dict(t, pid=p["pid"], cgroup=p["cgroup"], row="thread") for p in report["processes"]
                 for t in p.get("threads", [])]

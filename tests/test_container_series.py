@@ -136,3 +136,126 @@ def test_reports_fold_the_rest_into_other_and_still_add_up(tmp_path):
     lines = render_csv(limit(rep, 3), "container").splitlines()
     rows = [ln.split(",") for ln in lines[1:]]
     assert [r[-2] for r in rows].count("container") == 3 and [r[-2] for r in rows].count("other") == 1
+
+
+# ------------------------------------------------------------------ the real kernel
+
+def _child_in(cgroup_dir):
+    """Fork a child that joins ``cgroup_dir``, runs ~0.2 ms of CPU there and exits."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
+                f.write("0")
+            end = time.thread_time() + 0.0002
+            while time.thread_time() < end:
+                pass
+        finally:
+            os._exit(0)
+    return pid
+
+
+@pytest.mark.kernel
+def test_a_thousand_containers_stay_within_the_bound(own_cgroup_dir, tmp_path):  # noqa: F811
+    """1,000 cgroups named as Docker names them (under this test's own cgroup),
+    a short process in each, named from a runtime tree: the exporter's
+    container series never number more than top N + other, every refresh's
+    increments add up to the CPU the processes spent (exact, in ns), the
+    report folds the rest into ``other`` with the same sums, and once the
+    containers are gone the ledger holds none of them."""
+    mount, base = own_cgroup_dir
+    n, top = 1000, 10
+    dirs = []
+    for i in range(n):
+        d = base / f"docker-{cid(i + 1)}.scope"
+        d.mkdir()
+        dirs.append(str(d))
+        conf = tmp_path / "var/lib/docker/containers" / cid(i + 1) / "config.v2.json"
+        conf.parent.mkdir(parents=True)
+        conf.write_text(json.dumps({"Name": f"/c-{i + 1:04d}"}))
+    from ebpf_energy.monitor import EbpfSampler
+
+    ex = Exporter(EbpfSampler(max_tasks=8192), FixedWattsModel(10), top=top, linger_s=0, by="container",
+                  resolver=Resolver(str(tmp_path)))
+    lg = ex.groups
+    checked = {"windows": 0, "containers": set(), "named": set()}
+    add = lg.add
+
+    def check(w, att, gone, now):
+        before = scrape(lg)
+        add(w, att, gone, now)
+        after = scrape(lg)
+        assert len(after) <= top + 1
+        inc = increments(before, after)
+        assert sum(c for c, _ in inc.values()) == w.total_cpu_ns
+        rep = limit(build_report(w, att, by="container", resolver=lg.resolver), top)
+        assert len(rep["containers"]) <= top + 1
+        assert sum(g["cpu_ns"] for g in rep["containers"]) == w.total_cpu_ns
+        assert sum(g["processes"] for g in rep["containers"]) == len(w.processes)
+        for p in w.processes.values():
+            labels = lg.labels(p.cgroup)
+            if labels[0]:
+                checked["containers"].add(labels[0])
+                checked["named"].add(labels[1])
+        checked["windows"] += 1
+
+    lg.add = check
+    ex.start()
+    try:
+        ex.refresh()
+        for i, d in enumerate(dirs):
+            os.waitpid(_child_in(d), 0)
+            if i % 250 == 249:
+                ex.refresh()
+        ex.refresh()
+        ex.refresh()
+    finally:
+        ex.stop()
+    assert checked["windows"] >= 6
+    assert len(checked["containers"]) == n, "not every container was seen"
+    assert checked["named"] == {f"c-{i + 1:04d}" for i in range(n)}
+    assert len(ex.snapshot.groups) <= top + 1
+    left = [g.labels for g in lg.groups.values() if g.labels[0]]
+    assert left == [], f"gone containers still held: {left[:3]}"
+
+
+@pytest.mark.kernel
+def test_the_exporter_serves_container_and_pod_series_with_names(own_cgroup_dir, tmp_path):  # noqa: F811
+    """A running ``exporter --by container`` (and ``--by pod``) with burners in a
+    containerd-under-kubepods cgroup and a Docker one: their series carry the
+    names from the runtime tree, and grow."""
+    import subprocess
+    import sys
+
+    from test_containers import A, BURN, U_, runtime_tree
+    from test_exporter import RunningExporter, value
+
+    mount, base = own_cgroup_dir
+    c = runtime_tree(tmp_path)
+    pod = base / "kubepods.slice" / f"kubepods-burstable-pod{U_}.slice"
+    dirs = [pod / f"cri-containerd-{A}.scope", base / f"docker-{c}.scope"]
+    for d in dirs:
+        d.mkdir(parents=True)
+    kids = [subprocess.Popen([sys.executable, "-c", BURN], preexec_fn=lambda d=d: (d / "cgroup.procs").write_text("0"))
+            for d in dirs]
+    try:
+        for by, series in (("container", {("container_id", A[:12]), ("container", "web"), ("pod", "shop-7d9"),
+                                          ("namespace", "prod")}),
+                           ("pod", {("pod", "shop-7d9"), ("namespace", "prod")})):
+            with RunningExporter("--by", by, "--runtime-root", str(tmp_path), "--top", "5", "--interval", "0.3",
+                                 "-p", "10") as ex:
+                first = ex.wait_refreshes(2)
+                m = ex.wait_refreshes(3, first)
+            name = f"ebpf_energy_{by}_joules_total"
+            assert m[name][0] == "counter"
+            assert value(m, name, **dict(series)) > value(first, name, **dict(series)) > 0
+            assert len(m[name][1]) <= 5 + 1
+            other = {"container": dict(container_id="other", container="", pod="", namespace=""),
+                     "pod": dict(pod="other", namespace="")}[by]
+            assert value(m, name, **other) >= 0
+            if by == "container":
+                assert value(m, name, container_id=c[:12], container="cache-1", pod="", namespace="") > 0
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()

@@ -142,3 +142,71 @@ def test_monitor_by_container_and_pod_on_the_real_kernel(own_cgroup_dir, tmp_pat
         report["total_energy_j"] - report["idle_energy_j"])
     pods = {g["pod"]: g for g in out["pod"]["pods"]}
     assert pods["shop-7d9"]["pod_uid"] == UID and pods["shop-7d9"]["qos"] == "burstable"
+
+
+# a command that makes a Docker-named cgroup under its own, runs a burner in it and burns a little itself
+IN_CONTAINER = r"""
+import os, subprocess, sys, time
+mount, cid = sys.argv[1], sys.argv[2]
+spin_s = sys.argv[3] if len(sys.argv) > 3 else "0.05"
+mine = open("/proc/self/cgroup").read().split("0::", 1)[1].split("\n")[0]
+d = os.path.join(mount + mine, f"docker-{cid}.scope")
+os.mkdir(d)
+spin = "import time\nt = time.thread_time() + " + spin_s + "\nwhile time.thread_time() < t: pass"
+subprocess.run([sys.executable, "-c", spin], preexec_fn=lambda: open(d + "/cgroup.procs", "w").write("0"), check=True)
+t = time.thread_time() + 0.02
+while time.thread_time() < t: pass
+"""
+
+
+@pytest.mark.kernel
+def test_run_by_container_breaks_the_tree_down_and_adds_up(tmp_path):
+    from ebpf_energy.cgroups import cgroup2_mount
+
+    c = runtime_tree(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "run", "--json", "-p", "10", "--by", "container",
+                        "--runtime-root", str(tmp_path), "--", sys.executable, "-c", IN_CONTAINER,
+                        cgroup2_mount(), c], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    rows = {g["container"]: g for g in out["containers"]}
+    assert set(rows) == {"cache-1", ""} and rows["cache-1"]["container_id"] == c[:12]
+    assert rows["cache-1"]["runtime"] == "docker" and rows["cache-1"]["processes"] == 1
+    assert rows["cache-1"]["cpu_ns"] >= 50_000_000 and rows[""]["cpu_ns"] >= 20_000_000
+    assert sum(g["cpu_ns"] for g in out["containers"]) == out["cpu_ns"]
+    assert sum(g["processes"] for g in out["containers"]) == out["processes"]
+    assert sum(g["energy_j"] for g in out["containers"]) == pytest.approx(out["energy_j"], rel=1e-12)
+    text = subprocess.run([sys.executable, "-m", "ebpf_energy", "run", "-p", "10", "--by", "container",
+                           "--runtime-root", str(tmp_path), "--", sys.executable, "-c", IN_CONTAINER,
+                           cgroup2_mount(), c], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert text.returncode == 0, text.stderr
+    assert "by container:" in text.stderr and f"{c[:12]}  cache-1" in text.stderr
+
+
+@pytest.mark.kernel
+def test_compare_by_container_shows_both_monitors_rows(tmp_path):
+    import shlex
+
+    from ebpf_energy.cgroups import cgroup2_mount
+
+    c = runtime_tree(tmp_path)
+    script = tmp_path / "in_container.py"
+    script.write_text(IN_CONTAINER)
+    cmd = shlex.join([sys.executable, str(script), cgroup2_mount(), c, "0.6"])
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "-d", "5", "-w", cmd, "--json", "-p", "10",
+                        "--by", "container", "--runtime-root", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for name in ("ebpf", "traditional"):
+        rows = out["monitors"][name]["containers"]
+        assert len(rows) <= 10 + 1
+        mine = [g for g in rows if g["container"] == "cache-1"]
+        assert len(mine) == 1 and mine[0]["container_id"] == c[:12] and mine[0]["cpu_ns"] > 0, name
+        assert sum(g["cpu_ns"] for g in rows) == out["monitors"][name]["total_cpu_ns"], name
+    ebpf = next(g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1")
+    assert ebpf["cpu_ns"] >= 600_000_000
+    from ebpf_energy.compare import render
+
+    text = render(out)
+    assert "CPU (ms) by container" in text and f"{c[:12]} cache-1" in text

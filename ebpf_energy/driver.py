@@ -78,7 +78,8 @@ def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
                 if tcpu > 0 or tsl > 0 or u is None or (t.exited and not u.exited):
                     threads.append(ThreadUsage(t.tid, t.comm, max(0, tcpu), max(0, tsl), t.exited))
         procs[pid] = ProcessUsage(pid=pid, comm=p.comm, cpu_ns=max(0, cpu), slices=max(0, slices),
-                                  exited=p.exited, cgroup=p.cgroup, cgroup_id=p.cgroup_id, threads=threads)
+                                  exited=p.exited, cgroup=p.cgroup, cgroup_id=p.cgroup_id, threads=threads,
+                                  nspid=p.nspid)
     per_cpu = [max(0, c - (prev.idle_ns_per_cpu[i] if i < len(prev.idle_ns_per_cpu) else 0))
                for i, c in enumerate(cur.idle_ns_per_cpu)]
     return UsageWindow(

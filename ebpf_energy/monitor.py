@@ -31,6 +31,7 @@ from importlib import resources
 from typing import Callable, Dict, List, Optional
 
 from ebpf_energy.cgroups import cgroup2_mount
+from ebpf_energy.pidns import NsPids
 from ebpf_energy.loader import syscall
 from ebpf_energy.loader.btf import KIND_ARRAY, KIND_INT, KIND_STRUCT, KIND_NAMES
 from ebpf_energy.loader.errors import LoaderError
@@ -149,6 +150,7 @@ class EbpfSampler:
         self.start_ns = 0
         self._books = Books()
         self._cgroups = CgroupPaths(cgroup2_mount())
+        self._nspids = NsPids()
         self._ncpus = syscall.num_possible_cpus()
         self._cpus: List[int] = []
         self._lock = threading.Lock()
@@ -303,8 +305,10 @@ class EbpfSampler:
         self._last_read = time.monotonic()
         self.reads += 1
         cuts = [self.cuts[c] for c in sorted(self.cuts)]
-        return books.window(live, cuts, source=self.source, cgroup_path=self._cgroups.path,
-                            with_threads=self.threads)
+        window = books.window(live, cuts, source=self.source, cgroup_path=self._cgroups.path,
+                              with_threads=self.threads)
+        self._nspids.fill(window.processes)
+        return window
 
     def _deaths_now(self) -> int:
         bss = self._bss

@@ -92,7 +92,8 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
             omitted["energy_j"].append(e)
             continue
         row = {"pid": p.pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
-               "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited)}
+               "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited),
+               "nspid": p.nspid}
         if threads:
             trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
                       "energy_j": attribution.thread_energy_j(p.cpu_ns, e, t.cpu_ns),
@@ -315,6 +316,10 @@ def _rows_for(report: dict, by: str):
             rows.extend(["", str(t["tid"]), "  " + _comm(t), _ms(t["cpu_ns"]), _mj(t["energy_j"])]
                         for t in p["threads"])
         return head, rows
+    if any(p.get("nspid") for p in report["processes"]):  # some run in another PID namespace: both PIDs
+        head = ["PID", "NSPID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
+        return head, [[str(p["pid"]), str(p["nspid"] or "-"), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])]
+                      for p in report["processes"]]
     head = ["PID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
     return head, [[str(p["pid"]), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])] for p in report["processes"]]
 
@@ -409,7 +414,7 @@ def csv_header(by: str, with_interval: bool, threads: bool = False, slices: bool
     ``total``) and ``model`` names the model on the ``total`` line, so a CSV
     alone tells how its joules were made and that they add up."""
     cols = {"process": ["pid"] + (["tid"] if threads else []) + ["comm", "cgroup", "cgroup_id", "cpu_ns", "slices",
-                                                               "energy_j", "exited"],
+                                                               "energy_j", "exited", "nspid"],
             "thread": ["pid", "tid", "comm", "cgroup", "cpu_ns", "slices", "energy_j", "exited"],
             "cgroup": ["cgroup", "cgroup_id", "processes", "cpu_ns", "slices", "energy_j"],
             "container": ["container_id", "container", "runtime", "pod", "namespace", "processes", "cpu_ns",

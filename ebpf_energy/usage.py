@@ -38,6 +38,7 @@ class ProcessUsage:
     cgroup: Optional[str] = None  # cgroup v2 path relative to the v2 mount
     cgroup_id: Optional[int] = None
     threads: List[ThreadUsage] = field(default_factory=list)
+    nspid: Optional[int] = None  # its PID in its own PID namespace, when that is not the monitor's
 
 
 @dataclass

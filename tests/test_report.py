@@ -16,7 +16,7 @@ from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
 TOP_KEYS = {"schema", "source", "duration_s", "ncpus", "model", "total_cpu_ns", "idle_ns", "total_energy_j",
             "idle_energy_j", "domains_j", "dropped", "drops", "samples_or_events", "processes_seen", "processes",
             "window", "steal_ns", "dropped_cpu_ns"}
-PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited"}
+PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited", "nspid"}
 
 
 def window(n=30, source="ebpf"):

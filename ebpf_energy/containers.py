@@ -73,6 +73,18 @@ def identify(path: Optional[str]) -> Owner:
     return Owner(runtime, cid, uid, qos, service)
 
 
+# Where each runtime leaves a container's state, relative to the runtime root
+# (deploy/daemonset.yaml mounts each read-only; a test holds them together):
+# the OCI bundle's config.json of containerd (Kubernetes' k8s.io namespace and
+# Docker's moby), then CRI-O's and Podman's userdata (run and lib stores)
+OCI_STATE = (("run/containerd/io.containerd.runtime.v2.task/k8s.io", "config.json"),
+             ("run/containerd/io.containerd.runtime.v2.task/moby", "config.json"),
+             ("var/lib/containers/storage/overlay-containers", "userdata/config.json"),
+             ("run/containers/storage/overlay-containers", "userdata/config.json"))
+DOCKER_STATE = "var/lib/docker/containers"  # <id>/config.v2.json: the container's name
+STATE_DIRS = tuple(d for d, _ in OCI_STATE) + (DOCKER_STATE,)
+
+
 @dataclass
 class Names:
     container: str = ""
@@ -125,13 +137,7 @@ class Resolver:
 
     def _lookup(self, owner: Owner) -> Names:
         cid = owner.container_id
-        candidates = [
-            self._p("run/containerd/io.containerd.runtime.v2.task/k8s.io", cid, "config.json"),
-            self._p("run/containerd/io.containerd.runtime.v2.task/moby", cid, "config.json"),
-            self._p("var/lib/containers/storage/overlay-containers", cid, "userdata/config.json"),
-            self._p("run/containers/storage/overlay-containers", cid, "userdata/config.json"),
-        ]
-        for path in candidates:
+        for path in [self._p(d, cid, f) for d, f in OCI_STATE]:
             ann = _annotations(path)
             if ann is None:
                 continue
@@ -141,7 +147,7 @@ class Resolver:
                 pod=_first(ann, "io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"),
                 namespace=_first(ann, "io.kubernetes.pod.namespace", "io.kubernetes.cri.sandbox-namespace"))
         try:
-            with open(self._p("var/lib/docker/containers", cid, "config.v2.json")) as f:
+            with open(self._p(DOCKER_STATE, cid, "config.v2.json")) as f:
                 name = json.load(f).get("Name", "")
             return Names(container=name.lstrip("/"))
         except (OSError, ValueError, AttributeError):

@@ -82,6 +82,8 @@ OCI_STATE = (("run/containerd/io.containerd.runtime.v2.task/k8s.io", "config.jso
              ("var/lib/containers/storage/overlay-containers", "userdata/config.json"),
              ("run/containers/storage/overlay-containers", "userdata/config.json"))
 DOCKER_STATE = "var/lib/docker/containers"  # <id>/config.v2.json: the container's name
+# containers/storage's record of every container (Podman's names: its OCI config carries none)
+STORAGE_NAMES = "var/lib/containers/storage/overlay-containers/containers.json"
 STATE_DIRS = tuple(d for d, _ in OCI_STATE) + (DOCKER_STATE,)
 
 
@@ -113,6 +115,7 @@ class Resolver:
     # pod uid -> its names, from whichever of its containers had them: a
     # container whose own state is missing (or the pause sandbox) still gets its pod
     pods: Dict[str, Names] = field(default_factory=dict)
+    _storage: tuple = (None, {})  # (mtime of containers.json, {id: first name})
 
     @classmethod
     def from_env(cls, root: Optional[str] = None) -> "Resolver":
@@ -142,8 +145,8 @@ class Resolver:
             if ann is None:
                 continue
             return Names(
-                container=_first(ann, "io.kubernetes.container.name", "io.kubernetes.cri.container-name",
-                                 "io.podman.annotations.name", "io.container.name"),
+                container=_first(ann, "io.kubernetes.container.name", "io.kubernetes.cri.container-name")
+                or self._storage_name(cid),
                 pod=_first(ann, "io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"),
                 namespace=_first(ann, "io.kubernetes.pod.namespace", "io.kubernetes.cri.sandbox-namespace"))
         try:
@@ -152,6 +155,20 @@ class Resolver:
             return Names(container=name.lstrip("/"))
         except (OSError, ValueError, AttributeError):
             return Names()
+
+    def _storage_name(self, cid: str) -> str:
+        """The name containers/storage records for ``cid`` (read again when the file changes)."""
+        path = self._p(STORAGE_NAMES)
+        try:
+            mtime = os.stat(path).st_mtime_ns
+            if mtime != self._storage[0]:
+                with open(path) as f:
+                    records = json.load(f)
+                self._storage = (mtime, {r["id"]: (r.get("names") or [""])[0] for r in records
+                                         if isinstance(r, dict) and "id" in r})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return ""
+        return self._storage[1].get(cid, "")
 
 
 VIEWS = ("container", "pod", "service")

@@ -70,6 +70,12 @@ def test_names_come_from_the_runtimes_state_and_unknown_ids_stay_ids(tmp_path):
     assert (n.container, n.pod, n.namespace) == ("db", "shop-db-0", "prod")
     assert r.names(Owner("docker", c)).container == "cache-1"
     assert r.names(Owner("docker", "d" * 64)).container == ""  # unknown: stays an id
+    # Podman: an OCI config with no name in it; containers/storage's record names it
+    e = "e" * 64
+    store = tmp_path / "var/lib/containers/storage/overlay-containers"
+    write(store / e / "userdata/config.json", {"annotations": {"io.container.manager": "libpod"}})
+    write(store / "containers.json", [{"id": e, "names": ["nightly-backup"], "layer": "x"}, {"id": A}])
+    assert r.names(Owner("podman", e)).container == "nightly-backup"
     assert r.names(Owner()).container == ""
 
 

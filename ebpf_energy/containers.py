@@ -38,36 +38,50 @@ _CONTAINER = [
     ("cri-o", re.compile(rf"^crio-(?:conmon-)?{ID}\.scope$")),
     ("podman", re.compile(rf"^libpod-(?:conmon-)?{ID}(?:\.scope)?$")),
 ]
-_CGROUPFS_DOCKER = re.compile(rf"^/docker/{ID}(?:/|$)")
-_POD_SYSTEMD = re.compile(r"^kubepods(?:-(?P<qos>besteffort|burstable))?-pod(?P<uid>[0-9a-f_]{36})\.slice$")
-_POD_CGROUPFS = re.compile(r"^/kubepods(?:/(?P<qos>besteffort|burstable))?/pod(?P<uid>[0-9a-f-]{36})(?:/(?P<id>[0-9a-f]{64}))?")
+# the systemd driver's pod slice, also under a kubelet --cgroup-root (kind: kubelet-kubepods-...)
+_POD_SYSTEMD = re.compile(r"^(?:\w+-)?kubepods(?:-(?P<qos>besteffort|burstable))?-pod(?P<uid>[0-9a-f_]{36})\.slice$")
+_POD_DIR = re.compile(r"^pod(?P<uid>[0-9a-f-]{36})$")  # the cgroupfs driver's pod directory
+_BARE_ID = re.compile(r"^[0-9a-f]{64}$")
+_QOS = ("besteffort", "burstable")
 _SERVICE = re.compile(r"^(?!docker-|cri-containerd-|crio-|libpod-)(?P<unit>[^/]+\.(?:service|scope))$")
 
 
 def identify(path: Optional[str]) -> Owner:
-    """The owner of a cgroup v2 path (relative to the v2 mount)."""
+    """The owner of a cgroup v2 path (relative to the v2 mount).
+
+    Read component by component, so the layouts match wherever they sit (a
+    kubelet ``--cgroup-root``, a test's own cgroup, Kubernetes in Docker);
+    the deepest container and pod win, and a container above the pod (kind's
+    node) is not the pod's.
+    """
     if not path:
         return Owner()
     runtime = cid = uid = qos = service = ""
-    m = _POD_CGROUPFS.match(path)
-    if m:
-        uid, qos = m.group("uid"), m.group("qos") or "guaranteed"
-        if m.group("id"):
-            runtime, cid = "containerd", m.group("id")  # the cgroupfs driver names no runtime: CRI's
-    m = _CGROUPFS_DOCKER.match(path)
-    if m:
-        runtime, cid = "docker", m.group("id")
-    for part in path.strip("/").split("/"):
+    c_at = p_at = -1
+    parts = path.strip("/").split("/")
+    for i, part in enumerate(parts):
+        nxt = parts[i + 1] if i + 1 < len(parts) else ""
         for rt, pat in _CONTAINER:
             m = pat.match(part)
             if m:
-                runtime, cid = rt, m.group("id")
+                runtime, cid, c_at = rt, m.group("id"), i
+        if part == "docker" and _BARE_ID.match(nxt):  # Docker's cgroupfs driver: /docker/<id>
+            runtime, cid, c_at = "docker", nxt, i + 1
         m = _POD_SYSTEMD.match(part)
         if m:
-            uid, qos = m.group("uid").replace("_", "-"), m.group("qos") or "guaranteed"
+            uid, qos, p_at = m.group("uid").replace("_", "-"), m.group("qos") or "guaranteed", i
+        if part == "kubepods":  # the cgroupfs driver: /kubepods[/<qos>]/pod<uid>[/<id>]
+            j = i + 1 + (nxt in _QOS)
+            m = _POD_DIR.match(parts[j]) if j < len(parts) else None
+            if m:
+                uid, qos, p_at = m.group("uid"), nxt if nxt in _QOS else "guaranteed", j
+                if j + 1 < len(parts) and _BARE_ID.match(parts[j + 1]):
+                    runtime, cid, c_at = "containerd", parts[j + 1], j + 1  # names no runtime: CRI's
         m = _SERVICE.match(part)
         if m:
             service = m.group("unit")  # the deepest unit
+    if cid and c_at < p_at:  # the pod runs inside that container (a kind node): not the pod's own
+        runtime = cid = ""
     if cid:
         service = ""  # a container's owner is the container, not the unit it runs under
     return Owner(runtime, cid, uid, qos, service)

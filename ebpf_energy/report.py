@@ -185,9 +185,11 @@ def group_by_owner(rows: List[dict], by: str, resolver=None) -> List[dict]:
     """One row per container, pod or systemd unit (from each process's cgroup
     path, named from the runtimes' state on disk); processes that have none
     go to one row with empty names, so the rows add up to the process view."""
-    from ebpf_energy.containers import Resolver, group_of
+    from ebpf_energy.containers import Resolver, group_of, identify
 
     resolver = resolver or Resolver.from_env()
+    for cgroup in {r["cgroup"] for r in rows}:  # first learn every pod name these containers give
+        resolver.names(identify(cgroup))
     groups: Dict[str, dict] = {}
     for r in rows:
         key, fields = group_of(r["cgroup"], by, resolver)

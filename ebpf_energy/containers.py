@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 ENV_ROOT = "EBPF_ENERGY_RUNTIME_ROOT"
+_CACHE_MAX = 65536
 ID = r"(?P<id>[0-9a-f]{64})"
 
 
@@ -144,6 +145,8 @@ class Resolver:
             return Names()
         got = self._cache.get(cid)
         if got is None:
+            if len(self._cache) >= _CACHE_MAX:  # a long run sees containers come and go
+                self._cache.clear()
             got = self._cache[cid] = self._lookup(owner)
             if owner.pod_uid and got.pod:
                 self.pods.setdefault(owner.pod_uid, Names(pod=got.pod, namespace=got.namespace))

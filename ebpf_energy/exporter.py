@@ -171,23 +171,39 @@ class Ledger:
         restored, not subtracted), so nothing is lost and a return continues it.
         """
         pool = sorted(self.procs.values(), key=lambda s: (-s.joules, -s.cpu_ns, s.pid))
-        for i, st in enumerate(pool):
-            keep = i < self.top
-            if keep and not st.exported:
-                if not st.ever_exported:  # a new series starts at what it spent so far
-                    st.series_j, st.series_cpu_ns = st.joules, st.cpu_ns
-                st.exported = st.ever_exported = True
-            elif not keep and st.exported:
-                st.exported = False
-                if st.pid in before:
-                    st.series_j, st.series_cpu_ns, e, cpu = before[st.pid]
-                    self.other_j += e
-                    self.other_cpu_ns += cpu
-                if st.gone_at is not None:  # nothing more will come: its series just ends
-                    del self.procs[st.pid]
+        for pid in rank_top(self, pool, before, lambda s: s.pid):
+            del self.procs[pid]
 
     def exported(self) -> List[_Proc]:
         return sorted((s for s in self.procs.values() if s.exported), key=lambda s: (-s.series_j, s.pid))
+
+
+def rank_top(ledger, pool, before, key) -> List:
+    """Give the first ``ledger.top`` of ``pool`` (ranked) a series, take it from the rest.
+
+    A new series starts at what it spent so far; one leaving gets back the
+    value it had before this window (``before[key]``) and the window's joules
+    and CPU go to ``ledger.other_j``/``other_cpu_ns``. Returns the keys of
+    series that left and are gone: nothing more will come, they just end.
+    Shared by the process series and the container/pod/unit series.
+    """
+    ended = []
+    for i, st in enumerate(pool):
+        keep = i < ledger.top
+        if keep and not st.exported:
+            if not st.ever_exported:
+                st.series_j, st.series_cpu_ns = st.joules, st.cpu_ns
+            st.exported = st.ever_exported = True
+        elif not keep and st.exported:
+            st.exported = False
+            k = key(st)
+            if k in before:
+                st.series_j, st.series_cpu_ns, e, cpu = before[k]
+                ledger.other_j += e
+                ledger.other_cpu_ns += cpu
+            if st.gone_at is not None:
+                ended.append(k)
+    return ended
 
 
 # -- the exporter ------------------------------------------------------------------------

@@ -119,21 +119,11 @@ class GroupLedger:
     def _rank(self, before):
         """As the process ledger ranks: the top N take the series, a series
         leaving now keeps its last shown value and this window goes to other."""
+        from ebpf_energy.exporter import rank_top
+
         pool = sorted(self.groups.values(), key=lambda g: (-g.joules, -g.cpu_ns, g.labels))
-        for i, g in enumerate(pool):
-            keep = i < self.top
-            if keep and not g.exported:
-                if not g.ever_exported:
-                    g.series_j, g.series_cpu_ns = g.joules, g.cpu_ns
-                g.exported = g.ever_exported = True
-            elif not keep and g.exported:
-                g.exported = False
-                if g.labels in before:
-                    g.series_j, g.series_cpu_ns, e, cpu = before[g.labels]
-                    self.other_j += e
-                    self.other_cpu_ns += cpu
-                if g.gone_at is not None:
-                    del self.groups[g.labels]
+        for labels in rank_top(self, pool, before, lambda g: g.labels):
+            del self.groups[labels]
 
     def rows(self) -> Tuple[Tuple[Tuple[str, ...], float, float], ...]:
         """(labels, cpu seconds, joules) of every exported series, then ``other``'s."""

@@ -22,7 +22,8 @@ from ebpf_energy.exporter import DEFAULT_INTERVAL_S, DEFAULT_LINGER_S, DEFAULT_L
               help="Address to serve /metrics on. Loopback by default: exposing it needs an explicit address "
                    "(e.g. 0.0.0.0:9877 or [::]:9877). Port 0 picks a free port (printed on stderr).")
 @click.option("--top", type=count(max=100_000), default=DEFAULT_TOP, show_default=True, metavar="N",
-              help="Processes with a series of their own (by energy over the run); the rest are pid=\"other\".")
+              help="Processes (and with --by, groups) with a series of their own (by energy over the run); "
+                   "the rest are pid=\"other\" (container_id/pod/service=\"other\").")
 @click.option("--interval", type=seconds(min=0.05, max=86400.0), default=DEFAULT_INTERVAL_S, show_default=True,
               metavar="SECONDS", help="How often the numbers are refreshed (scrapes read the last refresh).")
 @click.option("--linger", type=seconds(), default=DEFAULT_LINGER_S, show_default=True,

@@ -28,6 +28,7 @@ from ebpf_energy.children import preexec
 from ebpf_energy.workloads import NAMES as WORKLOAD_NAMES
 
 READY_TIMEOUT_S = 60
+GROUPS_TOP = 10  # compare --by: rows per monitor, the rest folded into other
 
 
 class CompareError(Exception):
@@ -158,8 +159,9 @@ def last_json(text: str) -> Optional[dict]:
     return None
 
 
-def summarize(report: dict, cgroup: TempCgroup) -> dict:
-    """One monitor's row of the comparison (contracts.md `compare`)."""
+def summarize(report: dict, cgroup: TempCgroup, by: Optional[str] = None) -> dict:
+    """One monitor's row of the comparison (contracts.md `compare`); with
+    ``by``, its machine-wide rows per container, pod or unit too."""
     mine = [p for p in report["processes"] if cgroup.contains(p.get("cgroup"))]
     sampler = report.get("sampler") or {}
     row = {
@@ -175,11 +177,16 @@ def summarize(report: dict, cgroup: TempCgroup) -> dict:
     }
     if "bpf_run_time_ns" in sampler:
         row["bpf_ns"] = sampler["bpf_run_time_ns"]
+    if by:
+        from ebpf_energy.report import fold_groups
+
+        row[by + "s"] = fold_groups(report.get(by + "s", []), GROUPS_TOP, by)
     return row
 
 
 def compare(duration: float, command: Optional[str] = None, workload: Optional[str] = None,
-            interval: float = 0.1, model_args: Optional[List[str]] = None, progress=None) -> dict:
+            interval: float = 0.1, model_args: Optional[List[str]] = None, progress=None,
+            by: Optional[str] = None) -> dict:
     """Run everything and return the ``compare --json`` object."""
     from ebpf_energy.loader import syscall
     from ebpf_energy.loader.errors import LoaderError
@@ -191,7 +198,7 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
     if bool(command) == bool(workload):
         raise CompareError("give either -w COMMAND or --workload NAME")
     argv, label = workload_argv(command, workload, duration)
-    model_args = list(model_args or [])
+    model_args = list(model_args or []) + (["--by", by] if by else [])
     base = [sys.executable, "-m", "ebpf_energy"]
     runs = [MonitorRun("ebpf", base + ["monitor", "--json", "-d", "0"] + model_args),
             MonitorRun("traditional", base + ["traditional", "--json", "-d", "0", "-i", repr(interval)]
@@ -239,7 +246,7 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
                 "duration_s": max(r.report["duration_s"] for r in runs),
                 "workload": {"command": label, "processes": processes, "cpu_ns": cpu_ns, "truth": truth,
                              "rusage_cpu_ns": rusage_ns, "exit_code": code, "cgroup": cg.rel},
-                "monitors": {r.name: summarize(r.report, cg) for r in runs},
+                "monitors": {r.name: summarize(r.report, cg, by) for r in runs},
             }
             result["model"] = runs[0].report["model"]
             return result
@@ -287,11 +294,33 @@ def render(result: dict) -> str:
              f"{'':<{width}}{'eBPF':>14}{'/proc':>14}"]
     for label, vals in rows:
         lines.append(f"{label:<{width}}{vals[0]:>14}{vals[1]:>14}")
+    by = next((k[:-1] for k in ("containers", "pods", "services") if k in mons["ebpf"]), None)
+    if by:
+        lines += ["", f"{'CPU (ms) by ' + by:<{width}}{'eBPF':>14}{'/proc':>14}"]
+        for name, vals in _groups_side_by_side(mons, by, names):
+            lines.append(f"{name[:width - 1]:<{width}}{vals[0]:>14}{vals[1]:>14}")
     lines += ["",
               "The monitors measure different windows (each from its own start to its stop, both around the",
               "workload): compare the workload rows; totals cover each monitor's whole window. \"processes seen\"",
               "counts every process a monitor reported CPU for (eBPF: any slice; /proc: any sample)."]
     return "\n".join(lines) + "\n"
+
+
+def _groups_side_by_side(mons, by, names):
+    """(name, [cpu ms per monitor]) for every group either monitor listed, the eBPF side's order."""
+    from ebpf_energy.containers import LABELS
+
+    def name(g):
+        first = g[LABELS[by][0]]
+        if by == "container" and g.get("container"):
+            return f"{first} {g['container']}"
+        return first or {"container": "(host)", "pod": "(not a pod)", "service": "(no unit)"}[by]
+
+    table = {}
+    for i, n in enumerate(names):
+        for g in mons[n].get(by + "s", []):
+            table.setdefault(name(g), ["-", "-"])[i] = f"{g['cpu_ns'] / 1e6:.1f}"
+    return sorted(table.items(), key=lambda kv: kv[0] == "other")
 
 
 CSV_COLUMNS = ["row", "window_s", "total_cpu_ns", "total_energy_j", "processes_seen", "samples_or_events",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 ENV_ROOT = "EBPF_ENERGY_RUNTIME_ROOT"
+_CACHE_MAX = 65536
 ID = r"(?P<id>[0-9a-f]{64})"
 
 
@@ -38,39 +39,67 @@ _CONTAINER = [
     ("cri-o", re.compile(rf"^crio-(?:conmon-)?{ID}\.scope$")),
     ("podman", re.compile(rf"^libpod-(?:conmon-)?{ID}(?:\.scope)?$")),
 ]
-_CGROUPFS_DOCKER = re.compile(rf"^/docker/{ID}(?:/|$)")
-_POD_SYSTEMD = re.compile(r"^kubepods(?:-(?P<qos>besteffort|burstable))?-pod(?P<uid>[0-9a-f_]{36})\.slice$")
-_POD_CGROUPFS = re.compile(r"^/kubepods(?:/(?P<qos>besteffort|burstable))?/pod(?P<uid>[0-9a-f-]{36})(?:/(?P<id>[0-9a-f]{64}))?")
+# the systemd driver's pod slice, also under a kubelet --cgroup-root (kind: kubelet-kubepods-...)
+_POD_SYSTEMD = re.compile(r"^(?:\w+-)?kubepods(?:-(?P<qos>besteffort|burstable))?-pod(?P<uid>[0-9a-f_]{36})\.slice$")
+_POD_DIR = re.compile(r"^pod(?P<uid>[0-9a-f-]{36})$")  # the cgroupfs driver's pod directory
+_BARE_ID = re.compile(r"^[0-9a-f]{64}$")
+_QOS = ("besteffort", "burstable")
 _SERVICE = re.compile(r"^(?!docker-|cri-containerd-|crio-|libpod-)(?P<unit>[^/]+\.(?:service|scope))$")
 
 
 def identify(path: Optional[str]) -> Owner:
-    """The owner of a cgroup v2 path (relative to the v2 mount)."""
+    """The owner of a cgroup v2 path (relative to the v2 mount).
+
+    Read component by component, so the layouts match wherever they sit (a
+    kubelet ``--cgroup-root``, a test's own cgroup, Kubernetes in Docker);
+    the deepest container and pod win, and a container above the pod (kind's
+    node) is not the pod's.
+    """
     if not path:
         return Owner()
     runtime = cid = uid = qos = service = ""
-    m = _POD_CGROUPFS.match(path)
-    if m:
-        uid, qos = m.group("uid"), m.group("qos") or "guaranteed"
-        if m.group("id"):
-            runtime, cid = "containerd", m.group("id")  # the cgroupfs driver names no runtime: CRI's
-    m = _CGROUPFS_DOCKER.match(path)
-    if m:
-        runtime, cid = "docker", m.group("id")
-    for part in path.strip("/").split("/"):
+    c_at = p_at = -1
+    parts = path.strip("/").split("/")
+    for i, part in enumerate(parts):
+        nxt = parts[i + 1] if i + 1 < len(parts) else ""
         for rt, pat in _CONTAINER:
             m = pat.match(part)
             if m:
-                runtime, cid = rt, m.group("id")
+                runtime, cid, c_at = rt, m.group("id"), i
+        if part == "docker" and _BARE_ID.match(nxt):  # Docker's cgroupfs driver: /docker/<id>
+            runtime, cid, c_at = "docker", nxt, i + 1
         m = _POD_SYSTEMD.match(part)
         if m:
-            uid, qos = m.group("uid").replace("_", "-"), m.group("qos") or "guaranteed"
+            uid, qos, p_at = m.group("uid").replace("_", "-"), m.group("qos") or "guaranteed", i
+        if part == "kubepods":  # the cgroupfs driver: /kubepods[/<qos>]/pod<uid>[/<id>]
+            j = i + 1 + (nxt in _QOS)
+            m = _POD_DIR.match(parts[j]) if j < len(parts) else None
+            if m:
+                uid, qos, p_at = m.group("uid"), nxt if nxt in _QOS else "guaranteed", j
+                if j + 1 < len(parts) and _BARE_ID.match(parts[j + 1]):
+                    runtime, cid, c_at = "containerd", parts[j + 1], j + 1  # names no runtime: CRI's
         m = _SERVICE.match(part)
         if m:
             service = m.group("unit")  # the deepest unit
+    if cid and c_at < p_at:  # the pod runs inside that container (a kind node): not the pod's own
+        runtime = cid = ""
     if cid:
         service = ""  # a container's owner is the container, not the unit it runs under
     return Owner(runtime, cid, uid, qos, service)
+
+
+# Where each runtime leaves a container's state, relative to the runtime root
+# (deploy/daemonset.yaml mounts each read-only; a test holds them together):
+# the OCI bundle's config.json of containerd (Kubernetes' k8s.io namespace and
+# Docker's moby), then CRI-O's and Podman's userdata (run and lib stores)
+OCI_STATE = (("run/containerd/io.containerd.runtime.v2.task/k8s.io", "config.json"),
+             ("run/containerd/io.containerd.runtime.v2.task/moby", "config.json"),
+             ("var/lib/containers/storage/overlay-containers", "userdata/config.json"),
+             ("run/containers/storage/overlay-containers", "userdata/config.json"))
+DOCKER_STATE = "var/lib/docker/containers"  # <id>/config.v2.json: the container's name
+# containers/storage's record of every container (Podman's names: its OCI config carries none)
+STORAGE_NAMES = "var/lib/containers/storage/overlay-containers/containers.json"
+STATE_DIRS = tuple(d for d, _ in OCI_STATE) + (DOCKER_STATE,)
 
 
 @dataclass
@@ -98,6 +127,10 @@ class Resolver:
 
     root: str = "/"
     _cache: Dict[str, Names] = field(default_factory=dict)
+    # pod uid -> its names, from whichever of its containers had them: a
+    # container whose own state is missing (or the pause sandbox) still gets its pod
+    pods: Dict[str, Names] = field(default_factory=dict)
+    _storage: tuple = (None, {})  # (mtime of containers.json, {id: first name})
 
     @classmethod
     def from_env(cls, root: Optional[str] = None) -> "Resolver":
@@ -112,29 +145,83 @@ class Resolver:
             return Names()
         got = self._cache.get(cid)
         if got is None:
+            if len(self._cache) >= _CACHE_MAX:  # a long run sees containers come and go
+                self._cache.clear()
             got = self._cache[cid] = self._lookup(owner)
+            if owner.pod_uid and got.pod:
+                self.pods.setdefault(owner.pod_uid, Names(pod=got.pod, namespace=got.namespace))
+        if owner.pod_uid and not got.pod and owner.pod_uid in self.pods:
+            pod = self.pods[owner.pod_uid]
+            return Names(container=got.container, pod=pod.pod, namespace=pod.namespace)
         return got
 
     def _lookup(self, owner: Owner) -> Names:
         cid = owner.container_id
-        candidates = [
-            self._p("run/containerd/io.containerd.runtime.v2.task/k8s.io", cid, "config.json"),
-            self._p("run/containerd/io.containerd.runtime.v2.task/moby", cid, "config.json"),
-            self._p("var/lib/containers/storage/overlay-containers", cid, "userdata/config.json"),
-            self._p("run/containers/storage/overlay-containers", cid, "userdata/config.json"),
-        ]
-        for path in candidates:
+        for path in [self._p(d, cid, f) for d, f in OCI_STATE]:
             ann = _annotations(path)
             if ann is None:
                 continue
             return Names(
-                container=_first(ann, "io.kubernetes.container.name", "io.kubernetes.cri.container-name",
-                                 "io.podman.annotations.name", "io.container.name"),
+                container=_first(ann, "io.kubernetes.container.name", "io.kubernetes.cri.container-name")
+                or self._storage_name(cid),
                 pod=_first(ann, "io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"),
                 namespace=_first(ann, "io.kubernetes.pod.namespace", "io.kubernetes.cri.sandbox-namespace"))
         try:
-            with open(self._p("var/lib/docker/containers", cid, "config.v2.json")) as f:
+            with open(self._p(DOCKER_STATE, cid, "config.v2.json")) as f:
                 name = json.load(f).get("Name", "")
             return Names(container=name.lstrip("/"))
         except (OSError, ValueError, AttributeError):
             return Names()
+
+    def _storage_name(self, cid: str) -> str:
+        """The name containers/storage records for ``cid`` (read again when the file changes)."""
+        path = self._p(STORAGE_NAMES)
+        try:
+            mtime = os.stat(path).st_mtime_ns
+            if mtime != self._storage[0]:
+                with open(path) as f:
+                    records = json.load(f)
+                self._storage = (mtime, {r["id"]: (r.get("names") or [""])[0] for r in records
+                                         if isinstance(r, dict) and "id" in r})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return ""
+        return self._storage[1].get(cid, "")
+
+
+VIEWS = ("container", "pod", "service")
+# the Prometheus labels of each view's series (the JSON rows carry more: runtime, pod_uid, qos)
+LABELS = {"container": ("container_id", "container", "pod", "namespace"),
+          "pod": ("pod", "namespace"),
+          "service": ("service",)}
+
+
+def group_of(cgroup: Optional[str], by: str, resolver: Resolver):
+    """(key, fields) of the row a process in ``cgroup`` belongs to in view ``by``.
+
+    The key tells rows apart (a container's full id, a pod's uid, a unit);
+    processes with no owner of that kind share the key ``""`` and fields with
+    empty names, so every process is in exactly one row.
+    """
+    o = identify(cgroup)
+    n = resolver.names(o)
+    if by == "container":
+        return o.container_id, {"container_id": o.container_id[:12], "container": n.container,
+                                "runtime": o.runtime, "pod": n.pod, "namespace": n.namespace, "pod_uid": o.pod_uid}
+    if by == "pod":
+        return o.pod_uid, {"pod": n.pod, "namespace": n.namespace, "pod_uid": o.pod_uid, "qos": o.qos}
+    if by == "service":
+        return o.service, {"service": o.service}
+    raise ValueError(f"no such view {by!r}: one of {', '.join(VIEWS)}")
+
+
+def pod_named(fields: dict) -> bool:
+    """False while a pod's name is still unknown (it may come from another of its containers)."""
+    return not fields.get("pod_uid") or bool(fields.get("pod"))
+
+
+def series_labels(fields: dict, by: str) -> tuple:
+    """The label values of a row's series. A pod whose name is unknown is
+    labelled by its uid, so two unnamed pods never share a series."""
+    if by == "pod" and not fields["pod"]:
+        fields = dict(fields, pod=fields["pod_uid"])
+    return tuple(fields[k] for k in LABELS[by])

@@ -80,7 +80,7 @@ def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
                                                 t, u))
         procs[pid] = _diff_extras(ProcessUsage(pid=pid, comm=p.comm, cpu_ns=max(0, cpu), slices=max(0, slices),
                                                exited=p.exited, cgroup=p.cgroup, cgroup_id=p.cgroup_id,
-                                               threads=threads), p, q)
+                                               threads=threads, nspid=p.nspid), p, q)
     per_cpu = [max(0, c - (prev.idle_ns_per_cpu[i] if i < len(prev.idle_ns_per_cpu) else 0))
                for i, c in enumerate(cur.idle_ns_per_cpu)]
     return _window_extras(UsageWindow(

@@ -106,6 +106,7 @@ class Snapshot:
     model: Dict[str, str] = field(default_factory=dict)
     window: Dict[str, float] = field(default_factory=dict)  # the last refresh window's books
     tracked: int = 0
+    groups: Tuple = ()  # exporter --by: (labels, cpu_s, joules) per series, other last (group_series.rows)
     sampler_held: int = 0
     refreshes: int = 0
     refresh_s: float = 0.0
@@ -178,23 +179,39 @@ class Ledger:
         restored, not subtracted), so nothing is lost and a return continues it.
         """
         pool = sorted(self.procs.values(), key=lambda s: (-s.joules, -s.cpu_ns, s.pid))
-        for i, st in enumerate(pool):
-            keep = i < self.top
-            if keep and not st.exported:
-                if not st.ever_exported:  # a new series starts at what it spent so far
-                    st.series_j, st.series_cpu_ns = st.joules, st.cpu_ns
-                st.exported = st.ever_exported = True
-            elif not keep and st.exported:
-                st.exported = False
-                if st.pid in before:
-                    st.series_j, st.series_cpu_ns, e, cpu = before[st.pid]
-                    self.other_j += e
-                    self.other_cpu_ns += cpu
-                if st.gone_at is not None:  # nothing more will come: its series just ends
-                    del self.procs[st.pid]
+        for pid in rank_top(self, pool, before, lambda s: s.pid):
+            del self.procs[pid]
 
     def exported(self) -> List[_Proc]:
         return sorted((s for s in self.procs.values() if s.exported), key=lambda s: (-s.series_j, s.pid))
+
+
+def rank_top(ledger, pool, before, key) -> List:
+    """Give the first ``ledger.top`` of ``pool`` (ranked) a series, take it from the rest.
+
+    A new series starts at what it spent so far; one leaving gets back the
+    value it had before this window (``before[key]``) and the window's joules
+    and CPU go to ``ledger.other_j``/``other_cpu_ns``. Returns the keys of
+    series that left and are gone: nothing more will come, they just end.
+    Shared by the process series and the container/pod/unit series.
+    """
+    ended = []
+    for i, st in enumerate(pool):
+        keep = i < ledger.top
+        if keep and not st.exported:
+            if not st.ever_exported:
+                st.series_j, st.series_cpu_ns = st.joules, st.cpu_ns
+            st.exported = st.ever_exported = True
+        elif not keep and st.exported:
+            st.exported = False
+            k = key(st)
+            if k in before:
+                st.series_j, st.series_cpu_ns, e, cpu = before[k]
+                ledger.other_j += e
+                ledger.other_cpu_ns += cpu
+            if st.gone_at is not None:
+                ended.append(k)
+    return ended
 
 
 # -- the exporter ------------------------------------------------------------------------
@@ -203,13 +220,19 @@ class Exporter:
     """Sampler + model (+ meter) -> a :class:`Snapshot` refreshed by :meth:`refresh`."""
 
     def __init__(self, sampler, model: PowerModel, meter=None, top: int = DEFAULT_TOP,
-                 linger_s: float = DEFAULT_LINGER_S):
+                 linger_s: float = DEFAULT_LINGER_S, by: Optional[str] = None, resolver=None):
         self.sampler = sampler
         self.model = model
         # a meter that fails during a long run must not take the exporter down:
         # the guard keeps serving on the fallback model and says so (model labels)
         self.meter = MeterGuard(meter, model) if meter is not None else None
         self.ledger = Ledger(top, linger_s)
+        self.by = by  # container, pod or service: series per group beside the processes'
+        self.groups = None
+        if by:
+            from ebpf_energy.group_series import GroupLedger
+
+            self.groups = GroupLedger(by, top, linger_s, resolver)
         self.snapshot = Snapshot(model=_info_labels(model.describe()))
         self._prev: Optional[UsageWindow] = None
         self._m_prev = None
@@ -244,6 +267,8 @@ class Exporter:
                 gone = {pid for pid, p in cur.processes.items() if p.exited}
             gone = set(gone)
             self.ledger.add(iw, att, mj, gone, t0)
+            if self.groups is not None:
+                self.groups.add(iw, att, gone, t0)
             if hasattr(self.sampler, "forget"):
                 self.sampler.forget(gone)
                 self.sampler.compact()
@@ -276,8 +301,10 @@ class Exporter:
         return Snapshot(processes=procs, other_cpu_s=lg.other_cpu_ns / 1e9, other_j=lg.other_j,
                         idle_j=lg.idle_j, idle_cpu_s=lg.idle_ns / 1e9, total_j=lg.total_j,
                         domains_j=dict(lg.domains_j), class_j=dict(lg.class_j),
-                        class_cpu_s={k: v / 1e9 for k, v in lg.class_cpu_ns.items()}, drops=dict(cur.drops, cpu_ns=cur.dropped_cpu_ns), model=_info_labels(att.model),
-                        window=window, tracked=len(lg.procs), sampler_held=held, refreshes=self._refreshes,
+                        class_cpu_s={k: v / 1e9 for k, v in lg.class_cpu_ns.items()},
+                        drops=dict(cur.drops, cpu_ns=cur.dropped_cpu_ns), model=_info_labels(att.model),
+                        window=window, tracked=len(lg.procs), sampler_held=held,
+                        groups=self.groups.rows() if self.groups is not None else (), refreshes=self._refreshes,
                         refresh_s=took, timestamp=time.time())
 
 
@@ -330,6 +357,10 @@ class SnapshotCollector:
         joules.add_metric([OTHER, OTHER, ""], s.other_j)
         yield cpu
         yield joules
+        if self.exporter.by:
+            from ebpf_energy.group_series import metric_families
+
+            yield from metric_families(self.exporter.by, s.groups)
         yield CounterMetricFamily("ebpf_energy_idle_joules", "Energy the model charges to idle CPUs.",
                                   value=s.idle_j)
         yield CounterMetricFamily("ebpf_energy_idle_cpu_seconds", "Idle time summed over CPUs.", value=s.idle_cpu_s)

@@ -14,6 +14,7 @@ processes (``processes`` is then None and ``method`` says ``rusage``).
 
 import functools
 import inspect
+import math
 import os
 import resource
 import signal
@@ -58,6 +59,8 @@ class Result:
     left_running: Optional[int] = None  # processes of the tree still running when the report was made
     # the tree's CPU time and joules per core class (eBPF only): [{"class", "cpus", "cpu_ns", "energy_j", ...}]
     classes: Optional[List[dict]] = None
+    by: Optional[str] = None  # run --by container|pod|service: the tree's rows under "<by>s"
+    groups: Optional[List[dict]] = None
 
     @property
     def joules(self):
@@ -70,6 +73,9 @@ class Result:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("pids")
+        by, groups = d.pop("by"), d.pop("groups")
+        if by:
+            d[by + "s"] = groups
         return d
 
 
@@ -156,8 +162,10 @@ class _Tree:
             sys.stderr.write(f"ebpf-energy: {note}\n")
         mine = [(k, p) for k, p in window.processes.items()
                 if self.cgroup.contains(p.cgroup) and p.pid != exclude_pid]
+        self.rows = [{"cgroup": p.cgroup, "cpu_ns": p.cpu_ns, "slices": p.slices,
+                      "energy_j": attribution.energy_j.get(k, 0.0)} for k, p in mine]
         cpu_ns = sum(p.cpu_ns for _, p in mine)
-        joules = sum(attribution.energy_j.get(k, 0.0) for k, _ in mine)
+        joules = math.fsum(r["energy_j"] for r in self.rows)
         if extra_cpu_ns:
             total_cpu = window.total_cpu_ns or 1
             dynamic = sum(attribution.energy_j.values())
@@ -209,14 +217,16 @@ def _modelled_alone(model, cpu_ns: int, wall_ns: int):
 
 
 def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAULT_CARBON_INTENSITY,
-                forward_signals=True, wait_for_tree=False) -> Result:
+                forward_signals=True, wait_for_tree=False, by: Optional[str] = None) -> Result:
     """Run ``argv`` to completion and measure its whole tree.
 
     Like ``time`` and ``perf stat``, processes the command leaves running (a
     daemon, a ``(...) &``) keep running: they are counted up to the report
     and said in ``left_running``. ``wait_for_tree`` waits until the whole
     tree has ended instead, and counts it whole (root only: it needs the
-    run's cgroup)."""
+    run's cgroup). ``by`` (container, pod, service) also breaks the tree's
+    figures down by what owns each process's cgroup (eBPF only: rusage
+    cannot tell processes apart)."""
     from ebpf_energy.cgroups import own_cgroup
 
     if model is None:
@@ -253,9 +263,14 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
             left = len(tree.cgroup.pids(subtree=True))
         wall_ns = time.monotonic_ns() - t0
         rusage_ns = int(round((ru.ru_utime + ru.ru_stime) * 1e9))
+        groups = None
         if tree is not None:
             cpu_ns, joules, pids, model_desc = tree.finish()
             method, processes = "ebpf", len(pids)
+            if by:
+                from ebpf_energy.report import group_by_owner
+
+                groups = group_by_owner(tree.rows, by)
         else:
             cpu_ns, pids, processes, method = rusage_ns, [proc.pid], None, "rusage"
             joules, model_desc = _modelled_alone(model, cpu_ns, wall_ns)
@@ -270,7 +285,8 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
     return Result(wall_s=wall_ns / 1e9, cpu_ns=cpu_ns, energy_j=joules,
                   carbon_g=carbon_grams(joules, carbon_intensity), processes=processes, model=model_desc,
                   method=method, rusage_cpu_ns=rusage_ns, command=list(argv), exit_code=code, pids=pids,
-                  signal=sig, left_running=left, **(tree.window_facts() if tree is not None else {}))
+                  signal=sig, left_running=left, by=by, groups=groups,
+                  **(tree.window_facts() if tree is not None else {}))
 
 
 class RunError(Exception):

@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Optional
 
 from ebpf_energy.bpf_records import Record
 from ebpf_energy.cgroups import cgroup2_mount
+from ebpf_energy.pidns import NsPids
 from ebpf_energy.loader import syscall
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.object import BpfObject
@@ -120,6 +121,7 @@ class EbpfSampler:
         self.cpu_class = list(cpu_class or [0] * ncpus)
         self._books = Books(self.cpu_class)
         self._cgroups = CgroupPaths(cgroup2_mount())
+        self._nspids = NsPids()
         self._ncpus = ncpus
         self._cpus: List[int] = []
         self._lock = threading.Lock()
@@ -274,7 +276,9 @@ class EbpfSampler:
         self._last_read = time.monotonic()
         self.reads += 1
         cuts = [self.cuts[c] for c in sorted(self.cuts)]
-        return books.window(procs, cuts, source=self.source, cgroup_path=self._cgroups.path, live=live)
+        window = books.window(procs, cuts, source=self.source, cgroup_path=self._cgroups.path, live=live)
+        self._nspids.fill(window.processes)
+        return window
 
     def _deaths_now(self) -> int:
         bss = self._bss

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ebpf_energy.pidns import read_nspid
 from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow, comm_of
 
 # The row that holds a process's CPU no thread row could be given (threads
@@ -152,7 +153,7 @@ class _Task:
     """What the poller remembers about one process or thread."""
 
     __slots__ = ("id", "path", "comm", "start", "base", "last", "prior", "exited", "fresh",
-                 "cgroup", "cgroup_id", "threads", "live_tids", "fd")
+                 "cgroup", "cgroup_id", "threads", "live_tids", "fd", "nspid")
 
     def __init__(self, id_, path, comm, start, ticks, window_start_tick):
         self.id = id_
@@ -162,6 +163,7 @@ class _Task:
         self.exited = False
         self.cgroup = None
         self.cgroup_id = None
+        self.nspid = None
         self.threads = None
         self.live_tids = None
         self.fd = None  # kept open on its stat file (see ProcfsPoller._read_stat)
@@ -515,6 +517,7 @@ class ProcfsPoller:
         except OSError:
             rec.cgroup = None
         rec.cgroup_id = self._cgroup_id(rec.cgroup)
+        rec.nspid = read_nspid(rec.id, self.root)
 
     def _cgroup_id(self, path):
         """The cgroup's id is its directory's inode number in the v2 mount
@@ -540,7 +543,7 @@ class ProcfsPoller:
             if ticks <= 0 and not rec.fresh:
                 continue
             p = ProcessUsage(pid=pid, comm=rec.comm, cpu_ns=ticks * nspt, exited=rec.exited,
-                             cgroup=rec.cgroup, cgroup_id=rec.cgroup_id)
+                             cgroup=rec.cgroup, cgroup_id=rec.cgroup_id, nspid=rec.nspid)
             if rec.threads:
                 p.threads = [ThreadUsage(tid=t.id, comm=t.comm, cpu_ns=t.ticks * nspt,
                                          exited=t.exited or rec.exited)

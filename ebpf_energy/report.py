@@ -94,7 +94,7 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
             continue
         row = {"pid": p.pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
                "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited),
-               "cpu_ns_by_class": class_report.process_split(p, attribution.model)}
+               "cpu_ns_by_class": class_report.process_split(p, attribution.model), "nspid": p.nspid}
         if getattr(p, "wait_states", None) is not None:
             row["wait_states"] = p.wait_states.to_dict()
         if threads:
@@ -192,30 +192,45 @@ def group_by_owner(rows: List[dict], by: str, resolver=None) -> List[dict]:
     """One row per container, pod or systemd unit (from each process's cgroup
     path, named from the runtimes' state on disk); processes that have none
     go to one row with empty names, so the rows add up to the process view."""
-    from ebpf_energy.containers import Resolver, identify
+    from ebpf_energy.containers import Resolver, group_of, identify
 
     resolver = resolver or Resolver.from_env()
-    groups: Dict[tuple, dict] = {}
+    for cgroup in {r["cgroup"] for r in rows}:  # first learn every pod name these containers give
+        resolver.names(identify(cgroup))
+    groups: Dict[str, dict] = {}
     for r in rows:
-        o = identify(r["cgroup"])
-        n = resolver.names(o)
-        if by == "container":
-            key = (o.container_id,)
-            base = {"container_id": o.container_id[:12], "container": n.container, "runtime": o.runtime,
-                    "pod": n.pod, "namespace": n.namespace}
-        elif by == "pod":
-            key = (o.pod_uid,)
-            base = {"pod": n.pod, "namespace": n.namespace, "pod_uid": o.pod_uid, "qos": o.qos}
-        else:
-            key = (o.service,)
-            base = {"service": o.service}
+        key, fields = group_of(r["cgroup"], by, resolver)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = dict(base, processes=0, cpu_ns=0, slices=0, energy_j=[])
-        elif by == "pod" and n.pod and not g["pod"]:  # the pod's name from any of its containers
-            g.update(pod=n.pod, namespace=n.namespace)
+            g = groups[key] = dict(fields, processes=0, cpu_ns=0, slices=0, energy_j=[])
+        elif by == "pod" and fields["pod"] and not g["pod"]:  # the pod's name from any of its containers
+            g.update(pod=fields["pod"], namespace=fields["namespace"])
         _add_to_group(g, r)
     return _finished_groups(groups)
+
+
+GROUP_VIEWS = ("cgroup",) + OWNER_VIEWS
+_COUNTS = ("processes", "cpu_ns", "slices")
+
+
+def fold_groups(groups: List[dict], top: int, by: str) -> List[dict]:
+    """The first ``top`` group rows, then the rest folded into one row named
+    ``other`` (as the exporter's series are; ``groups`` says how many it
+    holds), so the rows still add up to the process view."""
+    if len(groups) <= top:
+        return groups
+    cut = groups[top:]
+    row = {k: ("" if isinstance(v, str) else None) for k, v in cut[0].items() if k not in _COUNTS + ("energy_j",)}
+    row[_LABEL_COLUMN[by] if by == "cgroup" else _NAME_KEY[by]] = "other"
+    row["groups"] = len(cut)
+    for k in _COUNTS:
+        if all(k in g for g in cut):
+            row[k] = sum(g[k] for g in cut)
+    row["energy_j"] = math.fsum(g["energy_j"] for g in cut)
+    return groups[:top] + [row]
+
+
+_NAME_KEY = {"container": "container_id", "pod": "pod", "service": "service"}
 
 
 def limit(report: dict, top: Optional[int]) -> dict:
@@ -231,9 +246,9 @@ def limit(report: dict, top: Optional[int]) -> dict:
     out["omitted"] = {"processes": prev["processes"] + len(cut),
                       "cpu_ns": prev["cpu_ns"] + sum(r["cpu_ns"] for r in cut),
                       "energy_j": math.fsum([prev["energy_j"]] + [r["energy_j"] for r in cut])}
-    for key in ("cgroups", "containers", "pods", "services"):
-        if key in report:
-            out[key] = report[key][:top]
+    for by in GROUP_VIEWS:
+        if by + "s" in report:
+            out[by + "s"] = fold_groups(report[by + "s"], top, by)
     return out
 
 
@@ -315,8 +330,13 @@ def _rows_for(report: dict, by: str):
             rows.extend(["", str(t["tid"]), "  " + _comm(t), _ms(t["cpu_ns"]), _mj(t["energy_j"])]
                         for t in p["threads"])
         return head, rows
-    head = ["PID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
-    rows = [[str(p["pid"]), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])] for p in report["processes"]]
+    if any(p.get("nspid") for p in report["processes"]):  # some run in another PID namespace: both PIDs
+        head = ["PID", "NSPID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
+        rows = [[str(p["pid"]), str(p["nspid"] or "-"), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])]
+                for p in report["processes"]]
+    else:
+        head = ["PID", "COMM", "CPU (ms)", "ENERGY (mJ)"]
+        rows = [[str(p["pid"]), _comm(p), _ms(p["cpu_ns"]), _mj(p["energy_j"])] for p in report["processes"]]
     if _with_waits(report):  # --classify: the shares of each state and the class
         from ebpf_energy.wait_states import TABLE_HEAD, table_cells
 
@@ -351,6 +371,9 @@ def _comm(row):
 
 def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT_TABLE_TOP,
                  title: Optional[str] = None) -> str:
+    if by in GROUP_VIEWS and top is not None:  # the rest folded into an "other" row
+        report = dict(report, **{by + "s": fold_groups(report.get(by + "s", []), top, by)})
+        top = None
     head, rows = _rows_for(report, by)
     shown = rows if top is None else _first_groups(rows, top)
     widths = [max([len(h)] + [len(r[i]) for r in shown]) for i, h in enumerate(head)]
@@ -422,7 +445,7 @@ def csv_header(by: str, with_interval: bool, threads: bool = False, slices: bool
     ``total``) and ``model`` names the model on the ``total`` line, so a CSV
     alone tells how its joules were made and that they add up."""
     cols = {"process": ["pid"] + (["tid"] if threads else []) + ["comm", "cgroup", "cgroup_id", "cpu_ns", "slices",
-                                                               "energy_j", "exited"],
+                                                               "energy_j", "exited", "nspid"],
             "thread": ["pid", "tid", "comm", "cgroup", "cpu_ns", "slices", "energy_j", "exited"],
             "cgroup": ["cgroup", "cgroup_id", "processes", "cpu_ns", "slices", "energy_j"],
             "container": ["container_id", "container", "runtime", "pod", "namespace", "processes", "cpu_ns",
@@ -476,10 +499,8 @@ def render_csv(report: dict, by: str = "process", interval=None, header: bool = 
     cols = csv_header(by, interval is not None, threads, slices=report.get("source") != "procfs", waits=waits)
     if header:
         w.writerow(cols)
-    if by == "cgroup":
-        rows = [dict(g, row="cgroup") for g in report.get("cgroups", [])]
-    elif by in OWNER_VIEWS:
-        rows = [dict(g, row=by) for g in report.get(by + "s", [])]
+    if by in GROUP_VIEWS:  # a folded "other" group is the [other] line below
+        rows = [dict(g, row=by) for g in report.get(by + "s", []) if "groups" not in g]
     elif by == "thread":
         rows = [dict(t, pid=p["pid"], cgroup=p["cgroup"], row="thread") for p in report["processes"]
                 for t in p.get("threads", [])]

@@ -44,6 +44,7 @@ class ProcessUsage:
     cpu_ns_by_class: Optional[List[int]] = None
     # CPU cycles (ns x the CPU's kHz / 1e6 per slice); None when the frequency is unknown
     cycles: Optional[int] = None
+    nspid: Optional[int] = None  # its PID in its own PID namespace, when that is not the monitor's
 
 
 @dataclass

@@ -33,6 +33,17 @@ CASES = [
     (f"/kubepods/pod{UID}/{A}", Owner("containerd", A, UID, "guaranteed")),
     (f"/machine.slice/libpod-{A}.scope", Owner("podman", A)),
     (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{A}.scope", Owner("podman", A)),
+    # the same layouts below another cgroup: a kubelet --cgroup-root, a test's own cgroup
+    (f"/ebpf-energy-test-1/kubepods/besteffort/pod{UID}/{B}", Owner("containerd", B, UID, "besteffort")),
+    (f"/ebpf-energy-test-1/docker/{A}", Owner("docker", A)),
+    # Kubernetes in Docker (kind): the pod's container wins over the node's, and the node is not the pod's
+    (f"/system.slice/docker-{A}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/"
+     f"kubelet-kubepods-burstable-pod{U_}.slice/cri-containerd-{B}.scope", Owner("containerd", B, UID, "burstable")),
+    (f"/docker/{A}/kubelet/kubepods/burstable/pod{UID}/{B}", Owner("containerd", B, UID, "burstable")),
+    (f"/docker/{A}/kubelet/kubepods/burstable/pod{UID}", Owner("", "", UID, "burstable")),
+    (f"/kubepods/burstable/pod{UID}", Owner("", "", UID, "burstable")),
+    (f"/system.slice/crio-conmon-{B}.scope", Owner("cri-o", B)),
+    ("/docker/not-an-id", Owner()),
     ("/", Owner()),
     (None, Owner()),
 ]
@@ -70,6 +81,12 @@ def test_names_come_from_the_runtimes_state_and_unknown_ids_stay_ids(tmp_path):
     assert (n.container, n.pod, n.namespace) == ("db", "shop-db-0", "prod")
     assert r.names(Owner("docker", c)).container == "cache-1"
     assert r.names(Owner("docker", "d" * 64)).container == ""  # unknown: stays an id
+    # Podman: an OCI config with no name in it; containers/storage's record names it
+    e = "e" * 64
+    store = tmp_path / "var/lib/containers/storage/overlay-containers"
+    write(store / e / "userdata/config.json", {"annotations": {"io.container.manager": "libpod"}})
+    write(store / "containers.json", [{"id": e, "names": ["nightly-backup"], "layer": "x"}, {"id": A}])
+    assert r.names(Owner("podman", e)).container == "nightly-backup"
     assert r.names(Owner()).container == ""
 
 
@@ -104,25 +121,49 @@ BURN = ("import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:
         "    t = time.thread_time()\n    while time.thread_time() - t < 0.05: pass\n    time.sleep(0.05)")
 
 
+UID2 = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f2a3b4c5d"
+D, E, F, G = "d" * 64, "e" * 64, "f" * 64, "0123456789ab" * 5 + "cdef"
+# every runtime and driver: (cgroup under the test's own, container name, runtime, pod, namespace, unit)
+ON_THE_KERNEL = [
+    (f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{U_}.slice/cri-containerd-{A}.scope",
+     "web", "containerd", "shop-7d9", "prod", ""),
+    (f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID2.replace('-', '_')}.slice/crio-{B}.scope",
+     "db", "cri-o", "shop-db-0", "prod", ""),
+    (f"kubepods/burstable/pod{U_.replace('_', '-')}/{E}", "", "containerd", "shop-7d9", "prod", ""),
+    ("system.slice/docker-{c}.scope", "cache-1", "docker", "", "", ""),
+    (f"docker/{D}", "queue", "docker", "", "", ""),
+    (f"machine.slice/libpod-{F}.scope", "nightly-backup", "podman", "", "", ""),
+    (f"user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{G}.scope", "", "podman", "", "", ""),
+    ("system.slice/ebpf-energy-demo.service", "", "", "", "", "ebpf-energy-demo.service"),
+]
+LIGHT_BURN = ("import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n"
+              "    t = time.thread_time()\n    while time.thread_time() - t < 0.01: pass\n    time.sleep(0.09)")
+
+
 @pytest.mark.kernel
-def test_monitor_by_container_and_pod_on_the_real_kernel(own_cgroup_dir, tmp_path):
-    """Burners in cgroups named as Docker and containerd-under-kubepods name
-    them: their rows carry the names from the runtime tree, and the rows add
-    up to the process view exactly."""
+def test_monitor_by_container_pod_and_service_on_the_real_kernel(own_cgroup_dir, tmp_path):
+    """A burner in a cgroup named as each runtime and driver names them
+    (under this test's own cgroup): each has its row, named from the runtime
+    tree (the rootless Podman one, whose state is in its user's home, and
+    the cgroupfs container with no state of its own stay ids, the latter
+    still in its pod), and every view adds up to the process view exactly."""
     mount, base = own_cgroup_dir
     c = runtime_tree(tmp_path)
-    pod = base / "kubepods.slice" / "kubepods-burstable.slice" / f"kubepods-burstable-pod{U_}.slice"
-    dirs = {"web": pod / f"cri-containerd-{A}.scope", "cache-1": base / f"docker-{c}.scope"}
-    for d in dirs.values():
+    write(tmp_path / "var/lib/docker/containers" / D / "config.v2.json", {"Name": "/queue"})
+    store = tmp_path / "var/lib/containers/storage/overlay-containers"
+    write(store / F / "userdata/config.json", {"annotations": {"io.container.manager": "libpod"}})
+    write(store / "containers.json", [{"id": F, "names": ["nightly-backup"]}])
+    cases = [(base / path.format(c=c), *rest) for path, *rest in ON_THE_KERNEL]
+    for d, *_ in cases:
         d.mkdir(parents=True)
     kids = []
     try:
-        for name, d in dirs.items():
-            kids.append(subprocess.Popen([sys.executable, "-c", BURN],
+        for d, *_ in cases:
+            kids.append(subprocess.Popen([sys.executable, "-c", LIGHT_BURN],
                                          preexec_fn=lambda d=d: (d / "cgroup.procs").write_text("0")))
-        time.sleep(0.1)
+        time.sleep(0.2)
         out = {}
-        for by in ("container", "pod", "process"):
+        for by in ("container", "pod", "service", "process"):
             r = subprocess.run([sys.executable, "-m", "ebpf_energy", "monitor", "-d", "1", "-p", "10", "--json",
                                 "--by", by, "--runtime-root", str(tmp_path)], capture_output=True, text=True,
                                cwd=ROOT, timeout=60)
@@ -132,13 +173,92 @@ def test_monitor_by_container_and_pod_on_the_real_kernel(own_cgroup_dir, tmp_pat
         for k in kids:
             k.kill()
             k.wait()
-    rows = {g["container"]: g for g in out["container"]["containers"]}
-    assert rows["web"]["pod"] == "shop-7d9" and rows["web"]["namespace"] == "prod"
-    assert rows["web"]["container_id"] == A[:12] and rows["cache-1"]["runtime"] == "docker"
-    assert rows["web"]["cpu_ns"] > 0 and rows["cache-1"]["cpu_ns"] > 0
-    report = out["container"]
-    assert sum(g["cpu_ns"] for g in report["containers"]) == report["total_cpu_ns"]
-    assert sum(g["energy_j"] for g in report["containers"]) == pytest.approx(
-        report["total_energy_j"] - report["idle_energy_j"])
-    pods = {g["pod"]: g for g in out["pod"]["pods"]}
-    assert pods["shop-7d9"]["pod_uid"] == UID and pods["shop-7d9"]["qos"] == "burstable"
+    rows = {g["container_id"]: g for g in out["container"]["containers"]}
+    for (d, name, runtime, pod, ns, unit), cid in zip(cases, [A, B, E, c, D, F, G, ""]):
+        if not cid:
+            continue
+        g = rows[cid[:12]]
+        assert (g["container"], g["runtime"], g["pod"], g["namespace"]) == (name, runtime, pod, ns), d
+        assert g["processes"] == 1 and g["cpu_ns"] > 0, d
+    pods = {g["pod_uid"]: g for g in out["pod"]["pods"]}
+    assert (pods[UID]["pod"], pods[UID]["qos"], pods[UID]["processes"]) == ("shop-7d9", "burstable", 2)
+    assert (pods[UID2]["pod"], pods[UID2]["namespace"], pods[UID2]["qos"]) == ("shop-db-0", "prod", "besteffort")
+    units = {g["service"]: g for g in out["service"]["services"]}
+    assert units["ebpf-energy-demo.service"]["processes"] == 1 and units["ebpf-energy-demo.service"]["cpu_ns"] > 0
+    for by in ("container", "pod", "service"):
+        report = out[by]
+        assert sum(g["cpu_ns"] for g in report[by + "s"]) == report["total_cpu_ns"], by
+        assert sum(g["processes"] for g in report[by + "s"]) == len(report["processes"]), by
+        assert sum(g["energy_j"] for g in report[by + "s"]) == pytest.approx(
+            report["total_energy_j"] - report["idle_energy_j"]), by
+
+
+# a command that makes a Docker-named cgroup under its own, runs a burner in it and burns a little itself
+IN_CONTAINER = r"""
+import os, subprocess, sys, time
+mount, cid = sys.argv[1], sys.argv[2]
+spin_s = sys.argv[3] if len(sys.argv) > 3 else "0.05"
+mine = open("/proc/self/cgroup").read().split("0::", 1)[1].split("\n")[0]
+d = os.path.join(mount + mine, f"docker-{cid}.scope")
+os.mkdir(d)
+spin = "import time\nt = time.thread_time() + " + spin_s + "\nwhile time.thread_time() < t: pass"
+subprocess.run([sys.executable, "-c", spin], preexec_fn=lambda: open(d + "/cgroup.procs", "w").write("0"), check=True)
+t = time.thread_time() + 0.02
+while time.thread_time() < t: pass
+"""
+
+
+@pytest.mark.kernel
+def test_run_by_container_breaks_the_tree_down_and_adds_up(tmp_path):
+    from ebpf_energy.cgroups import cgroup2_mount
+
+    c = runtime_tree(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "run", "--json", "-p", "10", "--by", "container",
+                        "--runtime-root", str(tmp_path), "--", sys.executable, "-c", IN_CONTAINER,
+                        cgroup2_mount(), c], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    rows = {g["container"]: g for g in out["containers"]}
+    assert set(rows) == {"cache-1", ""} and rows["cache-1"]["container_id"] == c[:12]
+    assert rows["cache-1"]["runtime"] == "docker" and rows["cache-1"]["processes"] == 1
+    assert rows["cache-1"]["cpu_ns"] >= 50_000_000 and rows[""]["cpu_ns"] >= 20_000_000
+    assert sum(g["cpu_ns"] for g in out["containers"]) == out["cpu_ns"]
+    assert sum(g["processes"] for g in out["containers"]) == out["processes"]
+    assert sum(g["energy_j"] for g in out["containers"]) == pytest.approx(out["energy_j"], rel=1e-12)
+    text = subprocess.run([sys.executable, "-m", "ebpf_energy", "run", "-p", "10", "--by", "container",
+                           "--runtime-root", str(tmp_path), "--", sys.executable, "-c", IN_CONTAINER,
+                           cgroup2_mount(), c], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert text.returncode == 0, text.stderr
+    assert "by container:" in text.stderr and f"{c[:12]}  cache-1" in text.stderr
+
+
+@pytest.mark.kernel
+def test_compare_by_container_shows_both_monitors_rows(tmp_path):
+    import shlex
+
+    from ebpf_energy.cgroups import cgroup2_mount
+
+    c = runtime_tree(tmp_path)
+    script = tmp_path / "in_container.py"
+    script.write_text(IN_CONTAINER)
+    cmd = shlex.join([sys.executable, str(script), cgroup2_mount(), c, "0.6"])
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "-d", "5", "-w", cmd, "--json", "-p", "10",
+                        "--by", "container", "--runtime-root", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for name in ("ebpf", "traditional"):
+        rows = out["monitors"][name]["containers"]
+        assert len(rows) <= 10 + 1
+        assert sum(g["cpu_ns"] for g in rows) == out["monitors"][name]["total_cpu_ns"], name
+    # /proc reads a process's cgroup when it first sees it: a poll between the
+    # burner's fork and its move would leave it in the parent's row, so only
+    # the eBPF side (the cgroup at every switch) is held to the container row
+    mine = [g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1"]
+    assert len(mine) == 1 and mine[0]["container_id"] == c[:12]
+    ebpf = next(g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1")
+    assert ebpf["cpu_ns"] >= 600_000_000
+    from ebpf_energy.compare import render
+
+    text = render(out)
+    assert "CPU (ms) by container" in text and f"{c[:12]} cache-1" in text

@@ -16,7 +16,8 @@ from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
 TOP_KEYS = {"schema", "source", "duration_s", "ncpus", "model", "total_cpu_ns", "idle_ns", "total_energy_j",
             "idle_energy_j", "domains_j", "dropped", "drops", "samples_or_events", "processes_seen", "processes",
             "window", "steal_ns", "dropped_cpu_ns", "classes", "frequency"}
-PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited", "cpu_ns_by_class"}
+PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "slices", "energy_j", "exited", "cpu_ns_by_class",
+             "nspid"}
 
 
 def window(n=30, source="ebpf"):

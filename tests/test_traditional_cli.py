@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TICK_NS = 1_000_000_000 // CLK_TCK
 CONTRACT_KEYS = {"schema", "duration_s", "model", "total_cpu_ns", "idle_ns", "total_energy_j", "idle_energy_j",
                  "domains_j", "dropped", "drops", "processes"}
-PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "energy_j", "exited", "cpu_ns_by_class"}  # /proc counts no slices
+PROC_KEYS = {"pid", "comm", "cgroup", "cgroup_id", "cpu_ns", "energy_j", "exited", "cpu_ns_by_class",
+             "nspid"}  # /proc counts no slices
 
 
 def cmd(*args):

@@ -12,7 +12,17 @@ import sys
 import click
 
 from ebpf_energy.commands._numbers import PID_MAX_LIMIT, Number, count, seconds
-from ebpf_energy.report import BY_CHOICES, drop_warning
+from ebpf_energy.report import BY_CHOICES, OWNER_VIEWS, drop_warning
+
+runtime_root_option = click.option(
+    "--runtime-root", type=click.Path(file_okay=False), envvar="EBPF_ENERGY_RUNTIME_ROOT", default=None,
+    expose_value=False, callback=lambda ctx, param, v: _runtime_root(v),
+    help="With --by container/pod: read container runtimes' state under DIR, laid out like / "
+         "(default /; env EBPF_ENERGY_RUNTIME_ROOT).")
+# the views that group processes by what owns their cgroup (run, compare, exporter)
+owner_by_option = click.option(
+    "--by", type=click.Choice(OWNER_VIEWS), default=None,
+    help="Also break the figures down per container, Kubernetes pod or systemd unit.")
 
 _LISTING = [
     click.option("--top", type=count(), default=None, metavar="N",
@@ -26,10 +36,7 @@ _LISTING = [
                  help="Only list processes in this cgroup v2 path (or below it)."),
     click.option("--by", type=click.Choice(BY_CHOICES), default="process", show_default=True,
                  help="One row per process, thread, cgroup, container, Kubernetes pod or systemd unit."),
-    click.option("--runtime-root", type=click.Path(file_okay=False), envvar="EBPF_ENERGY_RUNTIME_ROOT",
-                 default=None, expose_value=False, callback=lambda ctx, param, v: _runtime_root(v),
-                 help="With --by container/pod: read container runtimes' state under DIR, laid out like / "
-                      "(default /; env EBPF_ENERGY_RUNTIME_ROOT)."),
+    runtime_root_option,
     click.option("--json", "as_json", is_flag=True, help="Print JSON (stdout carries only the JSON)."),
     click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header."),
 ]

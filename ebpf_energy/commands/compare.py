@@ -8,6 +8,7 @@ import click
 
 from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._options import model_options
+from ebpf_energy.commands._report_run import owner_by_option, runtime_root_option
 from ebpf_energy.workloads import NAMES
 
 
@@ -47,8 +48,10 @@ def _interrupt(signum, frame):
               help="Print the comparison as CSV: one row per monitor, and a row for the truth.")
 @click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
               help="Also draw the comparison as bar charts into FILE (needs matplotlib).")
+@owner_by_option
+@runtime_root_option
 @model_options
-def compare(duration, command, workload, interval, as_json, as_csv=False, plot=None, **model_kw):
+def compare(duration, command, workload, interval, as_json, by=None, as_csv=False, plot=None, **model_kw):
     """Run the eBPF monitor and the /proc poller side by side on one workload
     and compare CPU time, energy, processes caught and their own overhead.
 
@@ -81,7 +84,7 @@ def compare(duration, command, workload, interval, as_json, as_csv=False, plot=N
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_compare(duration, command=command, workload=workload, interval=interval,
-                             model_args=_model_args(**model_kw), progress=progress)
+                             model_args=_model_args(**model_kw), progress=progress, by=by)
     except CompareError as e:
         click.echo(f"ebpf-energy compare: {e}", err=True)
         sys.exit(1)

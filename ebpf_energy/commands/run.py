@@ -17,6 +17,7 @@ import click
 
 from ebpf_energy.commands._numbers import MAX_CARBON_G_PER_KWH, MAX_JOULES, Number, count
 from ebpf_energy.commands._options import model_from_options, model_options
+from ebpf_energy.commands._report_run import owner_by_option, runtime_root_option
 
 OVER_BUDGET_EXIT = 75  # EX_TEMPFAIL: not an exit status commands commonly use for their own failures
 SUMMARY_KEYS = ("energy_j", "cpu_ns", "wall_s", "carbon_g")
@@ -93,6 +94,22 @@ def _text(result: dict, intensity: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _groups_text(result: dict, by) -> str:
+    """run --by: the tree's rows per container, pod or unit (the monitor's table)."""
+    if not by:
+        return ""
+    groups = result.get(by + "s")
+    if groups is None:
+        return f"\n   no breakdown by {by}: it needs the eBPF monitor (root, or CAP_BPF + CAP_PERFMON)\n"
+    from ebpf_energy.report import DEFAULT_TABLE_TOP, _rows_for, fold_groups
+
+    head, rows = _rows_for({by + "s": fold_groups(groups, DEFAULT_TABLE_TOP, by)}, by)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    lines = ["", f"   by {by}:"] + ["   " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                                    for r in [head] + rows]
+    return "\n".join(lines) + "\n"
+
+
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object (on stdout unless -o).")
 @click.option("--csv", "as_csv", is_flag=True, help="The report as CSV, a row per run (on stdout unless -o).")
@@ -111,10 +128,12 @@ def _text(result: dict, intensity: float) -> str:
               help="Run N times; report each run, the mean and the standard deviation.")
 @click.option("--carbon-intensity", type=Number(min=0, max=MAX_CARBON_G_PER_KWH, unit="g/kWh"), default=475.0, show_default=True,
               metavar="G_PER_KWH", help="Grid carbon intensity for the CO2e figure (default: world average).")
+@owner_by_option
+@runtime_root_option
 @model_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(as_json, as_csv, output, codecarbon_csv, wait_tree, budget_exit_code, budget_joules, repeat, carbon_intensity, command,
-        **model_kw):
+        by, **model_kw):
     """Run COMMAND and measure its whole process tree: wall time, CPU time,
     energy by the active model, and carbon.
 
@@ -132,7 +151,7 @@ def run(as_json, as_csv, output, codecarbon_csv, wait_tree, budget_exit_code, bu
         for _ in range(repeat):
             try:
                 r = run_command(list(command), model=model, meter=meter, carbon_intensity=carbon_intensity,
-                                wait_for_tree=wait_tree)
+                                wait_for_tree=wait_tree, by=by)
             except RunError as e:
                 click.echo(f"ebpf-energy run: {e}", err=True)
                 sys.exit(e.exit_code)
@@ -160,7 +179,7 @@ def run(as_json, as_csv, output, codecarbon_csv, wait_tree, budget_exit_code, bu
     elif as_csv:
         text, to_stdout = _csv(out), True
     else:
-        text, to_stdout = _text(out, carbon_intensity), False
+        text, to_stdout = _text(out, carbon_intensity) + _groups_text(out, by), False
     if codecarbon_csv:
         from ebpf_energy import codecarbon_csv as cc
 

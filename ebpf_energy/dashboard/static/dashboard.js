@@ -36,10 +36,12 @@
     return j >= 10 ? Math.round(j).toLocaleString("en") : j.toFixed(3);
   }
 
+  // a stable colour per row (the same process keeps its colour as ranks change):
+  // FNV-1a of the key, then golden-angle steps so close keys get far-apart hues
   function colourFor(key) {
-    var h = 0;
-    for (var i = 0; i < key.length; i++) h = (h * 31 + key.charCodeAt(i)) >>> 0;
-    return "hsl(" + (h % 360) + ", 55%, " + (48 + (h >> 9) % 20) + "%)";
+    var h = 2166136261;
+    for (var i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619) >>> 0;
+    return "hsl(" + Math.round((h % 1000) * 137.508) % 360 + ", 60%, " + (45 + (h >>> 10) % 3 * 8) + "%)";
   }
 
   var FIXED = {

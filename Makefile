@@ -11,7 +11,7 @@ ARCH        := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # so CI can check that the shipped object is what this source builds.
 BPF_CFLAGS  := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(CURDIR) -I$(CURDIR)/bpf \
                -fdebug-prefix-map=$(CURDIR)=. -Wall -Wno-unused-function
-APT_PKGS    := clang llvm bpftool libbpf-dev linux-perf prometheus
+APT_PKGS    := clang llvm bpftool libbpf-dev linux-perf prometheus chromium chromium-driver
 
 PKG_OBJS    := $(patsubst bpf/%.bpf.c,ebpf_energy/bpf/%.bpf.o,$(wildcard bpf/*.bpf.c))
 TEST_OBJS   := $(patsubst tests/bpf/%.bpf.c,tests/bpf/build/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
@@ -59,7 +59,7 @@ regen-vmlinux:
 
 apt:
 	@missing=""; \
-	for c in clang llc bpftool perf prometheus; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	for c in clang llc bpftool perf prometheus chromium chromedriver; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	[ -f /usr/include/bpf/bpf_helpers.h ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $(APT_PKGS)"; \

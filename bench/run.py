@@ -29,6 +29,7 @@ BENCHMARKS = [
     ("ringbuf_drain.py", []),
     ("procfs_cost.py", []),
     ("run_startup.py", []),
+    ("dashboard_cost.py", []),
 ]
 
 

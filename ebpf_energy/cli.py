@@ -24,6 +24,7 @@ COMMANDS = {
     "calibrate": ("ebpf_energy.commands.calibrate", "calibrate", "Fit idle watts and watts per CPU-second from RAPL."),
     "run": ("ebpf_energy.commands.run", "run", "Measure one command's whole process tree."),
     "exporter": ("ebpf_energy.commands.exporter", "exporter", "Serve per-process energy to Prometheus."),
+    "dashboard": ("ebpf_energy.commands.dashboard", "dashboard", "Live energy charts in the browser (and /metrics)."),
 }
 
 

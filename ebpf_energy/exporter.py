@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ebpf_energy.class_report import class_rows
 from ebpf_energy.driver import MeterGuard, diff_windows, joules_between
@@ -238,6 +238,9 @@ class Exporter:
         self._m_prev = None
         self._refreshes = 0
         self._lock = threading.Lock()
+        # called with (window, attribution, meter joules) after each refresh, under
+        # the lock: the dashboard draws its frames from the same windows (one loop)
+        self.window_listeners: List[Callable] = []
 
     def start(self) -> None:
         self.sampler.start()
@@ -277,6 +280,8 @@ class Exporter:
             self._prev, self._m_prev = cur, m
             self._refreshes += 1
             self.snapshot = self._snapshot(cur, iw, att, mj, time.monotonic() - t0)
+            for listener in self.window_listeners:
+                listener(iw, att, mj)
             return self.snapshot
 
     def stop(self) -> None:
@@ -413,8 +418,11 @@ class SnapshotCollector:
                                 value=s.timestamp)
 
 
-def make_server(exporter: Exporter, host: str, port: int):
-    """A threaded HTTP server for ``/metrics`` (bound, not yet serving)."""
+def make_server(exporter: Exporter, host: str, port: int, routes: Optional[Dict[str, Callable]] = None):
+    """A threaded HTTP server for ``/metrics`` (bound, not yet serving).
+
+    ``routes``: more WSGI apps by path, tried before the built-in ``/`` and
+    404 (the dashboard's page and event stream on the same port)."""
     import socket
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -432,6 +440,8 @@ def make_server(exporter: Exporter, host: str, port: int):
                 body = metrics_app(dict(environ, REQUEST_METHOD="GET"), start_response)
                 return [b"" for _ in body]
             return metrics_app(environ, start_response)
+        if routes and path in routes:
+            return routes[path](environ, start_response)
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/html")])
             return [b"<html><body><a href=\"/metrics\">ebpf-energy metrics</a></body></html>\n"]

@@ -32,3 +32,8 @@ def test_clean_install_pulls_only_the_three_dependencies(tmp_path):
     r = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env,
                        cwd=tmp_path)
     assert r.returncode == 0 and int(r.stdout) > 1000, r.stderr
+    # the dashboard's page and its vendored charting library (with its licence) are package data
+    code = "from ebpf_energy.dashboard.app import STATIC, static_file; print(min(len(static_file(n)) for n in STATIC))"
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 0 and int(r.stdout) > 500, r.stderr

@@ -1,13 +1,9 @@
 """``ebpf-energy exporter``: per-process energy for Prometheus.
 
-Binds first (a busy port fails before anything is loaded), then loads the
-eBPF monitor, refreshes the numbers every ``--interval`` seconds in the main
-thread and serves the last snapshot from a server thread. SIGINT/SIGTERM stop
-it cleanly: the server is shut down and the BPF object closed.
+The loop (bind, load, refresh every ``--interval`` s, serve the last
+snapshot, a clean stop on SIGINT/SIGTERM) is :mod:`ebpf_energy.commands._serve`,
+shared with ``dashboard``.
 """
-
-import sys
-import threading
 
 import click
 
@@ -44,63 +40,15 @@ def exporter(listen, top, interval, linger, max_tasks, explain_, by, **model_kw)
     signal (a shell sees 130 or 143; systemd sees a clean stop). With --by,
     series per container (or pod, or systemd unit) too, by the same rules.
     """
-    from ebpf_energy.commands._signals import TerminateOnSignals
-    from ebpf_energy.exporter import Exporter, ExporterError, make_server, parse_listen
-    from ebpf_energy.exporter import require_prometheus_client
-    from ebpf_energy.loader.errors import LoaderError
+    from ebpf_energy.commands._serve import check_can_serve, serve_refreshing
+    from ebpf_energy.exporter import Exporter
     from ebpf_energy.monitor import EbpfSampler
     from ebpf_energy.topology import sampler_kwargs
 
-    def fail(message):
-        click.echo(f"ebpf-energy exporter: {message}", err=True)
-        sys.exit(1)
-
-    try:
-        require_prometheus_client()
-        host, port = parse_listen(listen)
-    except ExporterError as e:
-        fail(str(e))
-    from ebpf_energy.privilege import can_bpf
-
-    if not can_bpf():
-        fail("needs root (or CAP_BPF and CAP_PERFMON) to load its BPF program; run it with sudo.")
-    if explain_:
-        from ebpf_energy.loader import explain
-
-        explain.enable(sys.stderr)
+    host, port = check_can_serve("exporter", listen, explain_)
     model, meter = model_from_options(**model_kw)
-    server, serving, stopped_by = None, False, None
     ex = Exporter(EbpfSampler(max_tasks=max_tasks, **sampler_kwargs(model.topology)), model, meter, top=top,
                   linger_s=linger, by=by)
-    try:
-        with TerminateOnSignals() as sig:
-            server = make_server(ex, host, port)
-            ex.start()
-            ex.refresh()
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="ebpf-energy-http", daemon=True).start()
-            serving = True  # from here shutdown() has a serve_forever() loop to wait for
-            bound_host, bound_port = server.server_address[:2]
-            shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-            click.echo(f"ebpf-energy exporter: serving http://{shown}:{bound_port}/metrics "
-                       f"(refresh every {interval:g} s, top {top} processes{f' and {by}s' if by else ''}; model {model.name})", err=True)
-            while not sig.wait(interval):
-                ex.refresh()
-            stopped_by = sig.stopper.reason
-    except (ExporterError, LoaderError) as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        stopped_by = "SIGINT"
-    finally:
-        if server is not None:
-            if serving:
-                server.shutdown()
-            server.server_close()
-        ex.stop()
-        if meter is not None:
-            meter.close()
-    if stopped_by:
-        from ebpf_energy.commands._signals import die_by
-
-        die_by(stopped_by)
-
+    serve_refreshing("exporter", ex, meter, host, port, interval,
+                     ready=lambda base: f"serving {base}/metrics (refresh every {interval:g} s, top {top} "
+                                        f"processes{f' and {by}s' if by else ''}; model {model.name})")

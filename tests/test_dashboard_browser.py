@@ -1,0 +1,195 @@
+"""The dashboard's page in a real browser: Debian's chromium, headless,
+driven by chromedriver through Selenium.
+
+A burner started while the page is open must appear in the legend under its
+name in one of the two refreshes after it started (counted in refreshes, read
+from /metrics, not in seconds), its series must grow, the model line must
+say what /metrics says, pause must hold the chart, the browser console must
+stay free of errors, and after the server restarts on the same port the page
+must pick up the new run by itself. The screenshot in the README
+(docs/dashboard.png) is taken here.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ebpf_energy.report import model_sentence
+
+from test_dashboard import RunningDashboard
+from test_exporter import value
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SCREENSHOT = ROOT / "docs" / "dashboard.png"
+BURNER = "dash-burner"  # the comm the kernel gives the burner (its executable's name)
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver (make deps installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="ebpf-energy-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", f"--user-data-dir={profile}", "--no-first-run"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(CHROMEDRIVER)
+    driver = None
+    try:
+        driver = webdriver.Chrome(options=opts, service=service)
+        yield driver
+    finally:
+        if driver is not None:
+            driver.quit()
+        service.stop()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(what, cond, deadline_s=120.0):
+    """Poll ``cond`` until it returns something true; a generous deadline, not a measurement."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def page(driver, expr):
+    return driver.execute_script(f"return {expr};")
+
+
+def legend_names(driver):
+    return page(driver, "Array.from(document.querySelectorAll('#legend tr')).map("
+                        "tr => tr.querySelector('.name').textContent)")
+
+
+def burner_frames(driver, key):
+    """(seq, cumulative joules) of every frame the page holds in which the burner has a row."""
+    return page(driver, f"ebpfEnergy.frames.map(f => [f.seq, (f.rows.find(r => r.key === '{key}') || {{}}).j])"
+                        ".filter(p => p[1] !== undefined)")
+
+
+def scrape(d):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(d.get("/metrics")[2].decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, (fam.type, {}))[1][frozenset(s.labels.items())] = s.value
+    return out
+
+
+def model_from_labels(labels):
+    """The info labels back into the model's values (strings -> bool/None/float)."""
+    out = {}
+    for k, v in labels.items():
+        if v in ("true", "false"):
+            v = v == "true"
+        elif v == "":
+            v = None
+        else:
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
+def severe(driver):
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def start_burner(tmp_path):
+    """A shell loop under the name BURNER (a symlink's name becomes the comm), at
+    nice -20 so it is among the top rows of every refresh on a shared machine."""
+    exe = tmp_path / BURNER
+    exe.symlink_to(shutil.which("sh"))
+    return subprocess.Popen([str(exe), "-c", "while :; do :; done"], preexec_fn=lambda: os.nice(-20))
+
+
+def test_the_page_in_a_real_browser(browser, tmp_path):
+    driver = browser
+    burner = None
+    d = RunningDashboard("--interval", "1", "--top", "12", "-p", "10")
+    try:
+        driver.get(d.base + "/")
+        wait_for("the first frame on the chart", lambda: page(driver, "ebpfEnergy.status === 'live' && "
+                                                                      "ebpfEnergy.drawnSeq > 0"))
+        run1 = page(driver, "ebpfEnergy.run")
+        # the burner: in the legend under its name within two refreshes of its start
+        r0 = value(scrape(d), "ebpf_energy_refreshes_total")
+        burner = start_burner(tmp_path)
+        key = str(burner.pid)
+        wait_for("the burner in the legend", lambda: BURNER in legend_names(driver))
+        first_seq = burner_frames(driver, key)[0][0]
+        assert first_seq <= r0 + 2, (first_seq, r0)
+        row = page(driver, f"document.querySelector('#legend tr[data-key=\"{key}\"] .detail').textContent")
+        assert row == f"pid {burner.pid}"
+        # its series grows: more frames with it, more joules each time, more points on the chart
+        points = f"(function(){{var c = ebpfEnergy.chartData, i = c.layers.indexOf('{key}');" \
+                 f" return i < 0 ? 0 : c.raw[i].filter(w => w > 0).length;}})()"
+        n0 = page(driver, points)
+        wait_for("the burner's series to grow", lambda: len(burner_frames(driver, key)) >= 4 and
+                 page(driver, points) > n0)
+        js = [j for _, j in burner_frames(driver, key)]
+        assert all(b > a for a, b in zip(js, js[1:])), js
+        # the model line says what /metrics says
+        (info,) = scrape(d)["ebpf_energy_model_info"][1]
+        labels = dict(info)
+        assert page(driver, "document.getElementById('model').textContent") == \
+            "model: " + model_sentence(model_from_labels(labels))
+        assert labels["name"] == "fixed" and labels["watts_per_cpu"] == "10.0"
+        frame_model = page(driver, "ebpfEnergy.frames[ebpfEnergy.frames.length - 1].model")
+        assert frame_model == model_from_labels(labels)
+        assert page(driver, "document.getElementById('drops').hidden")  # no drops: no banner
+        # a time window to pick, and pause: frames still arrive, the chart holds still
+        driver.find_element("css selector", "#window option[value='60']").click()
+        assert page(driver, "ebpfEnergy.windowS") == 60
+        driver.find_element("id", "pause").click()
+        held = page(driver, "ebpfEnergy.drawnSeq")
+        newest = lambda: page(driver, "ebpfEnergy.frames[ebpfEnergy.frames.length - 1].seq")
+        wait_for("two frames while paused", lambda: newest() >= held + 2)
+        assert page(driver, "ebpfEnergy.drawnSeq") == held and page(driver, "ebpfEnergy.status") == "live"
+        assert driver.find_element("id", "status").text == "paused"
+        driver.find_element("id", "pause").click()
+        wait_for("the chart to catch up", lambda: page(driver, "ebpfEnergy.drawnSeq") >= held + 2)
+        driver.find_element("css selector", "#window option[value='300']").click()
+        wait_for("the burner's layer on the chart", lambda: page(driver, points) >= 3)
+        driver.save_screenshot(str(SCREENSHOT))
+        assert severe(driver) == []  # nothing wrong in the console so far
+        # the server restarts on the same port: the page reconnects and follows the new run
+        port = d.port
+        assert d.stop() == -signal.SIGTERM
+        wait_for("the page to notice", lambda: page(driver, "ebpfEnergy.status") == "reconnecting")
+        d = RunningDashboard("--interval", "1", "--top", "12", "-p", "10", listen=f"127.0.0.1:{port}")
+        wait_for("the page on the new run", lambda: page(driver, "ebpfEnergy.run") not in (run1, None) and
+                 page(driver, "ebpfEnergy.status") == "live" and page(driver, "ebpfEnergy.drawnSeq") >= 2)
+        assert page(driver, "ebpfEnergy.restarts") == 1
+        assert page(driver, "ebpfEnergy.frames[0].seq") == 1  # the old run's frames are gone
+        wait_for("the burner back in the legend", lambda: BURNER in legend_names(driver))
+        # while the server was down the browser logged failed connections to /events, and nothing else
+        for e in severe(driver):
+            assert e["source"] == "network" and "/events" in e["message"], e
+    finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
+        d.stop()

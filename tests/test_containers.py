@@ -116,8 +116,8 @@ def own_cgroup_dir():
         time.sleep(0.02)
 
 
-# half a CPU for 30 s: seen by every monitor run of the test
-BURN = ("import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n"
+# half a CPU until killed: seen by every monitor run of the test, however slow the machine
+BURN = ("import time\nwhile True:\n"
         "    t = time.thread_time()\n    while time.thread_time() - t < 0.05: pass\n    time.sleep(0.05)")
 
 
@@ -136,7 +136,7 @@ ON_THE_KERNEL = [
     (f"user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{G}.scope", "", "podman", "", "", ""),
     ("system.slice/ebpf-energy-demo.service", "", "", "", "", "ebpf-energy-demo.service"),
 ]
-LIGHT_BURN = ("import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n"
+LIGHT_BURN = ("import time\nwhile True:\n"
               "    t = time.thread_time()\n    while time.thread_time() - t < 0.01: pass\n    time.sleep(0.09)")
 
 
@@ -241,10 +241,10 @@ def test_compare_by_container_shows_both_monitors_rows(tmp_path):
     c = runtime_tree(tmp_path)
     script = tmp_path / "in_container.py"
     script.write_text(IN_CONTAINER)
-    cmd = shlex.join([sys.executable, str(script), cgroup2_mount(), c, "0.6"])
-    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "-d", "5", "-w", cmd, "--json", "-p", "10",
+    cmd = shlex.join([sys.executable, str(script), cgroup2_mount(), c, "0.3"])
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "-d", "60", "-w", cmd, "--json", "-p", "10",
                         "--by", "container", "--runtime-root", str(tmp_path)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=180)
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for name in ("ebpf", "traditional"):
@@ -258,7 +258,7 @@ def test_compare_by_container_shows_both_monitors_rows(tmp_path):
     mine = [g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1"]
     assert len(mine) == 1 and mine[0]["container_id"] == c[:12]
     ebpf = next(g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1")
-    assert ebpf["cpu_ns"] >= 600_000_000
+    assert ebpf["cpu_ns"] >= 300_000_000  # its 0.3 s of thread time
     from ebpf_energy.compare import render
 
     text = render(out)

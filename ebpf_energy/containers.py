@@ -30,6 +30,7 @@ class Owner:
     pod_uid: str = ""
     qos: str = ""  # guaranteed, burstable, besteffort
     service: str = ""  # a systemd unit: nginx.service, session-3.scope, user@1000.service
+    user: str = ""  # the uid whose systemd user manager (user@UID.service) it runs under: rootless Podman's
 
 
 # (runtime, pattern on one path component); tried on every component, deepest wins for the container
@@ -45,6 +46,7 @@ _POD_DIR = re.compile(r"^pod(?P<uid>[0-9a-f-]{36})$")  # the cgroupfs driver's p
 _BARE_ID = re.compile(r"^[0-9a-f]{64}$")
 _QOS = ("besteffort", "burstable")
 _SERVICE = re.compile(r"^(?!docker-|cri-containerd-|crio-|libpod-)(?P<unit>[^/]+\.(?:service|scope))$")
+_USER_MANAGER = re.compile(r"^user@(?P<uid>\d+)\.service$")
 
 
 def identify(path: Optional[str]) -> Owner:
@@ -57,7 +59,7 @@ def identify(path: Optional[str]) -> Owner:
     """
     if not path:
         return Owner()
-    runtime = cid = uid = qos = service = ""
+    runtime = cid = uid = qos = service = user = ""
     c_at = p_at = -1
     parts = path.strip("/").split("/")
     for i, part in enumerate(parts):
@@ -81,11 +83,14 @@ def identify(path: Optional[str]) -> Owner:
         m = _SERVICE.match(part)
         if m:
             service = m.group("unit")  # the deepest unit
+        m = _USER_MANAGER.match(part)
+        if m:
+            user = m.group("uid")
     if cid and c_at < p_at:  # the pod runs inside that container (a kind node): not the pod's own
         runtime = cid = ""
     if cid:
         service = ""  # a container's owner is the container, not the unit it runs under
-    return Owner(runtime, cid, uid, qos, service)
+    return Owner(runtime, cid, uid, qos, service, user)
 
 
 # Where each runtime leaves a container's state, relative to the runtime root
@@ -99,6 +104,8 @@ OCI_STATE = (("run/containerd/io.containerd.runtime.v2.task/k8s.io", "config.jso
 DOCKER_STATE = "var/lib/docker/containers"  # <id>/config.v2.json: the container's name
 # containers/storage's record of every container (Podman's names: its OCI config carries none)
 STORAGE_NAMES = "var/lib/containers/storage/overlay-containers/containers.json"
+# rootless Podman keeps the same store in its user's home (found in the root's etc/passwd)
+ROOTLESS_STORE = ".local/share/containers/storage/overlay-containers"
 STATE_DIRS = tuple(d for d, _ in OCI_STATE) + (DOCKER_STATE,)
 
 
@@ -130,7 +137,7 @@ class Resolver:
     # pod uid -> its names, from whichever of its containers had them: a
     # container whose own state is missing (or the pause sandbox) still gets its pod
     pods: Dict[str, Names] = field(default_factory=dict)
-    _storage: tuple = (None, {})  # (mtime of containers.json, {id: first name})
+    _storage: Dict[str, tuple] = field(default_factory=dict)  # containers.json -> (mtime, {id: first name})
 
     @classmethod
     def from_env(cls, root: Optional[str] = None) -> "Resolver":
@@ -157,13 +164,18 @@ class Resolver:
 
     def _lookup(self, owner: Owner) -> Names:
         cid = owner.container_id
-        for path in [self._p(d, cid, f) for d, f in OCI_STATE]:
+        stores = [(self._p(d, cid, f), self._p(STORAGE_NAMES)) for d, f in OCI_STATE]
+        home = self._home(owner.user) if owner.runtime == "podman" and owner.user else None
+        if home:
+            store = os.path.join(self.root, home.lstrip("/"), ROOTLESS_STORE)
+            stores.insert(0, (os.path.join(store, cid, "userdata/config.json"), os.path.join(store, "containers.json")))
+        for path, names_file in stores:
             ann = _annotations(path)
             if ann is None:
                 continue
             return Names(
                 container=_first(ann, "io.kubernetes.container.name", "io.kubernetes.cri.container-name")
-                or self._storage_name(cid),
+                or self._storage_name(cid, names_file),
                 pod=_first(ann, "io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"),
                 namespace=_first(ann, "io.kubernetes.pod.namespace", "io.kubernetes.cri.sandbox-namespace"))
         try:
@@ -173,19 +185,30 @@ class Resolver:
         except (OSError, ValueError, AttributeError):
             return Names()
 
-    def _storage_name(self, cid: str) -> str:
-        """The name containers/storage records for ``cid`` (read again when the file changes)."""
-        path = self._p(STORAGE_NAMES)
+    def _storage_name(self, cid: str, path: str) -> str:
+        """The name containers/storage's ``path`` records for ``cid`` (read again when the file changes)."""
         try:
             mtime = os.stat(path).st_mtime_ns
-            if mtime != self._storage[0]:
+            if mtime != self._storage.get(path, (None,))[0]:
                 with open(path) as f:
                     records = json.load(f)
-                self._storage = (mtime, {r["id"]: (r.get("names") or [""])[0] for r in records
-                                         if isinstance(r, dict) and "id" in r})
+                self._storage[path] = (mtime, {r["id"]: (r.get("names") or [""])[0] for r in records
+                                               if isinstance(r, dict) and "id" in r})
         except (OSError, ValueError, TypeError, AttributeError):
             return ""
-        return self._storage[1].get(cid, "")
+        return self._storage[path][1].get(cid, "")
+
+    def _home(self, uid: str) -> Optional[str]:
+        """A user's home directory from the root's ``etc/passwd``."""
+        try:
+            with open(self._p("etc/passwd")) as f:
+                for line in f:
+                    fields = line.rstrip("\n").split(":")
+                    if len(fields) >= 6 and fields[2] == uid:
+                        return fields[5]
+        except OSError:
+            pass
+        return None
 
 
 VIEWS = ("container", "pod", "service")

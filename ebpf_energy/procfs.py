@@ -153,7 +153,7 @@ class _Task:
     """What the poller remembers about one process or thread."""
 
     __slots__ = ("id", "path", "comm", "start", "base", "last", "prior", "exited", "fresh",
-                 "cgroup", "cgroup_id", "threads", "live_tids", "fd", "nspid")
+                 "cgroup", "cgroup_id", "threads", "live_tids", "fd", "nspid", "recheck")
 
     def __init__(self, id_, path, comm, start, ticks, window_start_tick):
         self.id = id_
@@ -164,6 +164,7 @@ class _Task:
         self.cgroup = None
         self.cgroup_id = None
         self.nspid = None
+        self.recheck = False
         self.threads = None
         self.live_tids = None
         self.fd = None  # kept open on its stat file (see ProcfsPoller._read_stat)
@@ -373,7 +374,10 @@ class ProcfsPoller:
                     continue
                 rec, before, new = found
                 live.append(pid)
-                if new:
+                if new or rec.recheck:
+                    # once more at the next sample: a container runtime moves a
+                    # process into the container's cgroup just after forking it
+                    rec.recheck = new
                     self._read_cgroup(rec)
                 if verbose and rec.last > before:
                     deltas.append((pid, rec.comm, (rec.last - before) * self._ns_per_tick))

@@ -20,7 +20,7 @@ U_ = UID.replace("-", "_")
 
 CASES = [
     ("/system.slice/nginx.service", Owner(service="nginx.service")),
-    ("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service", Owner(service="foo.service")),
+    ("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service", Owner(service="foo.service", user="1000")),
     ("/user.slice/user-1000.slice/session-3.scope", Owner(service="session-3.scope")),
     (f"/system.slice/docker-{A}.scope", Owner("docker", A)),
     (f"/docker/{A}", Owner("docker", A)),
@@ -32,7 +32,7 @@ CASES = [
     (f"/kubepods/burstable/pod{UID}/{A}", Owner("containerd", A, UID, "burstable")),
     (f"/kubepods/pod{UID}/{A}", Owner("containerd", A, UID, "guaranteed")),
     (f"/machine.slice/libpod-{A}.scope", Owner("podman", A)),
-    (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{A}.scope", Owner("podman", A)),
+    (f"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{A}.scope", Owner("podman", A, user="1000")),
     # the same layouts below another cgroup: a kubelet --cgroup-root, a test's own cgroup
     (f"/ebpf-energy-test-1/kubepods/besteffort/pod{UID}/{B}", Owner("containerd", B, UID, "besteffort")),
     (f"/ebpf-energy-test-1/docker/{A}", Owner("docker", A)),
@@ -87,6 +87,14 @@ def test_names_come_from_the_runtimes_state_and_unknown_ids_stay_ids(tmp_path):
     write(store / e / "userdata/config.json", {"annotations": {"io.container.manager": "libpod"}})
     write(store / "containers.json", [{"id": e, "names": ["nightly-backup"], "layer": "x"}, {"id": A}])
     assert r.names(Owner("podman", e)).container == "nightly-backup"
+    # rootless Podman: the store in the home of the user whose manager runs it
+    home = tmp_path / "home/ada/.local/share/containers/storage/overlay-containers"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nada:x:1000:1000::/home/ada:/bin/sh\n")
+    write(home / G / "userdata/config.json", {"annotations": {}})
+    write(home / "containers.json", [{"id": G, "names": ["notebook"]}])
+    assert r.names(Owner("podman", G, user="1000")).container == "notebook"
+    assert r.names(Owner("podman", "9" * 64, user="1001")).container == ""  # no such user: stays an id
     assert r.names(Owner()).container == ""
 
 
@@ -116,8 +124,8 @@ def own_cgroup_dir():
         time.sleep(0.02)
 
 
-# half a CPU for 30 s: seen by every monitor run of the test
-BURN = ("import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n"
+# half a CPU until killed: seen by every monitor run of the test, however slow the machine
+BURN = ("import time\nwhile True:\n"
         "    t = time.thread_time()\n    while time.thread_time() - t < 0.05: pass\n    time.sleep(0.05)")
 
 
@@ -133,10 +141,10 @@ ON_THE_KERNEL = [
     ("system.slice/docker-{c}.scope", "cache-1", "docker", "", "", ""),
     (f"docker/{D}", "queue", "docker", "", "", ""),
     (f"machine.slice/libpod-{F}.scope", "nightly-backup", "podman", "", "", ""),
-    (f"user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{G}.scope", "", "podman", "", "", ""),
+    (f"user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{G}.scope", "notebook", "podman", "", "", ""),
     ("system.slice/ebpf-energy-demo.service", "", "", "", "", "ebpf-energy-demo.service"),
 ]
-LIGHT_BURN = ("import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n"
+LIGHT_BURN = ("import time\nwhile True:\n"
               "    t = time.thread_time()\n    while time.thread_time() - t < 0.01: pass\n    time.sleep(0.09)")
 
 
@@ -144,15 +152,20 @@ LIGHT_BURN = ("import time\nend = time.monotonic() + 60\nwhile time.monotonic() 
 def test_monitor_by_container_pod_and_service_on_the_real_kernel(own_cgroup_dir, tmp_path):
     """A burner in a cgroup named as each runtime and driver names them
     (under this test's own cgroup): each has its row, named from the runtime
-    tree (the rootless Podman one, whose state is in its user's home, and
-    the cgroupfs container with no state of its own stay ids, the latter
-    still in its pod), and every view adds up to the process view exactly."""
+    tree (rootless Podman's from its user's home; the cgroupfs container
+    with no state of its own stays an id, in its pod), and every view adds up
+    to the process view exactly."""
     mount, base = own_cgroup_dir
     c = runtime_tree(tmp_path)
     write(tmp_path / "var/lib/docker/containers" / D / "config.v2.json", {"Name": "/queue"})
     store = tmp_path / "var/lib/containers/storage/overlay-containers"
     write(store / F / "userdata/config.json", {"annotations": {"io.container.manager": "libpod"}})
     write(store / "containers.json", [{"id": F, "names": ["nightly-backup"]}])
+    rootless = tmp_path / "home/ada/.local/share/containers/storage/overlay-containers"
+    write(rootless / G / "userdata/config.json", {"annotations": {}})
+    write(rootless / "containers.json", [{"id": G, "names": ["notebook"]}])
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("ada:x:1000:1000::/home/ada:/bin/sh\n")
     cases = [(base / path.format(c=c), *rest) for path, *rest in ON_THE_KERNEL]
     for d, *_ in cases:
         d.mkdir(parents=True)
@@ -241,23 +254,24 @@ def test_compare_by_container_shows_both_monitors_rows(tmp_path):
     c = runtime_tree(tmp_path)
     script = tmp_path / "in_container.py"
     script.write_text(IN_CONTAINER)
-    cmd = shlex.join([sys.executable, str(script), cgroup2_mount(), c, "0.6"])
-    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "-d", "5", "-w", cmd, "--json", "-p", "10",
+    cmd = shlex.join([sys.executable, str(script), cgroup2_mount(), c, "0.3"])
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "-d", "60", "-w", cmd, "--json", "-p", "10",
                         "--by", "container", "--runtime-root", str(tmp_path)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=180)
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for name in ("ebpf", "traditional"):
         rows = out["monitors"][name]["containers"]
         assert len(rows) <= 10 + 1
         assert sum(g["cpu_ns"] for g in rows) == out["monitors"][name]["total_cpu_ns"], name
-    # /proc reads a process's cgroup when it first sees it: a poll between the
-    # burner's fork and its move would leave it in the parent's row, so only
-    # the eBPF side (the cgroup at every switch) is held to the container row
+    # /proc reads a process's cgroup at its first two samples (test_procfs:
+    # moved just after its fork); on a loaded machine the burner may still not
+    # have run its move by then, so only the eBPF side (the cgroup at every
+    # switch) is held to the container row here
     mine = [g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1"]
     assert len(mine) == 1 and mine[0]["container_id"] == c[:12]
     ebpf = next(g for g in out["monitors"]["ebpf"]["containers"] if g["container"] == "cache-1")
-    assert ebpf["cpu_ns"] >= 600_000_000
+    assert ebpf["cpu_ns"] >= 300_000_000  # its 0.3 s of thread time
     from ebpf_energy.compare import render
 
     text = render(out)

@@ -217,6 +217,29 @@ def test_fake_tree_thread_rows_add_up_to_their_process(fake):
     assert sum(t.cpu_ns for t in proc.threads) == proc.cpu_ns == 30 * TICK_NS
 
 
+def test_a_process_moved_into_a_container_just_after_its_fork_is_in_the_container(fake, tmp_path):
+    """Runtimes move a process into the container's cgroup just after its
+    fork: a poll in between must not leave it in its parent's cgroup. Its
+    PID inside its own namespace comes from the status file's NSpid."""
+    cg = tmp_path / "cgroup2"
+    (cg / "docker-x.scope").mkdir(parents=True)
+    p = started(fake, cgroup_mount=str(cg))
+    try:
+        born = int(boot_ticks()) + 1
+        fake.proc(100, "runc:[2:INIT]", 1, born, cgroup="/system.slice/containerd.service")
+        fake._write("100/status", "Name:\tx\nNSpid:\t100\t1\n")
+        p.poll()
+        fake.proc(100, "nginx", 5, born, cgroup="/docker-x.scope")
+        p.poll()
+        fake.proc(100, "nginx", 9, born, cgroup="/docker-x.scope")
+        w = p.read()
+    finally:
+        p.stop()
+    proc = w.processes[100]
+    assert proc.cgroup == "/docker-x.scope" and proc.cgroup_id == os.stat(cg / "docker-x.scope").st_ino
+    assert proc.nspid == 1 and proc.cpu_ns == 9 * TICK_NS
+
+
 def test_fake_tree_missing_proc_stat_is_counted(fake):
     os.remove(os.path.join(fake.root, "stat"))
     fake.proc(100, "x", 1, 1)

@@ -45,8 +45,23 @@ def window(procs, idle_j=0.0, seconds=2.0, drops=(0, 0), dropped_cpu_ns=0):
     return w, att
 
 
+def started(**kw):
+    """A FrameMaker past its first window (attach to first refresh), which draws no frame."""
+    fm = FrameMaker(**kw)
+    assert fm.add(*window({}, seconds=0.002), None, 0.0) is None
+    return fm
+
+
+def test_the_first_window_counts_but_draws_no_frame():
+    fm = FrameMaker(top=2)
+    assert fm.add(*window({1: (0.5, "a", "/")}, idle_j=0.25, seconds=0.002), {"package": 1.0}, 0.0) is None
+    f = fm.add(*window({1: (1.0, "a", "/")}), {"package": 2.0}, 1.0)
+    assert f["seq"] == 2  # frame N is the exporter's refresh N
+    assert f["rows"][0]["j"] == 1.5 and f["total"]["j"] == 1.75 and f["meter"]["j"] == 3.0
+
+
 def test_every_frame_adds_up_and_shows_the_top_n_by_energy_in_it():
-    fm = FrameMaker(by="process", top=2)
+    fm = started(by="process", top=2)
     w, att = window({1: (3.0, "a", "/"), 2: (2.0, "b", "/"), 3: (1.0, "c", "/"), 4: (0.5, "d", "/")}, idle_j=4.0)
     f = fm.add(w, att, None, 100.0)
     assert [(r["key"], r["name"], r["detail"]) for r in f["rows"]] == [("1", "a", "pid 1"), ("2", "b", "pid 2")]
@@ -55,7 +70,7 @@ def test_every_frame_adds_up_and_shows_the_top_n_by_energy_in_it():
     assert f["idle"] == {"w": 2.0, "j": 4.0}
     parts = [r["w"] for r in f["rows"]] + [f["other"]["w"], f["idle"]["w"]]
     assert math.fsum(parts) == pytest.approx(f["total"]["w"], rel=1e-12) and f["total"]["w"] == 5.25
-    assert f["meter"] is None and f["seq"] == 1 and f["t"] == 100.0 and f["dt"] == 2.0
+    assert f["meter"] is None and f["seq"] == 2 and f["t"] == 100.0 and f["dt"] == 2.0
     assert f["model_text"] == "fixed (watts_per_cpu=1.0) - modelled, not measured (no energy meter)"
     json.dumps(f)  # what the stream sends
     # c now leads this window; a row's joules since start include windows it spent in "other"
@@ -65,7 +80,7 @@ def test_every_frame_adds_up_and_shows_the_top_n_by_energy_in_it():
 
 
 def test_rows_that_did_nothing_are_not_drawn_and_ties_are_stable():
-    fm = FrameMaker(top=5)
+    fm = started(top=5)
     f = fm.add(*window({7: (0.0, "sleepy", "/"), 5: (1.0, "x", "/"), 6: (1.0, "y", "/")}), None, 0.0)
     assert [r["key"] for r in f["rows"]] == ["5", "6"]  # zero joules: no row (it is not in "other" either)
     assert f["other"]["n"] == 1 and f["other"]["w"] == 0.0
@@ -73,7 +88,7 @@ def test_rows_that_did_nothing_are_not_drawn_and_ties_are_stable():
 
 def test_rows_by_cgroup_and_by_container(tmp_path):
     procs = {1: (1.0, "a", "/x"), 2: (2.0, "b", "/x"), 3: (4.0, "c", "/y"), 4: (0.5, "d", None)}
-    f = FrameMaker(by="cgroup", top=5).add(*window(procs), None, 0.0)
+    f = started(by="cgroup", top=5).add(*window(procs), None, 0.0)
     assert [(r["key"], r["w"]) for r in f["rows"]] == [("/y", 2.0), ("/x", 1.5), ("(unknown cgroup)", 0.25)]
     from ebpf_energy.containers import Resolver
 
@@ -81,13 +96,13 @@ def test_rows_by_cgroup_and_by_container(tmp_path):
     pod = "/kubepods.slice/kubepods-pod1f2e3d4c_5b6a_4798_8a9b_0c1d2e3f4a5b.slice"
     procs = {1: (1.0, "nginx", f"{pod}/cri-containerd-{A}.scope"), 2: (2.0, "nginx", f"{pod}/cri-containerd-{A}.scope"),
              3: (4.0, "sshd", "/system.slice/ssh.service"), 4: (0.5, "x", f"/system.slice/docker-{'e' * 64}.scope")}
-    f = FrameMaker(by="container", top=5, resolver=Resolver(str(tmp_path))).add(*window(procs), None, 0.0)
+    f = started(by="container", top=5, resolver=Resolver(str(tmp_path))).add(*window(procs), None, 0.0)
     assert [(r["name"], r["w"]) for r in f["rows"]] == [(NO_CONTAINER, 2.0), ("web", 1.5), ("e" * 12, 0.25)]
     assert f["rows"][1]["detail"] == f"containerd {A[:12]} pod prod/shop-7d9"
 
 
 def test_meter_watts_and_drops_since_start():
-    fm = FrameMaker(top=3)
+    fm = started(top=3)
     w, att = window({1: (1.0, "a", "/")}, drops=(3, 1), dropped_cpu_ns=5_000_000)
     f = fm.add(w, att, {"package": 6.0, "dram": 1.0}, 0.0)
     assert f["meter"] == {"w": 3.0, "j": 6.0} and f["domains_w"] == {"dram": 0.5, "package": 3.0}

@@ -63,10 +63,11 @@ def browser():
 
 def wait_for(what, cond, deadline_s=120.0):
     """Poll ``cond`` until it returns something true; a generous deadline, not a measurement."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    start = time.monotonic()
+    while time.monotonic() < start + deadline_s:
         got = cond()
         if got:
+            print(f"{time.monotonic() - start:6.1f} s until {what}")  # shown when the test fails
             return got
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")

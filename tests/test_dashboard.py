@@ -6,14 +6,10 @@ clean stop by signal. The page itself in a real browser: test_dashboard_browser.
 
 import json
 import math
-import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +22,7 @@ from ebpf_energy.model.base import Attribution
 from ebpf_energy.usage import ProcessUsage, UsageWindow
 
 from test_containers import A, runtime_tree
+from test_exporter import RunningExporter
 from test_load_cli import fdinfo_ids
 from test_object import assert_gone
 
@@ -190,50 +187,15 @@ def test_close_wakes_a_waiting_stream():
 
 # -------------------------------------------------------------------------------- the real server
 
-class RunningDashboard:
-    """``ebpf-energy dashboard --listen HOST:PORT ARGS`` in the background."""
+class RunningDashboard(RunningExporter):
+    """``ebpf-energy dashboard --listen LISTEN ARGS`` in the background."""
 
     def __init__(self, *args, listen="127.0.0.1:0"):
-        self.proc = subprocess.Popen([sys.executable, "-m", "ebpf_energy", "dashboard", "--listen", listen, *args],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        ready = threading.Event()
-        self.base = None
-
-        def pump():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                m = re.search(r"serving (http://\S+)/ ", line)
-                if m:
-                    self.base = m.group(1)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(60) or self.base is None:
-            self.stop(signal.SIGKILL)
-            raise AssertionError("the dashboard did not start: " + "".join(self.lines))
-        self.port = int(self.base.rsplit(":", 1)[1])
+        super().__init__(*args, command="dashboard", listen=listen)
 
     def get(self, path):
         with urllib.request.urlopen(self.base + path, timeout=30) as r:
             return r.status, r.headers, r.read()
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return self.proc.returncode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop(signal.SIGKILL if exc[0] else signal.SIGTERM)
 
 
 def read_events(base, n_frames, last_id=None):
@@ -325,19 +287,6 @@ def test_bad_by_is_refused():
     r = subprocess.run([sys.executable, "-m", "ebpf_energy", "dashboard", "--by", "thread"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "'thread' is not one of 'process', 'cgroup', 'container'" in r.stderr
-
-
-@pytest.mark.kernel
-def test_busy_port_fails_before_loading_anything():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "ebpf_energy", "dashboard", "--listen", f"127.0.0.1:{port}",
-                            "-p", "10"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stderr.startswith("ebpf-energy dashboard: cannot listen on 127.0.0.1:")
-    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_default_listen_is_loopback():

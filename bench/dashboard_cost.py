@@ -17,7 +17,6 @@ Needs root. Usage: python3 bench/dashboard_cost.py [--processes 1000] [--seconds
 """
 
 import argparse
-import glob
 import json
 import os
 import re
@@ -30,6 +29,10 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from monitor_overhead import tree_runtime_ns  # noqa: E402
+
 TARGET_SHARE = 0.02
 ARGS = ["--listen", "127.0.0.1:0", "--interval", "1", "--top", "10", "-p", "10", "--max-tasks", "65536"]
 
@@ -54,17 +57,6 @@ for pid in kids:
 for pid in kids:
     os.waitpid(pid, 0)
 """
-
-
-def cpu_ns(pid):
-    total = 0
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        try:
-            with open(path) as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that just ended
-    return total
 
 
 class Server:
@@ -102,10 +94,10 @@ def measure(command, seconds, warmup):
             reader = threading.Thread(target=read_events, args=(s.base, stop, frames), daemon=True)
             reader.start()
         time.sleep(warmup)
-        c0, t0 = cpu_ns(s.proc.pid), time.monotonic()
+        c0, t0 = tree_runtime_ns(s.proc.pid), time.monotonic()
         f0 = frames[0]
         time.sleep(seconds)
-        c1, t1 = cpu_ns(s.proc.pid), time.monotonic()
+        c1, t1 = tree_runtime_ns(s.proc.pid), time.monotonic()
         return (c1 - c0) / ((t1 - t0) * 1e9), frames[0] - f0
     finally:
         stop.set()

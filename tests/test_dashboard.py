@@ -6,14 +6,10 @@ clean stop by signal. The page itself in a real browser: test_dashboard_browser.
 
 import json
 import math
-import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +22,7 @@ from ebpf_energy.model.base import Attribution
 from ebpf_energy.usage import ProcessUsage, UsageWindow
 
 from test_containers import A, runtime_tree
+from test_exporter import RunningExporter
 from test_load_cli import fdinfo_ids
 from test_object import assert_gone
 
@@ -45,8 +42,23 @@ def window(procs, idle_j=0.0, seconds=2.0, drops=(0, 0), dropped_cpu_ns=0):
     return w, att
 
 
+def started(**kw):
+    """A FrameMaker past its first window (attach to first refresh), which draws no frame."""
+    fm = FrameMaker(**kw)
+    assert fm.add(*window({}, seconds=0.002), None, 0.0) is None
+    return fm
+
+
+def test_the_first_window_counts_but_draws_no_frame():
+    fm = FrameMaker(top=2)
+    assert fm.add(*window({1: (0.5, "a", "/")}, idle_j=0.25, seconds=0.002), {"package": 1.0}, 0.0) is None
+    f = fm.add(*window({1: (1.0, "a", "/")}), {"package": 2.0}, 1.0)
+    assert f["seq"] == 2  # frame N is the exporter's refresh N
+    assert f["rows"][0]["j"] == 1.5 and f["total"]["j"] == 1.75 and f["meter"]["j"] == 3.0
+
+
 def test_every_frame_adds_up_and_shows_the_top_n_by_energy_in_it():
-    fm = FrameMaker(by="process", top=2)
+    fm = started(by="process", top=2)
     w, att = window({1: (3.0, "a", "/"), 2: (2.0, "b", "/"), 3: (1.0, "c", "/"), 4: (0.5, "d", "/")}, idle_j=4.0)
     f = fm.add(w, att, None, 100.0)
     assert [(r["key"], r["name"], r["detail"]) for r in f["rows"]] == [("1", "a", "pid 1"), ("2", "b", "pid 2")]
@@ -55,7 +67,7 @@ def test_every_frame_adds_up_and_shows_the_top_n_by_energy_in_it():
     assert f["idle"] == {"w": 2.0, "j": 4.0}
     parts = [r["w"] for r in f["rows"]] + [f["other"]["w"], f["idle"]["w"]]
     assert math.fsum(parts) == pytest.approx(f["total"]["w"], rel=1e-12) and f["total"]["w"] == 5.25
-    assert f["meter"] is None and f["seq"] == 1 and f["t"] == 100.0 and f["dt"] == 2.0
+    assert f["meter"] is None and f["seq"] == 2 and f["t"] == 100.0 and f["dt"] == 2.0
     assert f["model_text"] == "fixed (watts_per_cpu=1.0) - modelled, not measured (no energy meter)"
     json.dumps(f)  # what the stream sends
     # c now leads this window; a row's joules since start include windows it spent in "other"
@@ -65,7 +77,7 @@ def test_every_frame_adds_up_and_shows_the_top_n_by_energy_in_it():
 
 
 def test_rows_that_did_nothing_are_not_drawn_and_ties_are_stable():
-    fm = FrameMaker(top=5)
+    fm = started(top=5)
     f = fm.add(*window({7: (0.0, "sleepy", "/"), 5: (1.0, "x", "/"), 6: (1.0, "y", "/")}), None, 0.0)
     assert [r["key"] for r in f["rows"]] == ["5", "6"]  # zero joules: no row (it is not in "other" either)
     assert f["other"]["n"] == 1 and f["other"]["w"] == 0.0
@@ -73,7 +85,7 @@ def test_rows_that_did_nothing_are_not_drawn_and_ties_are_stable():
 
 def test_rows_by_cgroup_and_by_container(tmp_path):
     procs = {1: (1.0, "a", "/x"), 2: (2.0, "b", "/x"), 3: (4.0, "c", "/y"), 4: (0.5, "d", None)}
-    f = FrameMaker(by="cgroup", top=5).add(*window(procs), None, 0.0)
+    f = started(by="cgroup", top=5).add(*window(procs), None, 0.0)
     assert [(r["key"], r["w"]) for r in f["rows"]] == [("/y", 2.0), ("/x", 1.5), ("(unknown cgroup)", 0.25)]
     from ebpf_energy.containers import Resolver
 
@@ -81,13 +93,13 @@ def test_rows_by_cgroup_and_by_container(tmp_path):
     pod = "/kubepods.slice/kubepods-pod1f2e3d4c_5b6a_4798_8a9b_0c1d2e3f4a5b.slice"
     procs = {1: (1.0, "nginx", f"{pod}/cri-containerd-{A}.scope"), 2: (2.0, "nginx", f"{pod}/cri-containerd-{A}.scope"),
              3: (4.0, "sshd", "/system.slice/ssh.service"), 4: (0.5, "x", f"/system.slice/docker-{'e' * 64}.scope")}
-    f = FrameMaker(by="container", top=5, resolver=Resolver(str(tmp_path))).add(*window(procs), None, 0.0)
+    f = started(by="container", top=5, resolver=Resolver(str(tmp_path))).add(*window(procs), None, 0.0)
     assert [(r["name"], r["w"]) for r in f["rows"]] == [(NO_CONTAINER, 2.0), ("web", 1.5), ("e" * 12, 0.25)]
     assert f["rows"][1]["detail"] == f"containerd {A[:12]} pod prod/shop-7d9"
 
 
 def test_meter_watts_and_drops_since_start():
-    fm = FrameMaker(top=3)
+    fm = started(top=3)
     w, att = window({1: (1.0, "a", "/")}, drops=(3, 1), dropped_cpu_ns=5_000_000)
     f = fm.add(w, att, {"package": 6.0, "dram": 1.0}, 0.0)
     assert f["meter"] == {"w": 3.0, "j": 6.0} and f["domains_w"] == {"dram": 0.5, "package": 3.0}
@@ -175,50 +187,15 @@ def test_close_wakes_a_waiting_stream():
 
 # -------------------------------------------------------------------------------- the real server
 
-class RunningDashboard:
-    """``ebpf-energy dashboard --listen HOST:PORT ARGS`` in the background."""
+class RunningDashboard(RunningExporter):
+    """``ebpf-energy dashboard --listen LISTEN ARGS`` in the background."""
 
     def __init__(self, *args, listen="127.0.0.1:0"):
-        self.proc = subprocess.Popen([sys.executable, "-m", "ebpf_energy", "dashboard", "--listen", listen, *args],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        ready = threading.Event()
-        self.base = None
-
-        def pump():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                m = re.search(r"serving (http://\S+)/ ", line)
-                if m:
-                    self.base = m.group(1)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(60) or self.base is None:
-            self.stop(signal.SIGKILL)
-            raise AssertionError("the dashboard did not start: " + "".join(self.lines))
-        self.port = int(self.base.rsplit(":", 1)[1])
+        super().__init__(*args, command="dashboard", listen=listen)
 
     def get(self, path):
         with urllib.request.urlopen(self.base + path, timeout=30) as r:
             return r.status, r.headers, r.read()
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return self.proc.returncode
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop(signal.SIGKILL if exc[0] else signal.SIGTERM)
 
 
 def read_events(base, n_frames, last_id=None):
@@ -310,19 +287,6 @@ def test_bad_by_is_refused():
     r = subprocess.run([sys.executable, "-m", "ebpf_energy", "dashboard", "--by", "thread"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "'thread' is not one of 'process', 'cgroup', 'container'" in r.stderr
-
-
-@pytest.mark.kernel
-def test_busy_port_fails_before_loading_anything():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "ebpf_energy", "dashboard", "--listen", f"127.0.0.1:{port}",
-                            "-p", "10"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stderr.startswith("ebpf-energy dashboard: cannot listen on 127.0.0.1:")
-    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_default_listen_is_loopback():

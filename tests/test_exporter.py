@@ -129,30 +129,31 @@ def test_parse_listen():
 # -------------------------------------------------------------------------------- the real thing
 
 class RunningExporter:
-    """``ebpf-energy exporter --listen 127.0.0.1:0 ARGS`` in the background."""
+    """``ebpf-energy COMMAND --listen LISTEN ARGS`` in the background (the
+    exporter, or the dashboard that serves the same /metrics)."""
 
-    def __init__(self, *args, env=None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "ebpf_energy", "exporter", "--listen", "127.0.0.1:0",
+    def __init__(self, *args, env=None, command="exporter", listen="127.0.0.1:0"):
+        self.proc = subprocess.Popen([sys.executable, "-m", "ebpf_energy", command, "--listen", listen,
                                       *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=dict(os.environ, **(env or {})))
         self.lines = []
-        self.url = None
+        self.url = self.base = None
         ready = threading.Event()
 
         def pump():
             for line in self.proc.stderr:
                 self.lines.append(line)
-                m = re.search(r"serving (http://\S+/metrics)", line)
+                m = re.search(r"serving (http://[^/\s]+)/", line)
                 if m:
-                    self.url = m.group(1)
+                    self.base, self.url = m.group(1), m.group(1) + "/metrics"
                     ready.set()
             ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(30) or self.url is None:
+        if not ready.wait(60) or self.url is None:
             self.stop(signal.SIGKILL)
-            raise AssertionError("the exporter did not start: " + "".join(self.lines))
-        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+            raise AssertionError(f"the {command} did not start: " + "".join(self.lines))
+        self.port = int(self.base.rsplit(":", 1)[1])
 
     def scrape(self):
         """{name: (type, {frozenset(labels): value})} from the exposition text."""
@@ -458,14 +459,16 @@ def test_bad_listen_is_a_clear_error(listen):
 
 
 @pytest.mark.kernel
-def test_busy_port_fails_before_loading_anything():
+@pytest.mark.parametrize("command", ["exporter", "dashboard"])  # one loop, one order: bind, then load
+def test_busy_port_fails_before_loading_anything(command):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "ebpf_energy", "exporter", "--listen", f"127.0.0.1:{port}",
-                            "-p", "10", "--explain"], cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
+        r = subprocess.run([sys.executable, "-m", "ebpf_energy", command, "--listen", f"127.0.0.1:{port}",
+                            "-p", "10", "--explain"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.endswith(f"ebpf-energy {command}: cannot listen on 127.0.0.1:{port}: "
+                                                   "Address already in use\n")
     assert "Traceback" not in r.stderr and "[syscall" not in r.stderr  # --explain: no bpf() call was made
 
 

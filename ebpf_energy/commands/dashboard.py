@@ -74,7 +74,13 @@ def dashboard(listen, interval, top, by, runtime_root, linger, max_tasks, explai
     ex = Exporter(EbpfSampler(max_tasks=max_tasks), model, meter, top=top, linger_s=linger)
     frames = FrameMaker(by=by, top=top, resolver=Resolver.from_env(runtime_root) if by == "container" else None)
     stream = EventStream({"by": by, "top": top, "interval": interval})
-    ex.window_listeners.append(lambda w, att, mj: stream.publish(frames.add(w, att, mj, time.time())))
+
+    def publish(window, att, meter_j):
+        frame = frames.add(window, att, meter_j, time.time())
+        if frame is not None:
+            stream.publish(frame)
+
+    ex.window_listeners.append(publish)
     serve_refreshing("dashboard", ex, meter, host, port, interval, routes=routes(stream), on_stop=stream.close,
                      ready=lambda base: f"serving {base}/ (metrics at {base}/metrics; refresh every "
                                         f"{interval:g} s, top {top} by {by}; model {model.name})")

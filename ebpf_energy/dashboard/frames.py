@@ -62,8 +62,14 @@ class FrameMaker:
         return owner.container_id, names.container or short, detail
 
     def add(self, window: UsageWindow, att: Attribution, meter_j: Optional[Dict[str, float]],
-            now: float) -> dict:
-        """The frame for one window (``now``: its end, Unix seconds)."""
+            now: float) -> Optional[dict]:
+        """The frame for one window (``now``: its end, Unix seconds); its ``seq``
+        is the window's number, as ``ebpf_energy_refreshes_total`` counts them.
+
+        The first window (from attach to the loop's first refresh, a few
+        milliseconds) is counted in the totals but draws no frame: over so
+        short a span a meter's resolution makes watts meaningless (a simulated
+        package showed 900 W)."""
         self.seq += 1
         dt = window.duration_s
         per = 1.0 / dt if dt > 0 else 0.0
@@ -104,6 +110,8 @@ class FrameMaker:
         self.drops["events"] += window.drops.get("events", 0)
         self.drops["cpu_s"] += window.dropped_cpu_ns / 1e9
         self._forget(window)
+        if self.seq == 1:
+            return None
         return {
             "seq": self.seq, "t": now, "dt": dt, "by": self.by, "rows": rows,
             "other": {"w": other_j * per, "j": self.other_j, "n": len(ranked) - len(shown)},

@@ -16,6 +16,7 @@
     status: "connecting",
     drawnSeq: 0,      // seq of the newest frame on the chart
     chartKeys: [],    // row keys on the chart, bottom to top (after idle and other)
+    firstDrawn: {},   // row key -> seq of the frame that first put it on the chart
     chartData: null
   };
   window.ebpfEnergy = state;  // for people poking at the page, and for the browser test
@@ -66,6 +67,7 @@
       if (state.run !== null && state.run !== h.run) {
         state.restarts += 1;
         state.frames = [];   // another server run: its numbers start again
+        state.firstDrawn = {};
       }
       state.run = h.run;
       state.hello = h;
@@ -112,9 +114,10 @@
     var latest = state.frames[state.frames.length - 1];
     if (latest) header(latest);
     if (state.paused || !fs.length) return;
-    // the top N rows by energy over the window get a layer each, the most at
-    // the bottom of the stack; rows outside them are added to "other", so
-    // every instant still adds up to the total
+    // a layer each for the top N rows by energy over the window and for the
+    // rows of the newest frame (so a process that just started is on the chart
+    // and in the legend at once), the most energy at the bottom of the stack;
+    // rows outside them are added to "other", so every instant still adds up
     var energy = {}, info = {};
     fs.forEach(function (f) {
       f.rows.forEach(function (r) {
@@ -124,8 +127,10 @@
     });
     var ranked = Object.keys(energy).sort(function (a, b) { return energy[b] - energy[a] || (a < b ? -1 : 1); });
     var top = state.hello ? state.hello.top : 10;
-    var keys = ranked.slice(0, top), shown = {};
-    keys.forEach(function (k) { shown[k] = true; });
+    var shown = {};
+    ranked.slice(0, top).forEach(function (k) { shown[k] = true; });
+    fs[fs.length - 1].rows.forEach(function (r) { shown[r.key] = true; });
+    var keys = ranked.filter(function (k) { return shown[k]; });
     var folded = ranked.length - keys.length;
     var layers = ["\u0000idle", "\u0000other"].concat(keys);  // bottom to top
     var xs = fs.map(function (f) { return f.t; });
@@ -163,6 +168,9 @@
     }
     state.drawnSeq = fs[fs.length - 1].seq;
     state.chartKeys = keys;
+    var first = {};  // the frame in which each row on the chart was first drawn
+    keys.forEach(function (k) { first[k] = state.firstDrawn[k] || state.drawnSeq; });
+    state.firstDrawn = first;
     state.chartData = { layers: layers, raw: raw };
     legend(layers, info, latest, hasMeter, folded);
   }

@@ -201,7 +201,10 @@ def sampler_kwargs(topology: Optional[Topology] = None) -> dict:
     """What the eBPF sampler needs to split time by class: ``{"cpu_class": [...]}``
     on a machine with several classes, nothing on a homogeneous one (one class,
     the sampler's default)."""
+    from ebpf_energy.loader.syscall import num_possible_cpus
+
     topology = topology or read_topology()
     if not topology.hybrid:
         return {}
-    return {"cpu_class": topology.cpu_class(max(os.cpu_count() or 1, len(topology.cpu_class())))}
+    # one entry per possible CPU: CPUs the tree names beyond them do not exist here
+    return {"cpu_class": topology.cpu_class(num_possible_cpus())}

@@ -132,3 +132,28 @@ def test_run_reports_its_tree_per_class(hybrid):
     # taskset itself runs a moment wherever it starts; then the burner only on the E core
     assert classes["E"]["cpu_ns"] >= 0.95 * CPU_S * 1e9 and classes["P"]["cpu_ns"] < 0.05 * classes["E"]["cpu_ns"]
     assert classes["E"]["energy_j"] == pytest.approx(E_W * classes["E"]["cpu_ns"] / 1e9, rel=1e-6)
+
+
+def test_exporter_serves_joules_per_class_and_the_model_parts(hybrid):
+    from test_exporter import RunningExporter, value
+
+    tree, prof = hybrid
+    with RunningExporter("--interval", "0.3", "--meter", "none", "--profile", prof, "--topology-root", tree) as ex:
+        burners = [_burner(0), _burner(1)]
+        for b in burners:
+            b.wait(timeout=300)
+        first = ex.wait_refreshes(2)
+        last = ex.wait_refreshes(1, first)
+    for m in (first, last):
+        for cls in ("P", "E"):
+            assert value(m, "ebpf_energy_class_cpu_seconds_total", **{"class": cls}) >= CPU_S
+        p_j = value(m, "ebpf_energy_class_joules_total", **{"class": "P"})
+        e_j = value(m, "ebpf_energy_class_joules_total", **{"class": "E"})
+        assert p_j > 0 and e_j > 0
+    info = dict(next(iter(last["ebpf_energy_model_info"][1])))
+    assert info["part_class_weights"] == "fitted" and info["part_frequency"] == "unknown"
+    assert info["classes"] == "P:0=20.0,E:1=6.0" and info["frequency"] == "unknown (no cpufreq)"
+    # counters never go backwards
+    for cls in ("P", "E"):
+        assert value(last, "ebpf_energy_class_joules_total", **{"class": cls}) >= \
+            value(first, "ebpf_energy_class_joules_total", **{"class": cls})

@@ -200,7 +200,8 @@ def test_classifying_sampler_joins_states_to_the_monitor_window():
     finally:
         s.stop()
     row = w.processes[p.pid]
-    assert row.wait_states.sleep_ns > 0 and classify(row.wait_states) == "mostly idle"
+    # its 0.3 s asleep, whatever it waited for a CPU on this shared machine (its class is tested above)
+    assert row.wait_states.sleep_ns >= 250_000_000 and row.wait_states.wakeups >= 1
     assert w.wait_states_info["pmu"] and set(w.wait_states_info["thresholds"]) == {
         "io_bound_share", "idle_max_demand", "contended_ratio", "cpu_bound_share"}
     assert s.waits.obj is None  # both programs closed

@@ -61,6 +61,15 @@ def process_split(p, model: dict) -> Optional[Dict[str, int]]:
     return None if split is None else dict(zip(names, split))
 
 
+def frequency(window, model: dict) -> str:
+    """What the run knew about CPU frequency: the monitor's word when it tracked
+    it (or knows why not), else the model's (from the topology)."""
+    said = getattr(window, "frequency", None)
+    if said and said != "unknown":
+        return said
+    return model.get("frequency") or "unknown"
+
+
 def parts_sentence(model: dict) -> str:
     """``total measured, idle fitted, class weights fitted, frequency unknown``."""
     parts = model.get("parts") or {}

@@ -95,6 +95,8 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         row = {"pid": p.pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
                "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited),
                "cpu_ns_by_class": class_report.process_split(p, attribution.model)}
+        if getattr(p, "cycles", None) is not None:  # where cpufreq says the frequency
+            row["cycles"] = p.cycles
         if getattr(p, "wait_states", None) is not None:
             row["wait_states"] = p.wait_states.to_dict()
         if threads:
@@ -124,7 +126,7 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         "dropped_cpu_ns": window.dropped_cpu_ns,
         "samples_or_events": window.samples_or_events,
         "classes": class_report.class_rows(window.processes, attribution.model, attribution.class_energy_j),
-        "frequency": attribution.model.get("frequency") or getattr(window, "frequency", None) or "unknown",
+        "frequency": class_report.frequency(window, attribution.model),
         "processes_seen": len(window.processes),
         "processes": rows,
     }

@@ -157,3 +157,20 @@ def test_exporter_serves_joules_per_class_and_the_model_parts(hybrid):
     for cls in ("P", "E"):
         assert value(last, "ebpf_energy_class_joules_total", **{"class": cls}) >= \
             value(first, "ebpf_energy_class_joules_total", **{"class": cls})
+
+
+def test_where_cpufreq_exists_the_monitor_counts_cycles_per_process(tmp_path):
+    """A tree with cpufreq (2 GHz on the P core, 1 GHz on the E core): the
+    monitor tracks frequency, each burner's cycles follow its core's clock,
+    and the report says frequency was tracked instead of unknown."""
+    from topology_fixtures import write
+
+    tree = hybrid_tree(tmp_path / "sys")
+    for cpu, khz in ((0, 2_000_000), (1, 1_000_000)):
+        write(os.path.join(tree, "devices", "system", "cpu", f"cpu{cpu}", "cpufreq", "scaling_cur_freq"), khz)
+    p = _monitor("-p", "10", "--topology-root", tree)
+    r, on_p, on_e = _run_burners_under(p)
+    assert r["frequency"].startswith("tracked")
+    assert on_p["cycles"] == pytest.approx(2 * on_p["cpu_ns"], rel=1e-3)
+    assert on_e["cycles"] == pytest.approx(on_e["cpu_ns"], rel=1e-3)
+    assert r["model"]["parts"]["frequency"] != "unknown"

@@ -101,7 +101,7 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
             row["wait_states"] = p.wait_states.to_dict()
         if threads:
             trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
-                      "energy_j": attribution.thread_energy_j(p.cpu_ns, e, t.cpu_ns),
+                      "energy_j": class_report.thread_energy_j(attribution, p, t, e),
                       "exited": bool(t.exited)} for t in p.threads]
             trows.sort(key=_sort_key)
             row["threads"] = trows

@@ -23,6 +23,7 @@ ROOT = os.path.dirname(HERE)
 # (script, extra arguments): the monitor's own first, then the other engineers'.
 BENCHMARKS = [
     ("bpf_cost.py", []),
+    ("wait_states_cost.py", []),
     ("monitor_overhead.py", []),
     ("monitor_scale.py", []),
     ("load_bench.py", []),

@@ -45,6 +45,7 @@ const volatile __u32 nr_cpus = EM_MAX_CPUS; /* possible CPUs, set by user space 
 const volatile __u64 filter_cgroup_id = 0; /* stream only this cgroup v2 id (0 = all) */
 const volatile __u64 min_slice_ns = 0;    /* stream only slices at least this long */
 const volatile __u32 wakeup_batch = 64;   /* wake the reader every N events (<= 1: every event) */
+const volatile bool track_freq = false;  /* also count cycles: each slice x its CPU's kHz (cpu_khz) */
 const volatile __u32 dump_slots = 16384;  /* max_entries of `dumps`, `procs` and `tasks`, set by user space */
 const volatile __u8 cpu_class[EM_MAX_CPUS] = {}; /* core class of each CPU (< EM_MAX_CLASSES), read by dump() only */
 
@@ -67,6 +68,7 @@ __u32 dump_overflow = 0;             /* entries the last dump() found no room fo
 __u32 dump_reaped = 0;               /* records the last dump() wrote from the top of `dumps` */
 __u32 dump_procs = 0;                /* records the last dump() wrote into `procs` */
 __u32 dump_gen = 0;                  /* dumps so far: tells this dump's proc_index slots from stale ones */
+__u32 cpu_khz[EM_MAX_CPUS] = {};     /* each CPU's frequency now: from cpufreq at load, then on_cpu_frequency */
 
 /* Never read or written: makes clang emit struct slice_event into the BTF
  * (the ring buffer has no value type), so user space can decode records. */
@@ -104,17 +106,21 @@ static __always_inline void fill_meta(struct task_stats *v, struct task_struct *
  * are volatile: the compiler keeps them in this order (cut_*, epoch, then
  * the adds), and x86 makes them visible in it. */
 static __always_inline void add_to(struct task_stats *v, __u32 epoch, __u64 dur, __u64 slices,
-				   __u32 flags, __u64 runtime)
+				   __u32 flags, __u64 runtime, __u64 cycles)
 {
-	__u64 cpu_ns = v->cpu_ns, n = v->slices;
+	__u64 cpu_ns = v->cpu_ns, n = v->slices, c = v->cycles;
 
 	if (v->epoch != epoch) {
 		WRITE_ONCE(v->cut_cpu_ns, cpu_ns);
 		WRITE_ONCE(v->cut_slices, n);
+		if (track_freq)
+			WRITE_ONCE(v->cut_cycles, c);
 		WRITE_ONCE(v->epoch, epoch);
 	}
 	WRITE_ONCE(v->cpu_ns, cpu_ns + dur);
 	WRITE_ONCE(v->slices, n + slices);
+	if (track_freq)
+		WRITE_ONCE(v->cycles, c + cycles);
 	if (flags)
 		v->flags |= flags;
 	if (runtime > v->last_runtime)
@@ -123,7 +129,7 @@ static __always_inline void add_to(struct task_stats *v, __u32 epoch, __u64 dur,
 
 /* Create the entry of `t` holding the first slice; false when the map is full. */
 static __always_inline bool insert_task(struct cpu_slot *s, struct task_key *key, struct task_struct *t,
-					__u64 dur, __u64 now, __u32 flags, __u64 runtime)
+					__u64 dur, __u64 now, __u32 flags, __u64 runtime, __u64 cycles)
 {
 	struct task_stats init = {};
 	struct task_stats *v;
@@ -134,31 +140,40 @@ static __always_inline bool insert_task(struct cpu_slot *s, struct task_key *key
 	init.flags = flags;
 	init.epoch = s->epoch; /* nothing of it before the cut: cut_* stay 0 */
 	init.last_runtime = runtime;
+	init.cycles = cycles;
 	fill_meta(&init, t, now);
 	err = bpf_map_update_elem(&tasks, key, &init, BPF_NOEXIST);
 	if (err == -17 /* EEXIST: created meanwhile, add to it instead */) {
 		v = bpf_map_lookup_elem(&tasks, key);
 		if (!v)
 			return false;
-		add_to(v, s->epoch, dur, init.slices, flags, runtime);
+		add_to(v, s->epoch, dur, init.slices, flags, runtime, cycles);
 		return true;
 	}
 	return err == 0;
 }
 
-/* Add a closed slice of `t` to its entry and to this CPU's books. */
-static __always_inline void account(struct cpu_slot *s, struct task_key *key, struct task_struct *t,
+/* CPU cycles of `ns` at `khz`: ns x kHz / 1e6, split so that it never
+ * overflows (a slice of 1e12 ns at 5 GHz would) and rounds down once. */
+static __always_inline __u64 cycles_of(__u64 ns, __u32 khz)
+{
+	return ns / 1000000 * khz + ns % 1000000 * khz / 1000000;
+}
+
+/* Add a closed slice of `t` on CPU `cpu` to its entry and to this CPU's books. */
+static __always_inline void account(struct cpu_slot *s, __u32 cpu, struct task_key *key, struct task_struct *t,
 				    __u64 dur, __u32 flags, __u64 runtime, __u64 now)
 {
 	struct task_stats *v = bpf_map_lookup_elem(&tasks, key);
+	__u64 cycles = track_freq ? cycles_of(dur, cpu_khz[cpu & (EM_MAX_CPUS - 1)]) : 0;
 
 	if (v) {
-		add_to(v, s->epoch, dur, 1, flags, runtime);
+		add_to(v, s->epoch, dur, 1, flags, runtime, cycles);
 		/* a task moved to another cgroup keeps running: follow it
 		 * every 64 slices */
 		if ((v->slices & 63) == 0)
 			v->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
-	} else if (!insert_task(s, key, t, dur, now, flags, runtime)) {
+	} else if (!insert_task(s, key, t, dur, now, flags, runtime, cycles)) {
 		s->task_drops += 1;
 		s->dropped_ns += dur;
 	}
@@ -203,7 +218,8 @@ static __always_inline void stream_slice(struct cpu_slot *s, struct task_struct 
  * `wall`: credit what it ran (read from the task itself) and return the
  * rest. Without it that time would be nobody's and the CPU's books would not
  * add up. */
-static __always_inline __u64 settle_slot_task(struct cpu_slot *s, __u64 prev_addr, __u64 wall, __u64 now)
+static __always_inline __u64 settle_slot_task(struct cpu_slot *s, __u32 cpu, __u64 prev_addr, __u64 wall,
+					      __u64 now)
 {
 	struct task_struct *t;
 	struct task_key key;
@@ -223,7 +239,7 @@ static __always_inline __u64 settle_slot_task(struct cpu_slot *s, __u64 prev_add
 		if (ran) {
 			key.tid = s->tid;
 			key.start = s->key_start;
-			account(s, &key, t, ran, 0, r, now);
+			account(s, cpu, &key, t, ran, 0, r, now);
 		}
 	}
 	bpf_task_release(t);
@@ -349,7 +365,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	}
 	if (key.tid == 0) {
 		/* idle; if its switch-in was unseen, the slot's task ran first */
-		s->idle_ns += seen ? wall : settle_slot_task(s, (__u64)prev, wall, now);
+		s->idle_ns += seen ? wall : settle_slot_task(s, cpu, (__u64)prev, wall, now);
 	} else {
 		/* The scheduler's own account of the slice (what schedstat and
 		 * rusage report): the task's runtime now minus at switch-in. */
@@ -365,10 +381,10 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 			/* prev's switch-in unseen: prev's own runtime, then the
 			 * slot's task's, then idle share the wall time */
 			dur = unseen_switch_in(prev, &key, runtime, wall);
-			s->idle_ns += settle_slot_task(s, (__u64)prev, wall - dur, now);
+			s->idle_ns += settle_slot_task(s, cpu, (__u64)prev, wall - dur, now);
 		}
 		flags = prev_state & EM_TASK_DEAD ? EM_FLAG_DEAD | EM_FLAG_EXITED : 0;
-		account(s, &key, prev, dur, flags, runtime, now);
+		account(s, cpu, &key, prev, dur, flags, runtime, now);
 		if (stream_events)
 			stream_slice(s, prev, key.tid, prev->tgid, cpu, now - wall, dur, flags);
 	}
@@ -437,6 +453,7 @@ int cut(void *ctx)
 	c->event_drops = s->event_drops;
 	c->deaths = s->deaths;
 	c->run_ns = run;
+	c->run_cycles = track_freq ? cycles_of(run, cpu_khz[cpu & (EM_MAX_CPUS - 1)]) : 0;
 	c->run_tid = run ? curr->pid : 0;
 	c->run_tgid = curr->tgid;
 	c->run_start = start_of(curr);
@@ -463,7 +480,7 @@ static __always_inline void touch_meta(struct task_struct *t, __u32 flags)
 	if (!v) {
 		/* not switched out yet: create it so comm and flags are kept;
 		 * if the map is full the final switch-out counts the drop */
-		insert_task(&slots[cpu], &key, t, 0, now, flags, 0);
+		insert_task(&slots[cpu], &key, t, 0, now, flags, 0, 0);
 		return;
 	}
 	v->flags |= flags;
@@ -533,6 +550,21 @@ int BPF_PROG(on_rename, struct task_struct *task, const char *comm)
 	return 0;
 }
 
+/* cpufreq changed a CPU's frequency (opt-in: loaded only when user space
+ * tracks frequency; needs no cpufreq to be tested: BPF_PROG_TEST_RUN with
+ * made-up arguments). The next slice closed there is counted at it. */
+SEC("raw_tp/cpu_frequency")
+int on_cpu_frequency(__u64 *ctx)
+{
+	/* (unsigned int state, unsigned int cpu_id), each in a u64 slot: compared
+	 * as the u64 it is, so the verifier keeps the bound */
+	__u64 khz = ctx[0], cpu = ctx[1];
+
+	if (cpu < EM_MAX_CPUS)
+		cpu_khz[cpu] = khz;
+	return 0;
+}
+
 /* What dump() writes, read by user space through mmap: task records (live
  * ones from index 0 up, reaped ones from the top down) and process records.
  * All three are sized to `tasks` by user space before load. */
@@ -588,7 +620,7 @@ static long dump_copy(__u64 index, struct dump_entry *e)
 	__u32 cls = cpu_class[cpu] & (EM_MAX_CLASSES - 1);
 	struct task_dump *d = e->d;
 	struct task_stats *v;
-	__u64 cpu_ns, slices;
+	__u64 cpu_ns, slices, cycles;
 	__u32 epoch;
 
 	v = bpf_map_lookup_percpu_elem(&tasks, &e->key, cpu);
@@ -596,18 +628,22 @@ static long dump_copy(__u64 index, struct dump_entry *e)
 		return 1; /* cannot happen: only dump() deletes */
 	cpu_ns = v->cpu_ns;
 	slices = v->slices;
+	cycles = v->cycles;
 	barrier();
 	epoch = *(volatile __u32 *)&v->epoch;
 	barrier();
 	d->cpu_ns_now += cpu_ns;
 	d->slices_now += slices;
+	d->cycles_now += cycles;
 	d->class_ns_now[cls] += cpu_ns;
 	if (epoch && epoch == slots[cpu].cut.epoch) {
 		cpu_ns = v->cut_cpu_ns;
 		slices = v->cut_slices;
+		cycles = v->cut_cycles;
 	}
 	d->cpu_ns += cpu_ns;
 	d->slices += slices;
+	d->cycles += cycles;
 	d->class_ns[cls] += cpu_ns;
 	d->flags |= v->flags;
 	if (v->meta_ns > d->meta_ns) {
@@ -656,6 +692,7 @@ static __always_inline void add_to_proc(struct dump_ctx *c, struct task_dump *d)
 	p->tasks += 1;
 	p->cpu_ns += d->cpu_ns;
 	p->slices += d->slices;
+	p->cycles += d->cycles;
 	for (k = 0; k < EM_MAX_CLASSES; k++)
 		p->class_ns[k] += d->class_ns[k];
 	if (!(d->flags & (EM_FLAG_EXITED | EM_FLAG_DEAD)))

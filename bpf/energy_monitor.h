@@ -55,6 +55,7 @@ struct cpu_cut {
 	__u64 run_ns;      /* its CPU time so far (scheduler clock), */
 	__u64 run_pstart;  /* its process's (group leader's) start time, */
 	__u64 run_cgroup_id;
+	__u64 run_cycles;  /* run_ns at this CPU's kHz (only while track_freq) */
 	__u32 run_tid;     /* its tid (0: idle, or not known yet) */
 	__u32 run_tgid;
 	__u32 epoch;       /* entries written since carry this epoch */
@@ -103,10 +104,12 @@ struct task_stats {
 	__u32 flags;        /* EM_FLAG_* */
 	__u32 epoch;        /* cut epoch of this CPU at the latest add */
 	__u64 last_runtime; /* se.sum_exec_runtime at its last switch-out on this CPU */
-	/* a switch touches only the 32 bytes above (one cache line), but for the
+	__u64 cycles;       /* closed slices x their CPU's kHz / 1e6 (only while track_freq) */
+	/* a switch touches only the 40 bytes above (one cache line), but for the
 	 * first add after a cut */
-	__u64 cut_cpu_ns;   /* cpu_ns and slices as they stood at the cut */
+	__u64 cut_cpu_ns;   /* cpu_ns, slices and cycles as they stood at the cut */
 	__u64 cut_slices;
+	__u64 cut_cycles;
 	__u32 tgid;
 	__u64 pstart;       /* the group leader's start time: (tgid, pstart) is the process */
 	__u64 meta_ns;      /* when comm/cgroup_id were last written here; 0 = never */
@@ -134,6 +137,8 @@ struct task_dump {
 	char comm[EM_COMM_LEN];
 	__u64 class_ns[EM_MAX_CLASSES];     /* cpu_ns by the class of the CPU each part ran on */
 	__u64 class_ns_now[EM_MAX_CLASSES]; /* cpu_ns_now likewise */
+	__u64 cycles;       /* at the cut (0 unless track_freq) */
+	__u64 cycles_now;
 };
 
 /* A process: (tgid, group leader's start time); a task with no meta yet
@@ -166,6 +171,7 @@ struct proc_dump {
 	__u64 cgroup_id;
 	char comm[EM_COMM_LEN];
 	__u64 class_ns[EM_MAX_CLASSES];
+	__u64 cycles;
 };
 
 /* One ring-buffer record per closed slice (only when stream_events). */

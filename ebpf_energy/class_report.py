@@ -54,11 +54,34 @@ def tree_class_rows(processes: dict, model: dict, energy_j: Dict[int, float]) ->
     return class_rows(processes, model, {n: math.fsum(v) for n, v in out.items()})
 
 
+def thread_energy_j(attribution, p, t, process_j: float) -> float:
+    """A thread's share of its process's joules: by CPU time weighted by each
+    class's weight where both are split by class (a thread on a P core costs
+    more than its sibling on an E core), else by CPU time."""
+    model = attribution.model
+    names = class_names(model)
+    ps, ts = class_split(p, len(names)), class_split(t, len(names))
+    if ps is None or ts is None or not is_hybrid(model):
+        return attribution.thread_energy_j(p.cpu_ns, process_j, t.cpu_ns)
+    w = [c.get("watts_per_cpu_second", c.get("weight", 1.0)) for c in model["classes"]]
+    whole = sum(a * b for a, b in zip(w, ps))
+    return process_j * sum(a * b for a, b in zip(w, ts)) / whole if whole > 0 else 0.0
+
+
 def process_split(p, model: dict) -> Optional[Dict[str, int]]:
     """A process row's ``cpu_ns_by_class`` ({class name: ns}), None when unknown."""
     names = class_names(model)
     split = class_split(p, len(names))
     return None if split is None else dict(zip(names, split))
+
+
+def frequency(window, model: dict) -> str:
+    """What the run knew about CPU frequency: the monitor's word when it tracked
+    it (or knows why not), else the model's (from the topology)."""
+    said = getattr(window, "frequency", None)
+    if said and said != "unknown":
+        return said
+    return model.get("frequency") or "unknown"
 
 
 def parts_sentence(model: dict) -> str:

@@ -56,6 +56,23 @@ def object_path() -> str:
     return str(resources.files("ebpf_energy") / "bpf" / "energy_monitor.bpf.o")
 
 
+CPU_ROOT = "/sys/devices/system/cpu"
+FREQ_PROGRAM = "on_cpu_frequency"  # opt-in: loaded only to track frequency
+
+
+def cpufreq_khz(ncpus: int, cpu_root: str = CPU_ROOT) -> Optional[List[int]]:
+    """Each CPU's frequency now (``cpuN/cpufreq/scaling_cur_freq``, kHz; 0
+    for a CPU without one), or None when no CPU has cpufreq (most VMs)."""
+    out = []
+    for cpu in range(ncpus):
+        try:
+            with open(f"{cpu_root}/cpu{cpu}/cpufreq/scaling_cur_freq") as f:
+                out.append(int(f.read().strip() or 0))
+        except (OSError, ValueError):
+            out.append(0)
+    return out if any(out) else None
+
+
 def online_cpus() -> List[int]:
     """The CPUs that are online now (``/sys/devices/system/cpu/online``)."""
     with open("/sys/devices/system/cpu/online") as f:
@@ -103,7 +120,8 @@ class EbpfSampler:
     def __init__(self, *, max_tasks: int = DEFAULT_MAX_TASKS, threads: bool = False,
                  on_event: Optional[Callable[[dict], None]] = None, filter_tgid: int = 0, filter_tid: int = 0,
                  filter_cgroup_id: int = 0, min_slice_ns: int = 0, path: Optional[str] = None,
-                 reap: bool = True, cpu_class: Optional[List[int]] = None):
+                 reap: bool = True, cpu_class: Optional[List[int]] = None, track_frequency: bool = False,
+                 cpu_root: str = CPU_ROOT):
         if max_tasks < 1:
             raise ValueError("max_tasks must be at least 1")
         ncpus = syscall.num_possible_cpus()
@@ -119,7 +137,15 @@ class EbpfSampler:
         self.obj: Optional[BpfObject] = None
         self.start_ns = 0
         self.cpu_class = list(cpu_class or [0] * ncpus)
-        self._books = Books(self.cpu_class)
+        # cycles only where cpufreq says what the frequency is (never on this VM)
+        self.cpu_khz = cpufreq_khz(ncpus, cpu_root) if track_frequency else None
+        if self.cpu_khz is not None:
+            self.frequency = "tracked (power:cpu_frequency; cycles = ns x kHz / 1e6 per slice)"
+        elif track_frequency or cpufreq_khz(ncpus, cpu_root) is None:
+            self.frequency = "unknown (no cpufreq)"
+        else:
+            self.frequency = "unknown (not tracked)"
+        self._books = Books(self.cpu_class, cycles=self.cpu_khz is not None)
         self._cgroups = CgroupPaths(cgroup2_mount())
         self._nspids = NsPids()
         self._ncpus = ncpus
@@ -161,10 +187,14 @@ class EbpfSampler:
             ro["nr_cpus"] = self._ncpus
             ro["dump_slots"] = self.max_tasks
             ro["cpu_class"] = self.cpu_class
+            ro["track_freq"] = self.cpu_khz is not None
+            obj.programs[FREQ_PROGRAM].autoload = self.cpu_khz is not None
             for k, v in self.filters.items():
                 ro[k] = v
             obj.load()
-            obj.attach(only=[n for n, p in obj.programs.items() if p.spec.kind.attach])
+            if self.cpu_khz is not None:
+                obj.bss["cpu_khz"] = self.cpu_khz
+            obj.attach(only=[n for n, p in obj.programs.items() if p.spec.kind.attach and p.loaded])
             self.obj = obj
             self._bss = obj.bss.view()
             slots_off = obj.bss.offset_of("slots")
@@ -250,7 +280,8 @@ class EbpfSampler:
             run = None
             if rec[ix["run_tid"]]:
                 run = OpenSlice(rec[ix["run_tid"]], rec[ix["run_start"]], rec[ix["run_tgid"]], rec[ix["run_pstart"]],
-                                comm_of(rec[ix["run_comm"]]), rec[ix["run_cgroup_id"]], rec[ix["run_ns"]])
+                                comm_of(rec[ix["run_comm"]]), rec[ix["run_cgroup_id"]], rec[ix["run_ns"]],
+                                rec[ix["run_cycles"]])
             cuts[cpu] = CpuCut(cpu, rec[ix["ns"]], rec[ix["open_ns"]], rec[ix["busy_ns"]], rec[ix["idle_ns"]],
                                rec[ix["switches"]], rec[ix["task_drops"]], rec[ix["dropped_ns"]], rec[ix["events"]],
                                rec[ix["event_drops"]], rec[ix["deaths"]], rec[ix["epoch"]],
@@ -277,6 +308,7 @@ class EbpfSampler:
         self.reads += 1
         cuts = [self.cuts[c] for c in sorted(self.cuts)]
         window = books.window(procs, cuts, source=self.source, cgroup_path=self._cgroups.path, live=live)
+        window.frequency = self.frequency
         self._nspids.fill(window.processes)
         return window
 

@@ -95,11 +95,13 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         row = {"pid": p.pid, "comm": p.comm, "cgroup": p.cgroup, "cgroup_id": p.cgroup_id,
                "cpu_ns": p.cpu_ns, "slices": p.slices, "energy_j": e, "exited": bool(p.exited),
                "cpu_ns_by_class": class_report.process_split(p, attribution.model), "nspid": p.nspid}
+        if getattr(p, "cycles", None) is not None:  # where cpufreq says the frequency
+            row["cycles"] = p.cycles
         if getattr(p, "wait_states", None) is not None:
             row["wait_states"] = p.wait_states.to_dict()
         if threads:
             trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
-                      "energy_j": attribution.thread_energy_j(p.cpu_ns, e, t.cpu_ns),
+                      "energy_j": class_report.thread_energy_j(attribution, p, t, e),
                       "exited": bool(t.exited)} for t in p.threads]
             trows.sort(key=_sort_key)
             row["threads"] = trows
@@ -124,7 +126,7 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         "dropped_cpu_ns": window.dropped_cpu_ns,
         "samples_or_events": window.samples_or_events,
         "classes": class_report.class_rows(window.processes, attribution.model, attribution.class_energy_j),
-        "frequency": attribution.model.get("frequency") or getattr(window, "frequency", None) or "unknown",
+        "frequency": class_report.frequency(window, attribution.model),
         "processes_seen": len(window.processes),
         "processes": rows,
     }

@@ -48,6 +48,8 @@ class Entry(NamedTuple):
     meta_ns: int
     cut_class_ns: Tuple[int, ...]  # cut_cpu_ns by core class
     class_ns: Tuple[int, ...]  # cpu_ns by core class
+    cut_cycles: int  # CPU time x its CPU's frequency (0 unless tracked)
+    cycles: int
 
 
 class ProcRecord(NamedTuple):
@@ -63,15 +65,16 @@ class ProcRecord(NamedTuple):
     cgroup_id: int
     comm: str
     class_ns: Tuple[int, ...]
+    cycles: int
 
 
 _new = tuple.__new__  # a NamedTuple without its Python-level __new__: this runs per record per read
 
 # struct task_dump and struct proc_dump, member by member (arrays: one name per element)
 TASK_FIELDS = ("tid", "start", "cpu_ns", "slices", "cpu_ns_now", "slices_now", "flags", "tgid", "pstart",
-               "cgroup_id", "meta_ns", "comm") + ("class_ns",) * 4 + ("class_ns_now",) * 4
+               "cgroup_id", "meta_ns", "comm") + ("class_ns",) * 4 + ("class_ns_now",) * 4 + ("cycles", "cycles_now")
 PROC_FIELDS = ("tgid", "tasks", "pstart", "cpu_ns", "slices", "not_exited", "leader", "cgroup_id", "comm") \
-    + ("class_ns",) * 4
+    + ("class_ns",) * 4 + ("cycles",)
 COMM_CACHE_MAX = 1 << 16
 
 
@@ -111,10 +114,10 @@ class DumpDecoder:
         out: Dict[TaskKey, Entry] = {}
         comm = self._comm
         for (tid, start, cpu, sl, cpu_now, sl_now, fl, tgid, pstart, cg, meta, raw,
-             c0, c1, c2, c3, n0, n1, n2, n3) in self._task.iter_unpack(
+             c0, c1, c2, c3, n0, n1, n2, n3, cyc, cyc_now) in self._task.iter_unpack(
                 memory[first * self.stride:(first + n) * self.stride]):
             out[(tid, start)] = _new(Entry, (cpu, sl, cpu_now, sl_now, fl, tgid, pstart, comm(raw), cg, meta,
-                                             (c0, c1, c2, c3), (n0, n1, n2, n3)))
+                                             (c0, c1, c2, c3), (n0, n1, n2, n3), cyc, cyc_now))
         return out
 
     def live(self, memory, n: int) -> Dict[TaskKey, Entry]:
@@ -125,8 +128,9 @@ class DumpDecoder:
 
     def procs(self, memory, n: int) -> List[ProcRecord]:
         comm = self._comm
-        return [_new(ProcRecord, (tgid, pstart, tasks, cpu, sl, ne, bool(leader), cg, comm(raw), (c0, c1, c2, c3)))
-                for tgid, tasks, pstart, cpu, sl, ne, leader, cg, raw, c0, c1, c2, c3
+        return [_new(ProcRecord, (tgid, pstart, tasks, cpu, sl, ne, bool(leader), cg, comm(raw), (c0, c1, c2, c3),
+                                  cyc))
+                for tgid, tasks, pstart, cpu, sl, ne, leader, cg, raw, c0, c1, c2, c3, cyc
                 in self._proc.iter_unpack(memory[:n * self.proc_stride])]
 
 
@@ -145,6 +149,7 @@ class Thread:
     flags: int = 0
     meta_ns: int = 0
     class_ns: List[int] = field(default_factory=lambda: [0] * MAX_CLASSES)
+    cycles: int = 0
 
     def take_meta(self, e: Entry):
         if e.meta_ns >= self.meta_ns and e.meta_ns:
@@ -166,6 +171,7 @@ class OpenSlice:
     comm: str
     cgroup_id: int
     run_ns: int
+    cycles: int = 0  # run_ns at its CPU's frequency (0 unless tracked)
 
 
 @dataclass
@@ -197,14 +203,17 @@ class Books:
     """Reaped tasks' totals, and the assembly of one read into a window.
 
     ``cpu_class[cpu]`` is the core class of each CPU (all 0 on a machine of
-    one kind): a slice running at a cut counts in its CPU's class."""
+    one kind): a slice running at a cut counts in its CPU's class.
+    ``cycles``: the kernel counts cycles (frequency tracked), so processes
+    carry them; otherwise their ``cycles`` is None."""
 
-    def __init__(self, cpu_class: Optional[List[int]] = None):
+    def __init__(self, cpu_class: Optional[List[int]] = None, cycles: bool = False):
         self.cpu_class = list(cpu_class or [])
+        self.cycles = cycles
         self.nclasses = max(self.cpu_class, default=0) + 1
         self.closed: Dict[TaskKey, Thread] = {}
-        # ran after a cut, before the reap: (cpu_ns, slices, by class)
-        self._pending: Dict[TaskKey, Tuple[int, int, Tuple[int, ...]]] = {}
+        # ran after a cut, before the reap: (cpu_ns, slices, by class, cycles)
+        self._pending: Dict[TaskKey, Tuple[int, int, Tuple[int, ...], int]] = {}
         self._first_pstart: Dict[int, int] = {}  # tgid -> start of the first process seen with it
         self.fully_dead = set()  # process keys whose every thread was reaped
 
@@ -214,10 +223,11 @@ class Books:
     def begin(self):
         """Start a read (after the new cut): what was reaped after the last
         cut happened before this one."""
-        for key, (cpu, sl, by_class) in self._pending.items():
+        for key, (cpu, sl, by_class, cycles) in self._pending.items():
             t = self.closed[key]
             t.cpu_ns += cpu
             t.slices += sl
+            t.cycles += cycles
             _add_into(t.class_ns, by_class)
         self._pending.clear()
 
@@ -228,14 +238,16 @@ class Books:
             t = self.closed[key] = Thread(key[0], key[1])
         t.cpu_ns += e.cut_cpu_ns
         t.slices += e.cut_slices
+        t.cycles += e.cut_cycles
         _add_into(t.class_ns, e.cut_class_ns)
         t.flags |= e.flags
         t.take_meta(e)
         later = (e.cpu_ns - e.cut_cpu_ns, e.slices - e.cut_slices)
         if later != (0, 0):
-            cpu, sl, by_class = self._pending.get(key, (0, 0, (0,) * MAX_CLASSES))
+            cpu, sl, by_class, cycles = self._pending.get(key, (0, 0, (0,) * MAX_CLASSES, 0))
             self._pending[key] = (cpu + later[0], sl + later[1],
-                                  tuple(p + n - c for p, n, c in zip(by_class, e.class_ns, e.cut_class_ns)))
+                                  tuple(p + n - c for p, n, c in zip(by_class, e.class_ns, e.cut_class_ns)),
+                                  cycles + e.cycles - e.cut_cycles)
 
     def process_key(self, tgid: int, pstart: int):
         """A process's key in :attr:`UsageWindow.processes`: its pid for the
@@ -278,22 +290,26 @@ class Books:
                 by_class[self.class_of(c.cpu)] += r.run_ns
                 if key in running:
                     r = OpenSlice(r.tid, r.start, r.tgid, r.pstart, r.comm, r.cgroup_id,
-                                  r.run_ns + running[key][0].run_ns)
+                                  r.run_ns + running[key][0].run_ns, r.cycles + running[key][0].cycles)
                 running[key] = (r, by_class)
         self._register_first([(p.tgid, p.pstart) for p in procs_live]
                              + [(t.tgid or abs(t.tid), t.pstart) for t in closed.values()]
                              + [(r.tgid or r.tid, r.pstart) for r, _ in running.values()])
 
-        def add(tgid, pstart, comm, cgid, leader, cpu, sl, by_class, exited, dead):
+        track = self.cycles
+
+        def add(tgid, pstart, comm, cgid, leader, cpu, sl, by_class, cycles, exited, dead):
             pk = pkey_of(tgid, pstart)
             p = procs.get(pk)
             if p is None:
                 p = procs[pk] = ProcessUsage(pid=tgid, comm=comm, cpu_ns=0, slices=0, exited=True,
                                              cgroup_id=cgid or None, cgroup=cgroup_path(cgid),
-                                             cpu_ns_by_class=[0] * nc)
+                                             cpu_ns_by_class=[0] * nc, cycles=0 if track else None)
                 seen.add(pk)
             p.cpu_ns += cpu
             p.slices += sl
+            if track:
+                p.cycles += cycles
             acc = p.cpu_ns_by_class
             for i in range(nc):
                 acc[i] += by_class[i]
@@ -314,28 +330,28 @@ class Books:
         first, nc1 = self._first_pstart, nc == 1
         paths: Dict[int, Optional[str]] = {}
         for rec in procs_live:
-            tgid, pstart, _, cpu, sl, not_exited, leader, cgid, comm, by_class = rec
+            tgid, pstart, _, cpu, sl, not_exited, leader, cgid, comm, by_class, cycles = rec
             pk = tgid if not pstart or first.get(tgid) == pstart else (tgid, pstart)
             if pk in procs:  # a second record of one process (its LRU slot was evicted)
                 # still in the map, so not reaped (dead in user space means reaped); a
                 # process running at the cut is not exited (its slice below says so)
-                add(tgid, pstart, comm, cgid, leader, cpu, sl, by_class, not_exited == 0, False)
+                add(tgid, pstart, comm, cgid, leader, cpu, sl, by_class, cycles, not_exited == 0, False)
                 continue
             path = paths.get(cgid, 0)
             if path == 0:
                 path = paths[cgid] = cgroup_path(cgid)
             procs[pk] = ProcessUsage(tgid, comm, cpu, sl, not_exited == 0, path, cgid or None, [],
-                                     [by_class[0]] if nc1 else list(by_class[:nc]))
+                                     [by_class[0]] if nc1 else list(by_class[:nc]), cycles if track else None)
             seen.add(pk)
             alive.add(pk)
         for key, t in closed.items():
             # what ran after the cut is counted at the next read: not final yet
             tgid = t.tgid or abs(t.tid)
-            add(tgid, t.pstart, t.comm, t.cgroup_id, t.tid == tgid, t.cpu_ns, t.slices, t.class_ns, True,
+            add(tgid, t.pstart, t.comm, t.cgroup_id, t.tid == tgid, t.cpu_ns, t.slices, t.class_ns, t.cycles, True,
                 key not in running and key not in pending)
         for key, (r, by_class) in running.items():
             tgid = r.tgid or r.tid
-            add(tgid, r.pstart, r.comm, r.cgroup_id, r.tid == tgid, r.run_ns, 0, by_class, False, False)
+            add(tgid, r.pstart, r.comm, r.cgroup_id, r.tid == tgid, r.run_ns, 0, by_class, r.cycles, False, False)
         if live is not None:
             self._list_threads(procs, live, running)
         self.fully_dead = seen - alive
@@ -421,4 +437,5 @@ class Books:
             self.closed[(-tgid, pstart)] = Thread(
                 -tgid, pstart, tgid=tgid, pstart=pstart, comm=lead.comm, cgroup_id=lead.cgroup_id,
                 cpu_ns=sum(t.cpu_ns for t in parts), slices=sum(t.slices for t in parts),
-                flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts), class_ns=by_class)
+                flags=FLAG_DEAD | FLAG_EXITED, meta_ns=max(t.meta_ns for t in parts), class_ns=by_class,
+                cycles=sum(t.cycles for t in parts))

@@ -198,10 +198,18 @@ def read_topology(root: Optional[str] = None) -> Topology:
 
 
 def sampler_kwargs(topology: Optional[Topology] = None) -> dict:
-    """What the eBPF sampler needs to split time by class: ``{"cpu_class": [...]}``
-    on a machine with several classes, nothing on a homogeneous one (one class,
-    the sampler's default)."""
+    """What the eBPF sampler needs from the topology: ``cpu_class`` (a class
+    per possible CPU) on a machine with several classes, and frequency
+    tracking (cycles per slice) where cpufreq exists, read from the same tree;
+    nothing on a homogeneous machine without cpufreq (the sampler's defaults)."""
+    from ebpf_energy.loader.syscall import num_possible_cpus
+
     topology = topology or read_topology()
-    if not topology.hybrid:
-        return {}
-    return {"cpu_class": topology.cpu_class(max(os.cpu_count() or 1, len(topology.cpu_class())))}
+    out = {}
+    if topology.hybrid:
+        # one entry per possible CPU: CPUs the tree names beyond them do not exist here
+        out["cpu_class"] = topology.cpu_class(num_possible_cpus())
+    if topology.cpufreq:
+        out["track_frequency"] = True
+        out["cpu_root"] = os.path.join(topology.root, "devices", "system", "cpu")
+    return out

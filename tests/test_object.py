@@ -485,7 +485,14 @@ def test_maps_all_program_side(test_objects, fds_unchanged):
 
         tid = threading.get_native_id()
         key = {"tgid": os.getpid(), "tid": tid}
-        trigger(n)
+        # one CPU for the whole burst: a per-CPU copy made by a program on another
+        # CPU starts at zero (tag 0), so a migration would break the tag check
+        allowed = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(allowed)})
+        try:
+            trigger(n)
+        finally:
+            os.sched_setaffinity(0, allowed)
         assert obj.bss["calls"] == n
         assert obj.bss["perf_output_errors"] == n and obj.bss["ring_reserve_failed"] == 0
         assert obj.maps["storage_echo"][tid] == {"count": n, "tag": TAG["task"], "tid": tid}

@@ -14,6 +14,7 @@ import os
 from . import explain, syscall, uapi
 from .bpffs import BPFFS_PATH, ensure_bpffs  # noqa: F401  (ensure_bpffs re-exported)
 from .errors import LoaderError, NotSupported, SyscallError
+from .fd import close
 from .syscall import MapFullError  # noqa: F401  (callers count drops with it)
 
 PERCPU_TYPES = frozenset({uapi.BPF_MAP_TYPE_PERCPU_HASH, uapi.BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -306,9 +307,7 @@ class Map:
             except BufferError:
                 pass  # a caller still holds a view: the mapping goes when the view does
         fd, self.fd = self.fd, -1
-        if fd is not None and fd >= 0:
-            os.close(fd)
-            explain.trace("close", f"map {self.name} fd {fd}")
+        close(fd, f"map {self.name}")
 
     @property
     def closed(self):
@@ -324,7 +323,7 @@ class Map:
         fd = getattr(self, "fd", -1)
         if fd is not None and fd >= 0:
             try:
-                os.close(fd)
+                close(fd)
             except OSError:
                 pass
 

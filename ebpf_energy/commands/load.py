@@ -17,9 +17,6 @@ from ebpf_energy.commands._signals import TerminateOnSignals
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
 
-NO_LOOKUP = {"ringbuf", "perf_event_array", "task_storage", "prog_array", "user_ringbuf",
-             "inode_storage", "sk_storage", "cgrp_storage", "array_of_maps", "hash_of_maps",
-             "stack_trace", "queue", "stack", "bloom_filter", "struct_ops", "arena"}
 MAX_SHOWN = 10000
 
 
@@ -78,7 +75,9 @@ def map_report(obj, name, m):
     except LoaderError:
         entry["id"] = None
     entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
-    if spec.type_name in NO_LOOKUP:
+    from ebpf_energy.loader.maps import NO_LOOKUP_TYPES
+
+    if spec.type in NO_LOOKUP_TYPES:
         entry["entries"] = None
     elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]

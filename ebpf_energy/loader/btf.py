@@ -11,21 +11,26 @@ both. :meth:`Btf.codec` turns map keys/values into Python values and back.
 import struct
 from collections import namedtuple
 
-from . import explain
+from . import abi, btf_wire, explain
+from .abi import (BTF_KIND_ARRAY as KIND_ARRAY, BTF_KIND_CONST as KIND_CONST,
+                  BTF_KIND_DATASEC as KIND_DATASEC, BTF_KIND_DECL_TAG as KIND_DECL_TAG, BTF_KIND_ENUM as KIND_ENUM,
+                  BTF_KIND_ENUM64 as KIND_ENUM64, BTF_KIND_FLOAT as KIND_FLOAT, BTF_KIND_FUNC as KIND_FUNC,
+                  BTF_KIND_FUNC_PROTO as KIND_FUNC_PROTO, BTF_KIND_FWD as KIND_FWD, BTF_KIND_INT as KIND_INT,
+                  BTF_KIND_PTR as KIND_PTR, BTF_KIND_RESTRICT as KIND_RESTRICT, BTF_KIND_STRUCT as KIND_STRUCT,
+                  BTF_KIND_TYPE_TAG as KIND_TYPE_TAG, BTF_KIND_TYPEDEF as KIND_TYPEDEF,
+                  BTF_KIND_UNION as KIND_UNION, BTF_KIND_UNKN as KIND_UNKN, BTF_KIND_VAR as KIND_VAR,
+                  BTF_KIND_VOLATILE as KIND_VOLATILE)
 from .errors import BtfError
 
-BTF_MAGIC = 0xEB9F
-HEADER_LEN = 24
+BTF_MAGIC = abi.BTF_MAGIC
+HEADER_LEN = btf_wire.HEADER_LEN
 
-KIND_UNKN, KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FWD, \
-    KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_FUNC, KIND_FUNC_PROTO, \
-    KIND_VAR, KIND_DATASEC, KIND_FLOAT, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = range(20)
 KIND_NAMES = ("void", "int", "ptr", "array", "struct", "union", "enum", "fwd", "typedef",
               "volatile", "const", "restrict", "func", "func_proto", "var", "datasec", "float",
               "decl_tag", "type_tag", "enum64")
 MAX_KIND = KIND_ENUM64
 
-INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
+INT_SIGNED, INT_CHAR, INT_BOOL = abi.BTF_INT_SIGNED, abi.BTF_INT_CHAR, abi.BTF_INT_BOOL
 
 # Extra 32-bit words after the 12-byte common header: (fixed, per vlen item).
 KIND_EXTRA_WORDS = {
@@ -349,34 +354,11 @@ class Btf(BtfQueries):
     @classmethod
     def parse(cls, data):
         data = bytes(data)
-        if len(data) < HEADER_LEN:
-            raise BtfError(f"BTF data too short ({len(data)} bytes) for its header")
-        if struct.unpack_from("<H", data)[0] == BTF_MAGIC:
-            endian = "<"
-        elif struct.unpack_from(">H", data)[0] == BTF_MAGIC:
-            endian = ">"
-        else:
-            raise BtfError("BTF data has a bad magic number (expected 0xeb9f)")
-        _, version, flags, hdr_len, type_off, type_len, str_off, str_len = \
-            struct.unpack_from(endian + "HBBIIIII", data)
-        if version != 1:
-            raise BtfError(f"unsupported BTF version {version}")
-        if hdr_len < HEADER_LEN or hdr_len > len(data):
-            raise BtfError(f"BTF header length {hdr_len} is invalid")
-        if any(data[HEADER_LEN:hdr_len]):
-            raise BtfError("BTF header has unknown non-zero fields")
-        tstart, sstart = hdr_len + type_off, hdr_len + str_off
-        if tstart + type_len > len(data) or sstart + str_len > len(data):
-            raise BtfError("BTF type or string section runs past the end of the data")
-        if type_off % 4:
-            raise BtfError("BTF type section is not 4-byte aligned")
-        if tstart < sstart + str_len and sstart < tstart + type_len:
-            raise BtfError("BTF type and string sections overlap")
-        strings = data[sstart:sstart + str_len]
-        if not str_len or strings[0] != 0 or strings[-1] != 0:
-            raise BtfError("BTF string section must start and end with a NUL byte")
+        h = btf_wire.header(data)
+        endian, flags, type_len, str_len = h.endian, h.flags, h.type_len, h.str_len
+        strings = btf_wire.strings_of(data, h)
         name_of_off = _string_reader(strings)
-        tdata = data[tstart:tstart + type_len]
+        tdata = bytes(btf_wire.types_of(data, h))
         types = [VOID]
         off = 0
         while off < type_len:
@@ -506,9 +488,7 @@ class Btf(BtfQueries):
         """Serialise (header, types, strings) in this BTF's byte order."""
         E = self.endian
         tdata = b"".join(encode_type(t, E) for t in self.types[1:])
-        hdr = struct.pack(E + "HBBIIIII", BTF_MAGIC, 1, self.flags, HEADER_LEN,
-                          0, len(tdata), len(tdata), len(self.strings))
-        return hdr + tdata + self.strings
+        return btf_wire.pack_header(E, self.flags, len(tdata), len(self.strings)) + tdata + self.strings
 
     def add_string(self, s):
         """Append a string (for sanitising) and return its offset."""
@@ -530,19 +510,13 @@ class Btf(BtfQueries):
 
 
 def _string_reader(strings):
+    """``off -> name`` over one string table, memoised (a struct names its members many times)."""
     cache = {}
-    n = len(strings)
 
     def name_of_off(off):
         s = cache.get(off)
         if s is None:
-            if off >= n:
-                if off == 0:
-                    return ""
-                raise BtfError(f"BTF string offset {off} is beyond the {n}-byte string section")
-            end = strings.find(b"\0", off)
-            s = strings[off:end].decode("utf-8", "replace")
-            cache[off] = s
+            s = cache[off] = btf_wire.string_at(strings, off)
         return s
 
     return name_of_off

@@ -770,18 +770,18 @@ def _link_info(fd):
     t = i.type
     d = {"id": i.id, "type": t, "type_name": uapi.LINK_TYPE_NAMES[t] if t < len(uapi.LINK_TYPE_NAMES) else str(t),
          "prog_id": i.prog_id}
-    if t == 1:  # raw_tracepoint: ask again with a buffer for its name
+    if t == uapi.BPF_LINK_TYPE_RAW_TRACEPOINT:  # ask again with a buffer for its name
         name = _new("char[]", 128)
         j = _new("struct bpf_link_info *")
         j.u[0] = _addr(name)
         j.u[1] = 128
         _get_info(fd, j)
         d["tp_name"] = ffi.string(name).decode(errors="replace")
-    elif t == 2:  # tracing: attach_type, target_obj_id, target_btf_id
+    elif t == uapi.BPF_LINK_TYPE_TRACING:  # attach_type, target_obj_id, target_btf_id
         d["attach_type"] = i.u[0] & 0xFFFFFFFF
         d["target_obj_id"] = i.u[0] >> 32
         d["target_btf_id"] = i.u[1] & 0xFFFFFFFF
-    elif t == 7:  # perf_event: u32 type of the perf link
+    elif t == uapi.BPF_LINK_TYPE_PERF_EVENT:  # u32 type of the perf link
         d["perf_event_type"] = i.u[0] & 0xFFFFFFFF
     return d
 

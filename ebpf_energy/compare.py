@@ -136,7 +136,7 @@ def last_json(text: str) -> Optional[dict]:
 
 
 def summarize(report: dict, cgroup: TempCgroup) -> dict:
-    """One monitor's row of the comparison (contracts.md `compare`)."""
+    """One monitor's row of the comparison (the JSON keys `compare --json` prints)."""
     mine = [p for p in report["processes"] if cgroup.contains(p.get("cgroup"))]
     sampler = report.get("sampler") or {}
     row = {

@@ -12,7 +12,7 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 from ebpf_energy.calibration import profile as profiles
-from ebpf_energy.calibration.cpustat import busy_seconds
+from ebpf_energy.cpustat import busy_seconds
 from ebpf_energy.calibration.fit import FitError, linear_fit, residuals_by_level
 from ebpf_energy.calibration.workload import Workload
 

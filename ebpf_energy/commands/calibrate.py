@@ -89,7 +89,7 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
         # before the minutes of calibration, and without creating folders a typo names
         raise click.BadParameter(f"the folder of {output} does not exist", param_hint="--output")
     from ebpf_energy.rapl.errors import RaplError
-    from ebpf_energy.rapl.meter import open_meter
+    from ebpf_energy.rapl.choose import open_meter
 
     def warn(message):
         click.echo(f"ebpf-energy: warning: {message}", err=True)
@@ -106,7 +106,7 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
             "without hardware: `python -m ebpf_energy.rapl.simulated DIR &` then "
             "`ebpf-energy calibrate --powercap-root DIR`.")
     steps = plan(level_list, rounds, seed)
-    from ebpf_energy.calibration.cpustat import busy_seconds, cgroup_busy_seconds
+    from ebpf_energy.cpustat import busy_seconds, cgroup_busy_seconds
 
     cpu_reader = (lambda: cgroup_busy_seconds(cpu_cgroup)) if cpu_cgroup else busy_seconds
     settings = {"cpu_source": cpu_cgroup or "/proc/stat", "levels": level_list,

@@ -454,7 +454,8 @@ class Btf(BtfQueries):
 
     # -- fixups and output --------------------------------------------------
     def fixup_datasecs(self, section_sizes, symbol_offsets):
-        """Fill DATASEC sizes and variable offsets clang leaves zero (pitfall 3).
+        """Fill DATASEC sizes and variable offsets clang leaves zero (it cannot know them
+        before the final link, so an object's DATASECs say size 0 and offset 0).
 
         ``section_sizes``: ELF section name -> size; ``symbol_offsets``:
         (section, variable) -> symbol value. DATASECs for sections the ELF lacks

@@ -2,7 +2,8 @@
 
 Record offsets (``insn_off_bytes``) stay in bytes, as in the object: the
 program builder converts them to instruction indices and rebases them when it
-appends subprograms (design pitfall 1). Names and source lines are looked up
+appends subprograms (a record left at its section offset would point into
+the wrong function once subprograms are appended after the caller). Names and source lines are looked up
 in the ``.BTF`` string table so ``--explain`` and verifier errors can quote
 the C source.
 """

@@ -13,7 +13,7 @@ import struct
 from .abi import (BPF_ALU, BPF_ALU64, BPF_B, BPF_CALL, BPF_DW, BPF_EXIT, BPF_H, BPF_IMM, BPF_JMP, BPF_JMP32,
                   BPF_LD, BPF_LDX, BPF_PSEUDO_BTF_ID, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL,
                   BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE, BPF_PSEUDO_MAP_VALUE, BPF_ST,
-                  BPF_STX, BPF_W)
+                  BPF_STX, BPF_W, bpf_func_id)
 
 INSN_SIZE = 8
 LD_IMM64 = BPF_LD | BPF_IMM | BPF_DW  # two slots: the second holds the high 32 bits
@@ -150,7 +150,9 @@ def describe(code, i, names=None) -> str:
                 return f"call pc{imm_:+d}"
             if src == PSEUDO_KFUNC_CALL:
                 return f"call kfunc btf_id {imm_}"
-            return "call 0xbad2310 (poisoned CO-RE relocation)" if imm_ == POISON_IMM else f"call helper #{imm_}"
+            if imm_ == POISON_IMM:
+                return "call 0xbad2310 (poisoned CO-RE relocation)"
+            return f"call bpf_{bpf_func_id[imm_]}#{imm_}" if 0 < imm_ < len(bpf_func_id) else f"call helper #{imm_}"
         if op == EXIT:
             return "exit"
         if kind == 0x00:

@@ -11,11 +11,8 @@ intervals, and the summary is one window over the whole run rather than a sum
 of rounded pieces.
 """
 
-import os
-import select
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
@@ -27,6 +24,7 @@ except ImportError:  # pragma: no cover
 
 from ebpf_energy.model.base import Attribution, PowerModel
 from ebpf_energy.selfcost import SelfCost
+from ebpf_energy.stop import Stopper, install_stop_signals  # noqa: F401  (drive() and its callers)
 from ebpf_energy.usage import ProcessUsage, ThreadUsage, UsageWindow
 
 
@@ -96,41 +94,6 @@ def diff_windows(prev: UsageWindow, cur: UsageWindow) -> UsageWindow:
     )
 
 
-class Stopper:
-    """A stop request that can interrupt a wait: set from a signal handler or
-    another thread, it wakes ``wait()`` at once (a pipe, so ``select`` returns
-    even though PEP 475 retries interrupted sleeps)."""
-
-    def __init__(self):
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._w, False)
-        self.reason: Optional[str] = None
-
-    def set(self, reason: str = "stop") -> None:
-        if self.reason is None:
-            self.reason = reason
-        try:
-            os.write(self._w, b"x")
-        except (BlockingIOError, OSError):
-            pass
-
-    def is_set(self) -> bool:
-        return self.reason is not None
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds; True when a stop was requested."""
-        if self.reason is None and timeout > 0:
-            select.select([self._r], [], [], timeout)
-        return self.reason is not None
-
-    def close(self) -> None:
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 @dataclass
 class RunResult:
     """What a run measured: the whole window, its joules, and how it went."""
@@ -145,23 +108,6 @@ class RunResult:
 
 
 OnInterval = Callable[[int, UsageWindow, Attribution, Optional[Dict[str, float]]], None]
-
-
-def install_stop_signals(stopper: Stopper):
-    """SIGINT/SIGTERM end the run (the summary is still printed); a second
-    signal gives up at once. Only the main thread may set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    old = {}
-
-    def handler(signum, frame):
-        if stopper.is_set():
-            raise KeyboardInterrupt
-        stopper.set(signal.Signals(signum).name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.signal(sig, handler)
-    return old
 
 
 def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float = 0.0,

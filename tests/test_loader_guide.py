@@ -130,3 +130,17 @@ def test_the_example_is_ten_lines_of_code():
     code = [ln for ln in body.splitlines() if ln.strip() not in ("", "{", "}")]
     assert len(code) <= 12
     assert "```c\n" + src.split("*/\n", 1)[1].lstrip() in GUIDE.read_text(), "the guide quotes tests/bpf/hello.bpf.c"
+
+
+def test_the_committed_example_is_what_its_source_builds():
+    import shutil
+    import tempfile
+
+    built = ROOT / "tests" / "bpf" / "build" / "hello.bpf.o"
+    strip = shutil.which("llvm-strip") or next(iter(sorted(Path("/usr/bin").glob("llvm-strip-*"))), None)
+    if not built.exists() or strip is None:
+        pytest.skip("no test-object build here (make test-objects): nothing to compare with")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "o"
+        subprocess.run([str(strip), "-g", str(built), "-o", str(out)], check=True)
+        assert out.read_bytes() == (DATA / "hello.bpf.o").read_bytes(), "run `make testdata` and commit it"

@@ -31,8 +31,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS = os.path.join(ROOT, "bench", "build", "libbpf_harness")
 DEFAULT_OBJS = [os.path.join(ROOT, "tests", "bpf", "build", "seed_style.bpf.o"),
-                os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o")]
+                os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o"),
+                os.path.join(ROOT, "bench", "build", "empty_tp_btf.bpf.o")]
 TARGETS = {"inproc": 1.5, "cli": 2.0}
+# issue 14: the whole `load` process against libbpf's whole process, per object
+CLI_TARGETS = {"seed_style.bpf.o": 1.5, "tp_btf_counter.bpf.o": 5.0, "empty_tp_btf.bpf.o": 5.0}
 
 # Runs in a child: imports first (not timed), then two timed loads.
 INPROC = r"""
@@ -89,10 +92,11 @@ def bench_object(obj, rounds):
                 samples["inproc-warm"].append(warm)
     med = {k: statistics.median(v) for k, v in samples.items()}
     ratios = {k: med[k] / med["harness"] for k in ("cli", "inproc", "inproc-warm")}
+    targets = dict(TARGETS, cli=CLI_TARGETS.get(os.path.basename(obj), TARGETS["cli"]))
     return {"object": os.path.relpath(obj, ROOT), "rounds": rounds,
             "median_s": med, "min_s": {k: min(v) for k, v in samples.items()},
-            "ratio_to_harness": ratios,
-            "meets_target": {k: ratios[k] <= t for k, t in TARGETS.items()}}
+            "ratio_to_harness": ratios, "targets": targets,
+            "meets_target": {k: ratios[k] <= t for k, t in targets.items()}}
 
 
 def bench_kernel_btf(rounds):
@@ -125,6 +129,9 @@ def main():
         raise SystemExit("needs root (bpf())")
     if not os.access(HARNESS, os.X_OK):
         raise SystemExit(f"{HARNESS} missing: run `bash bench/build.sh`")
+    # An installed package has its bytecode compiled (pip does it); a checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would compile every module in every process and time that instead.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "ebpf_energy")], check=True)
     result = {"loads": [bench_object(o, args.rounds) for o in args.objects],
               "kernel_btf": bench_kernel_btf(args.rounds)}
     if args.json:
@@ -136,7 +143,7 @@ def main():
         print(f"  libbpf harness process   {m['harness'] * 1000:8.1f} ms   1.00x")
         for k, label in (("inproc", "ours in-process (first)"), ("inproc-warm", "ours in-process (warm)"),
                          ("cli", "ours CLI process")):
-            target = TARGETS.get(k)
+            target = r["targets"].get(k)
             verdict = "" if target is None else f"   target <= {target}x: {'ok' if q[k] <= target else 'MISSED'}"
             print(f"  {label:24} {m[k] * 1000:8.1f} ms   {q[k]:.2f}x{verdict}")
     kb = result["kernel_btf"]

@@ -9,19 +9,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ebpf_energy.loader import uapi
+from ebpf_energy.loader.uapi import (BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_PERF_EVENT,  # noqa: F401 (re-exported)
+                                     BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_TRACE_ITER, BPF_TRACE_RAW_TP)
 
 # enum bpf_prog_type: name -> value, and back
 PROG_TYPES = {name: value for value, name in enumerate(uapi.PROG_TYPE_NAMES)}
 PROG_TYPE_NAMES = dict(enumerate(uapi.PROG_TYPE_NAMES))
 
-# enum bpf_attach_type: the ones this table uses
-BPF_TRACE_RAW_TP = uapi.BPF_TRACE_RAW_TP
-BPF_TRACE_FENTRY = uapi.BPF_TRACE_FENTRY
-BPF_TRACE_FEXIT = uapi.BPF_TRACE_FEXIT
-BPF_MODIFY_RETURN = uapi.BPF_MODIFY_RETURN
-BPF_LSM_MAC = uapi.BPF_LSM_MAC
-BPF_TRACE_ITER = uapi.BPF_TRACE_ITER
-BPF_PERF_EVENT = uapi.BPF_PERF_EVENT
 
 
 @dataclass(frozen=True)

@@ -73,15 +73,12 @@ class Target:
         except OSError as e:
             raise LoaderError(f"cannot read BTF file {path}: {e.strerror or e}") from None
 
-        def load():
-            return KernelBtf.from_bytes(data, path, use_cache=False)
-
-        load()  # a bad file is refused now, not in the middle of a relocation
+        btf = KernelBtf.from_bytes(data, path, use_cache=False)  # a bad file is refused now, not mid-relocation
         kconfig = externs.read_kconfig(kconfig_path, fallback=False) if kconfig_path else {}
         if kconfig_path and not kconfig:
             raise LoaderError(f"{kconfig_path}: no CONFIG_*= lines: not a kernel config")
         version = externs.version_of_config(kconfig_path) if kconfig_path else 0
-        return cls(btf_loader=load, description=f"the BTF in {path}", kconfig=kconfig, kallsyms=None,
+        return cls(btf_loader=lambda: btf, description=f"the BTF in {path}", kconfig=kconfig, kallsyms=None,
                    kernel_version=version, possible_cpus=possible_cpus, page_size=page_size)
 
 

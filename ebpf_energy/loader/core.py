@@ -43,8 +43,8 @@ MAX_DEPTH = 32
 Acc = namedtuple("Acc", "type_id idx name")   # name None: array index accessor
 
 
-class Spec:
-    """A resolved access path in one BTF: the named/array accessors and the bit offset."""
+class AccessPath:
+    """A resolved access path in one BTF (named/array accessors, bit offset); not an ObjectSpec."""
 
     def __init__(self, btf, root_id, kind):
         self.btf = btf
@@ -128,7 +128,7 @@ def parse_spec(btf, type_id, access_str, kind):
         raise CoreError(f"CO-RE access string '{access_str}' is malformed") from None
     if not raw or len(raw) > MAX_SPEC_LEN or any(x < 0 for x in raw):
         raise CoreError(f"CO-RE access string '{access_str}' is malformed")
-    spec = Spec(btf, type_id, kind)
+    spec = AccessPath(btf, type_id, kind)
     spec.raw = list(raw)
     if kind in TYPE_KINDS:
         if raw != [0]:
@@ -326,8 +326,8 @@ def _match_member(lb, lacc, tb, tid, spec, depth=0):
 
 
 def match_spec(local, target, cand_id):
-    """The target Spec for ``cand_id``, or None when the candidate does not fit."""
-    spec = Spec(target, cand_id, local.kind)
+    """The target AccessPath for ``cand_id``, or None when the candidate does not fit."""
+    spec = AccessPath(target, cand_id, local.kind)
     if local.kind in TYPE_KINDS:
         if local.kind == TYPE_MATCHES:
             ok = types_match(local.btf, local.root_id, target, cand_id)

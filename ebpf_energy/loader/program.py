@@ -11,9 +11,9 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-from ebpf_energy.loader import explain, syscall
-from ebpf_energy.loader import insn as I
-from ebpf_energy.loader.errors import LoaderError, SyscallError, VerifierError
+from . import explain, syscall
+from . import insn as I
+from .errors import LoaderError, SyscallError, VerifierError
 
 LOG_STATS = 4
 LOG_SIZE = 1 << 20

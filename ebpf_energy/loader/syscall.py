@@ -176,7 +176,7 @@ def _command(cmd, desc, hint=None, struct=None, **fields):
     name = uapi.CMD_NAMES[cmd]
     result = COMMANDS[cmd][1]
     makes_fd = result in (FD, LINK)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"{desc} -> " + (_ename(err) if err else f"{result} {r}" if makes_fd else "ok"))
     if err:
         raise _fail(name, err, (hint.get(err, "") if isinstance(hint, dict) else hint) or "")
@@ -289,7 +289,7 @@ def _ename(err):
 def map_lookup(fd, key, value_size, flags=0):
     """BPF_MAP_LOOKUP_ELEM -> value bytes, or None when the key is absent (ENOENT)."""
     err, out = _elem_call(uapi.BPF_MAP_LOOKUP_ELEM, fd, key, None, value_size, flags)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
                       + (_ename(err) if err else f"{out[:32].hex()}{'...' if value_size > 32 else ''}"))
     if err:
@@ -317,7 +317,7 @@ def map_update(fd, key, value, flags=0):
     """BPF_MAP_UPDATE_ELEM. A full map raises MapFullError, an existing key with
     BPF_NOEXIST or a missing one with BPF_EXIST raises SyscallError(EEXIST/ENOENT)."""
     err, _ = _elem_call(uapi.BPF_MAP_UPDATE_ELEM, fd, key, value, 0, flags)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_UPDATE_ELEM fd={fd} key={bytes(key).hex()} "
                       f"value={bytes(value[:32]).hex()}{'...' if len(value) > 32 else ''} "
                       f"flags={_UPDATE_FLAGS.get(flags, hex(flags))} -> {_ename(err) if err else 'ok'}")
@@ -339,7 +339,7 @@ def map_update(fd, key, value, flags=0):
 def map_delete(fd, key):
     """BPF_MAP_DELETE_ELEM -> True if deleted, False if the key was absent."""
     err, _ = _elem_call(uapi.BPF_MAP_DELETE_ELEM, fd, key, None, 0)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_DELETE_ELEM fd={fd} key={bytes(key).hex()} -> "
                       f"{_ename(err) if err else 'ok'}")
     if err == _errno.ENOENT:
@@ -352,7 +352,7 @@ def map_delete(fd, key):
 def map_get_next_key(fd, key, key_size):
     """BPF_MAP_GET_NEXT_KEY: the key after ``key`` (None = first), or None at the end."""
     err, out = _elem_call(uapi.BPF_MAP_GET_NEXT_KEY, fd, key, None, key_size)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_GET_NEXT_KEY fd={fd} key={'NULL' if key is None else bytes(key).hex()}"
                       f" -> {_ename(err) if err else out.hex()}")
     if err == _errno.ENOENT:
@@ -660,7 +660,7 @@ def obj_get(path, file_flags=0):
 def _next_id(cmd, start_id):
     a, size = _attr(cmd, dict(start_id=start_id, next_id=0, open_flags=0))
     r, err = _bpf(cmd, a, size)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"{uapi.CMD_NAMES[cmd]} start_id={start_id} -> "
                       f"{'none left (ENOENT)' if err == _errno.ENOENT else _ename(err) if err else a.next_id}")
     if err == _errno.ENOENT:

@@ -49,7 +49,7 @@ vmlinux.h:
 # Stripped, committed copies of some test objects (tests/testdata): the golden
 # prepare() tests run from them without clang; tests/test_prepare.py checks
 # they are what the sources build. `make testdata` refreshes them and the golden files.
-TESTDATA    := core_task externs subprog tp_btf_counter ringbuf maps_all fake_kernel
+TESTDATA    := core_task externs subprog tp_btf_counter ringbuf maps_all fake_kernel hello
 testdata: deps test-objects
 	@for n in $(TESTDATA); do $(LLVM_STRIP) -g tests/bpf/build/$$n.bpf.o -o tests/testdata/$$n.bpf.o; done
 	UPDATE_GOLDEN=1 $(VPY) -m pytest -q -p no:cacheprovider tests/test_prepare.py -k test_golden

@@ -1,7 +1,7 @@
 """Turn a measured window and its joules into what the user reads.
 
-One canonical form, the report dictionary (the ``--json`` object documented in
-``contracts.md``), is built first; the table and the CSV are drawn from it, so
+One canonical form, the report dictionary (the ``--json`` object, whose keys
+README's "JSON output" lists), is built first; the table and the CSV are drawn from it, so
 the three outputs can never disagree. Every output names the power model and
 whether its joules are measured or modelled.
 

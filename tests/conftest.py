@@ -222,7 +222,17 @@ def _snapshot():
 
 
 def pytest_sessionstart(session):
+    from ebpf_energy.loader import fd
+
+    fd.track()  # every loader Fd notes what it refers to, so an unclosed one is found at the end
     session.config._leak_baseline = _snapshot()
+
+
+def _leaked_descriptors():
+    """Loader descriptors (ebpf_energy.loader.fd.Fd) this process made and never closed."""
+    from ebpf_energy.loader import fd
+
+    return [f"fd {n} from {origin}" for n, origin in fd.leaks()]
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -238,6 +248,9 @@ def pytest_sessionfinish(session, exitstatus):
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.2)
+    fds = _leaked_descriptors()
+    if fds:
+        left["descriptors"] = fds
     if left:
         lines = [f"  {k}: {v[:10]}" + (f" (+{len(v) - 10} more)" if len(v) > 10 else "") for k, v in left.items()]
         session.config._leaks = lines

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from ebpf_energy.calibration import profile as profiles
-from ebpf_energy.calibration.cpustat import cgroup_busy_seconds
+from ebpf_energy.cpustat import cgroup_busy_seconds
 from ebpf_energy.rapl.simulated import SimulatedPowercap
 from test_calibration import worker_cgroup  # noqa: F401 - the fixture: a cgroup v2 of our own for the workers
 from topology_fixtures import hybrid_tree

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ebpf_energy.calibration import profile as profiles
-from ebpf_energy.calibration.cpustat import busy_seconds, cgroup_busy_seconds
+from ebpf_energy.cpustat import busy_seconds, cgroup_busy_seconds
 from ebpf_energy.calibration.fit import FitError, linear_fit, t_quantile
 from ebpf_energy.calibration.runner import NotCredible, build_profile, plan, sample_levels
 from ebpf_energy.calibration.workload import Workload

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ebpf_energy.calibration import profile as profiles
-from ebpf_energy.calibration.cpustat import busy_seconds
+from ebpf_energy.cpustat import busy_seconds
 from ebpf_energy.model.calibrated import CalibratedModel
 from ebpf_energy.model.fixed import FixedWattsModel
 from ebpf_energy.model.rapl_split import RaplSplitModel

@@ -7,7 +7,8 @@ import struct
 import pytest
 
 from ebpf_energy.rapl.errors import MeterFormatError, MeterPermissionError, NoMeterError
-from ebpf_energy.rapl.meter import DEFAULT_PMU_ROOT, open_meter
+from ebpf_energy.rapl.choose import open_meter
+from ebpf_energy.rapl.meter import DEFAULT_PMU_ROOT
 from ebpf_energy.rapl.perf_pmu import PerfPowerMeter, parse_cpumask, parse_event_config, parse_pmu
 from rapl_fixtures import pmu, write
 

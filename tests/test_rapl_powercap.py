@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ebpf_energy.rapl.errors import MeterFormatError, MeterPermissionError, NoMeterError
-from ebpf_energy.rapl.meter import open_meter
+from ebpf_energy.rapl.choose import open_meter
 from ebpf_energy.rapl.powercap import PowercapMeter, discover
 from ebpf_energy.rapl.simulated import SimulatedPowercap
 from rapl_fixtures import set_energy, write, zone

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Callable, List, Optional, Sequence
 
-from ebpf_energy.calibration.cpustat import cgroup_busy_seconds, class_busy_seconds
+from ebpf_energy.cpustat import cgroup_busy_seconds, class_busy_seconds
 from ebpf_energy.calibration.runner import plan_classes
 
 

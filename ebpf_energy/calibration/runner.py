@@ -12,8 +12,8 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 from ebpf_energy.calibration import profile as profiles
-from ebpf_energy.calibration.cpustat import busy_seconds
 from ebpf_energy.calibration.fit import FitError, linear_fit, multi_fit, residuals_by_level
+from ebpf_energy.cpustat import busy_seconds
 from ebpf_energy.calibration.workload import Workload
 
 MIN_R2 = 0.9

@@ -1,6 +1,6 @@
 """SIGINT and SIGTERM as a clean stop, for commands that hold kernel objects.
 
-Inside the block a signal sets the driver's :class:`~ebpf_energy.driver.Stopper`
+Inside the block a signal sets a :class:`~ebpf_energy.stop.Stopper`
 (waking :meth:`wait`) instead of killing the process half-way through a
 syscall, so the ``with`` blocks around it always run and nothing of ours
 stays loaded. A second signal while stopping raises KeyboardInterrupt, so an
@@ -9,7 +9,7 @@ impatient user is never stuck. (The monitors get the same from ``drive()``.)
 
 import signal
 
-from ebpf_energy.driver import Stopper, install_stop_signals
+from ebpf_energy.stop import Stopper, install_stop_signals
 
 
 class TerminateOnSignals:

@@ -90,7 +90,7 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
         # before the minutes of calibration, and without creating folders a typo names
         raise click.BadParameter(f"the folder of {output} does not exist", param_hint="--output")
     from ebpf_energy.rapl.errors import RaplError
-    from ebpf_energy.rapl.meter import open_meter
+    from ebpf_energy.rapl.choose import open_meter
 
     def warn(message):
         click.echo(f"ebpf-energy: warning: {message}", err=True)
@@ -112,7 +112,7 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
     from contextlib import nullcontext
 
     from ebpf_energy.calibration.classes import ClassPlan
-    from ebpf_energy.calibration.cpustat import busy_seconds, cgroup_busy_seconds
+    from ebpf_energy.cpustat import busy_seconds, cgroup_busy_seconds
 
     steps = plan(level_list, rounds, seed)
     cpu_reader = (lambda: cgroup_busy_seconds(cpu_cgroup)) if cpu_cgroup else busy_seconds

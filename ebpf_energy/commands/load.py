@@ -5,6 +5,7 @@ every section, map, relocation, CO-RE resolution, load and attach is told
 on stderr as it happens.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -17,9 +18,6 @@ from ebpf_energy.commands._signals import TerminateOnSignals
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
 
-NO_LOOKUP = {"ringbuf", "perf_event_array", "task_storage", "prog_array", "user_ringbuf",
-             "inode_storage", "sk_storage", "cgrp_storage", "array_of_maps", "hash_of_maps",
-             "stack_trace", "queue", "stack", "bloom_filter", "struct_ops", "arena"}
 MAX_SHOWN = 10000
 
 
@@ -78,7 +76,9 @@ def map_report(obj, name, m):
     except LoaderError:
         entry["id"] = None
     entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
-    if spec.type_name in NO_LOOKUP:
+    from ebpf_energy.loader.maps import NO_LOOKUP_TYPES
+
+    if spec.type in NO_LOOKUP_TYPES:
         entry["entries"] = None
     elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
@@ -188,8 +188,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
     Exit status 0 only when every selected program loaded (and attached,
     unless --no-attach); otherwise 1, with the reason, after cleaning up.
     """
-    from ebpf_energy.loader import syscall
     from ebpf_energy.loader.object import BpfObject
+    from ebpf_energy.loader.stats import run_time_stats
 
     if explain_:
         explain.enable(sys.stderr)
@@ -203,12 +203,10 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file)
         return
     failed = []
-    stats_fd = None
     try:
-        with TerminateOnSignals() as stop, BpfObject.open(object_path) as obj:
+        with TerminateOnSignals() as stop, BpfObject.open(object_path) as obj, \
+                (run_time_stats() if stats else contextlib.nullcontext()):
             _edit(obj, sets, sizes)
-            if stats:
-                stats_fd = syscall.enable_stats()
             obj.load(only=programs or None)
             if attach:
                 obj.attach(strict=False)
@@ -229,9 +227,6 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
                         m["pinned"] = None
     except (KeyError, LoaderError) as e:
         _fail(e, object_path, as_json)
-    finally:
-        if stats_fd is not None:
-            syscall.close(stats_fd)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -13,31 +13,27 @@ dst in the low nibble).
     insns = a.assemble()
 """
 
-import struct
-
+from . import abi
+from . import insn as I
 from .errors import LoaderError
 
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
 
-# instruction classes
-LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
-# sizes
-W, H, B, DW = 0x00, 0x08, 0x10, 0x18
-SIZES = {1: B, 2: H, 4: W, 8: DW}
-# modes
-IMM, MEM, ATOMIC = 0x00, 0x60, 0xC0
-# sources
-K, X = 0x00, 0x08
+# instruction classes, sizes, modes and sources: the kernel's names without BPF_
+LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = (abi.BPF_LD, abi.BPF_LDX, abi.BPF_ST, abi.BPF_STX, abi.BPF_ALU,
+                                            abi.BPF_JMP, abi.BPF_JMP32, abi.BPF_ALU64)
+W, H, B, DW = abi.BPF_W, abi.BPF_H, abi.BPF_B, abi.BPF_DW
+SIZES = I.BYTES_SIZE
+IMM, MEM, ATOMIC = abi.BPF_IMM, abi.BPF_MEM, abi.BPF_ATOMIC
+K, X = abi.BPF_K, abi.BPF_X
 
-ALU_OPS = {"add": 0x00, "sub": 0x10, "mul": 0x20, "div": 0x30, "or": 0x40, "and": 0x50, "lsh": 0x60,
-           "rsh": 0x70, "neg": 0x80, "mod": 0x90, "xor": 0xA0, "mov": 0xB0, "arsh": 0xC0}
-JMP_OPS = {"ja": 0x00, "jeq": 0x10, "jgt": 0x20, "jge": 0x30, "jset": 0x40, "jne": 0x50, "jsgt": 0x60,
-           "jsge": 0x70, "call": 0x80, "exit": 0x90, "jlt": 0xA0, "jle": 0xB0, "jslt": 0xC0, "jsle": 0xD0}
+ALU_OPS = {op: getattr(abi, "BPF_" + op.upper()) for op in
+           ("add", "sub", "mul", "div", "or", "and", "lsh", "rsh", "neg", "mod", "xor", "mov", "arsh")}
+JMP_OPS = {op: getattr(abi, "BPF_" + op.upper()) for op in
+           ("ja", "jeq", "jgt", "jge", "jset", "jne", "jsgt", "jsge", "call", "exit", "jlt", "jle", "jslt", "jsle")}
 
-PSEUDO_MAP_FD = 1
-PSEUDO_MAP_VALUE = 2
-PSEUDO_FUNC = 4
-PSEUDO_CALL = 1
+PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_FUNC, PSEUDO_CALL = I.PSEUDO_MAP_FD, I.PSEUDO_MAP_VALUE, I.PSEUDO_FUNC, \
+    I.PSEUDO_CALL
 
 
 class AsmError(LoaderError):
@@ -50,9 +46,7 @@ def insn(opcode, dst=0, src=0, off=0, imm=0):
         raise AsmError(f"offset {off} does not fit in 16 bits")
     if not (-(1 << 31) <= imm < (1 << 32)):
         raise AsmError(f"immediate {imm} does not fit in 32 bits")
-    if imm >= (1 << 31):
-        imm -= 1 << 32
-    return struct.pack("<BBhi", opcode, (src << 4) | dst, off, imm)
+    return I.encode(opcode, dst, src, off, imm)
 
 
 class Asm:
@@ -190,9 +184,9 @@ class Asm:
             rel = self._labels[name] - starts[slot] - 1
             raw = bytearray(out[slot])
             if kind == "jmp":
-                struct.pack_into("<h", raw, 2, rel)
+                I.set_off(raw, 0, rel)
             else:  # call / func: relative target in imm
-                struct.pack_into("<i", raw, 4, rel)
+                I.set_imm(raw, 0, rel)
             out[slot] = bytes(raw)
         return b"".join(out)
 

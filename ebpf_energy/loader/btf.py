@@ -5,27 +5,33 @@ the DATASEC sizes/offsets clang leaves zero, and re-serialises it for
 ``BPF_BTF_LOAD``. :class:`BtfQueries` holds the query interface (``type``,
 ``find``, ``resolve``, ``size_of``, ``name_of``) shared with the lazy
 :class:`~ebpf_energy.loader.kernel_btf.KernelBtf`, so CO-RE code works on
-both. :meth:`Btf.codec` turns map keys/values into Python values and back.
+both. :meth:`Btf.codec` turns map keys/values into Python values and back
+(the codecs are in :mod:`btf_codec`).
 """
 
 import struct
 from collections import namedtuple
 
-from . import explain
+from . import abi, btf_wire, explain
+from .abi import (BTF_KIND_ARRAY as KIND_ARRAY, BTF_KIND_CONST as KIND_CONST,
+                  BTF_KIND_DATASEC as KIND_DATASEC, BTF_KIND_DECL_TAG as KIND_DECL_TAG, BTF_KIND_ENUM as KIND_ENUM,
+                  BTF_KIND_ENUM64 as KIND_ENUM64, BTF_KIND_FLOAT as KIND_FLOAT, BTF_KIND_FUNC as KIND_FUNC,
+                  BTF_KIND_FUNC_PROTO as KIND_FUNC_PROTO, BTF_KIND_FWD as KIND_FWD, BTF_KIND_INT as KIND_INT,
+                  BTF_KIND_PTR as KIND_PTR, BTF_KIND_RESTRICT as KIND_RESTRICT, BTF_KIND_STRUCT as KIND_STRUCT,
+                  BTF_KIND_TYPE_TAG as KIND_TYPE_TAG, BTF_KIND_TYPEDEF as KIND_TYPEDEF,
+                  BTF_KIND_UNION as KIND_UNION, BTF_KIND_UNKN as KIND_UNKN, BTF_KIND_VAR as KIND_VAR,
+                  BTF_KIND_VOLATILE as KIND_VOLATILE)
 from .errors import BtfError
 
-BTF_MAGIC = 0xEB9F
-HEADER_LEN = 24
+BTF_MAGIC = abi.BTF_MAGIC
+HEADER_LEN = btf_wire.HEADER_LEN
 
-KIND_UNKN, KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FWD, \
-    KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_FUNC, KIND_FUNC_PROTO, \
-    KIND_VAR, KIND_DATASEC, KIND_FLOAT, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = range(20)
 KIND_NAMES = ("void", "int", "ptr", "array", "struct", "union", "enum", "fwd", "typedef",
               "volatile", "const", "restrict", "func", "func_proto", "var", "datasec", "float",
               "decl_tag", "type_tag", "enum64")
 MAX_KIND = KIND_ENUM64
 
-INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
+INT_SIGNED, INT_CHAR, INT_BOOL = abi.BTF_INT_SIGNED, abi.BTF_INT_CHAR, abi.BTF_INT_BOOL
 
 # Extra 32-bit words after the 12-byte common header: (fixed, per vlen item).
 KIND_EXTRA_WORDS = {
@@ -349,34 +355,11 @@ class Btf(BtfQueries):
     @classmethod
     def parse(cls, data):
         data = bytes(data)
-        if len(data) < HEADER_LEN:
-            raise BtfError(f"BTF data too short ({len(data)} bytes) for its header")
-        if struct.unpack_from("<H", data)[0] == BTF_MAGIC:
-            endian = "<"
-        elif struct.unpack_from(">H", data)[0] == BTF_MAGIC:
-            endian = ">"
-        else:
-            raise BtfError("BTF data has a bad magic number (expected 0xeb9f)")
-        _, version, flags, hdr_len, type_off, type_len, str_off, str_len = \
-            struct.unpack_from(endian + "HBBIIIII", data)
-        if version != 1:
-            raise BtfError(f"unsupported BTF version {version}")
-        if hdr_len < HEADER_LEN or hdr_len > len(data):
-            raise BtfError(f"BTF header length {hdr_len} is invalid")
-        if any(data[HEADER_LEN:hdr_len]):
-            raise BtfError("BTF header has unknown non-zero fields")
-        tstart, sstart = hdr_len + type_off, hdr_len + str_off
-        if tstart + type_len > len(data) or sstart + str_len > len(data):
-            raise BtfError("BTF type or string section runs past the end of the data")
-        if type_off % 4:
-            raise BtfError("BTF type section is not 4-byte aligned")
-        if tstart < sstart + str_len and sstart < tstart + type_len:
-            raise BtfError("BTF type and string sections overlap")
-        strings = data[sstart:sstart + str_len]
-        if not str_len or strings[0] != 0 or strings[-1] != 0:
-            raise BtfError("BTF string section must start and end with a NUL byte")
+        h = btf_wire.header(data)
+        endian, flags, type_len, str_len = h.endian, h.flags, h.type_len, h.str_len
+        strings = btf_wire.strings_of(data, h)
         name_of_off = _string_reader(strings)
-        tdata = data[tstart:tstart + type_len]
+        tdata = bytes(btf_wire.types_of(data, h))
         types = [VOID]
         off = 0
         while off < type_len:
@@ -472,7 +455,8 @@ class Btf(BtfQueries):
 
     # -- fixups and output --------------------------------------------------
     def fixup_datasecs(self, section_sizes, symbol_offsets):
-        """Fill DATASEC sizes and variable offsets clang leaves zero (pitfall 3).
+        """Fill DATASEC sizes and variable offsets clang leaves zero (it cannot know them
+        before the final link, so an object's DATASECs say size 0 and offset 0).
 
         ``section_sizes``: ELF section name -> size; ``symbol_offsets``:
         (section, variable) -> symbol value. DATASECs for sections the ELF lacks
@@ -506,9 +490,7 @@ class Btf(BtfQueries):
         """Serialise (header, types, strings) in this BTF's byte order."""
         E = self.endian
         tdata = b"".join(encode_type(t, E) for t in self.types[1:])
-        hdr = struct.pack(E + "HBBIIIII", BTF_MAGIC, 1, self.flags, HEADER_LEN,
-                          0, len(tdata), len(tdata), len(self.strings))
-        return hdr + tdata + self.strings
+        return btf_wire.pack_header(E, self.flags, len(tdata), len(self.strings)) + tdata + self.strings
 
     def add_string(self, s):
         """Append a string (for sanitising) and return its offset."""
@@ -525,290 +507,20 @@ class Btf(BtfQueries):
         return Btf.parse(self.to_bytes())
 
     def codec(self, type_id):
-        """A :class:`Codec` for values of this type (map keys/values, global data)."""
+        """A :class:`~btf_codec.Codec` for values of this type (map keys/values, global data)."""
+        from .btf_codec import make_codec
+
         return make_codec(self, type_id)
 
 
 def _string_reader(strings):
+    """``off -> name`` over one string table, memoised (a struct names its members many times)."""
     cache = {}
-    n = len(strings)
 
     def name_of_off(off):
         s = cache.get(off)
         if s is None:
-            if off >= n:
-                if off == 0:
-                    return ""
-                raise BtfError(f"BTF string offset {off} is beyond the {n}-byte string section")
-            end = strings.find(b"\0", off)
-            s = strings[off:end].decode("utf-8", "replace")
-            cache[off] = s
+            s = cache[off] = btf_wire.string_at(strings, off)
         return s
 
     return name_of_off
-
-
-# -- codecs: map keys/values <-> Python values ---------------------------------
-
-_INT_FMT = {1: "b", 2: "h", 4: "i", 8: "q"}
-
-
-class Codec:
-    """Turns the bytes of one BTF type into a Python value and back.
-
-    ``encode`` also accepts ``bytes`` of exactly ``size`` (passed through), so
-    callers can always fall back to raw values.
-    """
-
-    size = 0
-    name = ""
-
-    def decode(self, data):
-        raise NotImplementedError
-
-    def encode(self, value):
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            value = bytes(value)
-            if len(value) != self.size:
-                raise BtfError(f"{self.name}: expected {self.size} bytes, got {len(value)}")
-            return value
-        out = bytearray(self.size)
-        self.encode_into(out, 0, value)
-        return bytes(out)
-
-    def encode_into(self, buf, off, value):
-        buf[off:off + self.size] = self.encode(value)
-
-    def _check(self, data):
-        if len(data) < self.size:
-            raise BtfError(f"{self.name}: expected {self.size} bytes, got {len(data)}")
-
-    def __repr__(self):
-        return f"<{type(self).__name__} {self.name} ({self.size} bytes)>"
-
-
-class IntCodec(Codec):
-    def __init__(self, name, size, signed, is_bool=False, endian="<", names=None):
-        self.name, self.size, self.signed, self.is_bool = name, size, signed, is_bool
-        self.endian = "little" if endian == "<" else "big"
-        self.names = names or {}  # enumerator name -> value (enums)
-        fmt = _INT_FMT.get(size)
-        self._st = struct.Struct(endian + (fmt if signed else fmt.upper())) if fmt else None
-
-    def decode(self, data):
-        self._check(data)
-        if self._st is not None:
-            v = self._st.unpack_from(data)[0]
-        else:
-            v = int.from_bytes(bytes(data[:self.size]), self.endian, signed=self.signed)
-        return bool(v) if self.is_bool else v
-
-    def encode_into(self, buf, off, value):
-        if isinstance(value, str) and value in self.names:
-            value = self.names[value]
-        if isinstance(value, bool):
-            value = int(value)
-        if not isinstance(value, int):
-            raise BtfError(f"{self.name}: expected an integer, got {type(value).__name__} {value!r}")
-        lo, hi = (-(1 << (8 * self.size - 1)), (1 << (8 * self.size - 1)) - 1) if self.signed \
-            else (0, (1 << (8 * self.size)) - 1)
-        if not lo <= value <= hi:
-            raise BtfError(f"{self.name}: {value} does not fit in {self.size} bytes")
-        buf[off:off + self.size] = value.to_bytes(self.size, self.endian, signed=self.signed)
-
-
-class FloatCodec(Codec):
-    def __init__(self, name, size, endian="<"):
-        self.name, self.size = name, size
-        self._st = struct.Struct(endian + {2: "e", 4: "f", 8: "d"}[size])
-
-    def decode(self, data):
-        self._check(data)
-        return self._st.unpack_from(data)[0]
-
-    def encode_into(self, buf, off, value):
-        try:
-            self._st.pack_into(buf, off, value)
-        except (struct.error, TypeError):
-            raise BtfError(f"{self.name}: expected a number, got {value!r}") from None
-
-
-class RawCodec(Codec):
-    """Types with no natural Python value (floats of odd size): bytes."""
-
-    def __init__(self, name, size):
-        self.name, self.size = name, size
-
-    def decode(self, data):
-        self._check(data)
-        return bytes(data[:self.size])
-
-
-class CharArrayCodec(Codec):
-    """``char name[N]`` <-> str, up to the first NUL."""
-
-    def __init__(self, name, size):
-        self.name, self.size = name, size
-
-    def decode(self, data):
-        self._check(data)
-        raw = bytes(data[:self.size])
-        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-    def encode_into(self, buf, off, value):
-        if isinstance(value, str):
-            value = value.encode()
-        if not isinstance(value, (bytes, bytearray)):
-            raise BtfError(f"{self.name}: expected a str, got {value!r}")
-        if len(value) > self.size:
-            raise BtfError(f"{self.name}: {len(value)} bytes do not fit in {self.size}")
-        buf[off:off + self.size] = bytes(value).ljust(self.size, b"\0")
-
-
-class ArrayCodec(Codec):
-    def __init__(self, name, elem, nelems):
-        self.name, self.elem, self.nelems = name, elem, nelems
-        self.size = elem.size * nelems
-
-    def decode(self, data):
-        self._check(data)
-        es, dec = self.elem.size, self.elem.decode
-        mv = memoryview(data)
-        return [dec(mv[i * es:(i + 1) * es]) for i in range(self.nelems)]
-
-    def encode_into(self, buf, off, value):
-        if not isinstance(value, (list, tuple)):
-            raise BtfError(f"{self.name}: expected a list, got {value!r}")
-        if len(value) > self.nelems:
-            raise BtfError(f"{self.name}: {len(value)} elements do not fit in {self.nelems}")
-        for i, v in enumerate(value):
-            self.elem.encode_into(buf, off + i * self.elem.size, v)
-
-
-class _Field:
-    __slots__ = ("name", "codec", "byte_off", "bit_off", "bits", "signed")
-
-    def __init__(self, name, codec, byte_off, bit_off=0, bits=0, signed=False):
-        self.name, self.codec, self.byte_off = name, codec, byte_off
-        self.bit_off, self.bits, self.signed = bit_off, bits, signed
-
-
-class StructCodec(Codec):
-    """struct/union (and DATASEC) <-> dict; anonymous members are flattened, as in C."""
-
-    def __init__(self, name, size, fields, endian="<"):
-        self.name, self.size, self.fields = name, size, fields
-        self.endian = "little" if endian == "<" else "big"
-        self._names = [f.name for f in fields]
-        self._by_name = {f.name: f for f in fields}
-        self._fast = self._compile(endian)
-
-    def _compile(self, endian):
-        """One struct.Struct for plain int members laid out in order (the common case)."""
-        fmt, pos = [endian], 0
-        for f in self.fields:
-            c = f.codec
-            if f.bits or not isinstance(c, IntCodec) or c._st is None or f.byte_off < pos:
-                return None
-            fmt.append("x" * (f.byte_off - pos))
-            fmt.append("?" if c.is_bool else c._st.format[-1])
-            pos = f.byte_off + c.size
-        fmt.append("x" * (self.size - pos))
-        return struct.Struct("".join(fmt))
-
-    def decode(self, data):
-        self._check(data)
-        if self._fast is not None:
-            return dict(zip(self._names, self._fast.unpack_from(data)))
-        out = {}
-        whole = None
-        for f in self.fields:
-            if f.bits:
-                if whole is None:
-                    whole = int.from_bytes(bytes(data[:self.size]), "little")
-                v = (whole >> f.bit_off) & ((1 << f.bits) - 1)
-                if f.signed and v >> (f.bits - 1):
-                    v -= 1 << f.bits
-                out[f.name] = bool(v) if isinstance(f.codec, IntCodec) and f.codec.is_bool else v
-            else:
-                out[f.name] = f.codec.decode(memoryview(data)[f.byte_off:f.byte_off + f.codec.size])
-        return out
-
-    def encode_into(self, buf, off, value):
-        if not isinstance(value, dict):
-            raise BtfError(f"{self.name}: expected a dict, got {value!r}")
-        for key, v in value.items():
-            f = self._by_name.get(key)
-            if f is None:
-                raise BtfError(f"{self.name} has no field '{key}' (fields: {', '.join(self._by_name)})")
-            if f.bits:
-                if isinstance(v, bool):
-                    v = int(v)
-                lo = -(1 << (f.bits - 1)) if f.signed else 0
-                hi = (1 << (f.bits - (1 if f.signed else 0))) - 1
-                if not isinstance(v, int) or not lo <= v <= hi:
-                    raise BtfError(f"{self.name}.{key}: {v!r} does not fit in a {f.bits}-bit field")
-                whole = int.from_bytes(bytes(buf[off:off + self.size]), "little")
-                mask = ((1 << f.bits) - 1) << f.bit_off
-                whole = (whole & ~mask) | ((v << f.bit_off) & mask)
-                buf[off:off + self.size] = whole.to_bytes(self.size, "little")
-            else:
-                f.codec.encode_into(buf, off + f.byte_off, v)
-
-
-def make_codec(btf, type_id, _depth=0):
-    """Build the codec for ``type_id`` (typedef/const/volatile are transparent)."""
-    if _depth > MAX_RESOLVE_DEPTH:
-        raise BtfError(f"BTF type [{type_id}] nests too deeply for a codec")
-    tid = btf.skip_modifiers(type_id)
-    t = btf.type(tid)
-    k = t.kind
-    E = getattr(btf, "endian", "<")
-    label = btf.describe(type_id)
-    if k == KIND_INT:
-        if t.int_bits != t.size * 8 or t.int_offset:
-            raise BtfError(f"{label}: {t.int_bits}-bit int at offset {t.int_offset} has no codec")
-        return IntCodec(label, t.size, bool(t.int_encoding & INT_SIGNED), bool(t.int_encoding & INT_BOOL), E)
-    if k in (KIND_ENUM, KIND_ENUM64):
-        return IntCodec(label, t.size, t.signed, False, E, dict(t.values))
-    if k == KIND_PTR:
-        return IntCodec(label, 8, False, False, E)
-    if k == KIND_FLOAT:
-        return FloatCodec(label, t.size, E) if t.size in (2, 4, 8) else RawCodec(label, t.size)
-    if k == KIND_ARRAY:
-        et = btf.type(btf.skip_modifiers(t.array.elem_type))
-        if et.kind == KIND_INT and et.size == 1 and (et.int_encoding & INT_CHAR or et.name == "char"):
-            return CharArrayCodec(label, t.array.nelems)
-        elem = make_codec(btf, t.array.elem_type, _depth + 1)
-        return ArrayCodec(label, elem, t.array.nelems)
-    if k in (KIND_STRUCT, KIND_UNION):
-        fields = []
-        _struct_fields(btf, t, 0, fields, _depth)
-        return StructCodec(label, t.size, fields, E)
-    if k == KIND_DATASEC:
-        fields = [_Field(btf.type(v.type).name, make_codec(btf, btf.type(v.type).type, _depth + 1), v.offset)
-                  for v in t.vars if btf.type(v.type).kind == KIND_VAR]
-        return StructCodec(label, t.size, fields, E)
-    raise BtfError(f"{label} ({t.kind_name}) cannot be used as a map key or value")
-
-
-def _struct_fields(btf, t, base_bits, out, depth):
-    if depth > MAX_RESOLVE_DEPTH:
-        raise BtfError(f"{btf.describe(t.id)} nests too deeply for a codec (loop?)")
-    for m in t.members:
-        bit = base_bits + m.bit_offset
-        mt = btf.type(btf.skip_modifiers(m.type))
-        bits = m.bitfield_size
-        if not t.kind_flag and mt.kind == KIND_INT and (mt.int_bits != mt.size * 8 or mt.int_offset):
-            bits, bit = mt.int_bits, bit + mt.int_offset  # pre-kind_flag bitfield encoding
-        if not m.name:
-            if mt.kind in (KIND_STRUCT, KIND_UNION):
-                _struct_fields(btf, mt, bit, out, depth + 1)
-            continue  # unnamed padding bitfields carry no value
-        if bits or bit % 8:
-            signed = mt.signed
-            is_bool = mt.kind == KIND_INT and bool(mt.int_encoding & INT_BOOL)
-            codec = IntCodec(m.name, mt.size, signed, is_bool) if mt.kind != KIND_INT or is_bool else None
-            out.append(_Field(m.name, codec, bit // 8, bit, bits or mt.size * 8, signed))
-        else:
-            out.append(_Field(m.name, make_codec(btf, m.type, depth + 1), bit // 8))

@@ -2,7 +2,8 @@
 
 Record offsets (``insn_off_bytes``) stay in bytes, as in the object: the
 program builder converts them to instruction indices and rebases them when it
-appends subprograms (design pitfall 1). Names and source lines are looked up
+appends subprograms (a record left at its section offset would point into
+the wrong function once subprograms are appended after the caller). Names and source lines are looked up
 in the ``.BTF`` string table so ``--explain`` and verifier errors can quote
 the C source.
 """
@@ -10,7 +11,8 @@ the C source.
 import struct
 from collections import namedtuple
 
-from . import explain
+from . import btf_wire, explain
+from .abi import BTF_KIND_FUNC as KIND_FUNC
 from .errors import BtfError
 
 FuncInfo = namedtuple("FuncInfo", "insn_off_bytes type_id")
@@ -37,19 +39,7 @@ class BtfExt:
     def parse(cls, data, btf):
         data = bytes(data)
         ext = cls()
-        if len(data) < 8:
-            raise BtfError(f".BTF.ext too short ({len(data)} bytes)")
-        if struct.unpack_from("<H", data)[0] == 0xEB9F:
-            E = "<"
-        elif struct.unpack_from(">H", data)[0] == 0xEB9F:
-            E = ">"
-        else:
-            raise BtfError(".BTF.ext has a bad magic number (expected 0xeb9f)")
-        _, version, _flags, hdr_len = struct.unpack_from(E + "HBBI", data)
-        if version != 1:
-            raise BtfError(f"unsupported .BTF.ext version {version}")
-        if hdr_len < MIN_HEADER or hdr_len > len(data):
-            raise BtfError(f".BTF.ext header length {hdr_len} is invalid")
+        E, _flags, hdr_len = btf_wire.preamble(data, MIN_HEADER, ".BTF.ext")
         fi_off, fi_len, li_off, li_len = struct.unpack_from(E + "4I", data, 8)
         core_off = core_len = 0
         if hdr_len >= CORE_HEADER:
@@ -57,16 +47,13 @@ class BtfExt:
         strings = btf.strings
 
         def string(off, what):
-            if off >= len(strings):
-                raise BtfError(f".BTF.ext {what}: string offset {off} is beyond the BTF strings")
-            end = strings.find(b"\0", off)
-            return strings[off:end if end >= 0 else len(strings)].decode("utf-8", "replace")
+            return btf_wire.string_at(strings, off, f".BTF.ext {what}:")
 
         ntypes = len(btf)
 
         def func(sec, rec):
             insn_off, type_id = struct.unpack_from(E + "2I", rec)
-            if not 0 < type_id < ntypes or btf.type(type_id).kind != 12:
+            if not 0 < type_id < ntypes or btf.type(type_id).kind != KIND_FUNC:
                 raise BtfError(f".BTF.ext func_info in {sec}: type {type_id} is not a BTF func")
             return FuncInfo(insn_off, type_id)
 

@@ -9,13 +9,14 @@ becomes a dummy ``int`` variable, and the extern DATASECs get a sequential
 layout. The original BTF is kept unchanged for CO-RE and for decoding.
 """
 
+from ebpf_energy.loader import uapi
 from ebpf_energy.loader.btf import (INT_SIGNED, KIND_DATASEC, KIND_FUNC, KIND_INT, KIND_VAR, Btf, BtfType,
                                     VarSecInfo)
 
-FUNC_EXTERN = 2
-FUNC_STATIC = 0  # global would make the kernel demand named parameters, which externs lack
-VAR_EXTERN = 2
-VAR_GLOBAL_ALLOCATED = 1
+FUNC_EXTERN = uapi.BTF_FUNC_EXTERN
+FUNC_STATIC = uapi.BTF_FUNC_STATIC  # global would make the kernel demand named parameters, which externs lack
+VAR_EXTERN = uapi.BTF_VAR_GLOBAL_EXTERN
+VAR_GLOBAL_ALLOCATED = uapi.BTF_VAR_GLOBAL_ALLOCATED
 EXTERN_SECTIONS = (".ksyms", ".kconfig")
 
 
@@ -77,5 +78,5 @@ def for_kernel(btf: Btf) -> bytes:
 
 
 def _needs_work(btf: Btf) -> bool:
-    return any((t.kind in (KIND_FUNC, KIND_VAR) and t.linkage == 2) or
+    return any((t.kind in (KIND_FUNC, KIND_VAR) and t.linkage == FUNC_EXTERN) or
                (t.kind == KIND_DATASEC and t.name in EXTERN_SECTIONS) for t in btf.types[1:])

@@ -99,7 +99,6 @@ class Collection:
         except SyscallError as e:  # say which map: an object has many
             raise type(e)(e.command, e.errno, f"map {m.name} ({m.type_name}, key {m.key_size} B, value "
                           f"{m.value_size} B, max_entries {m.max_entries:,}): {str(e).split(': ', 1)[-1]}") from None
-        live.spec_name = m.name
         try:
             if m.initial is not None:
                 syscall.map_update(live.fd, b"\0\0\0\0", m.initial, 0)
@@ -122,7 +121,6 @@ class Collection:
             live.close()
             raise LoaderError(f"map {m.name} is pinned at {m.pin_path} with different attributes: remove it or "
                               "change the definition")
-        live.spec_name = m.name
         live.pin_path = m.pin_path
         explain.trace("map", f"{m.name}: reusing the map pinned at {m.pin_path} (fd {live.fd})")
         return live

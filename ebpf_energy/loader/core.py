@@ -12,22 +12,28 @@ objects behave the same under both loaders:
 * before patching, the instruction must hold what the local BTF predicts.
 """
 
-import struct
 from collections import namedtuple
 
-from . import explain
+from . import abi, explain
 from . import insn as I
 from .btf import (KIND_ARRAY, KIND_ENUM, KIND_ENUM64, KIND_FLOAT, KIND_FUNC_PROTO, KIND_FWD, KIND_INT, KIND_PTR,
                   KIND_STRUCT, KIND_UNION, KIND_UNKN, INT_SIGNED, essential_name)
 from .errors import BtfError, CoreError
 
-FIELD_BYTE_OFFSET, FIELD_BYTE_SIZE, FIELD_EXISTS, FIELD_SIGNED, FIELD_LSHIFT_U64, FIELD_RSHIFT_U64, \
-    TYPE_ID_LOCAL, TYPE_ID_TARGET, TYPE_EXISTS, TYPE_SIZE, ENUMVAL_EXISTS, ENUMVAL_VALUE, \
-    TYPE_MATCHES = range(13)
-KIND_NAMES = ("byte_off", "byte_sz", "field_exists", "signed", "lshift_u64", "rshift_u64",
-              "local_type_id", "target_type_id", "type_exists", "type_size", "enumval_exists",
-              "enumval_value", "type_matches")
-FIELD_KINDS = frozenset(range(0, 6))
+# enum bpf_core_relo_kind, under the short names the rules below use
+FIELD_BYTE_OFFSET, FIELD_BYTE_SIZE, FIELD_EXISTS, FIELD_SIGNED = (
+    abi.BPF_CORE_FIELD_BYTE_OFFSET, abi.BPF_CORE_FIELD_BYTE_SIZE, abi.BPF_CORE_FIELD_EXISTS, abi.BPF_CORE_FIELD_SIGNED)
+FIELD_LSHIFT_U64, FIELD_RSHIFT_U64 = abi.BPF_CORE_FIELD_LSHIFT_U64, abi.BPF_CORE_FIELD_RSHIFT_U64
+TYPE_ID_LOCAL, TYPE_ID_TARGET, TYPE_EXISTS, TYPE_SIZE, TYPE_MATCHES = (
+    abi.BPF_CORE_TYPE_ID_LOCAL, abi.BPF_CORE_TYPE_ID_TARGET, abi.BPF_CORE_TYPE_EXISTS, abi.BPF_CORE_TYPE_SIZE,
+    abi.BPF_CORE_TYPE_MATCHES)
+ENUMVAL_EXISTS, ENUMVAL_VALUE = abi.BPF_CORE_ENUMVAL_EXISTS, abi.BPF_CORE_ENUMVAL_VALUE
+# libbpf's short names, as --explain prints them (not the enum's)
+RELO_KIND_NAMES = ("byte_off", "byte_sz", "field_exists", "signed", "lshift_u64", "rshift_u64",
+                   "local_type_id", "target_type_id", "type_exists", "type_size", "enumval_exists",
+                   "enumval_value", "type_matches")
+FIELD_KINDS = frozenset((FIELD_BYTE_OFFSET, FIELD_BYTE_SIZE, FIELD_EXISTS, FIELD_SIGNED, FIELD_LSHIFT_U64,
+                         FIELD_RSHIFT_U64))
 TYPE_KINDS = frozenset((TYPE_ID_LOCAL, TYPE_ID_TARGET, TYPE_EXISTS, TYPE_SIZE, TYPE_MATCHES))
 ENUMVAL_KINDS = frozenset((ENUMVAL_EXISTS, ENUMVAL_VALUE))
 POISON_IMM = I.POISON_IMM
@@ -37,8 +43,8 @@ MAX_DEPTH = 32
 Acc = namedtuple("Acc", "type_id idx name")   # name None: array index accessor
 
 
-class Spec:
-    """A resolved access path in one BTF: the named/array accessors and the bit offset."""
+class AccessPath:
+    """A resolved access path in one BTF (named/array accessors, bit offset); not an ObjectSpec."""
 
     def __init__(self, btf, root_id, kind):
         self.btf = btf
@@ -82,7 +88,7 @@ class CoreResult:
 
     @property
     def kind_name(self):
-        return KIND_NAMES[self.kind]
+        return RELO_KIND_NAMES[self.kind]
 
     def __repr__(self):
         what = "poison" if self.poison else f"{self.orig_val} -> {self.new_val}"
@@ -122,7 +128,7 @@ def parse_spec(btf, type_id, access_str, kind):
         raise CoreError(f"CO-RE access string '{access_str}' is malformed") from None
     if not raw or len(raw) > MAX_SPEC_LEN or any(x < 0 for x in raw):
         raise CoreError(f"CO-RE access string '{access_str}' is malformed")
-    spec = Spec(btf, type_id, kind)
+    spec = AccessPath(btf, type_id, kind)
     spec.raw = list(raw)
     if kind in TYPE_KINDS:
         if raw != [0]:
@@ -320,8 +326,8 @@ def _match_member(lb, lacc, tb, tid, spec, depth=0):
 
 
 def match_spec(local, target, cand_id):
-    """The target Spec for ``cand_id``, or None when the candidate does not fit."""
-    spec = Spec(target, cand_id, local.kind)
+    """The target AccessPath for ``cand_id``, or None when the candidate does not fit."""
+    spec = AccessPath(target, cand_id, local.kind)
     if local.kind in TYPE_KINDS:
         if local.kind == TYPE_MATCHES:
             ok = types_match(local.btf, local.root_id, target, cand_id)
@@ -386,7 +392,7 @@ def _field_value(kind, spec, res, side):
             return spec.bit_offset // 8
         if kind == FIELD_BYTE_SIZE:
             return size
-        raise CoreError(f"CO-RE {KIND_NAMES[kind]} relocation cannot apply to an array element "
+        raise CoreError(f"CO-RE {RELO_KIND_NAMES[kind]} relocation cannot apply to an array element "
                         f"({spec.describe()})")
     t = btf.type(acc.type_id)
     m = t.members[acc.idx]
@@ -492,7 +498,7 @@ def resolve(relo, local, target):
     try:
         return _resolve(relo, local, target, kind)
     except BtfError as exc:
-        raise CoreError(f"CO-RE relocation {KIND_NAMES[kind] if kind < len(KIND_NAMES) else kind} "
+        raise CoreError(f"CO-RE relocation {RELO_KIND_NAMES[kind] if kind < len(RELO_KIND_NAMES) else kind} "
                         f"on type [{relo.type_id}] '{relo.access_str}': {exc}") from None
 
 
@@ -538,11 +544,6 @@ def _resolve(relo, local, target, kind):
 
 # -- instruction patching -------------------------------------------------------------------
 
-_INSN = struct.Struct("<BBhi")
-_SIZE_BYTES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
-_BYTES_SIZE = {v: k for k, v in _SIZE_BYTES.items()}
-BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64 = range(8)
-LD_IMM64 = 0x18
 
 
 def insn_text(insns, index):
@@ -551,10 +552,9 @@ def insn_text(insns, index):
 
 
 def _poison(insns, index):
-    code = insns[index * 8]
-    if code == LD_IMM64 and len(insns) >= index * 8 + 16:
-        _INSN.pack_into(insns, index * 8 + 8, BPF_JMP | 0x80, 0, 0, POISON_IMM)
-    _INSN.pack_into(insns, index * 8, BPF_JMP | 0x80, 0, 0, POISON_IMM)
+    if insns[index * 8] == I.LD_IMM64 and len(insns) >= index * 8 + 16:
+        I.put(insns, index + 1, I.CALL, imm=POISON_IMM)
+    I.put(insns, index, I.CALL, imm=POISON_IMM)
 
 
 def patch(insns, insn_index, result):
@@ -566,14 +566,14 @@ def patch(insns, insn_index, result):
     if insn_index < 0 or len(insns) < (insn_index + 1) * 8:
         raise CoreError(f"CO-RE record points at instruction #{insn_index}, beyond the program")
     before = insn_text(insns, insn_index)
-    code, regs, off, imm = _INSN.unpack_from(insns, insn_index * 8)
+    code, dst, src, off, imm = I.decode(insns, insn_index)
     cls = code & 7
     where = f"insn #{insn_index} ({before}) for {result.local_desc}"
     if result.poison:
         _poison(insns, insn_index)
         return before, insn_text(insns, insn_index)
     orig, new = result.orig_val, result.new_val
-    if cls in (BPF_ALU, BPF_ALU64):
+    if cls in (I.BPF_ALU, I.BPF_ALU64):
         if code & 0x08:
             raise CoreError(f"CO-RE: {where} is an ALU instruction without an immediate")
         if result.validate and (imm & 0xFFFFFFFF) != (orig & 0xFFFFFFFF):
@@ -581,8 +581,8 @@ def patch(insns, insn_index, result):
         if not -(1 << 31) <= new < (1 << 32):
             raise CoreError(f"CO-RE: {where}: value {new} does not fit a 32-bit immediate")
         new32 = new - (1 << 32) if new >= (1 << 31) else new
-        _INSN.pack_into(insns, insn_index * 8, code, regs, off, new32)
-    elif cls in (BPF_LDX, BPF_ST, BPF_STX):
+        I.put(insns, insn_index, code, dst, src, off, new32)
+    elif cls in (I.BPF_LDX, I.BPF_ST, I.BPF_STX):
         if result.validate and off != orig:
             raise CoreError(f"CO-RE: {where} has offset {off}, but the local BTF gives {orig}")
         if new > 0x7FFF:
@@ -592,26 +592,26 @@ def patch(insns, insn_index, result):
             _poison(insns, insn_index)
             return before, insn_text(insns, insn_index)
         if result.new_size != result.orig_size:
-            have = _SIZE_BYTES[code & 0x18]
+            have = I.SIZE_BYTES[code & 0x18]
             if have != result.orig_size:
                 raise CoreError(f"CO-RE: {where} accesses {have} bytes, the local field has {result.orig_size}")
-            if result.new_size not in _BYTES_SIZE:
+            if result.new_size not in I.BYTES_SIZE:
                 raise CoreError(f"CO-RE: {where}: no load/store of {result.new_size} bytes")
-            code = (code & ~0x18 & 0xFF) | _BYTES_SIZE[result.new_size]
-        _INSN.pack_into(insns, insn_index * 8, code, regs, new, imm)
-    elif code == LD_IMM64:
+            code = (code & ~0x18 & 0xFF) | I.BYTES_SIZE[result.new_size]
+        I.put(insns, insn_index, code, dst, src, new, imm)
+    elif code == I.LD_IMM64:
         if len(insns) < (insn_index + 2) * 8:
             raise CoreError(f"CO-RE: {where} is a truncated ld_imm64")
-        c2, r2, o2, hi = _INSN.unpack_from(insns, insn_index * 8 + 8)
-        if regs >> 4 or off or c2 or r2 or o2:
+        c2, d2, s2, o2, hi = I.decode(insns, insn_index + 1)
+        if src or off or c2 or d2 or s2 or o2:
             raise CoreError(f"CO-RE: {where} is an ld_imm64 of an unexpected form")
         value = (imm & 0xFFFFFFFF) | ((hi & 0xFFFFFFFF) << 32)
         if result.validate and value != orig & 0xFFFFFFFFFFFFFFFF:
             raise CoreError(f"CO-RE: {where} holds {value}, but the local BTF gives {orig}")
         new &= 0xFFFFFFFFFFFFFFFF
         lo32, hi32 = new & 0xFFFFFFFF, new >> 32
-        _INSN.pack_into(insns, insn_index * 8, code, regs, off, lo32 - (1 << 32) if lo32 >> 31 else lo32)
-        _INSN.pack_into(insns, insn_index * 8 + 8, 0, 0, 0, hi32 - (1 << 32) if hi32 >> 31 else hi32)
+        I.put(insns, insn_index, code, dst, src, off, lo32)
+        I.put(insns, insn_index + 1, 0, imm=hi32)
     else:
         raise CoreError(f"CO-RE: {where}: instruction class {cls} cannot be relocated")
     return before, insn_text(insns, insn_index)

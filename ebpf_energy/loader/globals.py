@@ -9,8 +9,8 @@ changed without rewriting its neighbours that a program may be updating.
 
 import mmap
 
-from ebpf_energy.loader import syscall
-from ebpf_energy.loader.errors import LoaderError
+from . import syscall
+from .errors import LoaderError
 
 
 class GlobalData:

@@ -12,16 +12,18 @@ is a lower bound of what the kernel takes, not an exact figure.
 
 from typing import Optional
 
+from ebpf_energy.loader import uapi
 from ebpf_energy.loader.errors import LoaderError
 
 U32_MAX = 2**32 - 1
-BPF_F_NO_PREALLOC = 1
+BPF_F_NO_PREALLOC = uapi.BPF_F_NO_PREALLOC
 HTAB_ELEM = 48  # struct htab_elem before the key: hash node, lru/free-list links, hash
 BUCKET = 16  # struct bucket: list head + lock
 SHARE_OF_AVAILABLE = 0.5
 
-HASHES = {1: False, 9: False, 5: True, 10: True}  # hash, lru_hash, percpu_hash, lru_percpu_hash -> per-CPU
-ARRAYS = {2: False, 6: True}  # array, percpu_array
+HASHES = {uapi.BPF_MAP_TYPE_HASH: False, uapi.BPF_MAP_TYPE_LRU_HASH: False,  # -> values per CPU?
+          uapi.BPF_MAP_TYPE_PERCPU_HASH: True, uapi.BPF_MAP_TYPE_LRU_PERCPU_HASH: True}
+ARRAYS = {uapi.BPF_MAP_TYPE_ARRAY: False, uapi.BPF_MAP_TYPE_PERCPU_ARRAY: True}
 
 
 class MapTooLarge(LoaderError):

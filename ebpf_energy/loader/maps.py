@@ -14,15 +14,20 @@ import os
 from . import explain, syscall, uapi
 from .bpffs import BPFFS_PATH, ensure_bpffs  # noqa: F401  (ensure_bpffs re-exported)
 from .errors import LoaderError, NotSupported, SyscallError
+from .fd import close
 from .syscall import MapFullError  # noqa: F401  (callers count drops with it)
 
 PERCPU_TYPES = frozenset({uapi.BPF_MAP_TYPE_PERCPU_HASH, uapi.BPF_MAP_TYPE_PERCPU_ARRAY,
-                          uapi.BPF_MAP_TYPE_LRU_PERCPU_HASH, 21})  # 21: percpu_cgroup_storage
+                          uapi.BPF_MAP_TYPE_LRU_PERCPU_HASH, uapi.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
 ARRAY_TYPES = frozenset({uapi.BPF_MAP_TYPE_ARRAY, uapi.BPF_MAP_TYPE_PERCPU_ARRAY,
-                         uapi.BPF_MAP_TYPE_PROG_ARRAY, uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 8})  # 8: cgroup_array
-# Types user space can neither look up nor iterate: their `entries` are unknown.
-NO_LOOKUP_TYPES = frozenset({uapi.BPF_MAP_TYPE_RINGBUF, uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
-                             uapi.BPF_MAP_TYPE_PROG_ARRAY, 31})  # 31: user_ringbuf
+                         uapi.BPF_MAP_TYPE_PROG_ARRAY, uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+                         uapi.BPF_MAP_TYPE_CGROUP_ARRAY})
+# Types whose entries user space cannot list by key (no lookup, fds, or a
+# storage keyed by an fd): their `entries` are unknown.
+NO_LOOKUP_TYPES = frozenset(getattr(uapi, "BPF_MAP_TYPE_" + t.upper()) for t in (
+    "ringbuf", "perf_event_array", "task_storage", "prog_array", "user_ringbuf", "inode_storage", "sk_storage",
+    "cgrp_storage", "array_of_maps", "hash_of_maps", "stack_trace", "queue", "stack", "bloom_filter",
+    "struct_ops", "arena"))
 
 BPF_ANY = uapi.BPF_ANY
 BPF_NOEXIST = uapi.BPF_NOEXIST
@@ -306,9 +311,7 @@ class Map:
             except BufferError:
                 pass  # a caller still holds a view: the mapping goes when the view does
         fd, self.fd = self.fd, -1
-        if fd is not None and fd >= 0:
-            os.close(fd)
-            explain.trace("close", f"map {self.name} fd {fd}")
+        close(fd, f"map {self.name}")
 
     @property
     def closed(self):
@@ -324,7 +327,7 @@ class Map:
         fd = getattr(self, "fd", -1)
         if fd is not None and fd >= 0:
             try:
-                os.close(fd)
+                close(fd)
             except OSError:
                 pass
 

@@ -19,7 +19,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ebpf_energy.loader import btf_sanitize, core, explain
+from ebpf_energy.loader import btf_sanitize, core, explain, uapi
+from ebpf_energy.loader.bpffs import BPFFS_PATH
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import LoaderError
@@ -28,15 +29,17 @@ from ebpf_energy.loader.linker import LinkedProgram, Linker
 from ebpf_energy.loader.program import rebased_info
 from ebpf_energy.loader.spec import MAP_TYPES, ObjectSpec, kernel_map_name
 
-PERF_EVENT_ARRAY = 4
-RINGBUF = 27
-USER_RINGBUF = 31
-TASK_STORAGE = 29  # its maps need the object's BTF: a refused BTF fails the load
+PERF_EVENT_ARRAY = uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY
+RINGBUF = uapi.BPF_MAP_TYPE_RINGBUF
+USER_RINGBUF = uapi.BPF_MAP_TYPE_USER_RINGBUF
+TASK_STORAGE = uapi.BPF_MAP_TYPE_TASK_STORAGE  # its maps need the object's BTF: a refused BTF fails the load
 # Map types whose key/value the kernel does not describe with BTF (fds, ids,
 # stack traces): it refuses BTF ids for them, so libbpf leaves them out too.
-NO_BTF_KV = frozenset({3, 4, 7, 8, 12, 13, 27, 31})
-PIN_BY_NAME = 1
-PIN_ROOT = "/sys/fs/bpf"
+NO_BTF_KV = frozenset({uapi.BPF_MAP_TYPE_PROG_ARRAY, PERF_EVENT_ARRAY, uapi.BPF_MAP_TYPE_STACK_TRACE,
+                       uapi.BPF_MAP_TYPE_CGROUP_ARRAY, uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS,
+                       uapi.BPF_MAP_TYPE_HASH_OF_MAPS, RINGBUF, USER_RINGBUF})
+PIN_BY_NAME = 1  # LIBBPF_PIN_BY_NAME: libbpf's convention in .maps, not a kernel number
+PIN_ROOT = BPFFS_PATH
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,15 @@ the log's last lines and the C source line of the failing instruction, found
 through line_info: the one thing a person needs to fix the program.
 """
 
+import errno
 import re
 import struct
 from dataclasses import dataclass
 from typing import Optional
 
-from ebpf_energy.loader import explain, syscall
-from ebpf_energy.loader import insn as I
-from ebpf_energy.loader.errors import LoaderError, SyscallError, VerifierError
+from . import explain, syscall
+from . import insn as I
+from .errors import LoaderError, SyscallError, VerifierError
 
 LOG_STATS = 4
 LOG_SIZE = 1 << 20
@@ -101,7 +102,8 @@ def load(prog, insns: bytes, btf_fd=0, kern_version=0) -> int:
         fd, log = syscall.prog_load(**args, log_level=LOG_STATS if stats else 0,
                                     log_size=LOG_SIZE if stats else 0)
     except (VerifierError, SyscallError) as first:
-        if isinstance(first, SyscallError) and first.errno not in (13, 22, 7, 28):  # EACCES EINVAL E2BIG ENOSPC
+        if isinstance(first, SyscallError) and first.errno not in (errno.EACCES, errno.EINVAL, errno.E2BIG,
+                                                                   errno.ENOSPC):
             raise
         raise _rejection(prog, args, prog.line_info, first) from None
     if stats:
@@ -130,7 +132,7 @@ def _rejection(linked, args, lines, first) -> VerifierError:
     if idx is not None:
         where = source_line_of(lines, idx)
     errname = getattr(first, "errno", None)
-    reason = {13: "EACCES", 22: "EINVAL", 7: "E2BIG", 28: "ENOSPC"}.get(errname, str(errname or ""))
+    reason = errno.errorcode.get(errname, str(errname or ""))
     msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}"
            f"{', ' + reason if reason else ''})"]
     if where is not None:

@@ -19,13 +19,13 @@ positions are never torn on x86-64 and arm64.
 import mmap
 import select
 
-from . import explain
+from . import explain, uapi
 from .errors import LoaderError
 
-BUSY = 1 << 31
-DISCARD = 1 << 30
+BUSY = uapi.BPF_RINGBUF_BUSY_BIT
+DISCARD = uapi.BPF_RINGBUF_DISCARD_BIT
 LEN_MASK = DISCARD - 1
-HDR = 8
+HDR = uapi.BPF_RINGBUF_HDR_SZ
 
 
 class RingBuffer:

@@ -8,26 +8,14 @@ attached, and what it attaches to. Pure data: no kernel needed.
 from dataclasses import dataclass
 from typing import Optional
 
-# enum bpf_prog_type (include/uapi/linux/bpf.h)
-PROG_TYPES = {
-    "unspec": 0, "socket_filter": 1, "kprobe": 2, "sched_cls": 3, "sched_act": 4, "tracepoint": 5,
-    "xdp": 6, "perf_event": 7, "cgroup_skb": 8, "cgroup_sock": 9, "lwt_in": 10, "lwt_out": 11,
-    "lwt_xmit": 12, "sock_ops": 13, "sk_skb": 14, "cgroup_device": 15, "sk_msg": 16,
-    "raw_tracepoint": 17, "cgroup_sock_addr": 18, "lwt_seg6local": 19, "lirc_mode2": 20,
-    "sk_reuseport": 21, "flow_dissector": 22, "cgroup_sysctl": 23, "raw_tracepoint_writable": 24,
-    "cgroup_sockopt": 25, "tracing": 26, "struct_ops": 27, "ext": 28, "lsm": 29, "sk_lookup": 30,
-    "syscall": 31, "netfilter": 32,
-}
-PROG_TYPE_NAMES = {v: k for k, v in PROG_TYPES.items()}
+from ebpf_energy.loader import uapi
+from ebpf_energy.loader.uapi import (BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_PERF_EVENT,  # noqa: F401 (re-exported)
+                                     BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_TRACE_ITER, BPF_TRACE_RAW_TP)
 
-# enum bpf_attach_type (the few the loader itself uses)
-BPF_TRACE_RAW_TP = 23
-BPF_TRACE_FENTRY = 24
-BPF_TRACE_FEXIT = 25
-BPF_MODIFY_RETURN = 26
-BPF_LSM_MAC = 27
-BPF_TRACE_ITER = 28
-BPF_PERF_EVENT = 41
+# enum bpf_prog_type: name -> value, and back
+PROG_TYPES = {name: value for value, name in enumerate(uapi.PROG_TYPE_NAMES)}
+PROG_TYPE_NAMES = dict(enumerate(uapi.PROG_TYPE_NAMES))
+
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ebpf_energy.loader import explain
+from ebpf_energy.loader import explain, uapi
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf
 from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
@@ -22,19 +22,10 @@ from ebpf_energy.loader.externs import KconfigVar
 from ebpf_energy.loader.mapdefs import parse_btf_maps
 from ebpf_energy.loader.sections import SectionKind, classify
 
-# enum bpf_map_type names, as `load --json` prints them
-MAP_TYPES = {
-    0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
-    6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash", 10: "lru_percpu_hash",
-    11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps", 14: "devmap", 15: "sockmap", 16: "cpumap",
-    17: "xskmap", 18: "sockhash", 19: "cgroup_storage", 20: "reuseport_sockarray",
-    21: "percpu_cgroup_storage", 22: "queue", 23: "stack", 24: "sk_storage", 25: "devmap_hash",
-    26: "struct_ops", 27: "ringbuf", 28: "inode_storage", 29: "task_storage", 30: "bloom_filter",
-    31: "user_ringbuf", 32: "cgrp_storage", 33: "arena",
-}
-ARRAY = 2
-BPF_F_RDONLY_PROG = 1 << 7
-BPF_F_MMAPABLE = 1 << 10
+MAP_TYPES = dict(enumerate(uapi.MAP_TYPE_NAMES))  # enum bpf_map_type -> the name `load --json` prints
+ARRAY = uapi.BPF_MAP_TYPE_ARRAY
+BPF_F_RDONLY_PROG = uapi.BPF_F_RDONLY_PROG
+BPF_F_MMAPABLE = uapi.BPF_F_MMAPABLE
 KERNEL_NAME_MAX = 15
 
 

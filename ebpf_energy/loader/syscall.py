@@ -1,8 +1,15 @@
 """Thin wrappers over bpf(2), perf_event_open(2) and ioctl(2), via cffi in ABI mode.
 
-Each wrapper fills the part of ``union bpf_attr`` its command uses (see
-:mod:`uapi`), calls ``syscall()``, reads ``errno`` at once, and turns a failure
-into a typed :mod:`errors` exception naming the command and the likely cause.
+Every bpf() call goes through one entry, :func:`_bpf`: it retries EAGAIN (the
+kernel's "try again", e.g. a program load racing a BTF module unload), and it
+is where a test hook sits (:mod:`fake`: record every call on the real kernel,
+or answer them with a fake one). :data:`COMMANDS` is the table of commands:
+the part of ``union bpf_attr`` each one fills (see :mod:`uapi`) and what its
+result is. A wrapper names the fields it sets; the attr size sent is the end
+of the last of them, never a number counted by hand (the kernel zero-fills the
+rest and rejects non-zero bytes it does not know, so sending less is always
+safe). A failure becomes a typed :mod:`errors` exception naming the command and
+the likely cause; an fd comes back as an :class:`~fd.Fd`, which closes once.
 Every call is reported to :mod:`explain`; on the hot paths (element lookups)
 the trace text is only built when someone listens.
 """
@@ -11,6 +18,7 @@ import errno as _errno
 import os
 
 from . import explain, uapi
+from .fd import Fd, close  # noqa: F401  (close is public here: syscall.close)
 from .errors import BtfError, NotSupported, PermissionDenied, SyscallError, VerifierError
 
 
@@ -89,10 +97,90 @@ def _size(n):
     return c
 
 
+EAGAIN_TRIES = 5  # libbpf retries a program load five times on EAGAIN; so do we, for every command
+_hook = None      # set by loader.fake: _hook(cmd, attr, size) -> (result, errno) instead of the kernel
+
+
 def _bpf(cmd, attr, size):
-    """Raw bpf(cmd, attr, size) -> (result, errno)."""
-    r = _syscall(_SYS_bpf, _CMD[cmd], attr, _size(size))
-    return (r, ffi.errno) if r < 0 else (r, 0)
+    """The one bpf() entry: bpf(cmd, attr, size) -> (result, errno), EAGAIN retried."""
+    for _ in range(EAGAIN_TRIES):
+        if _hook is None:
+            r = _syscall(_SYS_bpf, _CMD[cmd], attr, _size(size))
+            err = ffi.errno if r < 0 else 0
+        else:
+            r, err = _hook(cmd, attr, size)
+        if err != _errno.EAGAIN:
+            break
+    return r, err
+
+
+# command -> (the union bpf_attr member it fills, in uapi.CDEF; what it returns)
+FD, LINK, NONE, COUNT = "fd", "link fd", "none", "count"
+COMMANDS = {
+    uapi.BPF_MAP_CREATE: ("bpf_attr_map_create", FD),
+    uapi.BPF_MAP_LOOKUP_ELEM: ("bpf_attr_elem", NONE),
+    uapi.BPF_MAP_UPDATE_ELEM: ("bpf_attr_elem", NONE),
+    uapi.BPF_MAP_DELETE_ELEM: ("bpf_attr_elem", NONE),
+    uapi.BPF_MAP_GET_NEXT_KEY: ("bpf_attr_elem", NONE),
+    uapi.BPF_MAP_LOOKUP_AND_DELETE_ELEM: ("bpf_attr_elem", NONE),
+    uapi.BPF_MAP_FREEZE: ("bpf_attr_elem", NONE),
+    uapi.BPF_MAP_LOOKUP_BATCH: ("bpf_attr_batch", COUNT),
+    uapi.BPF_MAP_LOOKUP_AND_DELETE_BATCH: ("bpf_attr_batch", COUNT),
+    uapi.BPF_PROG_LOAD: ("bpf_attr_prog_load", FD),
+    uapi.BPF_BTF_LOAD: ("bpf_attr_btf_load", FD),
+    uapi.BPF_OBJ_PIN: ("bpf_attr_obj", NONE),
+    uapi.BPF_OBJ_GET: ("bpf_attr_obj", FD),
+    uapi.BPF_PROG_TEST_RUN: ("bpf_attr_test_run", NONE),
+    uapi.BPF_PROG_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
+    uapi.BPF_MAP_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
+    uapi.BPF_LINK_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
+    uapi.BPF_BTF_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
+    uapi.BPF_PROG_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
+    uapi.BPF_MAP_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
+    uapi.BPF_LINK_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
+    uapi.BPF_BTF_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
+    uapi.BPF_OBJ_GET_INFO_BY_FD: ("bpf_attr_info", NONE),
+    uapi.BPF_RAW_TRACEPOINT_OPEN: ("bpf_attr_raw_tp", LINK),
+    uapi.BPF_LINK_CREATE: ("bpf_attr_link_create", LINK),
+    uapi.BPF_ITER_CREATE: ("bpf_attr_iter_create", FD),
+    uapi.BPF_ENABLE_STATS: ("bpf_attr_enable_stats", FD),
+}
+
+_field_ends = {}
+
+
+def attr_size(struct, fields):
+    """Bytes of ``struct`` to send when ``fields`` are the ones set: the end of the last."""
+    ends = _field_ends.get(struct)
+    if ends is None:
+        ends = _field_ends[struct] = {name: f.offset + ffi.sizeof(f.type)
+                                      for name, f in ffi.typeof(f"struct {struct}").fields}
+    return max(ends[f] for f in fields)
+
+
+def _attr(cmd, fields, struct=None):
+    """A new attr for ``cmd`` with ``fields`` set -> (attr, size to send)."""
+    struct = struct or COMMANDS[cmd][0]
+    a = _new(f"struct {struct} *")
+    for k, v in fields.items():
+        setattr(a, k, v)
+    return a, attr_size(struct, fields)
+
+
+def _command(cmd, desc, hint=None, struct=None, **fields):
+    """One table-driven call: fill ``fields``, call, trace ``desc -> result``,
+    raise the typed error (``hint`` a string, or errno -> string), and return
+    an Fd for commands that make one, else ``(result, attr)``."""
+    a, size = _attr(cmd, fields, struct)
+    r, err = _bpf(cmd, a, size)
+    name = uapi.CMD_NAMES[cmd]
+    result = COMMANDS[cmd][1]
+    makes_fd = result in (FD, LINK)
+    if explain.enabled():
+        explain.trace("syscall", f"{desc} -> " + (_ename(err) if err else f"{result} {r}" if makes_fd else "ok"))
+    if err:
+        raise _fail(name, err, (hint.get(err, "") if isinstance(hint, dict) else hint) or "")
+    return Fd(r, name) if makes_fd else (r, a)
 
 
 def _hex(v):
@@ -127,15 +215,7 @@ def raise_memlock():
                       "fine on kernels >= 5.11, which charge BPF memory to the memory cgroup")
 
 
-raise_memlock_best_effort = raise_memlock
-
-
-def close(fd):
-    """Close an fd we own (map, program, link, BTF, perf event), traced."""
-    if fd is None or fd < 0:
-        return
-    os.close(fd)
-    explain.trace("close", f"fd {fd}")
+raise_memlock_best_effort = raise_memlock  # the name collection.py calls; one function
 
 
 def map_type_name(t):
@@ -152,24 +232,15 @@ def map_create(map_type, key_size, value_size, max_entries, map_flags=0, name=""
                btf_fd=0, btf_key_type_id=0, btf_value_type_id=0, map_extra=0, inner_map_fd=0):
     """BPF_MAP_CREATE -> map fd."""
     raise_memlock()
-    a = _new("struct bpf_attr_map_create *")
-    a.map_type = map_type
-    a.key_size = key_size
-    a.value_size = value_size
-    a.max_entries = max_entries
-    a.map_flags = map_flags
-    a.inner_map_fd = inner_map_fd
-    if numa_node is not None:
-        a.map_flags = map_flags | uapi.BPF_F_NUMA_NODE
-        a.numa_node = numa_node
     nm = _name16(name)
-    ffi.memmove(a.map_name, nm, len(nm))
-    a.btf_fd = btf_fd
-    a.btf_key_type_id = btf_key_type_id
-    a.btf_value_type_id = btf_value_type_id
-    a.map_extra = map_extra
-    # map_extra arrived in 5.16: leave it out of the size unless used.
-    size = ffi.sizeof(a[0]) if map_extra else ffi.offsetof("struct bpf_attr_map_create", "map_extra")
+    fields = dict(map_type=map_type, key_size=key_size, value_size=value_size, max_entries=max_entries,
+                  map_flags=map_flags, inner_map_fd=inner_map_fd, map_name=nm, btf_fd=btf_fd,
+                  btf_key_type_id=btf_key_type_id, btf_value_type_id=btf_value_type_id)
+    if numa_node is not None:
+        fields.update(map_flags=map_flags | uapi.BPF_F_NUMA_NODE, numa_node=numa_node)
+    if map_extra:  # arrived in 5.16: sent only when used
+        fields["map_extra"] = map_extra
+    a, size = _attr(uapi.BPF_MAP_CREATE, fields)
     fd, err = _bpf(uapi.BPF_MAP_CREATE, a, size)
     desc = (f"BPF_MAP_CREATE type={map_type_name(map_type)} key={key_size} value={value_size} "
             f"max_entries={max_entries} flags={_hex(a.map_flags)} name={nm.decode() or '-'}")
@@ -179,18 +250,7 @@ def map_create(map_type, key_size, value_size, max_entries, map_flags=0, name=""
         explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
         raise _fail("BPF_MAP_CREATE", err)
     explain.trace("syscall", f"{desc} -> fd {fd}")
-    return fd
-
-
-def _elem_attr(fd, key, value, flags):
-    a = _new("struct bpf_attr_elem *")
-    a.map_fd = fd
-    if key is not None:
-        a.key = _addr(_from_buffer(key))
-    if value is not None:
-        a.value = _addr(_from_buffer(value))
-    a.flags = flags
-    return a
+    return Fd(fd, "BPF_MAP_CREATE")
 
 
 def _elem_call(cmd, fd, key, value, out_size, flags=0):
@@ -211,8 +271,14 @@ def _elem_call(cmd, fd, key, value, out_size, flags=0):
     if vl:
         a.value = base + 32 + kl
     a.flags = flags
-    if _syscall(_SYS_bpf, _CMD[cmd], a, _SIZE32) < 0:
-        return ffi.errno, None
+    if _hook is None:  # the fast path: _bpf inlined
+        err = ffi.errno if _syscall(_SYS_bpf, _CMD[cmd], a, _SIZE32) < 0 else 0
+        if err == _errno.EAGAIN:
+            err = _bpf(cmd, a, 32)[1]
+    else:
+        err = _bpf(cmd, a, 32)[1]
+    if err:
+        return err, None
     return 0, (_buffer(buf)[32 + kl:] if out_size else None)
 
 
@@ -223,7 +289,7 @@ def _ename(err):
 def map_lookup(fd, key, value_size, flags=0):
     """BPF_MAP_LOOKUP_ELEM -> value bytes, or None when the key is absent (ENOENT)."""
     err, out = _elem_call(uapi.BPF_MAP_LOOKUP_ELEM, fd, key, None, value_size, flags)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
                       + (_ename(err) if err else f"{out[:32].hex()}{'...' if value_size > 32 else ''}"))
     if err:
@@ -251,7 +317,7 @@ def map_update(fd, key, value, flags=0):
     """BPF_MAP_UPDATE_ELEM. A full map raises MapFullError, an existing key with
     BPF_NOEXIST or a missing one with BPF_EXIST raises SyscallError(EEXIST/ENOENT)."""
     err, _ = _elem_call(uapi.BPF_MAP_UPDATE_ELEM, fd, key, value, 0, flags)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_UPDATE_ELEM fd={fd} key={bytes(key).hex()} "
                       f"value={bytes(value[:32]).hex()}{'...' if len(value) > 32 else ''} "
                       f"flags={_UPDATE_FLAGS.get(flags, hex(flags))} -> {_ename(err) if err else 'ok'}")
@@ -273,7 +339,7 @@ def map_update(fd, key, value, flags=0):
 def map_delete(fd, key):
     """BPF_MAP_DELETE_ELEM -> True if deleted, False if the key was absent."""
     err, _ = _elem_call(uapi.BPF_MAP_DELETE_ELEM, fd, key, None, 0)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_DELETE_ELEM fd={fd} key={bytes(key).hex()} -> "
                       f"{_ename(err) if err else 'ok'}")
     if err == _errno.ENOENT:
@@ -286,7 +352,7 @@ def map_delete(fd, key):
 def map_get_next_key(fd, key, key_size):
     """BPF_MAP_GET_NEXT_KEY: the key after ``key`` (None = first), or None at the end."""
     err, out = _elem_call(uapi.BPF_MAP_GET_NEXT_KEY, fd, key, None, key_size)
-    if explain._sink is not None:
+    if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_GET_NEXT_KEY fd={fd} key={'NULL' if key is None else bytes(key).hex()}"
                       f" -> {_ename(err) if err else out.hex()}")
     if err == _errno.ENOENT:
@@ -298,12 +364,7 @@ def map_get_next_key(fd, key, key_size):
 
 def map_freeze(fd):
     """BPF_MAP_FREEZE: no more writes from user space (programs see constants)."""
-    a = _new("struct bpf_attr_elem *")
-    a.map_fd = fd
-    r, err = _bpf(uapi.BPF_MAP_FREEZE, a, 4)
-    explain.trace("syscall", f"BPF_MAP_FREEZE fd={fd} -> {_errno.errorcode.get(err, err) if err else 'ok'}")
-    if err:
-        raise _fail("BPF_MAP_FREEZE", err)
+    _command(uapi.BPF_MAP_FREEZE, f"BPF_MAP_FREEZE fd={fd}", map_fd=fd)
 
 
 def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=False, buffers=False):
@@ -323,17 +384,11 @@ def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=Fals
     keys = bytearray(key_size * count)
     vals = bytearray(value_size * count)
     out_tok = bytearray(tok)
-    a = _new("struct bpf_attr_batch *")
     kb, vb, ob = _from_buffer(keys), _from_buffer(vals), _from_buffer(out_tok)
-    if in_batch is not None:
-        ib = _from_buffer(bytes(in_batch).ljust(tok, b"\0"))
-        a.in_batch = _addr(ib)
-    a.out_batch = _addr(ob)
-    a.keys = _addr(kb)
-    a.values = _addr(vb)
-    a.count = count
-    a.map_fd = fd
-    r, err = _bpf(cmd, a, ffi.sizeof(a[0]))
+    ib = _from_buffer(bytes(in_batch).ljust(tok, b"\0")) if in_batch is not None else None
+    a, size = _attr(cmd, dict(in_batch=_addr(ib) if ib is not None else 0, out_batch=_addr(ob), keys=_addr(kb),
+                              values=_addr(vb), count=count, map_fd=fd, elem_flags=0, flags=0))
+    r, err = _bpf(cmd, a, size)
     n = a.count
     explain.trace("syscall", f"{cname} fd={fd} count={count} in_batch={'NULL' if in_batch is None else 'token'}"
                   f" -> {n} entries{'' if not err else ', ' + _errno.errorcode.get(err, str(err))}")
@@ -354,10 +409,9 @@ def btf_load(data, log_level=0, log_size=0):
     raise_memlock()
     data = bytes(data)
     buf = _from_buffer(data)
-    a = _new("struct bpf_attr_btf_load *")
-    a.btf = _addr(buf)
-    a.btf_size = len(data)
-    fd, err = _bpf(uapi.BPF_BTF_LOAD, a, ffi.sizeof(a[0]))
+    a, size = _attr(uapi.BPF_BTF_LOAD, dict(btf=_addr(buf), btf_log_buf=0, btf_size=len(data), btf_log_size=0,
+                                            btf_log_level=0))
+    fd, err = _bpf(uapi.BPF_BTF_LOAD, a, size)
     if err and err not in (_errno.EPERM,) and not log_level:
         log_level = 1  # say *why*: retry once with the log on
     log = ""
@@ -368,7 +422,7 @@ def btf_load(data, log_level=0, log_size=0):
             a.btf_log_buf = _addr(logbuf)
             a.btf_log_size = size
             a.btf_log_level = log_level
-            fd, err = _bpf(uapi.BPF_BTF_LOAD, a, ffi.sizeof(a[0]))
+            fd, err = _bpf(uapi.BPF_BTF_LOAD, a, size)
             log = ffi.string(logbuf).decode(errors="replace")
             if err == _errno.ENOSPC and size < (1 << 28):
                 size *= 4
@@ -385,7 +439,7 @@ def btf_load(data, log_level=0, log_size=0):
         e.errno = err
         e.log = log
         raise e
-    return fd
+    return Fd(fd, "BPF_BTF_LOAD")
 
 
 def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach_btf_id=0,
@@ -404,34 +458,21 @@ def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach
                            "insns")
     lic = license.encode() + b"\0" if isinstance(license, str) else bytes(license) + b"\0"
     keep = [_from_buffer(insns), _from_buffer(lic)]
-    a = _new("struct bpf_attr_prog_load *")
-    a.prog_type = prog_type
-    a.insn_cnt = len(insns) // 8
-    a.insns = _addr(keep[0])
-    a.license = _addr(keep[1])
-    a.kern_version = kern_version
-    a.prog_flags = prog_flags
     nm = _name16(name)
-    ffi.memmove(a.prog_name, nm, len(nm))
-    a.expected_attach_type = expected_attach_type
-    a.prog_btf_fd = prog_btf_fd
-    size = ffi.offsetof("struct bpf_attr_prog_load", "prog_btf_fd") + 4
+    fields = dict(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=_addr(keep[0]), license=_addr(keep[1]),
+                  log_level=0, log_size=0, log_buf=0, kern_version=kern_version, prog_flags=prog_flags,
+                  prog_name=nm, expected_attach_type=expected_attach_type, prog_btf_fd=prog_btf_fd)
     if func_info:
         keep.append(_from_buffer(bytes(func_info)))
-        a.func_info_rec_size = func_info_rec_size
-        a.func_info = _addr(keep[-1])
-        a.func_info_cnt = len(func_info) // func_info_rec_size
-        size = ffi.offsetof("struct bpf_attr_prog_load", "func_info_cnt") + 4
+        fields.update(func_info_rec_size=func_info_rec_size, func_info=_addr(keep[-1]),
+                      func_info_cnt=len(func_info) // func_info_rec_size)
     if line_info:
         keep.append(_from_buffer(bytes(line_info)))
-        a.line_info_rec_size = line_info_rec_size
-        a.line_info = _addr(keep[-1])
-        a.line_info_cnt = len(line_info) // line_info_rec_size
-        size = ffi.offsetof("struct bpf_attr_prog_load", "line_info_cnt") + 4
+        fields.update(line_info_rec_size=line_info_rec_size, line_info=_addr(keep[-1]),
+                      line_info_cnt=len(line_info) // line_info_rec_size)
     if attach_btf_id or attach_btf_obj_fd:
-        a.attach_btf_id = attach_btf_id
-        a.attach_btf_obj_fd = attach_btf_obj_fd
-        size = ffi.sizeof(a[0])
+        fields.update(attach_btf_id=attach_btf_id, attach_btf_obj_fd=attach_btf_obj_fd)
+    a, size = _attr(uapi.BPF_PROG_LOAD, fields)
     log = ""
     size_log = log_size or (1 << 20)
     while True:
@@ -474,7 +515,7 @@ def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach
                                "load again with log_level=1 to read why")
         raise _fail("BPF_PROG_LOAD", err)
     explain.trace("syscall", f"{desc} -> fd {fd}")
-    return fd, log
+    return Fd(fd, "BPF_PROG_LOAD"), log
 
 
 def prog_test_run(prog_fd, data_in=b"", repeat=1, ctx_in=None, data_size_out=0, ctx_size_out=0, flags=0, cpu=0):
@@ -482,6 +523,7 @@ def prog_test_run(prog_fd, data_in=b"", repeat=1, ctx_in=None, data_size_out=0, 
     a = _new("struct bpf_attr_test_run *")
     keep = []
     a.prog_fd = prog_fd
+    # every field up to cpu (5.10); batch_size (xdp live frames) is never sent
     if data_in:
         keep.append(_from_buffer(bytes(data_in)))
         a.data_in = _addr(keep[-1])
@@ -503,7 +545,7 @@ def prog_test_run(prog_fd, data_in=b"", repeat=1, ctx_in=None, data_size_out=0, 
     a.repeat = repeat
     a.flags = flags
     a.cpu = cpu
-    r, err = _bpf(uapi.BPF_PROG_TEST_RUN, a, ffi.offsetof("struct bpf_attr_test_run", "batch_size"))
+    r, err = _bpf(uapi.BPF_PROG_TEST_RUN, a, attr_size("bpf_attr_test_run", ["cpu"]))
     explain.trace("syscall", f"BPF_PROG_TEST_RUN prog_fd={prog_fd} data_in={len(data_in)}B repeat={repeat} -> "
                   f"{('retval %d, %d ns/run' % (a.retval, a.duration)) if not err else _errno.errorcode.get(err, err)}")
     if err:
@@ -518,70 +560,36 @@ def prog_test_run(prog_fd, data_in=b"", repeat=1, ctx_in=None, data_size_out=0, 
 def raw_tracepoint_open(prog_fd, name):
     """BPF_RAW_TRACEPOINT_OPEN -> link fd. ``name=None`` attaches a tracing
     (tp_btf/fentry/fexit) program to the target it was loaded for."""
-    a = _new("struct bpf_attr_raw_tp *")
-    nb = None
-    if name is not None:
-        nb = _new("char[]", name.encode())
-        a.name = _addr(nb)
-    a.prog_fd = prog_fd
-    fd, err = _bpf(uapi.BPF_RAW_TRACEPOINT_OPEN, a, 12)
-    desc = f"BPF_RAW_TRACEPOINT_OPEN name={name if name is not None else 'NULL (BTF target from load)'} prog_fd={prog_fd}"
-    if err:
-        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
-        hint = ""
-        if err == _errno.ENOENT:
-            hint = f"no raw tracepoint named {name!r}"
-        raise _fail("BPF_RAW_TRACEPOINT_OPEN", err, hint)
-    explain.trace("syscall", f"{desc} -> link fd {fd}")
-    return fd
+    nb = _new("char[]", name.encode()) if name is not None else None
+    return _command(uapi.BPF_RAW_TRACEPOINT_OPEN,
+                    f"BPF_RAW_TRACEPOINT_OPEN name={name if name is not None else 'NULL (BTF target from load)'} "
+                    f"prog_fd={prog_fd}", {_errno.ENOENT: f"no raw tracepoint named {name!r}"},
+                    name=_addr(nb) if nb is not None else 0, prog_fd=prog_fd)
 
 
 def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
     """BPF_LINK_CREATE -> link fd."""
-    a = _new("struct bpf_attr_link_create *")
-    a.prog_fd = prog_fd
-    a.target_fd = target_fd
-    a.attach_type = attach_type
-    a.flags = flags
-    a.target_btf_id = target_btf_id
-    fd, err = _bpf(uapi.BPF_LINK_CREATE, a, 20 if target_btf_id else 16)
-    desc = f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target_fd} attach_type={attach_type} flags={flags}"
-    if err:
-        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
-        raise _fail("BPF_LINK_CREATE", err)
-    explain.trace("syscall", f"{desc} -> link fd {fd}")
-    return fd
+    fields = dict(prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type, flags=flags)
+    if target_btf_id:
+        fields["target_btf_id"] = target_btf_id
+    return _command(uapi.BPF_LINK_CREATE, f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target_fd} "
+                    f"attach_type={attach_type} flags={flags}", **fields)
 
 
 def link_create_iter(prog_fd, map_fd=0):
     """BPF_LINK_CREATE(BPF_TRACE_ITER) -> link fd; ``map_fd`` for map iterators
     (``union bpf_iter_link_info`` starts with ``map.map_fd``)."""
-    a = _new("struct bpf_attr_link_create_iter *")
     info = _new("__u32[4]")  # the union's first 16 bytes; the rest is zero to the kernel
-    a.prog_fd = prog_fd
-    a.attach_type = uapi.BPF_TRACE_ITER
-    if map_fd:
-        info[0] = map_fd
-        a.iter_info = _addr(info)
-        a.iter_info_len = ffi.sizeof(info)
-    fd, err = _bpf(uapi.BPF_LINK_CREATE, a, ffi.sizeof(a[0]))
-    desc = f"BPF_LINK_CREATE prog_fd={prog_fd} attach_type=BPF_TRACE_ITER map_fd={map_fd or '-'}"
-    if err:
-        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
-        raise _fail("BPF_LINK_CREATE", err)
-    explain.trace("syscall", f"{desc} -> link fd {fd}")
-    return fd
+    info[0] = map_fd
+    return _command(uapi.BPF_LINK_CREATE, f"BPF_LINK_CREATE prog_fd={prog_fd} attach_type=BPF_TRACE_ITER "
+                    f"map_fd={map_fd or '-'}", struct="bpf_attr_link_create_iter", prog_fd=prog_fd, target_fd=0,
+                    attach_type=uapi.BPF_TRACE_ITER, flags=0, iter_info=_addr(info) if map_fd else 0,
+                    iter_info_len=ffi.sizeof(info) if map_fd else 0)
 
 
 def iter_create(link_fd):
     """BPF_ITER_CREATE -> a readable fd: each read() runs the iterator program further."""
-    a = _new("struct bpf_attr_iter_create *")
-    a.link_fd = link_fd
-    fd, err = _bpf(uapi.BPF_ITER_CREATE, a, ffi.sizeof(a[0]))
-    if err:
-        explain.trace("syscall", f"BPF_ITER_CREATE link_fd={link_fd} -> {_errno.errorcode.get(err, err)}")
-        raise _fail("BPF_ITER_CREATE", err)
-    return fd
+    return _command(uapi.BPF_ITER_CREATE, f"BPF_ITER_CREATE link_fd={link_fd}", link_fd=link_fd, flags=0)
 
 
 def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC,
@@ -605,7 +613,7 @@ def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FL
             hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid"
         raise _fail("perf_event_open", err, hint)
     explain.trace("syscall", f"{desc} -> fd {r}")
-    return r
+    return Fd(r, "perf_event_open")
 
 
 _IOCTL_NAMES = {uapi.PERF_EVENT_IOC_ENABLE: "PERF_EVENT_IOC_ENABLE",
@@ -638,33 +646,21 @@ def mount(source, target, fstype, flags=0):
 def obj_pin(fd, path):
     """BPF_OBJ_PIN: give the object a name in bpffs; it outlives this process."""
     p = _new("char[]", os.fsencode(path))
-    a = _new("struct bpf_attr_obj *")
-    a.pathname = _addr(p)
-    a.bpf_fd = fd
-    r, err = _bpf(uapi.BPF_OBJ_PIN, a, 16)
-    explain.trace("syscall", f"BPF_OBJ_PIN fd={fd} path={path} -> {_errno.errorcode.get(err, err) if err else 'ok'}")
-    if err:
-        raise _fail("BPF_OBJ_PIN", err, f"{path} exists already" if err == _errno.EEXIST else "")
+    _command(uapi.BPF_OBJ_PIN, f"BPF_OBJ_PIN fd={fd} path={path}", {_errno.EEXIST: f"{path} exists already"},
+             pathname=_addr(p), bpf_fd=fd, file_flags=0)
 
 
 def obj_get(path, file_flags=0):
     """BPF_OBJ_GET -> fd of the object pinned at ``path``."""
     p = _new("char[]", os.fsencode(path))
-    a = _new("struct bpf_attr_obj *")
-    a.pathname = _addr(p)
-    a.file_flags = file_flags
-    fd, err = _bpf(uapi.BPF_OBJ_GET, a, 16)
-    explain.trace("syscall", f"BPF_OBJ_GET path={path} -> {_errno.errorcode.get(err, err) if err else 'fd %d' % fd}")
-    if err:
-        raise _fail("BPF_OBJ_GET", err, f"nothing pinned at {path}" if err == _errno.ENOENT else "")
-    return fd
+    return _command(uapi.BPF_OBJ_GET, f"BPF_OBJ_GET path={path}", {_errno.ENOENT: f"nothing pinned at {path}"},
+                    pathname=_addr(p), bpf_fd=0, file_flags=file_flags)
 
 
 def _next_id(cmd, start_id):
-    a = _new("struct bpf_attr_get_id *")
-    a.start_id = start_id
-    r, err = _bpf(cmd, a, 12)
-    if explain._sink is not None:
+    a, size = _attr(cmd, dict(start_id=start_id, next_id=0, open_flags=0))
+    r, err = _bpf(cmd, a, size)
+    if explain.enabled():
         explain.trace("syscall", f"{uapi.CMD_NAMES[cmd]} start_id={start_id} -> "
                       f"{'none left (ENOENT)' if err == _errno.ENOENT else _ename(err) if err else a.next_id}")
     if err == _errno.ENOENT:
@@ -675,14 +671,8 @@ def _next_id(cmd, start_id):
 
 
 def _fd_by_id(cmd, obj_id):
-    a = _new("struct bpf_attr_get_id *")
-    a.start_id = obj_id
-    fd, err = _bpf(cmd, a, 12)
-    cname = uapi.CMD_NAMES[cmd]
-    explain.trace("syscall", f"{cname} id={obj_id} -> {_errno.errorcode.get(err, err) if err else 'fd %d' % fd}")
-    if err:
-        raise _fail(cname, err, f"no object with id {obj_id}" if err == _errno.ENOENT else "")
-    return fd
+    return _command(cmd, f"{uapi.CMD_NAMES[cmd]} id={obj_id}", {_errno.ENOENT: f"no object with id {obj_id}"},
+                    start_id=obj_id, next_id=0, open_flags=0)
 
 
 def prog_get_next_id(start_id=0):
@@ -718,11 +708,9 @@ def btf_get_fd_by_id(obj_id):
 
 
 def _get_info(fd, info):
-    a = _new("struct bpf_attr_info *")
-    a.bpf_fd = fd
-    a.info_len = ffi.sizeof(info[0])
-    a.info = _addr(info)
-    r, err = _bpf(uapi.BPF_OBJ_GET_INFO_BY_FD, a, 16)
+    """Fill ``info``; traced once by obj_get_info with what it found."""
+    a, size = _attr(uapi.BPF_OBJ_GET_INFO_BY_FD, dict(bpf_fd=fd, info_len=ffi.sizeof(info[0]), info=_addr(info)))
+    r, err = _bpf(uapi.BPF_OBJ_GET_INFO_BY_FD, a, size)
     if err:
         raise _fail("BPF_OBJ_GET_INFO_BY_FD", err, "fd is not a bpf object of that kind" if err == _errno.EINVAL else "")
 
@@ -782,18 +770,18 @@ def _link_info(fd):
     t = i.type
     d = {"id": i.id, "type": t, "type_name": uapi.LINK_TYPE_NAMES[t] if t < len(uapi.LINK_TYPE_NAMES) else str(t),
          "prog_id": i.prog_id}
-    if t == 1:  # raw_tracepoint: ask again with a buffer for its name
+    if t == uapi.BPF_LINK_TYPE_RAW_TRACEPOINT:  # ask again with a buffer for its name
         name = _new("char[]", 128)
         j = _new("struct bpf_link_info *")
         j.u[0] = _addr(name)
         j.u[1] = 128
         _get_info(fd, j)
         d["tp_name"] = ffi.string(name).decode(errors="replace")
-    elif t == 2:  # tracing: attach_type, target_obj_id, target_btf_id
+    elif t == uapi.BPF_LINK_TYPE_TRACING:  # attach_type, target_obj_id, target_btf_id
         d["attach_type"] = i.u[0] & 0xFFFFFFFF
         d["target_obj_id"] = i.u[0] >> 32
         d["target_btf_id"] = i.u[1] & 0xFFFFFFFF
-    elif t == 7:  # perf_event: u32 type of the perf link
+    elif t == uapi.BPF_LINK_TYPE_PERF_EVENT:  # u32 type of the perf link
         d["perf_event_type"] = i.u[0] & 0xFFFFFFFF
     return d
 
@@ -814,13 +802,7 @@ def obj_get_info(fd, kind):
 
 def enable_stats():
     """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME) -> fd; run_time_ns/run_cnt count while it is open."""
-    a = _new("struct bpf_attr_enable_stats *")
-    a.type = uapi.BPF_STATS_RUN_TIME
-    fd, err = _bpf(uapi.BPF_ENABLE_STATS, a, 4)
-    explain.trace("syscall", f"BPF_ENABLE_STATS type=RUN_TIME -> {_errno.errorcode.get(err, err) if err else 'fd %d' % fd}")
-    if err:
-        raise _fail("BPF_ENABLE_STATS", err)
-    return fd
+    return _command(uapi.BPF_ENABLE_STATS, "BPF_ENABLE_STATS type=RUN_TIME", type=uapi.BPF_STATS_RUN_TIME)
 
 
 _ncpus = None

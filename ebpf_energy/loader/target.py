@@ -12,7 +12,7 @@ CO-RE never indexes the kernel's 100k+ types.
 import os
 from typing import Callable, Dict, Optional
 
-from ebpf_energy.loader.errors import LoaderError
+from .errors import LoaderError
 
 
 class Target:
@@ -52,7 +52,7 @@ class Target:
         """This machine's kernel (the BTF index is shared by every load in the
         process). ``addresses=False`` leaves ``__ksym`` addresses to the load
         (a dry run: /proc/kallsyms shows zeros to all but root)."""
-        from ebpf_energy.loader import externs
+        from . import externs
 
         return cls(btf_loader=running_kernel_btf, description="the running kernel (/sys/kernel/btf/vmlinux)",
                    kconfig_loader=externs.read_kconfig, kallsyms=externs.kallsyms_address if addresses else None,
@@ -64,8 +64,8 @@ class Target:
         """Another kernel, known only by its BTF (raw, or an ELF's .BTF) and
         optionally its config file; sizes (CPUs, page) are this machine's
         unless given."""
-        from ebpf_energy.loader import externs
-        from ebpf_energy.loader.kernel_btf import KernelBtf
+        from . import externs
+        from .kernel_btf import KernelBtf
 
         try:
             with open(path, "rb") as f:
@@ -73,15 +73,12 @@ class Target:
         except OSError as e:
             raise LoaderError(f"cannot read BTF file {path}: {e.strerror or e}") from None
 
-        def load():
-            return KernelBtf.from_bytes(data, path, use_cache=False)
-
-        load()  # a bad file is refused now, not in the middle of a relocation
+        btf = KernelBtf.from_bytes(data, path, use_cache=False)  # a bad file is refused now, not mid-relocation
         kconfig = externs.read_kconfig(kconfig_path, fallback=False) if kconfig_path else {}
         if kconfig_path and not kconfig:
             raise LoaderError(f"{kconfig_path}: no CONFIG_*= lines: not a kernel config")
         version = externs.version_of_config(kconfig_path) if kconfig_path else 0
-        return cls(btf_loader=load, description=f"the BTF in {path}", kconfig=kconfig, kallsyms=None,
+        return cls(btf_loader=lambda: btf, description=f"the BTF in {path}", kconfig=kconfig, kallsyms=None,
                    kernel_version=version, possible_cpus=possible_cpus, page_size=page_size)
 
 
@@ -92,13 +89,13 @@ def running_kernel_btf():
     """The running kernel's BTF, indexed once per process."""
     global _running_btf
     if _running_btf is None:
-        from ebpf_energy.loader.kernel_btf import KernelBtf
+        from .kernel_btf import KernelBtf
 
         _running_btf = KernelBtf.load()
     return _running_btf
 
 
 def _possible_cpus() -> int:
-    from ebpf_energy.loader import syscall
+    from . import syscall
 
     return syscall.num_possible_cpus()

@@ -1,6 +1,8 @@
 """Kernel UAPI facts: bpf() commands, enum values, flags and the attr layouts.
 
-Numbers come from ``include/uapi/linux/bpf.h`` and ``perf_event.h``. The
+The numbers are :mod:`abi`'s, generated from the kernel's BTF and the UAPI
+headers (``python3 -m ebpf_energy.loader.abi_gen``); this module adds the
+name tables, the syscall numbers and the attr layouts. The
 ``CDEF`` string declares one struct per ``union bpf_attr`` member we use, with
 the kernel's field order, so a call can pass ``sizeof`` of just that part: the
 kernel zero-fills what we leave out and rejects unknown *non-zero* bytes, so
@@ -9,6 +11,9 @@ Kept free of cffi so importing the constants costs nothing.
 """
 
 import os as _os
+
+from . import abi as _abi
+from .abi import *  # noqa: F401,F403  (every number: uapi is abi plus what BTF and headers cannot say)
 
 _ARCH = _os.uname().machine
 # (bpf, perf_event_open) syscall numbers per architecture.
@@ -22,152 +27,43 @@ _SYSCALLS = {
 }
 SYS_bpf, SYS_perf_event_open = _SYSCALLS.get(_ARCH, (None, None))
 
-# enum bpf_cmd
-BPF_MAP_CREATE = 0
-BPF_MAP_LOOKUP_ELEM = 1
-BPF_MAP_UPDATE_ELEM = 2
-BPF_MAP_DELETE_ELEM = 3
-BPF_MAP_GET_NEXT_KEY = 4
-BPF_PROG_LOAD = 5
-BPF_OBJ_PIN = 6
-BPF_OBJ_GET = 7
-BPF_PROG_ATTACH = 8
-BPF_PROG_DETACH = 9
-BPF_PROG_TEST_RUN = 10
-BPF_PROG_GET_NEXT_ID = 11
-BPF_MAP_GET_NEXT_ID = 12
-BPF_PROG_GET_FD_BY_ID = 13
-BPF_MAP_GET_FD_BY_ID = 14
-BPF_OBJ_GET_INFO_BY_FD = 15
-BPF_PROG_QUERY = 16
-BPF_RAW_TRACEPOINT_OPEN = 17
-BPF_BTF_LOAD = 18
-BPF_BTF_GET_FD_BY_ID = 19
-BPF_TASK_FD_QUERY = 20
-BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
-BPF_MAP_FREEZE = 22
-BPF_BTF_GET_NEXT_ID = 23
-BPF_MAP_LOOKUP_BATCH = 24
-BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
-BPF_MAP_UPDATE_BATCH = 26
-BPF_MAP_DELETE_BATCH = 27
-BPF_LINK_CREATE = 28
-BPF_LINK_UPDATE = 29
-BPF_LINK_GET_FD_BY_ID = 30
-BPF_LINK_GET_NEXT_ID = 31
-BPF_ENABLE_STATS = 32
-BPF_ITER_CREATE = 33
-BPF_LINK_DETACH = 34
-BPF_PROG_BIND_MAP = 35
 
-CMD_NAMES = {v: k for k, v in globals().items() if k.startswith("BPF_") and isinstance(v, int)}
+def _names(pairs, prefix):
+    """A name table from a generated ``(value, NAME)`` enum: index == value,
+    lower-case without ``prefix`` (``load --json`` prints them so); the first
+    name of a value that has two, unless it is the _DEPRECATED one."""
+    out = {}
+    for v, n in pairs:
+        if v not in out or out[v].endswith("_DEPRECATED"):
+            out[v] = n
+    return [out.get(v, str(v))[len(prefix):].lower().replace("_deprecated", "")
+            for v in range(max(out) + 1)]
 
-# enum bpf_map_type, in order (index == value); lower-case names as `load --json` prints them.
-MAP_TYPE_NAMES = [
-    "unspec", "hash", "array", "prog_array", "perf_event_array", "percpu_hash", "percpu_array",
-    "stack_trace", "cgroup_array", "lru_hash", "lru_percpu_hash", "lpm_trie", "array_of_maps",
-    "hash_of_maps", "devmap", "sockmap", "cpumap", "xskmap", "sockhash", "cgroup_storage",
-    "reuseport_sockarray", "percpu_cgroup_storage", "queue", "stack", "sk_storage", "devmap_hash",
-    "struct_ops", "ringbuf", "inode_storage", "task_storage", "bloom_filter", "user_ringbuf",
-    "cgrp_storage", "arena",
-]
-BPF_MAP_TYPE_HASH = 1
-BPF_MAP_TYPE_ARRAY = 2
-BPF_MAP_TYPE_PROG_ARRAY = 3
-BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
-BPF_MAP_TYPE_PERCPU_HASH = 5
-BPF_MAP_TYPE_PERCPU_ARRAY = 6
-BPF_MAP_TYPE_LRU_HASH = 9
-BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
-BPF_MAP_TYPE_RINGBUF = 27
-BPF_MAP_TYPE_TASK_STORAGE = 29
 
-# enum bpf_prog_type
-PROG_TYPE_NAMES = [
-    "unspec", "socket_filter", "kprobe", "sched_cls", "sched_act", "tracepoint", "xdp", "perf_event",
-    "cgroup_skb", "cgroup_sock", "lwt_in", "lwt_out", "lwt_xmit", "sock_ops", "sk_skb",
-    "cgroup_device", "sk_msg", "raw_tracepoint", "cgroup_sock_addr", "lwt_seg6local", "lirc_mode2",
-    "sk_reuseport", "flow_dissector", "cgroup_sysctl", "raw_tracepoint_writable", "cgroup_sockopt",
-    "tracing", "struct_ops", "ext", "lsm", "sk_lookup", "syscall", "netfilter",
-]
-BPF_PROG_TYPE_SOCKET_FILTER = 1
-BPF_PROG_TYPE_KPROBE = 2
-BPF_PROG_TYPE_TRACEPOINT = 5
-BPF_PROG_TYPE_RAW_TRACEPOINT = 17
-BPF_PROG_TYPE_TRACING = 26
-BPF_PROG_TYPE_SYSCALL = 31
+CMD_NAMES = {v: n for v, n in reversed(_abi.bpf_cmd)}  # the first name of a value (BPF_PROG_TEST_RUN)
+MAP_TYPE_NAMES = _names(_abi.bpf_map_type, "BPF_MAP_TYPE_")
+PROG_TYPE_NAMES = _names(_abi.bpf_prog_type, "BPF_PROG_TYPE_")
+LINK_TYPE_NAMES = _names(_abi.bpf_link_type, "BPF_LINK_TYPE_")
 
-# enum bpf_attach_type (the ones a tracing loader needs)
-BPF_TRACE_RAW_TP = 23
-BPF_TRACE_FENTRY = 24
-BPF_TRACE_FEXIT = 25
-BPF_MODIFY_RETURN = 26
-BPF_TRACE_ITER = 28
-BPF_PERF_EVENT = 41
 
-# enum bpf_link_type
-LINK_TYPE_NAMES = [
-    "unspec", "raw_tracepoint", "tracing", "cgroup", "iter", "netns", "xdp", "perf_event",
-    "kprobe_multi", "struct_ops", "netfilter", "tcx", "uprobe_multi", "netkit", "sockmap",
-]
+def helper_id(name):
+    """The id of BPF helper ``name`` (``map_lookup_elem`` -> 1)."""
+    return _abi.bpf_func_id.index(name)
 
-# map flags
-BPF_F_NO_PREALLOC = 1 << 0
-BPF_F_NO_COMMON_LRU = 1 << 1
-BPF_F_NUMA_NODE = 1 << 2
-BPF_F_RDONLY = 1 << 3
-BPF_F_WRONLY = 1 << 4
-BPF_F_RDONLY_PROG = 1 << 7
-BPF_F_WRONLY_PROG = 1 << 8
-BPF_F_MMAPABLE = 1 << 10
-# update flags
-BPF_ANY = 0
-BPF_NOEXIST = 1
-BPF_EXIST = 2
-BPF_F_LOCK = 4
-# prog flags
-BPF_F_SLEEPABLE = 1 << 4
 
-BPF_OBJ_NAME_LEN = 16
-BPF_STATS_RUN_TIME = 0
-
-# instruction constants used by asm.py and the program loader
-BPF_PSEUDO_MAP_FD = 1
-BPF_PSEUDO_MAP_VALUE = 2
-BPF_PSEUDO_BTF_ID = 3
-BPF_PSEUDO_FUNC = 4
-BPF_PSEUDO_CALL = 1
-BPF_PSEUDO_KFUNC_CALL = 2
-
-# helper ids (enum bpf_func_id)
-FN_map_lookup_elem = 1
-FN_map_update_elem = 2
-FN_map_delete_elem = 3
-FN_ktime_get_ns = 5
-FN_get_smp_processor_id = 8
-FN_get_current_pid_tgid = 14
-FN_ringbuf_output = 130
-FN_ringbuf_reserve = 131
-FN_ringbuf_submit = 132
-FN_ringbuf_discard = 133
-FN_ringbuf_query = 134
-FN_loop = 181
-
-# perf_event_open
-PERF_TYPE_HARDWARE = 0
-PERF_TYPE_SOFTWARE = 1
-PERF_TYPE_TRACEPOINT = 2
-PERF_FLAG_FD_CLOEXEC = 1 << 3
-PERF_SAMPLE_RAW = 1 << 10
-PERF_ATTR_SIZE_VER5 = 112
-PERF_EVENT_IOC_ENABLE = 0x2400
-PERF_EVENT_IOC_DISABLE = 0x2401
-PERF_EVENT_IOC_SET_BPF = 0x40042408
-
-# ring buffer record header bits
-BPF_RINGBUF_BUSY_BIT = 1 << 31
-BPF_RINGBUF_DISCARD_BIT = 1 << 30
-BPF_RINGBUF_HDR_SZ = 8
+# the helper ids tests and benchmarks call by name in hand-written programs
+FN_map_lookup_elem = helper_id("map_lookup_elem")
+FN_map_update_elem = helper_id("map_update_elem")
+FN_map_delete_elem = helper_id("map_delete_elem")
+FN_ktime_get_ns = helper_id("ktime_get_ns")
+FN_get_smp_processor_id = helper_id("get_smp_processor_id")
+FN_get_current_pid_tgid = helper_id("get_current_pid_tgid")
+FN_ringbuf_output = helper_id("ringbuf_output")
+FN_ringbuf_reserve = helper_id("ringbuf_reserve")
+FN_ringbuf_submit = helper_id("ringbuf_submit")
+FN_ringbuf_discard = helper_id("ringbuf_discard")
+FN_ringbuf_query = helper_id("ringbuf_query")
+FN_loop = helper_id("loop")
 
 ENOTSUPP = 524  # kernel-internal errno that leaks out of bpf() (not in errno.h)
 

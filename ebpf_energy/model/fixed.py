@@ -1,4 +1,4 @@
-"""Fixed watts per busy CPU: the seed's model, kept as the fallback.
+"""Fixed watts per busy CPU: the simplest model, kept as the fallback.
 
 A CPU-second costs ``watts`` joules on every core class; idle costs nothing
 (we know nothing about it), so ``idle_energy_j`` is 0 and the total is the

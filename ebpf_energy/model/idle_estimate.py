@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Callable, Optional
 
-from ebpf_energy.calibration.cpustat import busy_seconds
+from ebpf_energy.cpustat import busy_seconds
 from ebpf_energy.calibration.fit import FitError, linear_fit
 
 PERIOD_S = 0.25

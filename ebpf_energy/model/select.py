@@ -1,6 +1,6 @@
 """Which power model produces the joules: one rule for every command.
 
-Precedence (contracts.md): ``-p WATTS`` -> fixed; else a meter present ->
+Precedence: ``-p WATTS`` -> fixed; else a meter present ->
 RAPL-split (using a usable profile for its idle part); else a saved profile
 -> calibrated; else fixed at 15 W. A saved profile fitted on the simulated
 meter is never picked automatically, and one from another CPU model or core
@@ -78,7 +78,7 @@ def choose_model(watts: Optional[float] = None, profile_path: Optional[str] = No
         if meter_kind not in (None, "auto"):
             warn(f"--meter {meter_kind} does nothing with -p: the fixed model reads no meter")
         return FixedWattsModel(watts, chosen_by="-p", topology=topology), None
-    from ebpf_energy.rapl.meter import open_meter
+    from ebpf_energy.rapl.choose import open_meter
 
     meter = open_meter(meter_kind or "auto", powercap_root=powercap_root, warn=warn)
     try:

@@ -42,7 +42,7 @@ import threading
 import time
 from typing import Callable, List, Optional
 
-from ebpf_energy.calibration.cpustat import per_cpu_busy_seconds
+from ebpf_energy.cpustat import per_cpu_busy_seconds
 
 CORE_SHARE = 0.85  # share of a package's dynamic power drawn by its cores
 CORE_IDLE_SHARE = 0.2  # share of its idle power
@@ -257,7 +257,7 @@ def main(argv=None):
     made_dir = not os.path.exists(a.dir)
     source = None
     if a.cpu_cgroup:
-        from ebpf_energy.calibration.cpustat import cgroup_busy_seconds
+        from ebpf_energy.cpustat import cgroup_busy_seconds
 
         source = lambda: [cgroup_busy_seconds(a.cpu_cgroup)]  # noqa: E731
     sim = SimulatedPowercap(a.dir, a.idle_watts, a.k, a.noise, a.max_range_uj, a.packages, seed=a.seed,

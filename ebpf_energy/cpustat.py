@@ -1,4 +1,5 @@
-"""CPU busy time from ``/proc/stat``: the ground truth calibration fits against.
+"""CPU busy time from ``/proc/stat``: the ground truth calibration fits against,
+and what the simulated meter turns into joules (so it lives beside both, not in either).
 
 Busy = user + nice + system + irq + softirq + steal (guest time is already
 inside user/nice); idle and iowait are not busy. Values are USER_HZ ticks.

@@ -11,7 +11,8 @@ and user space can never drift apart.
 import struct
 from typing import Dict, List
 
-from ebpf_energy.loader.btf import KIND_STRUCT, ArrayCodec, CharArrayCodec, IntCodec, StructCodec
+from ebpf_energy.loader.btf import KIND_STRUCT
+from ebpf_energy.loader.btf_codec import ArrayCodec, CharArrayCodec, IntCodec, StructCodec
 from ebpf_energy.loader.errors import LoaderError
 
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}

@@ -137,15 +137,19 @@ class WaitStateSampler:
 
     def snapshot(self):
         """``(now_ns, {tgid: WaitStates})``: every interval up to ``now_ns``. A
-        live thread's books come in one lookup (its closed sums and its open
-        interval, now - since, agree), so for a thread that never stops,
+        live thread's books come in one lookup (closed sums and since agree),
+        and its open interval runs to ``now_ns``, taken after the walk: a
+        thread that moved on meanwhile has that last bit counted in its old
+        state, but its total is exact, so for a thread that never stops,
         on_cpu + runnable grows by exactly the time between two snapshots;
         exited threads come from their process's entry. A thread that exits
         between the two walks may count twice (read live, then folded)."""
         if self.obj is None:
             raise RuntimeError("WaitStateSampler.read() before start()")
-        now = time.monotonic_ns()
         threads = self.obj.maps["threads"].items()
+        # after the walk (which takes a while on a busy machine): every thread's
+        # books then end at this one instant, its open interval running up to it
+        now = time.monotonic_ns()
         procs = self.obj.maps["procs"].items()
         out: Dict[int, WaitStates] = {}
         for _, t in threads:

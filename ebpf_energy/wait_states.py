@@ -146,13 +146,16 @@ class WaitStateSampler:
         between the two walks may count twice (read live, then folded)."""
         if self.obj is None:
             raise RuntimeError("WaitStateSampler.read() before start()")
-        threads = self.obj.maps["threads"].items()
+        tmap = self.obj.maps["threads"]
+        threads = [(tid, _untorn(tmap, tid, t)) for tid, t in tmap.items()]
         # after the walk (which takes a while on a busy machine): every thread's
         # books then end at this one instant, its open interval running up to it
         now = time.monotonic_ns()
         procs = self.obj.maps["procs"].items()
         out: Dict[int, WaitStates] = {}
         for _, t in threads:
+            if t is None:  # exited while read
+                continue
             w = out.setdefault(t["tgid"], WaitStates())
             open_ns = [0] * len(STATES)
             if now > t["since_ns"] and t["state"] < len(STATES):
@@ -184,6 +187,16 @@ class WaitStateSampler:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _untorn(tmap, tid, t, tries: int = 5):
+    """The thread's entry as one consistent copy (seq == seq_end), looked up
+    again while the program was writing it as it was copied."""
+    for _ in range(tries):
+        if t is None or t["seq"] == t["seq_end"]:
+            return t
+        t = tmap.get(tid)
+    return t
 
 
 class ClassifyingSampler:

@@ -26,7 +26,7 @@ SPIN = "while True: pass\n"
 SETUP = (
     "import os, sys\n"
     "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
-    "os.sched_setscheduler(0, int(sys.argv[2]), os.sched_param(1))\n"
+    "os.sched_setscheduler(0, int(sys.argv[2]), os.sched_param(50))\n"  # above other work's usual RT priority 1
 )
 IO_WRITER = (
     "import mmap\n"
@@ -54,7 +54,7 @@ def watcher():
     old_aff, old_pol = os.sched_getaffinity(0), os.sched_getscheduler(0)
     old_param = os.sched_getparam(0)
     os.sched_setaffinity(0, {mine})
-    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(2))
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(51))
     s = WaitStateSampler()
     try:
         s.start()

@@ -11,12 +11,15 @@ module loads that object with our own loader and turns it into cumulative
   that ran during load counts and no CPU is left out for being outside our
   affinity (an IPI reaches it);
 * every read takes a new cut on every CPU first, then runs ``dump``, which
-  writes every task entry as it stood at the cut, summed over its per-CPU
-  copies, into the mmapable array ``dumps``: user space reads one record
-  per task from memory, with no syscall and no per-CPU decoding per task
-  (:mod:`ebpf_energy.task_books`). The slices still running are closed in
-  the scheduler's clock, the books of every CPU add up exactly (tasks +
-  idle + steal = wall time), and totals never go back;
+  sums every task entry as it stood at the cut over its per-CPU copies (and
+  over each core class, ``cpu_class``), and each process's live entries,
+  into mmapable arrays: user space reads one record per process (per
+  thread only with ``threads=True``) from memory, with no syscall and no
+  per-CPU decoding (:mod:`ebpf_energy.task_books`). The slices still
+  running are closed in the scheduler's clock, the books of every CPU add
+  up exactly (tasks + idle + steal = wall time), and totals never go back;
+* with ``track_frequency`` and cpufreq, every slice also counts cycles at
+  its CPU's frequency (kept by a ``power:cpu_frequency`` program);
 * dead tasks are reaped (taken out of the map by ``dump`` and folded into
   user-space totals) at every read, and by a reaper thread on its own
   schedule, so a run of any length never fills the map; slices lost to a
@@ -159,6 +162,7 @@ class EbpfSampler:
         self._reaped_deaths = 0
         self._last_read = 0.0
         self.reads = 0
+        self.live_tasks = 0  # task entries in the map at the last read (every task on the machine that ran)
         self.events_received = 0
         self._bpf_stats = {}
 
@@ -293,7 +297,7 @@ class EbpfSampler:
         self._take_cuts()
         books = self._books
         books.begin()
-        n_live = self._dump.test_run(repeat=0)["retval"]
+        n_live = self.live_tasks = self._dump.test_run(repeat=0)["retval"]
         overflow, n_reaped, n_procs = (struct.unpack_from("<I", self._bss, off)[0] for off in self._dump_counts)
         if overflow:
             raise LoaderError("the task dump found more entries than it has records (a bug: both are max_tasks)")

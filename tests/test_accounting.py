@@ -249,6 +249,26 @@ def test_steal_is_what_the_kernel_says(sampler_factory):
             reap(p)
 
 
+def burn_pinned(s, cpus, name, burn_s=0.2):
+    """A burner pinned to each CPU of ``cpus`` from its first instruction, run
+    to its end: ({cpu: pid}, the sampler's read once all have finished)."""
+    mine = os.sched_getaffinity(0)
+    pids = {}
+    try:
+        for cpu in cpus:
+            os.sched_setaffinity(0, {cpu})  # the child inherits it at spawn
+            pids[cpu] = spawn(BURNER, name, burn_s)
+    finally:
+        os.sched_setaffinity(0, mine)
+    try:
+        for pid in pids.values():
+            wait_zombie(pid)
+        return pids, s.read()
+    finally:
+        for pid in pids.values():
+            reap(pid)
+
+
 def test_cpu_time_by_core_class(sampler_factory):
     """CPUs declared as two core classes: a burner pinned to each CPU has all
     its time in that CPU's class, and every process's and thread's classes add
@@ -259,19 +279,7 @@ def test_cpu_time_by_core_class(sampler_factory):
     classes = [0] * (max(cpus) + 1)
     classes[cpus[1]] = 1
     s = sampler_factory(cpu_class=classes, threads=True)
-    mine = os.sched_getaffinity(0)
-    pids = {}
-    try:
-        for cpu in cpus[:2]:
-            os.sched_setaffinity(0, {cpu})  # the child is pinned from its first instruction
-            pids[cpu] = spawn(BURNER, "emt-class", 0.2)
-    finally:
-        os.sched_setaffinity(0, mine)
-    for pid in pids.values():
-        wait_zombie(pid)
-    w = s.read()
-    for pid in pids.values():
-        reap(pid)
+    pids, w = burn_pinned(s, cpus[:2], "emt-class")
     assert w.cpu_class == [classes[c] for c in sorted(s.cuts)]
     for cpu, pid in pids.items():
         p = w.processes[pid]

@@ -13,7 +13,8 @@ import pytest
 
 from ebpf_energy.loader import syscall
 from ebpf_energy.monitor import FREQ_PROGRAM, cpufreq_khz
-from test_monitor import BURNER, reap, sampler_factory, spawn, wait_zombie  # noqa: F401
+from test_accounting import burn_pinned
+from test_monitor import sampler_factory  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 
@@ -66,19 +67,7 @@ def test_cycles_are_cpu_time_at_each_cpus_frequency(sampler_factory, tmp_path):
     cycles per ns of CPU time (every slice is counted at its CPU's kHz)."""
     root, table = made_up(tmp_path)
     s = sampler_factory(track_frequency=True, cpu_root=root)
-    mine = os.sched_getaffinity(0)
-    pids = {}
-    try:
-        for cpu in table:
-            os.sched_setaffinity(0, {cpu})  # the child is pinned from its first instruction
-            pids[cpu] = spawn(BURNER, "emt-cycles", 0.2)
-    finally:
-        os.sched_setaffinity(0, mine)
-    for pid in pids.values():
-        wait_zombie(pid)
-    w = s.read()
-    for pid in pids.values():
-        reap(pid)
+    pids, w = burn_pinned(s, list(table), "emt-cycles")
     assert w.frequency.startswith("tracked")
     for cpu, pid in pids.items():
         p = w.processes[pid]

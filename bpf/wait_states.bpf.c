@@ -9,6 +9,9 @@
  * sums plus its open interval add up exactly to the time it was watched.
  * User space adds the open interval itself at a read (now - since, in the
  * state recorded), so a thread asleep for the whole window is not missed.
+ * A reader copies an entry while it may be written: `seq` is bumped before
+ * an update and copied to `seq_end` after it, so a copy whose two differ is
+ * torn and is read again.
  * When a thread dies its sums are folded into its process's entry (`procs`,
  * keyed by tgid, one copy per CPU: plain adds) and its entry removed.
  *
@@ -27,6 +30,8 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "wait_states.h"
+
+#define barrier() asm volatile("" ::: "memory")
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -50,8 +55,10 @@ static __always_inline void enter(struct ws_thread *t, __u32 tid, __u32 tgid, __
 				  __u32 count_what)
 {
 	if (t) {
-		__u32 was = t->state;
+		__u32 was = t->state, seq = t->seq + 1;
 
+		t->seq = seq;
+		barrier();
 		if (now > t->since_ns && was < WS_STATES)
 			t->ns[was] += now - t->since_ns;
 		if (count_what == WS_COUNT_SWITCH)
@@ -61,6 +68,8 @@ static __always_inline void enter(struct ws_thread *t, __u32 tid, __u32 tgid, __
 		t->since_ns = now;
 		t->state = state;
 		t->tgid = tgid;
+		barrier();
+		t->seq_end = seq;
 		return;
 	}
 	struct ws_thread init = {.since_ns = now, .tgid = tgid, .state = state};

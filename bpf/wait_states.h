@@ -23,6 +23,8 @@
  * here, not in the process's entry, so a reader gets a thread's books in one
  * lookup: closed sums and the open interval agree). */
 struct ws_thread {
+	__u32 seq;           /* bumped before an update ... */
+	__u32 seq_end;       /* ... and copied here after it: differ = a torn read, look again */
 	__u64 since_ns;      /* in `state` since */
 	__u32 tgid;
 	__u32 state;

@@ -137,18 +137,25 @@ class WaitStateSampler:
 
     def snapshot(self):
         """``(now_ns, {tgid: WaitStates})``: every interval up to ``now_ns``. A
-        live thread's books come in one lookup (its closed sums and its open
-        interval, now - since, agree), so for a thread that never stops,
+        live thread's books come in one lookup (closed sums and since agree),
+        and its open interval runs to ``now_ns``, taken after the walk: a
+        thread that moved on meanwhile has that last bit counted in its old
+        state, but its total is exact, so for a thread that never stops,
         on_cpu + runnable grows by exactly the time between two snapshots;
         exited threads come from their process's entry. A thread that exits
         between the two walks may count twice (read live, then folded)."""
         if self.obj is None:
             raise RuntimeError("WaitStateSampler.read() before start()")
+        tmap = self.obj.maps["threads"]
+        threads = [(tid, _untorn(tmap, tid, t)) for tid, t in tmap.items()]
+        # after the walk (which takes a while on a busy machine): every thread's
+        # books then end at this one instant, its open interval running up to it
         now = time.monotonic_ns()
-        threads = self.obj.maps["threads"].items()
         procs = self.obj.maps["procs"].items()
         out: Dict[int, WaitStates] = {}
         for _, t in threads:
+            if t is None:  # exited while read
+                continue
             w = out.setdefault(t["tgid"], WaitStates())
             open_ns = [0] * len(STATES)
             if now > t["since_ns"] and t["state"] < len(STATES):
@@ -180,6 +187,16 @@ class WaitStateSampler:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _untorn(tmap, tid, t, tries: int = 5):
+    """The thread's entry as one consistent copy (seq == seq_end), looked up
+    again while the program was writing it as it was copied."""
+    for _ in range(tries):
+        if t is None or t["seq"] == t["seq_end"]:
+            return t
+        t = tmap.get(tid)
+    return t
 
 
 class ClassifyingSampler:

@@ -49,7 +49,9 @@ def test_calibrate_recovers_each_class_slope_within_its_ci95(tmp_path, worker_cg
     if os.cpu_count() < 2:
         pytest.skip("needs two CPUs to declare one P and one E core")
     tree = hybrid_tree(tmp_path / "sys")
-    with SimulatedPowercap(max_energy_range_uj=3_000_000, idle_watts=IDLE_W, noise=0.02, seed=5,
+    # counters that do not wrap within a test: wraparound is test_calibration's subject, and a
+    # sample delayed on a loaded machine must not cost this test a whole wrap
+    with SimulatedPowercap(idle_watts=IDLE_W, noise=0.02, seed=5,
                            cpu_source=_class_source(worker_cgroup), cpu_class=[0, 1],
                            class_watts=[P_W, E_W]) as sim:
         p = subprocess.run([sys.executable, "-m", "ebpf_energy", "calibrate", "--powercap-root", sim.root,

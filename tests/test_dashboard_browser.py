@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from ebpf_energy.exporter import _info_labels
 from ebpf_energy.report import model_sentence
 
 from test_dashboard import RunningDashboard
@@ -98,23 +99,6 @@ def scrape(d):
     return out
 
 
-def model_from_labels(labels):
-    """The info labels back into the model's values (strings -> bool/None/float)."""
-    out = {}
-    for k, v in labels.items():
-        if v in ("true", "false"):
-            v = v == "true"
-        elif v == "":
-            v = None
-        else:
-            try:
-                v = float(v)
-            except ValueError:
-                pass
-        out[k] = v
-    return out
-
-
 def severe(driver):
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
@@ -157,16 +141,21 @@ def test_the_page_in_a_real_browser(browser, tmp_path):
                  page(driver, points) > n0)
         js = [j for _, j in burner_frames(driver, key)]
         assert all(b > a for a, b in zip(js, js[1:])), js
-        # the model line says what /metrics says: the page's model is /metrics' info labels, and
-        # the line shown is the reports' sentence for it
-        (info,) = scrape(d)["ebpf_energy_model_info"][1]
+        # the model line says what /metrics says. The model can change from one refresh to the
+        # next (the RAPL split learns idle power as it runs), so compare one refresh: the model
+        # of frame R, where R is the refresh /metrics showed, is its info labels; and the line
+        # on the page is the reports' sentence for the model of the frame it shows.
+        m = scrape(d)
+        r = int(value(m, "ebpf_energy_refreshes_total"))
+        (info,) = m["ebpf_energy_model_info"][1]
         labels = dict(info)
         assert labels["name"] == "rapl" and labels["measured"] == "true" and labels["simulated"] == "true"
-        frame_model = json.loads(page(driver, "JSON.stringify(ebpfEnergy.frames[ebpfEnergy.frames.length - 1]"
-                                              ".model)"))  # as sent: the model's own key order
-        assert frame_model == model_from_labels(labels)
-        assert page(driver, "document.getElementById('model').textContent") == \
-            "model: " + model_sentence(frame_model)
+        wait_for(f"frame {r} on the page", lambda: page(driver, f"ebpfEnergy.frames.some(f => f.seq === {r})"))
+        as_sent = "JSON.stringify(ebpfEnergy.frames.find(f => f.seq === {}).model)"  # the model's own key order
+        assert _info_labels(json.loads(page(driver, as_sent.format(r)))) == labels
+        text, shown = page(driver, f"[document.getElementById('model').textContent, "
+                                   f"{as_sent.format('ebpfEnergy.shownSeq')}]")
+        assert text == "model: " + model_sentence(json.loads(shown))
         assert page(driver, "document.getElementById('drops').hidden")  # no drops: no banner
         # the meter: a line against the total, a row in the legend, the package's watts
         meter = page(driver, "ebpfEnergy.frames[ebpfEnergy.frames.length - 1].meter")

@@ -350,6 +350,7 @@ def test_nobody_with_cap_bpf_and_cap_perfmon_can_monitor(command):
 @pytest.mark.parametrize("command, check", [
     # the exporter serves until a signal: timeout(1) sends SIGTERM after 3 s (it exits 124 then)
     (["exporter", "--listen", "127.0.0.1:0", "-p", "10"], lambda r: r.returncode == 124 and "serving" in r.stderr),
+    (["dashboard", "--listen", "127.0.0.1:0", "-p", "10"], lambda r: r.returncode == 124 and "serving" in r.stderr),
     # without a cgroup of its own to write, run measures by rusage, and says nothing is wrong
     (["run", "--json", "-p", "10", "--", "true"],
      lambda r: r.returncode == 0 and json.loads(r.stdout)["method"] == "rusage"),
@@ -360,6 +361,6 @@ def test_nobody_with_cap_bpf_and_cap_perfmon_can_monitor(command):
 def test_every_command_as_nobody_with_only_cap_bpf_and_cap_perfmon(command, check):
     """Each command with just the capabilities the README names: it works, or
     says in one sentence what else it needs; never a traceback."""
-    wrap = ("timeout", "-s", "TERM", "3") if command[0] == "exporter" else ()
+    wrap = ("timeout", "-s", "TERM", "3") if command[0] in ("exporter", "dashboard") else ()
     r = run_as_nobody(*command, caps=("bpf", "perfmon"), wrap=wrap)
     assert check(r) and "Traceback" not in r.stderr, (r.returncode, r.stdout[-500:], r.stderr[-800:])

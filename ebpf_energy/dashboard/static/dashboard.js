@@ -15,6 +15,7 @@
     windowS: 300,
     status: "connecting",
     drawnSeq: 0,      // seq of the newest frame on the chart
+    shownSeq: 0,      // seq of the frame whose model line and totals are shown
     chartKeys: [],    // row keys on the chart, bottom to top (after idle and other)
     firstDrawn: {},   // row key -> seq of the frame that first put it on the chart
     chartData: null
@@ -201,6 +202,7 @@
 
   function header(f) {
     $("model").textContent = "model: " + f.model_text;
+    state.shownSeq = f.seq;
     var d = f.drops, el = $("drops");
     if (d.tasks || d.events || d.cpu_s) {
       el.hidden = false;

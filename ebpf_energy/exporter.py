@@ -307,6 +307,10 @@ class Exporter:
                         refresh_s=took, timestamp=time.time())
 
 
+def _number(x) -> str:
+    return f"{x:g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
+
+
 def _info_labels(model: dict) -> Dict[str, str]:
     """The model description as info labels (strings; absent values empty);
     the parts become ``part_total`` etc., the classes ``classes="P:0=20,E:1=6"``."""
@@ -315,8 +319,9 @@ def _info_labels(model: dict) -> Dict[str, str]:
         if k == "parts":
             out.update({f"part_{p}": str(x) for p, x in v.items()})
             continue
-        if k == "classes":
-            v = ",".join(f"{c['name']}:{c['cpus']}={c.get('watts_per_cpu_second', c.get('weight'))}" for c in v)
+        if k == "classes":  # numbers in their shortest form: 1.0 and 1 are one label value
+            v = ",".join(f"{c['name']}:{c['cpus']}={_number(c.get('watts_per_cpu_second', c.get('weight')))}"
+                         for c in v)
         if isinstance(v, bool):
             v = "true" if v else "false"
         out[k] = "" if v is None else str(v)

@@ -152,7 +152,7 @@ def test_exporter_serves_joules_per_class_and_the_model_parts(hybrid):
         assert p_j > 0 and e_j > 0
     info = dict(next(iter(last["ebpf_energy_model_info"][1])))
     assert info["part_class_weights"] == "fitted" and info["part_frequency"] == "unknown"
-    assert info["classes"] == "P:0=20.0,E:1=6.0" and info["frequency"] == "unknown (no cpufreq)"
+    assert info["classes"] == "P:0=20,E:1=6" and info["frequency"] == "unknown (no cpufreq)"
     # counters never go backwards
     for cls in ("P", "E"):
         assert value(last, "ebpf_energy_class_joules_total", **{"class": cls}) >= \

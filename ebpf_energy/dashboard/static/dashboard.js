@@ -69,6 +69,7 @@
         state.restarts += 1;
         state.frames = [];   // another server run: its numbers start again
         state.firstDrawn = {};
+        state.drawnSeq = 0;  // nothing of the new run is on the chart yet
       }
       state.run = h.run;
       state.hello = h;

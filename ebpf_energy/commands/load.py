@@ -16,10 +16,8 @@ from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._signals import TerminateOnSignals
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
+from ebpf_energy.loader.map_types import unreadable_reason
 
-NO_LOOKUP = {"ringbuf", "perf_event_array", "task_storage", "prog_array", "user_ringbuf",
-             "inode_storage", "sk_storage", "cgrp_storage", "array_of_maps", "hash_of_maps",
-             "stack_trace", "queue", "stack", "bloom_filter", "struct_ops", "arena"}
 MAX_SHOWN = 10000
 
 
@@ -78,8 +76,10 @@ def map_report(obj, name, m):
     except LoaderError:
         entry["id"] = None
     entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
-    if spec.type_name in NO_LOOKUP:
+    reason = unreadable_reason(spec.type)
+    if reason:
         entry["entries"] = None
+        entry["entries_error"] = f"the entries of {name} cannot be read from user space: {reason}"
     elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
     else:
@@ -210,6 +210,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
             if stats:
                 stats_fd = syscall.enable_stats()
             obj.load(only=programs or None)
+            for w in obj.warnings:
+                click.echo(f"warning: {w}", err=True)
             if attach:
                 obj.attach(strict=False)
                 failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.spec.kind.manual]
@@ -218,7 +220,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
                 stopped_by = stop.stopper.reason
             report = {"schema": 1, "object": str(object_path), "stats": bool(stats),
                       "programs": [program_report(p) for p in obj.programs.values() if p.loaded],
-                      "maps": [map_report(obj, name, m) for name, m in obj.maps.items()]}
+                      "maps": [map_report(obj, name, m) for name, m in obj.maps.items()],
+                      "warnings": list(obj.warnings)}
             if unpin:
                 for m in report["maps"]:
                     if m["pinned"]:

@@ -8,6 +8,7 @@ must never surface as a pyelftools traceback.
 """
 
 import io
+import sys
 from collections import namedtuple
 
 from . import explain
@@ -77,6 +78,12 @@ class ElfObject:
         machine = elf.header["e_machine"]
         if machine not in ("EM_BPF", EM_BPF):
             raise ElfError(f"{self.name}: not a BPF object (e_machine {machine}, expected EM_BPF=247)")
+        host = "little" if sys.byteorder == "little" else "big"
+        order = "little" if data[5] == 1 else "big" if data[5] == 2 else f"unknown ({data[5]})"
+        if order != host:
+            # the kernel takes instructions, BTF and map data in its own byte order only
+            raise ElfError(f"{self.name}: a {order}-endian BPF object (clang -target bpf{'eb' if order == 'big' else 'el'})"
+                           f" cannot run on this {host}-endian kernel: rebuild it with -target bpf")
         if elf.header["e_type"] not in ("ET_REL",):
             raise ElfError(f"{self.name}: expected a relocatable object (ET_REL), got {elf.header['e_type']}")
         size = len(data)

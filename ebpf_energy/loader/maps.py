@@ -20,9 +20,6 @@ PERCPU_TYPES = frozenset({uapi.BPF_MAP_TYPE_PERCPU_HASH, uapi.BPF_MAP_TYPE_PERCP
                           uapi.BPF_MAP_TYPE_LRU_PERCPU_HASH, 21})  # 21: percpu_cgroup_storage
 ARRAY_TYPES = frozenset({uapi.BPF_MAP_TYPE_ARRAY, uapi.BPF_MAP_TYPE_PERCPU_ARRAY,
                          uapi.BPF_MAP_TYPE_PROG_ARRAY, uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY, 8})  # 8: cgroup_array
-# Types user space can neither look up nor iterate: their `entries` are unknown.
-NO_LOOKUP_TYPES = frozenset({uapi.BPF_MAP_TYPE_RINGBUF, uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
-                             uapi.BPF_MAP_TYPE_PROG_ARRAY, 31})  # 31: user_ringbuf
 
 BPF_ANY = uapi.BPF_ANY
 BPF_NOEXIST = uapi.BPF_NOEXIST
@@ -59,9 +56,10 @@ class Map:
     # --- construction
     @classmethod
     def create(cls, name, map_type, key_size, value_size, max_entries, map_flags=0, numa_node=None, btf_fd=0,
-               btf_key_type_id=0, btf_value_type_id=0, key_codec=None, value_codec=None, map_extra=0):
+               btf_key_type_id=0, btf_value_type_id=0, key_codec=None, value_codec=None, map_extra=0,
+               inner_map_fd=0):
         fd = syscall.map_create(map_type, key_size, value_size, max_entries, map_flags, name, numa_node, btf_fd,
-                                btf_key_type_id, btf_value_type_id, map_extra)
+                                btf_key_type_id, btf_value_type_id, map_extra, inner_map_fd)
         return cls(fd, name, map_type, key_size, value_size, max_entries, map_flags, key_codec, value_codec)
 
     @classmethod

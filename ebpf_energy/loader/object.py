@@ -71,6 +71,7 @@ class BpfObject:
         self._globals: Dict[str, GlobalData] = {}
         for sec, variables in spec.data_vars.items():
             self._globals[sec] = GlobalData(sec, variables, spec.btf, spec.maps[sec].initial)
+        self.warnings: List[str] = []  # loaded, but not as asked (a BTF the kernel refused)
         self._loaded = False
         self._closed = False
 
@@ -148,6 +149,7 @@ class BpfObject:
             self.close()
             raise
         self.maps = dict(self.collection.maps)
+        self.warnings = list(self.collection.warnings)
         for name, fd in self.collection.programs.items():
             self.programs[name].fd = fd
             self.programs[name].prepared = prepared.programs[name]

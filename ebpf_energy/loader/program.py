@@ -91,6 +91,7 @@ def load(prog, insns: bytes, btf_fd=0, kern_version=0) -> int:
     funcs, lines = (prog.func_info, prog.line_info) if btf_fd else ([], [])
     args = dict(prog_type=prog.prog_type, insns=bytes(insns), license=prog.license, name=prog.name[:15],
                 expected_attach_type=prog.expected_attach_type, attach_btf_id=prog.attach_btf_id,
+                prog_flags=prog.prog_flags,
                 prog_btf_fd=btf_fd, kern_version=kern_version)
     if funcs:
         args.update(func_info=pack_func_info(funcs), func_info_rec_size=FUNC_INFO_REC.size)

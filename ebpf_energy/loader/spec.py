@@ -19,19 +19,10 @@ from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
 from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
 from ebpf_energy.loader.externs import KconfigVar
+from ebpf_energy.loader.map_types import MAP_TYPES  # noqa: F401 (re-exported)
 from ebpf_energy.loader.mapdefs import parse_btf_maps
-from ebpf_energy.loader.sections import SectionKind, classify
+from ebpf_energy.loader.sections import SectionKind, autoload_of, classify
 
-# enum bpf_map_type names, as `load --json` prints them
-MAP_TYPES = {
-    0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
-    6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash", 10: "lru_percpu_hash",
-    11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps", 14: "devmap", 15: "sockmap", 16: "cpumap",
-    17: "xskmap", 18: "sockhash", 19: "cgroup_storage", 20: "reuseport_sockarray",
-    21: "percpu_cgroup_storage", 22: "queue", 23: "stack", 24: "sk_storage", 25: "devmap_hash",
-    26: "struct_ops", 27: "ringbuf", 28: "inode_storage", 29: "task_storage", 30: "bloom_filter",
-    31: "user_ringbuf", 32: "cgrp_storage", 33: "arena",
-}
 ARRAY = 2
 BPF_F_RDONLY_PROG = 1 << 7
 BPF_F_MMAPABLE = 1 << 10
@@ -56,6 +47,9 @@ class MapSpec:
     initial: Optional[bytearray] = None  # data sections: the section's bytes
     readonly: bool = False  # .rodata: frozen before any program loads
     offset: int = 0  # BTF maps: the symbol's offset in .maps
+    map_extra: int = 0  # bloom filter hashes, arena address (__ulong(map_extra, ...))
+    inner: Optional["MapSpec"] = None  # maps of maps: the inner maps' definition (__array(values, ...))
+    slots: tuple = ()  # initial (index, map or program name) of a map of maps or program array
 
     @property
     def type_name(self):
@@ -87,6 +81,7 @@ class ObjectSpec:
     programs: Dict[str, ProgramSpec] = field(default_factory=dict)
     kconfig: List[KconfigVar] = field(default_factory=list)
     ksyms: Dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
+    weak_ksyms: frozenset = frozenset()  # __weak ones: absent from the kernel is not an error
     data_vars: Dict[str, Dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
 
     def copy(self) -> "ObjectSpec":
@@ -131,10 +126,7 @@ class ObjectSpec:
             if btf is None:
                 raise BtfError(".maps section without .BTF: BTF-defined maps need the object's BTF (build with -g)")
             for d in parse_btf_maps(elf, btf):
-                self.maps[d.name] = MapSpec(
-                    name=d.name, type=d.type, key_size=d.key_size, value_size=d.value_size,
-                    max_entries=d.max_entries, flags=d.map_flags, numa_node=d.numa_node, pinning=d.pinning,
-                    key_type_id=d.key_type_id, value_type_id=d.value_type_id, offset=d.offset)
+                self.maps[d.name] = _map_spec(d)
         if elf.section("maps") is not None and elf.section("maps").size:
             raise LoaderError("legacy 'maps' section (struct bpf_map_def) is not supported: "
                               "declare maps in SEC(\".maps\") with __uint/__type")
@@ -184,9 +176,11 @@ class ObjectSpec:
                 end = start + (sym.size // 8 if sym.size else (sec.size - sym.value) // 8)
                 if sym.name in self.programs:
                     raise LoaderError(f"two programs are named {sym.name!r}")
-                self.programs[sym.name] = ProgramSpec(sym.name, sec.name, sec.index, start, end, kind)
+                auto = autoload_of(sec.name)
+                self.programs[sym.name] = ProgramSpec(sym.name, sec.name, sec.index, start, end, kind, auto)
                 explain.trace("prog", f"program {sym.name} in SEC(\"{sec.name}\"): "
-                              f"{end - start} instructions, type {kind.prog_type_name if kind else 'unknown'}")
+                              f"{end - start} instructions, type {kind.prog_type_name if kind else 'unknown'}"
+                              + ("" if auto else " (off by default: '?' section, load it with --program)"))
 
     # -- externs -----------------------------------------------------------
     def _collect_externs(self):
@@ -204,6 +198,7 @@ class ObjectSpec:
                     self.kconfig.append(KconfigVar(var.name, var.type, size, var.name in weak))
                 else:
                     self.ksyms[var.name] = var_id
+        self.weak_ksyms = frozenset(n for n in self.ksyms if n in weak)
         offset = 0
         for v in self.kconfig:
             align = min(8, v.size) if v.size in (1, 2, 4, 8) else 1
@@ -231,6 +226,13 @@ class ObjectSpec:
         if sec.name in self.maps and self.maps[sec.name].kind == "data":
             return "data", sec.name, sym.value
         return None, None, 0
+
+
+def _map_spec(d) -> MapSpec:
+    return MapSpec(name=d.name, type=d.type, key_size=d.key_size, value_size=d.value_size,
+                   max_entries=d.max_entries, flags=d.map_flags, numa_node=d.numa_node, pinning=d.pinning,
+                   key_type_id=d.key_type_id, value_type_id=d.value_type_id, offset=d.offset,
+                   map_extra=d.map_extra, inner=_map_spec(d.inner) if d.inner else None, slots=d.slots)
 
 
 def kernel_map_name(object_name: str, map_name: str) -> str:

@@ -63,3 +63,39 @@ def test_map_in_map_dry_run_shows_template_and_slots(test_objects):
     assert maps["outer_arr"]["value_size"] == 4 and maps["outer_arr"]["btf_value_type_id"] == 0
     text = run_load(test_objects("map_in_map"), "--dry-run").stdout
     assert "slot 2 = inner_b" in text and "inner maps: array" in text
+
+
+def congestion_controls():
+    with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+        return set(f.read().split())
+
+
+def test_struct_ops_registered_both_ways_and_gone_after_close(test_objects, fds_unchanged):
+    """tcp_congestion_ops from BPF: the plain map registers by its update,
+    the .link one through a link; both are offered by the kernel while
+    attached, neither after close. The unused program is not loaded."""
+    with BpfObject.open(test_objects("struct_ops_cc")) as obj:
+        obj.load()
+        assert not obj.programs["unused_op"].loaded
+        prog = obj.programs["spec_ssthresh"].prepared
+        assert prog.attach_target == "tcp_congestion_ops" and prog.expected_attach_type == 0  # member 0: ssthresh
+        assert obj.programs["spec_cong_avoid"].prepared.expected_attach_type == 1
+        assert not {"spec_cc", "spec_cc_link"} & congestion_controls()
+        obj.attach()
+        ids = object_ids(obj)
+        assert {"spec_cc", "spec_cc_link"} <= congestion_controls()
+        assert obj.programs["spec_cong_avoid"].attached
+        link = obj.struct_ops_links["spec_cc_link"]
+        assert link.info()["type_name"] == "struct_ops"
+    assert not {"spec_cc", "spec_cc_link"} & congestion_controls()
+    assert_gone(ids)
+
+
+def test_struct_ops_in_load_json(test_objects):
+    r = run_load(test_objects("struct_ops_cc"), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {m["name"]: m["registered"] for m in doc["maps"]} == {"spec_cc": True, "spec_cc_link": True}
+    assert {p["name"]: p["attach"] for p in doc["programs"]}["spec_ssthresh"] == "struct_ops spec_cc"
+    assert "unused_op" not in {p["name"] for p in doc["programs"]}
+    assert not {"spec_cc", "spec_cc_link"} & congestion_controls()

@@ -76,6 +76,8 @@ def map_report(obj, name, m):
     except LoaderError:
         entry["id"] = None
     entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
+    if spec.struct_ops is not None:
+        entry["registered"] = name in obj.struct_ops_links
     reason = unreadable_reason(spec.type)
     if reason:
         entry["entries"] = None
@@ -118,6 +120,8 @@ def program_report(p):
         info = p.info()
         row.update(id=info.get("id"), run_cnt=info.get("run_cnt", 0), run_time_ns=info.get("run_time_ns", 0),
                    verified_insns=info.get("verified_insns"))
+    if p.via:
+        row["attach"] = f"struct_ops {p.via}"
     if p.attach_error:
         row["error"] = p.attach_error
     return row

@@ -96,6 +96,8 @@ class Collection:
             return self._reuse_pinned(m, key_codec, value_codec)
         map_memory.check(m.name, m.type_name, m.type, m.key_size, m.value_size, m.max_entries, m.flags,
                          syscall.num_possible_cpus())
+        if m.struct_ops is not None:
+            return self._create_struct_ops(m)
         template = self._create_inner(m) if m.inner is not None else None
         try:
             live = self._create_with_btf_fallback(m, key_codec, value_codec, template.fd if template else 0)
@@ -142,6 +144,20 @@ class Collection:
         except SyscallError as e:  # say which map: an object has many
             raise type(e)(e.command, e.errno, f"map {m.name} ({m.type_name}, key {m.key_size} B, value "
                           f"{m.value_size} B, max_entries {m.max_entries:,}): {str(e).split(': ', 1)[-1]}") from None
+
+    def _create_struct_ops(self, m: PreparedMap) -> Map:
+        """Created empty: writing its value registers it, which is attaching
+        (:func:`~ebpf_energy.loader.struct_ops.register`), after the programs load."""
+        if not self.btf_fd:  # the kernel finds its struct through the object's BTF
+            raise LoaderError(f"struct_ops map {m.name} needs the object's BTF in the kernel, which refused it")
+        try:
+            fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id, m.flags,
+                                               self.btf_fd)
+        except SyscallError as e:
+            raise type(e)(e.command, e.errno, f"struct_ops map {m.name}: {str(e).split(': ', 1)[-1]}") from None
+        live = Map(fd, m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, m.flags)
+        live.spec_name = m.name
+        return live
 
     def _create_inner(self, m: PreparedMap) -> Map:
         """The inner map template of a map of maps: the kernel compares every

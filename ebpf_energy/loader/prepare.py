@@ -15,22 +15,25 @@ and never changes the spec, so it runs without root, against another
 kernel's BTF, and twice with the same result (``load --dry-run``).
 """
 
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ebpf_energy.loader import btf_sanitize, core, explain
+from ebpf_energy.loader import btf_sanitize, core, explain, struct_ops
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.externs import kconfig_value
 from ebpf_energy.loader.linker import LinkedProgram, Linker
 from ebpf_energy.loader.program import rebased_info
-from ebpf_energy.loader.sections import attach_type_name, flag_names
+from ebpf_energy.loader.sections import PROG_TYPES, attach_type_name, flag_names
 from ebpf_energy.loader.spec import MAP_TYPES, ObjectSpec, kernel_map_name
 
-# TASK_STORAGE: its maps need the object's BTF, so a refused BTF fails the load
-from ebpf_energy.loader.map_types import NO_BTF_KV, PERF_EVENT_ARRAY, RINGBUF, TASK_STORAGE, USER_RINGBUF
+# TASK_STORAGE, STRUCT_OPS: these maps need the object's BTF, so a refused BTF fails the load
+from ebpf_energy.loader.map_types import NO_BTF_KV, PERF_EVENT_ARRAY, RINGBUF, STRUCT_OPS, TASK_STORAGE, \
+    USER_RINGBUF
+STRUCT_OPS_PROG = PROG_TYPES["struct_ops"]
 PIN_BY_NAME = 1
 PIN_ROOT = "/sys/fs/bpf"
 
@@ -57,6 +60,7 @@ class PreparedMap:
     map_extra: int = 0
     inner: Optional["PreparedMap"] = None  # maps of maps: the template the kernel checks every inner map against
     slots: Tuple[Tuple[int, str], ...] = ()  # initial (index, map or program) written after creation / load
+    struct_ops: Optional[object] = None  # kind "struct_ops": a struct_ops.PreparedStructOps
 
     @property
     def type_name(self):
@@ -177,7 +181,8 @@ class Prepared:
                      for m in self.maps.values()],
             "programs": [{"name": p.name, "section": p.section, "type": p.prog_type_name,
                           "expected_attach_type": p.expected_attach_type,
-                          "expected_attach_type_name": attach_type_name(p.expected_attach_type),
+                          "expected_attach_type_name": (f"member {p.expected_attach_type}" if p.prog_type == STRUCT_OPS_PROG
+                                                        else attach_type_name(p.expected_attach_type)),
                           "prog_flags": flag_names(p.prog_flags), "attach_btf_id": p.attach_btf_id,
                           "attach_target": p.attach_target, "license": p.license,
                           "instructions": [f"{i}: {t}" for i, t in p.disassembly()],
@@ -200,7 +205,16 @@ def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> P
     with ``autoload``) for ``target``. Raises LoaderError naming the program,
     map or extern that cannot be finished."""
     wanted = _wanted(spec, only)
-    maps = {name: _prepare_map(spec, m, target) for name, m in spec.maps.items()}
+    ops_programs = {}
+    maps = {}
+    for name, m in spec.maps.items():
+        maps[name] = _prepare_map(spec, m, target)
+        if m.kind == "struct_ops":
+            value, ops, progs = struct_ops.prepare(name, m.struct_ops, bytes(m.initial), spec.btf, target.btf)
+            maps[name] = dataclasses.replace(maps[name], value_size=len(value), initial=value, struct_ops=ops,
+                                             notes=tuple(f"byte {off}: the fd of program {p} (written when registered)"
+                                                         for off, p in ops.fd_slots))
+            ops_programs.update(progs)
     _check_slots(spec)
     programs = {}
     if wanted:
@@ -208,10 +222,10 @@ def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> P
         code, records = _core_sections(spec, target, poisoned)
         linker = Linker(spec.elf, code, spec.symbol_kind)
         for p in wanted:
-            programs[p.name] = _prepare_program(spec, p, linker, target, records, poisoned)
+            programs[p.name] = _prepare_program(spec, p, linker, target, records, poisoned, ops_programs)
     btf = btf_sanitize.for_kernel(spec.btf) if spec.btf is not None else None
     return Prepared(spec=spec, target=target.description, btf=btf,
-                    needs_btf=any(m.type == TASK_STORAGE for m in spec.maps.values()),
+                    needs_btf=any(m.type in (TASK_STORAGE, STRUCT_OPS) for m in spec.maps.values()),
                     maps=maps, programs=programs)
 
 
@@ -309,7 +323,7 @@ def _core_sections(spec, target, poisoned):
 
 # -- programs ------------------------------------------------------------------------
 
-def _prepare_program(spec, p, linker, target, core_records, poisoned) -> PreparedProgram:
+def _prepare_program(spec, p, linker, target, core_records, poisoned, ops_programs) -> PreparedProgram:
     kind = p.kind
     if kind is None:
         raise LoaderError(f"program {p.name}: section {p.section!r} does not say what kind of program it is "
@@ -350,6 +364,13 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned) -> Prepare
                               f"{kind.btf_target!r} to attach {p.section} to")
         attach_btf_id, attach_target = ids[0], kind.btf_target
         explain.trace("prog", f"{p.name}: attach target {kind.btf_target} is kernel BTF id {attach_btf_id}")
+    expected_attach_type = kind.expected_attach_type
+    if kind.prog_type == STRUCT_OPS_PROG:
+        if p.name not in ops_programs:
+            raise LoaderError(f"program {p.name}: no .struct_ops map uses it, so the kernel cannot tell which "
+                              "struct member it implements")
+        attach_btf_id, expected_attach_type = ops_programs[p.name]
+        attach_target = target.btf.type(attach_btf_id).name
     funcs, lines = rebased_info(linked, spec.ext)
     placed = {f.shndx for f in linked.functions}
     records = [r for sh in sorted(placed) for r in core_records.get(sh, [])
@@ -357,7 +378,7 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned) -> Prepare
     mine = [(sh, idx, res) for sh in placed for idx, res in poisoned.get(sh, [])]
     return PreparedProgram(
         name=p.name, section=p.section, prog_type=kind.prog_type, prog_type_name=kind.prog_type_name,
-        expected_attach_type=kind.expected_attach_type, prog_flags=kind.prog_flags, attach_btf_id=attach_btf_id, attach_target=attach_target,
+        expected_attach_type=expected_attach_type, prog_flags=kind.prog_flags, attach_btf_id=attach_btf_id, attach_target=attach_target,
         license=spec.elf.license, insns=bytes(code), map_slots=map_slots, address_slots=address_slots,
         func_info=funcs, line_info=lines, relocations=relocations, core=records, linked=linked, poisoned=mine,
         missing_kfuncs=missing)

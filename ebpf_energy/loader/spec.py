@@ -13,15 +13,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ebpf_energy.loader import explain
+from ebpf_energy.loader import explain, struct_ops
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf
 from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
 from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
 from ebpf_energy.loader.externs import KconfigVar
-from ebpf_energy.loader.map_types import MAP_TYPES  # noqa: F401 (re-exported)
+from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS  # noqa: F401 (MAP_TYPES re-exported)
 from ebpf_energy.loader.mapdefs import parse_btf_maps
-from ebpf_energy.loader.sections import SectionKind, autoload_of, classify
+from ebpf_energy.loader.sections import PROG_TYPES, SectionKind, autoload_of, classify
 
 ARRAY = 2
 BPF_F_RDONLY_PROG = 1 << 7
@@ -50,6 +50,7 @@ class MapSpec:
     map_extra: int = 0  # bloom filter hashes, arena address (__ulong(map_extra, ...))
     inner: Optional["MapSpec"] = None  # maps of maps: the inner maps' definition (__array(values, ...))
     slots: tuple = ()  # initial (index, map or program name) of a map of maps or program array
+    struct_ops: Optional[object] = None  # kind "struct_ops": a struct_ops.StructOps
 
     @property
     def type_name(self):
@@ -116,6 +117,7 @@ class ObjectSpec:
         spec = cls(path=str(path), elf=elf, btf=btf, ext=ext)
         spec._collect_maps()
         spec._collect_programs()
+        spec._struct_ops_autoload()
         spec._collect_externs()
         return spec
 
@@ -127,6 +129,10 @@ class ObjectSpec:
                 raise BtfError(".maps section without .BTF: BTF-defined maps need the object's BTF (build with -g)")
             for d in parse_btf_maps(elf, btf):
                 self.maps[d.name] = _map_spec(d)
+        for name, ops, data in struct_ops.parse(elf, btf):
+            self.maps[name] = MapSpec(name=name, type=STRUCT_OPS, key_size=4, value_size=len(data), max_entries=1,
+                                      flags=struct_ops.BPF_F_LINK if ops.link else 0, kind="struct_ops",
+                                      initial=bytearray(data), struct_ops=ops)
         if elf.section("maps") is not None and elf.section("maps").size:
             raise LoaderError("legacy 'maps' section (struct bpf_map_def) is not supported: "
                               "declare maps in SEC(\".maps\") with __uint/__type")
@@ -181,6 +187,14 @@ class ObjectSpec:
                 explain.trace("prog", f"program {sym.name} in SEC(\"{sec.name}\"): "
                               f"{end - start} instructions, type {kind.prog_type_name if kind else 'unknown'}"
                               + ("" if auto else " (off by default: '?' section, load it with --program)"))
+
+    def _struct_ops_autoload(self):
+        """A struct_ops program no ``.struct_ops`` map uses is not loaded (as
+        libbpf): the kernel could not tell which member it implements."""
+        used = {p for m in self.maps.values() if m.struct_ops for p in m.struct_ops.funcs.values()}
+        for p in self.programs.values():
+            if p.kind is not None and p.kind.prog_type == PROG_TYPES["struct_ops"] and p.name not in used:
+                p.autoload = False
 
     # -- externs -----------------------------------------------------------
     def _collect_externs(self):

@@ -850,3 +850,28 @@ def num_possible_cpus():
         with open("/sys/devices/system/cpu/possible") as f:
             _ncpus = parse_cpu_list(f.read())
     return _ncpus
+
+
+# --- added by spec: struct_ops maps (BPF_MAP_CREATE with btf_vmlinux_value_type_id)
+def map_create_struct_ops(name, value_size, vmlinux_value_type_id, map_flags=0, btf_fd=0):
+    """BPF_MAP_CREATE of a BPF_MAP_TYPE_STRUCT_OPS map -> fd: one 4-byte key,
+    the value typed by the kernel's own ``struct bpf_struct_ops_<name>``."""
+    raise_memlock()
+    a = _new("struct bpf_attr_map_create *")
+    a.map_type = 26  # BPF_MAP_TYPE_STRUCT_OPS
+    a.key_size = 4
+    a.value_size = value_size
+    a.max_entries = 1
+    a.map_flags = map_flags
+    nm = _name16(name)
+    ffi.memmove(a.map_name, nm, len(nm))
+    a.btf_fd = btf_fd
+    a.btf_vmlinux_value_type_id = vmlinux_value_type_id
+    fd, err = _bpf(uapi.BPF_MAP_CREATE, a, ffi.offsetof("struct bpf_attr_map_create", "map_extra"))
+    desc = (f"BPF_MAP_CREATE type=struct_ops value={value_size} flags={_hex(map_flags)} name={nm.decode() or '-'} "
+            f"btf_vmlinux_value_type_id={vmlinux_value_type_id}")
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        raise _fail("BPF_MAP_CREATE", err)
+    explain.trace("syscall", f"{desc} -> fd {fd}")
+    return fd

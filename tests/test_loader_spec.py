@@ -11,6 +11,7 @@ object-level checks (byte order, statically linked objects).
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -24,6 +25,28 @@ from test_load_cli import run_load
 from test_object import assert_gone, fds_unchanged, object_ids, set_trigger, trigger  # noqa: F401
 
 pytestmark = pytest.mark.kernel
+_NEXT_ID = {"prog": syscall.prog_get_next_id, "map": syscall.map_get_next_id, "link": syscall.link_get_next_id,
+            "btf": syscall.btf_get_next_id}
+
+
+def listed(kind):
+    out, i = set(), 0
+    while True:
+        i = _NEXT_ID[kind](i)
+        if not i:
+            return out
+        out.add(i)
+
+
+def assert_gone_unopened(ids, timeout=10.0):
+    """assert_gone, but first wait by listing ids, never opening one: opening
+    a program array by id (BPF_MAP_GET_FD_BY_ID) while the kernel's deferred
+    clearing of it is pending leaks the array on 6.18 (its clear work takes a
+    reference, queues work that is already queued, and never drops it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(ids[k] & listed(k) for k in ids):
+        time.sleep(0.05)
+    assert_gone(ids)
 
 
 def test_map_in_map_slots_filled_and_used(test_objects, fds_unchanged):
@@ -50,7 +73,7 @@ def test_map_in_map_slots_filled_and_used(test_objects, fds_unchanged):
         # the inner definition is the template: a map like it goes into the hash of maps
         syscall.map_update(obj.maps["outer_hash"].fd, (7).to_bytes(4, "little"),
                            obj.maps["inner_b"].fd.to_bytes(4, "little"))
-    assert_gone(ids)
+    assert_gone_unopened(ids)
 
 
 def test_map_in_map_dry_run_shows_template_and_slots(test_objects):
@@ -96,6 +119,6 @@ def test_struct_ops_in_load_json(test_objects):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert {m["name"]: m["registered"] for m in doc["maps"]} == {"spec_cc": True, "spec_cc_link": True}
-    assert {p["name"]: p["attach"] for p in doc["programs"]}["spec_ssthresh"] == "struct_ops spec_cc"
+    assert {p["name"]: p["attach"] for p in doc["programs"]}["spec_ssthresh"] == "struct_ops spec_cc, spec_cc_link"
     assert "unused_op" not in {p["name"] for p in doc["programs"]}
     assert not {"spec_cc", "spec_cc_link"} & congestion_controls()

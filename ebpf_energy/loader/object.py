@@ -197,7 +197,7 @@ class BpfObject:
                 self.struct_ops_links[name] = struct_ops.register(name, self.maps[name].fd, pm.initial,
                                                                   pm.struct_ops, fds)
                 for p in fds:
-                    self.programs[p].via = name
+                    self.programs[p].via = f"{self.programs[p].via}, {name}" if self.programs[p].via else name
             except LoaderError as e:
                 raise AttachError(f"struct_ops {name}: the kernel refused to register it: {e}") from None
 

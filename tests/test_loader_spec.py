@@ -122,3 +122,192 @@ def test_struct_ops_in_load_json(test_objects):
     assert {p["name"]: p["attach"] for p in doc["programs"]}["spec_ssthresh"] == "struct_ops spec_cc, spec_cc_link"
     assert "unused_op" not in {p["name"] for p in doc["programs"]}
     assert not {"spec_cc", "spec_cc_link"} & congestion_controls()
+
+
+# --------------------------------------------------------------------------- map attributes
+NO_BTF = ("socks", "sock_hash", "devs", "cpus", "xsks", "fifo", "lifo")
+
+
+def test_kernel_maps_created_without_btf_ids_and_with_map_extra(test_objects, fds_unchanged):
+    """The fd/socket/queue maps are created with no BTF key/value ids (the
+    kernel reads them back as 0), the bloom filter with map_extra 3 and its
+    value type; the program using the queue loads."""
+    with BpfObject.open(test_objects("kernel_maps")) as obj:
+        obj.load()
+        ids = object_ids(obj)
+        for name in NO_BTF:
+            info = obj.maps[name].info()
+            assert (info["btf_key_type_id"], info["btf_value_type_id"]) == (0, 0), name
+        bloom = obj.maps["bloom"].info()
+        assert bloom["map_extra"] == 3 and bloom["btf_value_type_id"] != 0
+        assert obj.programs["peek"].loaded
+    assert_gone(ids)
+
+
+def test_a_map_whose_btf_the_kernel_refuses_is_made_again_without(test_objects, fds_unchanged):
+    """Forced BTF ids on a sockmap (a type that takes none): the create is
+    refused with them, retried without, and the load goes on."""
+    import dataclasses
+
+    from ebpf_energy.loader import explain
+    from ebpf_energy.loader.collection import Collection
+
+    spec = ObjectSpec.parse(str(test_objects("kernel_maps")))
+    prepared = prepare(spec, Target.running())
+    m = prepared.maps["socks"]
+    prepared.maps["socks"] = dataclasses.replace(m, btf_key_type_id=spec.maps["socks"].key_type_id,
+                                                 btf_value_type_id=spec.maps["socks"].value_type_id)
+    lines = []
+    explain.enable(type("W", (), {"write": lambda self, s: lines.append(s), "flush": lambda self: None})())
+    try:
+        with Collection.load(prepared) as c:
+            assert c.maps["socks"].info()["btf_value_type_id"] == 0
+    finally:
+        explain.disable()
+    assert any("refused its BTF key/value ids" in l for l in lines)
+
+
+def test_map_extra_enum64_is_read_whole():
+    """``__ulong(map_extra, 1 << 44)`` is an ENUM64 in BTF (clang 15+; clang 14
+    here emits none): the 64-bit value comes out whole."""
+    from ebpf_energy.loader.btf import KIND_ENUM64, BtfType
+    from ebpf_energy.loader.mapdefs import _uint_value
+
+    t = BtfType(1, KIND_ENUM64, "")
+    t.values = [("__unique_value0", 1 << 44)]
+
+    class OneType:
+        def type(self, i):
+            return t
+
+    member = type("M", (), {"type": 1, "name": "map_extra"})()
+    assert _uint_value(OneType(), "arena", member) == 1 << 44
+
+
+# --------------------------------------------------------------------------- sections
+def test_every_section_loads_with_its_attach_type_and_flags(test_objects, fds_unchanged):
+    """Each program of spec_kinds loads (the kernel checks their expected
+    attach types and flags); `?` programs are not loaded by default."""
+    with BpfObject.open(test_objects("spec_kinds")) as obj:
+        obj.load()
+        ids = object_ids(obj)
+        loaded = {n for n, p in obj.programs.items() if p.loaded}
+        assert loaded == set(obj.programs) - {"optional_tp"}
+        assert obj.prepared.programs["on_xdp_frags"].prog_flags == 1 << 5
+        assert obj.prepared.programs["sleepy_iter"].prog_flags == 1 << 4
+    assert_gone(ids)
+
+
+@pytest.mark.parametrize("name, change", [
+    ("on_connect4", {"expected_attach_type": 0}),
+    ("on_lookup", {"expected_attach_type": 0}),
+    ("on_netfilter", {"expected_attach_type": 0}),
+])
+def test_without_its_attach_type_the_kernel_refuses_and_it_is_not_called_a_verifier_error(
+        test_objects, fds_unchanged, name, change):
+    """The table matters: with the expected attach type taken away the kernel
+    says EINVAL before verifying, and the error says so (not "verifier")."""
+    import dataclasses
+
+    from ebpf_energy.loader.collection import Collection
+    from ebpf_energy.loader.errors import NotSupported
+
+    prepared = prepare(ObjectSpec.parse(str(test_objects("spec_kinds"))), Target.running(), only=[name])
+    prepared.programs[name] = dataclasses.replace(prepared.programs[name], **change)
+    with pytest.raises(NotSupported) as e:
+        Collection.load(prepared)
+    assert "before verifying any instruction" in str(e.value) and "verifier rejected" not in str(e.value)
+    assert "no expected attach type" in str(e.value)
+
+
+def test_sleepable_flag_is_what_lets_a_sleeping_helper_load(test_objects, fds_unchanged):
+    import dataclasses
+
+    from ebpf_energy.loader.collection import Collection
+    from ebpf_energy.loader.errors import VerifierError
+
+    prepared = prepare(ObjectSpec.parse(str(test_objects("spec_kinds"))), Target.running(), only=["sleepy_iter"])
+    prepared.programs["sleepy_iter"] = dataclasses.replace(prepared.programs["sleepy_iter"], prog_flags=0)
+    with pytest.raises(VerifierError, match="sleep"):
+        Collection.load(prepared)
+
+
+def test_optional_program_loads_with_program_option(test_objects):
+    r = run_load(test_objects("spec_kinds"), "--program", "optional_tp", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [p["name"] for p in json.loads(r.stdout)["programs"]] == ["optional_tp"]
+    dry = json.loads(run_load(test_objects("spec_kinds"), "--dry-run", "--json").stdout)
+    progs = {p["name"]: p for p in dry["programs"]}
+    assert "optional_tp" not in progs
+    assert progs["on_connect4"]["expected_attach_type_name"] == "cgroup_inet4_connect"
+    assert progs["on_xdp_frags"]["prog_flags"] == ["xdp_has_frags"]
+
+
+def test_lsm_eperm_as_root_does_not_say_needs_root(test_objects, tmp_path):
+    src = tmp_path / "lsm.bpf.c"
+    src.write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n'
+                   'SEC("lsm/file_open") int BPF_PROG(on_open, struct file *f) { return 0; }\n'
+                   'char LICENSE[] SEC("license") = "GPL";\n')
+    obj = tmp_path / "lsm.bpf.o"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{root}", "-c", str(src),
+                    "-o", str(obj)], check=True)
+    r = run_load(obj, "--no-attach")
+    if r.returncode == 0:
+        pytest.fail("this kernel loads lsm/ programs: the EPERM path cannot be checked here")
+    assert "not a missing privilege" in r.stderr and "needs root" not in r.stderr
+
+
+# --------------------------------------------------------------------------- externs and callbacks
+def test_virtual_externs_and_weak_kfuncs(test_objects, fds_unchanged):
+    with BpfObject.open(test_objects("spec_externs")) as obj:
+        set_trigger(obj)
+        obj.load()
+        obj.attach()
+        ids = object_ids(obj)
+        trigger(2)
+        b = {n: obj.find_global(n)[n] for n in ("has_cookie", "has_wrapper", "no_such_thing", "has_task_from_pid",
+                                                "has_missing", "missing_ret", "leader_pid", "hits", "stext")}
+        assert (b["has_cookie"], b["has_wrapper"], b["no_such_thing"]) == (1, 1, 0)
+        assert (b["has_task_from_pid"], b["has_missing"], b["missing_ret"]) == (1, 0, 0)
+        assert b["leader_pid"] == os.getpid() and b["hits"] == 2
+        with open("/proc/kallsyms") as f:
+            stext = next(int(l.split()[0], 16) for l in f if l.split()[2] == "_stext")
+        assert b["stext"] == stext
+    assert_gone(ids)
+
+
+def test_callbacks_run(test_objects, fds_unchanged):
+    with BpfObject.open(test_objects("callbacks")) as obj:
+        set_trigger(obj)
+        obj.load()
+        for k, v in enumerate((1, 2, 3, 4)):
+            obj.maps["vals"][k] = v
+        obj.attach()
+        ids = object_ids(obj)
+        trigger(3)
+        b = obj.bss
+        assert (b["loop_sum"], b["each_sum"], b["drained"], b["drain_calls"]) == (30, 30, 0, 3)
+    assert_gone(ids)
+
+
+def test_callbacks_in_dry_run(test_objects):
+    text = run_load(test_objects("callbacks"), "--dry-run").stdout
+    for cb in ("sum_index", "add_val", "count_record"):
+        assert f"callback {cb} -> pc+" in text  # the relocation
+        assert f"= callback {cb} (pc+" in text  # the disassembly
+    doc = json.loads(run_load(test_objects("callbacks"), "--dry-run", "--json").stdout)
+    (prog,) = doc["programs"]
+    assert any("callback add_val" in line for line in prog["instructions"])
+
+
+# --------------------------------------------------------------------------- objects
+def test_big_endian_object_is_refused(test_objects, tmp_path):
+    obj = tmp_path / "be.bpf.o"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpfeb", f"-I{root}", "-c",
+                    os.path.join(root, "tests", "bpf", "spec_kinds.bpf.c"), "-o", str(obj)], check=True)
+    with pytest.raises(ElfError, match="big-endian BPF object .*rebuild it with -target bpf"):
+        ObjectSpec.parse(str(obj))
+    r = run_load(obj, "--dry-run")
+    assert r.returncode == 1 and "big-endian" in r.stderr and "Traceback" not in r.stderr

@@ -435,7 +435,8 @@ class Btf(BtfQueries):
                     end = max(end, v.offset + v.size)
             else:
                 ref(t, t.type, "type")
-            if k in (KIND_FUNC, KIND_VAR) and t.type == 0:
+            if k in (KIND_FUNC, KIND_VAR) and t.type == 0 and not (k == KIND_VAR and t.linkage == 2):
+                # (an extern VAR may be void: `extern void sym __ksym`, an address)
                 raise BtfError(f"BTF {t.kind_name} [{t.id}] '{t.name}' has no type")
             if k == KIND_FUNC and self.types[t.type].kind != KIND_FUNC_PROTO:
                 raise BtfError(f"BTF func [{t.id}] '{t.name}' does not point to a func_proto")

@@ -19,9 +19,18 @@ from ebpf_energy.loader.errors import BtfError, LoaderError, NotSupported, Permi
     VerifierError
 from ebpf_energy.loader.maps import Map
 from ebpf_energy.loader.prepare import KFUNC_POISON, Prepared, PreparedMap, PreparedProgram, split_address
-from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
+from ebpf_energy.loader.sections import ATTACH_TYPES, BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, \
+    BPF_TRACE_FEXIT, BPF_TRACE_ITER
 
 TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN)
+# EPERM to root for these is the kernel's policy, not our privileges
+ROOT_REFUSED = {
+    BPF_LSM_MAC: "this kernel refuses BPF LSM programs (they run through a BPF trampoline, which it does not "
+                 "permit here, or the BPF LSM is not active: it must be in the lsm= boot list)",
+    ATTACH_TYPES["lsm_cgroup"]: "this kernel refuses cgroup LSM programs (no BPF trampolines here, or the BPF "
+                                "LSM is not active)",
+    BPF_TRACE_ITER: "this kernel does not let this iterator be loaded (it is missing or forbidden here)",
+}
 
 
 class TrampolineRefused(LoaderError):
@@ -230,6 +239,10 @@ class Collection:
                     "root (BPF trampolines are not permitted here, e.g. kernel lockdown or no "
                     "direct-call ftrace); attach to a tracepoint instead (tp_btf/, raw_tp/, tp/)",
                     e.errno) from None
+            if p.expected_attach_type in ROOT_REFUSED and os.geteuid() == 0:
+                raise TrampolineRefused(
+                    f"program {p.name} ({p.section}): EPERM although running as root, so not a missing "
+                    f"privilege: {ROOT_REFUSED[p.expected_attach_type]}", e.errno) from None
             raise
 
     # -- teardown -------------------------------------------------------------------

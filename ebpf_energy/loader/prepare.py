@@ -147,6 +147,8 @@ class PreparedProgram:
         names = {s.insn: (f"map_value({s.map}) + {s.offset}" if s.value else f"map {s.map}")
                  for s in self.map_slots}
         names.update({s.insn: f"address of {s.symbol} (filled at load)" for s in self.address_slots})
+        names.update({i: f"callback {callee} (pc{imm:+d})" for i, callee, imm in self.linked.call_edits
+                      if I.opcode(self.insns, i) == I.LD_IMM64})
         return I.disassemble(self.insns, names)
 
 
@@ -330,7 +332,8 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned, ops_progra
                           "(expected tp/, raw_tp/, tp_btf/, fentry/, ...)")
     linked = linker.link(p.shndx, p.name, p.start, p.end)
     code = linked.insns
-    relocations = [f"insn {i}: call {callee} -> pc{imm:+d}" for i, callee, imm in linked.call_edits]
+    relocations = [f"insn {i}: " + ("callback" if I.opcode(code, i) == I.LD_IMM64 else "call")
+                   + f" {callee} -> pc{imm:+d}" for i, callee, imm in linked.call_edits]
     map_slots, address_slots, missing = [], [], []
     for fx in linked.fixups:
         before = I.describe(code, fx.insn_index)

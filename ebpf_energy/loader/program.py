@@ -12,7 +12,7 @@ from typing import Optional
 
 from ebpf_energy.loader import explain, syscall
 from ebpf_energy.loader import insn as I
-from ebpf_energy.loader.errors import LoaderError, SyscallError, VerifierError
+from ebpf_energy.loader.errors import LoaderError, NotSupported, SyscallError, VerifierError
 
 LOG_STATS = 4
 LOG_SIZE = 1 << 20
@@ -128,9 +128,11 @@ def _rejection(linked, args, lines, first) -> VerifierError:
     tail = [l for l in log.rstrip().splitlines() if l.strip()][-12:]
     where = None
     idx = failing_insn(log)
+    errname = getattr(first, "errno", None)
+    if idx is None and errname == 22 and not any(l.startswith(("processed ", "verification time")) for l in tail):
+        raise _refused_before_verifier(linked, args, tail)
     if idx is not None:
         where = source_line_of(lines, idx)
-    errname = getattr(first, "errno", None)
     reason = {13: "EACCES", 22: "EINVAL", 7: "E2BIG", 28: "ENOSPC"}.get(errname, str(errname or ""))
     msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}"
            f"{', ' + reason if reason else ''})"]
@@ -142,6 +144,28 @@ def _rejection(linked, args, lines, first) -> VerifierError:
         msg.append("last verifier lines:")
         msg.extend("  " + l for l in tail)
     return VerifierError(linked.name, "\n".join(msg), log=log, source_line=where)
+
+
+def _refused_before_verifier(prog, args, tail) -> NotSupported:
+    """EINVAL with no verifier output: BPF_PROG_LOAD's own checks (program
+    type, expected attach type, flags, attach target) said no before any
+    instruction was verified, so it is not called a verifier rejection."""
+    from ebpf_energy.loader.sections import attach_type_name, flag_names
+
+    what = [f"type {prog.prog_type_name}"]
+    eat = args.get("expected_attach_type")
+    what.append(f"expected attach type {attach_type_name(eat)}" if eat else "no expected attach type")
+    if args.get("prog_flags"):
+        what.append(f"flags {'|'.join(flag_names(args['prog_flags']))}")
+    if args.get("attach_btf_id"):
+        what.append(f"attach target {prog.attach_target or args['attach_btf_id']}")
+    msg = (f"program {prog.name} (section {prog.section}): the kernel refused its load attributes "
+           f"({', '.join(what)}) before verifying any instruction")
+    if tail:
+        msg += ": " + "; ".join(l.strip() for l in tail[-3:])
+    else:
+        msg += ": this kernel does not take that combination (check the SEC() name)"
+    return NotSupported("BPF_PROG_LOAD", 22, msg)
 
 
 def check_loaded(name, fd):

@@ -311,3 +311,40 @@ def test_big_endian_object_is_refused(test_objects, tmp_path):
         ObjectSpec.parse(str(obj))
     r = run_load(obj, "--dry-run")
     assert r.returncode == 1 and "big-endian" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_statically_linked_object_keeps_each_units_statics(test_objects, tmp_path, fds_unchanged):
+    """`bpftool gen object` of two units that each have `static count` and
+    `static step()`: each program uses its own (a counts by 1, b by 100)."""
+    linked = tmp_path / "linked.bpf.o"
+    subprocess.run(["bpftool", "gen", "object", str(linked), str(test_objects("linked_a")),
+                    str(test_objects("linked_b"))], check=True)
+    n = 3
+    with BpfObject.open(linked) as obj:
+        obj.rodata["target_tgid"] = os.getpid()
+        obj.load()
+        obj.attach()
+        ids = object_ids(obj)
+        trigger(n)
+        assert (obj.bss["a_count"], obj.bss["b_count"]) == (n, 100 * n)
+        assert (obj.bss["count"], obj.bss["count.2"]) == (n, 100 * n)  # a's static, then b's
+        assert obj.btf_fd  # the kernel took the linked BTF
+    assert_gone(ids)
+
+
+def test_a_refused_btf_is_a_warning_or_an_error_never_silent(test_objects, fds_unchanged):
+    """The kernel refuses the object's BTF: an object that can do without it
+    loads with a warning saying what is lost; one whose maps need it
+    (struct_ops) fails."""
+    import dataclasses
+
+    from ebpf_energy.loader.collection import Collection
+    from ebpf_energy.loader.errors import BtfError
+
+    bad = b"\x9f\xeb\x01\x00\x18\x00\x00\x00" + bytes(16)  # a BTF header whose sections do not add up
+    ok = prepare(ObjectSpec.parse(str(test_objects("kernel_maps"))), Target.running())
+    with Collection.load(dataclasses.replace(ok, btf=bad)) as c:
+        assert c.btf_fd == 0 and len(c.warnings) == 1 and "refused the object's BTF" in c.warnings[0]
+    needs = prepare(ObjectSpec.parse(str(test_objects("struct_ops_cc"))), Target.running())
+    with pytest.raises(BtfError):
+        Collection.load(dataclasses.replace(needs, btf=bad))

@@ -494,6 +494,11 @@ class Btf(BtfQueries):
                     raise BtfError(f"BTF datasec '{t.name}': no ELF symbol for variable '{var.name}'")
                 size = self.size_of(var.type)
                 off = symbol_offsets[key]
+                if isinstance(off, (list, tuple)):  # same-named statics of a linked object: the BTF knows which
+                    off = v.offset if v.offset in off else off[0] if len(off) == 1 else None
+                    if off is None:
+                        raise BtfError(f"BTF datasec '{t.name}': {len(symbol_offsets[key])} symbols are named "
+                                       f"'{var.name}' and none is at the BTF's offset {v.offset}")
                 if off + size > t.size:
                     raise BtfError(f"BTF datasec '{t.name}': variable '{var.name}' at {off}+{size} "
                                    f"is outside the {t.size}-byte section")

@@ -158,11 +158,18 @@ class ObjectSpec:
         return ids[0] if ids else 0
 
     def _vars_of(self, datasec_id):
+        """name -> (offset, size, type). In a statically linked object two
+        units may each have a ``static`` of one name: the second is ``name.2``
+        (the third ``name.3``), in section order, so neither hides the other."""
         t = self.btf.type(datasec_id)
         out = {}
         for var_id, offset, size in t.vars:
             var = self.btf.type(var_id)
-            out[var.name] = (offset, size, var.type)
+            name, n = var.name, 1
+            while name in out:
+                n += 1
+                name = f"{var.name}.{n}"
+            out[name] = (offset, size, var.type)
         return out
 
     # -- programs ----------------------------------------------------------
@@ -264,6 +271,6 @@ def _fixup_datasecs(elf, btf):
     for sym in elf.symbols:
         if sym.type == "OBJECT" and sym.shndx not in (0, 0xFFF1, 0xFFF2) and sym.shndx < 0xFF00:
             sec = elf.section_by_index(sym.shndx)
-            if sec is not None:
-                offsets[(sec.name, sym.name)] = sym.value
+            if sec is not None:  # a list: statically linked units may each have a `static x`
+                offsets.setdefault((sec.name, sym.name), []).append(sym.value)
     btf.fixup_datasecs(sizes, offsets)

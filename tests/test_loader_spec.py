@@ -348,3 +348,22 @@ def test_a_refused_btf_is_a_warning_or_an_error_never_silent(test_objects, fds_u
     needs = prepare(ObjectSpec.parse(str(test_objects("struct_ops_cc"))), Target.running())
     with pytest.raises(BtfError):
         Collection.load(dataclasses.replace(needs, btf=bad))
+
+
+@pytest.mark.parametrize("obj, args, said", [
+    ("map_in_map", ["-d", "0"], ["outer_arr[2] = map inner_b", "jumps[1] = program bump_b",
+                                 "inner map outer_arr.inner"]),
+    ("struct_ops_cc", ["-d", "0"], ["spec_undo_cwnd -> member undo_cwnd (index 8)",
+                                    "struct_ops spec_cc: registered (BPF_MAP_UPDATE_ELEM)",
+                                    "struct_ops spec_cc_link: registered through link", "spec_cc: unregistered"]),
+    ("spec_kinds", ["--no-attach"], ["expected attach type cgroup_inet4_connect", "flags xdp_has_frags",
+                                     "optional_tp in SEC(\"?tp/syscalls/sys_enter_getppid\")"]),
+    ("spec_externs", ["--no-attach"], ["LINUX_HAS_BPF_COOKIE = 01", "POISONED: weak kfunc bpf_spec_no_such_kfunc"]),
+    ("callbacks", ["--no-attach"], ["callback count_record -> pc+"]),
+    ("kernel_maps", ["--no-attach"], ["no BTF key/value ids: the kernel takes none for sockmap maps"]),
+])
+def test_explain_tells_each_feature(test_objects, obj, args, said):
+    r = run_load(test_objects(obj), "--explain", *args)
+    assert r.returncode == 0, r.stderr
+    for text in said:
+        assert text in r.stderr, text

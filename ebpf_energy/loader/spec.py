@@ -21,7 +21,8 @@ from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
 from ebpf_energy.loader.externs import KconfigVar
 from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS  # noqa: F401 (MAP_TYPES re-exported)
 from ebpf_energy.loader.mapdefs import parse_btf_maps
-from ebpf_energy.loader.sections import PROG_TYPES, SectionKind, autoload_of, classify
+from ebpf_energy.loader.sections import PROG_TYPES, SectionKind, attach_type_name, autoload_of, classify, \
+    flag_names
 
 ARRAY = 2
 BPF_F_RDONLY_PROG = 1 << 7
@@ -193,6 +194,9 @@ class ObjectSpec:
                 self.programs[sym.name] = ProgramSpec(sym.name, sec.name, sec.index, start, end, kind, auto)
                 explain.trace("prog", f"program {sym.name} in SEC(\"{sec.name}\"): "
                               f"{end - start} instructions, type {kind.prog_type_name if kind else 'unknown'}"
+                              + (f", expected attach type {attach_type_name(kind.expected_attach_type)}"
+                                 if kind and kind.expected_attach_type else "")
+                              + (f", flags {'|'.join(flag_names(kind.prog_flags))}" if kind and kind.prog_flags else "")
                               + ("" if auto else " (off by default: '?' section, load it with --program)"))
 
     def _struct_ops_autoload(self):

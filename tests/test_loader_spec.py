@@ -367,3 +367,17 @@ def test_explain_tells_each_feature(test_objects, obj, args, said):
     assert r.returncode == 0, r.stderr
     for text in said:
         assert text in r.stderr, text
+
+
+def test_unreadable_map_types_are_reported_with_their_reason(test_objects):
+    """Item 1: every map user space cannot list is `entries: null` with the
+    reason from the one table (map_types.UNREADABLE); the load succeeds."""
+    from ebpf_energy.loader.map_types import UNREADABLE
+
+    r = run_load(test_objects("kernel_maps"), "--json")
+    assert r.returncode == 0, r.stderr
+    maps = {m["name"]: m for m in json.loads(r.stdout)["maps"]}
+    for name in ("socks", "sock_hash", "xsks", "fifo", "lifo", "bloom"):
+        m = maps[name]
+        assert m["entries"] is None and m["entries_error"].endswith(UNREADABLE[m["type"]]), name
+    assert maps["devs"]["entries"] is not None and maps["cpus"]["entries"] is not None  # readable: ids

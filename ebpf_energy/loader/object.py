@@ -182,7 +182,7 @@ class BpfObject:
                 p.attach_error = str(e)
                 if strict:
                     raise
-        if only is None:
+        if only is None and self.prepared is not None:
             self._register_struct_ops()
         return done
 

@@ -381,3 +381,16 @@ def test_unreadable_map_types_are_reported_with_their_reason(test_objects):
         m = maps[name]
         assert m["entries"] is None and m["entries_error"].endswith(UNREADABLE[m["type"]]), name
     assert maps["devs"]["entries"] is not None and maps["cpus"]["entries"] is not None  # readable: ids
+
+
+def test_virtual_externs_answer_for_the_target_kernel():
+    """Read from the target's BTF: this kernel has both features; the made-up
+    kernel of tests/testdata (no bpf_func_id, no syscall wrappers) has neither,
+    so a dry run for it says 0."""
+    from ebpf_energy.loader.externs import virtual_value
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    fake = Target.from_btf_file(os.path.join(root, "testdata", "fake_kernel.bpf.o"))
+    running = Target.running(addresses=False)
+    for name in ("LINUX_HAS_BPF_COOKIE", "LINUX_HAS_SYSCALL_WRAPPER"):
+        assert (virtual_value(name, running), virtual_value(name, fake)) == (1, 0)

@@ -16,6 +16,7 @@ from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._signals import TerminateOnSignals
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
+from ebpf_energy.loader.map_types import unreadable_reason
 
 MAX_SHOWN = 10000
 
@@ -75,10 +76,12 @@ def map_report(obj, name, m):
     except LoaderError:
         entry["id"] = None
     entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
-    from ebpf_energy.loader.maps import NO_LOOKUP_TYPES
-
-    if spec.type in NO_LOOKUP_TYPES:
+    if spec.struct_ops is not None:
+        entry["registered"] = name in obj.struct_ops_links
+    reason = unreadable_reason(spec.type)
+    if reason:
         entry["entries"] = None
+        entry["entries_error"] = f"the entries of {name} cannot be read from user space: {reason}"
     elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
     else:
@@ -117,6 +120,8 @@ def program_report(p):
         info = p.info()
         row.update(id=info.get("id"), run_cnt=info.get("run_cnt", 0), run_time_ns=info.get("run_time_ns", 0),
                    verified_insns=info.get("verified_insns"))
+    if p.via:
+        row["attach"] = f"struct_ops {p.via}"
     if p.attach_error:
         row["error"] = p.attach_error
     return row
@@ -209,6 +214,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
             if stats:
                 stats_fd = syscall.enable_stats()
             obj.load(only=programs or None)
+            for w in obj.warnings:
+                click.echo(f"warning: {w}", err=True)
             if attach:
                 obj.attach(strict=False)
                 failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.spec.kind.manual]
@@ -217,7 +224,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
                 stopped_by = stop.stopper.reason
             report = {"schema": 1, "object": str(object_path), "stats": bool(stats),
                       "programs": [program_report(p) for p in obj.programs.values() if p.loaded],
-                      "maps": [map_report(obj, name, m) for name, m in obj.maps.items()]}
+                      "maps": [map_report(obj, name, m) for name, m in obj.maps.items()],
+                      "warnings": list(obj.warnings)}
             if unpin:
                 for m in report["maps"]:
                     if m["pinned"]:

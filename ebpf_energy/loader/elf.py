@@ -11,6 +11,7 @@ a corrupt file must never surface as a traceback.
 """
 
 import struct
+import sys
 from collections import namedtuple
 
 from . import explain
@@ -92,6 +93,12 @@ class ElfObject:
         (etype, machine, _, _, _, shoff, _, _, _, _, shentsize, shnum, shstrndx) = struct.unpack_from(E + _EHDR, data, 16)
         if machine != EM_BPF:
             raise ElfError(f"{self.name}: not a BPF object (e_machine {machine}, expected EM_BPF=247)")
+        host = "little" if sys.byteorder == "little" else "big"
+        order = "little" if data[5] == ELFDATA2LSB else "big"
+        if order != host:
+            # the kernel takes instructions, BTF and map data in its own byte order only
+            raise ElfError(f"{self.name}: a {order}-endian BPF object (clang -target bpf{'eb' if order == 'big' else 'el'})"
+                           f" cannot run on this {host}-endian kernel: rebuild it with -target bpf")
         if etype != ET_REL:
             raise ElfError(f"{self.name}: expected a relocatable object (ET_REL), got e_type {etype}")
         if shentsize != struct.calcsize(E + _SHDR):

@@ -13,7 +13,7 @@ import os
 from typing import Dict, Iterable, List, Optional
 
 from ebpf_energy.loader import attach as attach_mod
-from ebpf_energy.loader import explain, program, syscall
+from ebpf_energy.loader import explain, program, struct_ops, syscall
 from ebpf_energy.loader.collection import Collection, TrampolineRefused  # noqa: F401 (re-exported)
 from ebpf_energy.loader.errors import AttachError, LoaderError
 from ebpf_energy.loader.globals import GlobalData
@@ -32,6 +32,7 @@ class Program:
         self.link = None
         self.prepared = None  # its PreparedProgram, once loaded
         self.attach_error: Optional[str] = None
+        self.via: Optional[str] = None  # a struct_ops program: the registered map it is attached through
 
     name = property(lambda self: self.spec.name)
     section = property(lambda self: self.spec.section)
@@ -51,7 +52,7 @@ class Program:
 
     @property
     def attached(self):
-        return self.link is not None
+        return self.link is not None or self.via is not None
 
     def info(self) -> dict:
         program.check_loaded(self.name, self.fd)
@@ -71,6 +72,8 @@ class BpfObject:
         self._globals: Dict[str, GlobalData] = {}
         for sec, variables in spec.data_vars.items():
             self._globals[sec] = GlobalData(sec, variables, spec.btf, spec.maps[sec].initial)
+        self.struct_ops_links: Dict[str, object] = {}  # struct_ops map name -> its registration
+        self.warnings: List[str] = []  # loaded, but not as asked (a BTF the kernel refused)
         self._loaded = False
         self._closed = False
 
@@ -142,6 +145,7 @@ class BpfObject:
             self.close()
             raise
         self.maps = dict(self.collection.maps)
+        self.warnings = list(self.collection.warnings)
         for name, fd in self.collection.programs.items():
             self.programs[name].fd = fd
             self.programs[name].prepared = prepared.programs[name]
@@ -172,7 +176,24 @@ class BpfObject:
                 p.attach_error = str(e)
                 if strict:
                     raise
+        if only is None and self.prepared is not None:
+            self._register_struct_ops()
         return done
+
+    def _register_struct_ops(self):
+        """Each struct_ops map is registered with the kernel (its programs
+        attached through it): a link for ``.struct_ops.link``, else the map itself."""
+        for name, pm in self.prepared.maps.items():
+            if pm.struct_ops is None or name in self.struct_ops_links:
+                continue
+            fds = {p: self.programs[p].fd for _, p in pm.struct_ops.fd_slots if self.programs[p].loaded}
+            try:
+                self.struct_ops_links[name] = struct_ops.register(name, self.maps[name].fd, pm.initial,
+                                                                  pm.struct_ops, fds)
+                for p in fds:
+                    self.programs[p].via = f"{self.programs[p].via}, {name}" if self.programs[p].via else name
+            except LoaderError as e:
+                raise AttachError(f"struct_ops {name}: the kernel refused to register it: {e}") from None
 
     def _attach_one(self, p: Program):
         kind = p.spec.kind
@@ -200,6 +221,11 @@ class BpfObject:
         if self._closed:
             return
         self._closed = True
+        for link in self.struct_ops_links.values():
+            link.close()
+        self.struct_ops_links = {}
+        for p in self.programs.values():
+            p.via = None
         for p in self.programs.values():
             if p.link is not None:
                 p.link.close()

@@ -253,6 +253,19 @@ def map_create(map_type, key_size, value_size, max_entries, map_flags=0, name=""
     return Fd(fd, "BPF_MAP_CREATE")
 
 
+def map_create_struct_ops(name, value_size, vmlinux_value_type_id, map_flags=0, btf_fd=0):
+    """BPF_MAP_CREATE of a BPF_MAP_TYPE_STRUCT_OPS map -> fd: one 4-byte key,
+    the value typed by the kernel's own ``struct bpf_struct_ops_<name>``."""
+    raise_memlock()
+    nm = _name16(name)
+    return _command(uapi.BPF_MAP_CREATE,
+                    f"BPF_MAP_CREATE type=struct_ops value={value_size} flags={_hex(map_flags)} "
+                    f"name={nm.decode() or '-'} btf_vmlinux_value_type_id={vmlinux_value_type_id}",
+                    map_type=uapi.BPF_MAP_TYPE_STRUCT_OPS, key_size=4, value_size=value_size, max_entries=1,
+                    map_flags=map_flags, map_name=nm, btf_fd=btf_fd,
+                    btf_vmlinux_value_type_id=vmlinux_value_type_id)
+
+
 def _elem_call(cmd, fd, key, value, out_size, flags=0):
     """One BPF_MAP_*_ELEM call with the attr, key, value and output in a single
     allocation (the hot path: a few cffi operations per element).

@@ -44,6 +44,7 @@ CMD_NAMES = {v: n for v, n in reversed(_abi.bpf_cmd)}  # the first name of a val
 MAP_TYPE_NAMES = _names(_abi.bpf_map_type, "BPF_MAP_TYPE_")
 PROG_TYPE_NAMES = _names(_abi.bpf_prog_type, "BPF_PROG_TYPE_")
 LINK_TYPE_NAMES = _names(_abi.bpf_link_type, "BPF_LINK_TYPE_")
+ATTACH_TYPE_NAMES = _names(_abi.bpf_attach_type, "BPF_")
 
 
 def helper_id(name):

@@ -113,7 +113,6 @@ class Collection:
         finally:
             if template is not None:  # the outer map keeps what it needs of it
                 template.close()
-        live.spec_name = m.name
         try:
             if m.initial is not None:
                 syscall.map_update(live.fd, b"\0\0\0\0", m.initial, 0)
@@ -165,7 +164,6 @@ class Collection:
         except SyscallError as e:
             raise type(e)(e.command, e.errno, f"struct_ops map {m.name}: {str(e).split(': ', 1)[-1]}") from None
         live = Map(fd, m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, m.flags)
-        live.spec_name = m.name
         return live
 
     def _create_inner(self, m: PreparedMap) -> Map:

@@ -107,6 +107,13 @@ class BpfObject:
                 return g.section
         raise KeyError(f"no global variable {name!r} in {self.spec.path}")
 
+    def find_global(self, name: str) -> GlobalData:
+        """The data section (``.bss``, ``.rodata``, ``.kconfig``...) holding global ``name``."""
+        for g in self._globals.values():
+            if name in g:
+                return g
+        raise KeyError(f"no global variable {name!r} in {self.spec.path}")
+
     def set_max_entries(self, map_name: str, n: int):
         if self._loaded:
             raise LoaderError("max_entries can only change before load()")

@@ -112,8 +112,10 @@ def brief(value, items=8):
 def program_report(p):
     row = {"name": p.name, "section": p.section, "type": p.type_name, "loaded": p.loaded,
            "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0}
-    if p.spec.kind.manual:
-        row["attach"] = "manual"  # its section names nothing to attach to: run it, or attach it yourself
+    if p.needs or p.spec.kind.manual:
+        # its section names no complete target: loaded, not attached (as libbpf), and what it needs
+        row["attach"] = "manual"
+        row["needs"] = p.needs or "nothing to attach to: its section names no target"
     if p.loaded:
         info = p.info()
         row.update(id=info.get("id"), run_cnt=info.get("run_cnt", 0), run_time_ns=info.get("run_time_ns", 0),
@@ -212,7 +214,7 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
             obj.load(only=programs or None)
             if attach:
                 obj.attach(strict=False)
-                failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.spec.kind.manual]
+                failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.needs]
             stopped_by = None
             if duration and not failed and stop.wait(duration):
                 stopped_by = stop.stopper.reason

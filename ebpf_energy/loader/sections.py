@@ -90,6 +90,10 @@ def classify(section: str) -> Optional[SectionKind]:
     if section.startswith("iter/"):
         name = _after(section, "iter/")
         return SectionKind(PROG_TYPES["tracing"], BPF_TRACE_ITER, None, name, "bpf_iter_" + name, "func")
+    # --- added by links: sections whose link needs an expected attach type at load
+    for prefix, (ptype, attach_type) in LINK_SECTIONS.items():
+        if section == prefix or section.startswith(prefix + "/"):
+            return SectionKind(PROG_TYPES[ptype], attach_type, target=section[len(prefix) + 1:])
     simple = {
         "socket": "socket_filter", "xdp": "xdp", "tc": "sched_cls", "classifier": "sched_cls",
         "action": "sched_act", "perf_event": "perf_event", "syscall": "syscall", "sk_skb": "sk_skb",
@@ -102,3 +106,29 @@ def classify(section: str) -> Optional[SectionKind]:
     if section in simple or head in simple:
         return SectionKind(PROG_TYPES[simple.get(section, simple.get(head))], target=section.partition("/")[2])
     return None
+
+
+# --- added by links: section -> (program type, expected attach type) for the
+# kinds attached through BPF_LINK_CREATE with that attach type
+LINK_SECTIONS = {
+    "uprobe.multi": ("kprobe", 48), "uretprobe.multi": ("kprobe", 48),
+    "uprobe.multi.s": ("kprobe", 48), "uretprobe.multi.s": ("kprobe", 48),
+    "kprobe.multi": ("kprobe", 42), "kretprobe.multi": ("kprobe", 42),
+    "uprobe.s": ("kprobe", 0), "uretprobe.s": ("kprobe", 0), "usdt": ("kprobe", 0), "usdt.s": ("kprobe", 0),
+    "tcx/ingress": ("sched_cls", 46), "tcx/egress": ("sched_cls", 47),
+    "tc/ingress": ("sched_cls", 46), "tc/egress": ("sched_cls", 47),
+    "xdp": ("xdp", 37), "netfilter": ("netfilter", 45), "sk_lookup": ("sk_lookup", 36),
+    "flow_dissector": ("flow_dissector", 17),
+    "cgroup_skb/ingress": ("cgroup_skb", 0), "cgroup_skb/egress": ("cgroup_skb", 1),
+    "cgroup/skb": ("cgroup_skb", 0), "cgroup/sock_create": ("cgroup_sock", 2), "cgroup/sock": ("cgroup_sock", 2),
+    "cgroup/sock_release": ("cgroup_sock", 34), "cgroup/post_bind4": ("cgroup_sock", 12),
+    "cgroup/post_bind6": ("cgroup_sock", 13), "cgroup/dev": ("cgroup_device", 6), "sockops": ("sock_ops", 3),
+    "cgroup/bind4": ("cgroup_sock_addr", 8), "cgroup/bind6": ("cgroup_sock_addr", 9),
+    "cgroup/connect4": ("cgroup_sock_addr", 10), "cgroup/connect6": ("cgroup_sock_addr", 11),
+    "cgroup/sendmsg4": ("cgroup_sock_addr", 14), "cgroup/sendmsg6": ("cgroup_sock_addr", 15),
+    "cgroup/recvmsg4": ("cgroup_sock_addr", 19), "cgroup/recvmsg6": ("cgroup_sock_addr", 20),
+    "cgroup/getpeername4": ("cgroup_sock_addr", 29), "cgroup/getpeername6": ("cgroup_sock_addr", 30),
+    "cgroup/getsockname4": ("cgroup_sock_addr", 31), "cgroup/getsockname6": ("cgroup_sock_addr", 32),
+    "cgroup/sysctl": ("cgroup_sysctl", 18), "cgroup/getsockopt": ("cgroup_sockopt", 21),
+    "cgroup/setsockopt": ("cgroup_sockopt", 22),
+}

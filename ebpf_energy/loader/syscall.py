@@ -850,3 +850,47 @@ def num_possible_cpus():
         with open("/sys/devices/system/cpu/possible") as f:
             _ncpus = parse_cpu_list(f.read())
     return _ncpus
+
+
+# --- added by links: BPF_LINK_CREATE with a kind's own attr tail; perf_event_open with any attr field
+def link_create_tail(prog_fd, target, attach_type, tail=b"", flags=0, what=""):
+    """BPF_LINK_CREATE -> link fd, for the kinds whose ``link_create`` union
+    member follows ``flags`` (offset 16): ``tail`` is that member, packed by
+    the link module that knows it (perf_event cookie, netfilter, tcx,
+    uprobe_multi, ...); ``target`` is an fd or an ifindex; ``what`` names it
+    in traces and errors."""
+    head = _new("__u32[4]", [prog_fd, target, attach_type, flags])
+    a = _new("char[]", 16 + len(tail))
+    _memmove(a, head, 16)
+    if tail:
+        _memmove(a + 16, tail, len(tail))
+    fd, err = _bpf(uapi.BPF_LINK_CREATE, a, 16 + len(tail))
+    desc = f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target} attach_type={attach_type} flags={flags} {what}".rstrip()
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        raise _fail("BPF_LINK_CREATE", err)
+    explain.trace("syscall", f"{desc} -> link fd {fd}")
+    return fd
+
+
+def perf_event_open_attr(pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC, **fields):
+    """perf_event_open(2) with these ``struct perf_event_attr`` fields set
+    (``type``, ``config``, ``config1``, ``config2``, ``sample_period``, ``flags``
+    as the attr's bit field word, ...) -> perf fd."""
+    a = _new("struct perf_event_attr *")
+    a.size = uapi.PERF_ATTR_SIZE_VER5
+    attr_flags = fields.pop("attr_flags", 0)
+    a.flags = attr_flags
+    for name, value in fields.items():
+        setattr(a, name, value)
+    r = _syscall(uapi.SYS_perf_event_open, a, _cast("long", pid), _cast("long", cpu),
+                 _cast("long", group_fd), _cast("unsigned long", flags))
+    err = ffi.errno if r < 0 else 0
+    desc = "perf_event_open " + " ".join(f"{k}={v:#x}" if k.startswith("config") else f"{k}={v}"
+                                         for k, v in fields.items()) + f" pid={pid} cpu={cpu}"
+    if err:
+        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
+        hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid" if err in (_errno.EACCES, _errno.EPERM) else ""
+        raise _fail("perf_event_open", err, hint)
+    explain.trace("syscall", f"{desc} -> fd {r}")
+    return r

@@ -19,7 +19,7 @@ SHT_NOBITS = 8
 _MAX_NOBITS = 1 << 28
 
 Section = namedtuple("Section", "index name type flags data size is_exec")
-Symbol = namedtuple("Symbol", "index name value size bind type shndx")
+Symbol = namedtuple("Symbol", "index name value size bind type shndx hidden", defaults=(False,))
 Reloc = namedtuple("Reloc", "offset symbol type")
 
 _BINDS = {"STB_LOCAL": "LOCAL", "STB_GLOBAL": "GLOBAL", "STB_WEAK": "WEAK"}
@@ -130,7 +130,8 @@ class ElfObject:
             if stype == "SECTION" and not name and 0 < shndx < nsec:
                 name = self.sections[shndx].name
             self.symbols.append(Symbol(i, name, sym["st_value"], sym["st_size"],
-                                       _BINDS.get(info["bind"], str(info["bind"])), stype, shndx))
+                                       _BINDS.get(info["bind"], str(info["bind"])), stype, shndx,
+                                       sym["st_other"]["visibility"] == "STV_HIDDEN"))
 
     def _read_relocs(self, rel):
         target = rel.header["sh_info"]

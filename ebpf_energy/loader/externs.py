@@ -81,11 +81,18 @@ def read_kconfig(path="/proc/config.gz", fallback=True) -> Dict[str, str]:
     return {}
 
 
+# --- added by links: libbpf's virtual __kconfig externs -> the first kernel
+# version where they are true (BPF cookies 5.15; x86-64 syscall wrappers 4.17)
+VIRTUAL_KCONFIG = {"LINUX_HAS_BPF_COOKIE": (5 << 16) | (15 << 8), "LINUX_HAS_SYSCALL_WRAPPER": (4 << 16) | (17 << 8)}
+
+
 def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec, version: int) -> bytes:
     """Encode one extern's value in its BTF type (``codec``); ``version`` is
     the target's KERNEL_VERSION(a, b, c), for LINUX_KERNEL_VERSION."""
     if var.name == "LINUX_KERNEL_VERSION":
         return codec.encode(version)
+    if var.name in VIRTUAL_KCONFIG:  # --- added by links: libbpf's virtual externs (usdt.bpf.h needs one)
+        return codec.encode(int(version >= VIRTUAL_KCONFIG[var.name]))
     raw = kconfig.get(var.name)
     if raw is None:
         if var.weak:

@@ -75,7 +75,7 @@ def attach(obj, program):
     name: a link, or NeedsMore, or AttachError."""
     section, fd, kind = program.section, program.fd, program.spec.kind
     wanted = needs(section)
-    if wanted is None and kind.manual and _head(section) not in ("iter",):
+    if wanted is None and kind.attach is None and not section.partition("/")[2]:
         wanted = "nothing to attach to: its section names no target"
     if wanted is not None:
         raise NeedsMore(wanted)

@@ -12,27 +12,40 @@ that runs every second faults in no new pages.
 
 import errno as _errno
 import os
+import struct
 
 from .. import explain, syscall
 from ..errors import AttachError, PermissionDenied, SyscallError
+from .base import Link
 
 
-class Iterator:
-    """An iterator link. ``read()`` runs one whole pass; ``close()`` detaches."""
+BPF_TRACE_ITER = 28
 
-    kind = "iter"
 
-    def __init__(self, prog_fd, target, map_fd=0):
-        self.target = target
+class Iterator(Link):
+    """An iterator link. ``read()`` runs one whole pass; ``close()`` detaches.
+    ``map_fd`` for map-element iterators; ``pid``/``tid`` limit ``iter/task``
+    (and task_file, task_vma) to one process or thread."""
+
+    def __init__(self, prog_fd, target, map_fd=0, pid=0, tid=0):
+        # union bpf_iter_link_info: map.map_fd, or task.{tid, pid, pid_fd}
+        info = struct.pack("<I", map_fd) if map_fd else struct.pack("<III", tid, pid, 0) if pid or tid else b""
+        self._info = syscall.ffi.new("char[]", info.ljust(16, b"\0")) if info else None
+        tail = struct.pack("<QI", int(syscall.ffi.cast("uintptr_t", self._info)), 16) if info else b""
+        what = f"(iter/{target}{f' map_fd={map_fd}' if map_fd else ''}{f' pid={pid}' if pid else ''}" \
+               f"{f' tid={tid}' if tid else ''})"
         try:
-            self.fd = syscall.link_create_iter(prog_fd, map_fd)
+            fd = syscall.link_create_tail(prog_fd, 0, BPF_TRACE_ITER, tail, what=what)
         except PermissionDenied:
             raise
         except SyscallError as e:
             hint = ""
             if e.errno == _errno.EACCES and map_fd:
                 hint = " (the program reads past the map's value: is its value size the one it was built for?)"
+            elif e.errno == _errno.EBADF and not map_fd:
+                hint = f" (iter/{target} iterates over a map: give its fd)"
             raise AttachError(f"cannot attach iterator {target}: {e}{hint}") from e
+        super().__init__("iter", fd, f"iter/{target}", prog_fd=prog_fd)
         self._buf = bytearray(1 << 16)
 
     def read(self) -> memoryview:
@@ -60,30 +73,6 @@ class Iterator:
             os.close(sfd)
         explain.trace("syscall", f"read iterator {self.target} -> {pos} bytes")
         return memoryview(buf)[:pos]
-
-    def close(self):
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-            explain.trace("close", f"detach iterator {self.target} (closed fd {fd})")
-
-    @property
-    def closed(self):
-        return self.fd < 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        fd = getattr(self, "fd", -1)
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     def __repr__(self):
         return f"<Iterator {self.target} fd={self.fd}>"

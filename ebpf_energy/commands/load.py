@@ -122,7 +122,33 @@ def program_report(p):
                    verified_insns=info.get("verified_insns"))
     if p.attach_error:
         row["error"] = p.attach_error
+    if p.link is not None:
+        row["link"] = link_report(p.link)
     return row
+
+
+MAX_ITER_OUTPUT = 64 * 1024
+
+
+def link_report(link):
+    """How a program is attached: the link's kind and kernel id (``count``
+    links for a group: a perf event per CPU, a uprobe per USDT site), and for
+    an iterator one pass of its output."""
+    out = {"kind": link.kind, "target": link.target}
+    try:
+        info = link.info()
+        out.update(id=info.get("id"), type=info.get("type_name"), count=info.get("count", 1))
+    except LoaderError:
+        pass
+    if hasattr(link, "read"):  # an iterator: its output is what it is for
+        try:
+            text = bytes(link.read())
+            out["output"] = text[:MAX_ITER_OUTPUT].decode(errors="replace")
+            if len(text) > MAX_ITER_OUTPUT:
+                out["output_truncated"] = len(text)
+        except LoaderError as e:
+            out["output_error"] = str(e)
+    return out
 
 
 def print_text(report, out, full=False):
@@ -136,6 +162,11 @@ def print_text(report, out, full=False):
         attached = "yes" if p["attached"] else ("manual" if p.get("attach") == "manual" else "no")
         click.echo(f"{p['name']:<24} {p['section']:<32} {p['type']:<16} {str(p['id'] or '-'):>6} "
                    f"{attached:<8} {runs:>10} {per_run:>8}", file=out)
+    for p in report["programs"]:
+        output = (p.get("link") or {}).get("output")
+        if output is not None:
+            click.echo(f"\niterator {p['name']} ({p['section']}) output:", file=out)
+            click.echo(output.rstrip("\n") or "  (empty)", file=out)
     for m in report["maps"]:
         click.echo(f"\nmap {m['name']} ({m['type']}, key {m['key_size']} B, value {m['value_size']} B, "
                    f"max_entries {m['max_entries']})", file=out)
@@ -238,6 +269,10 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         click.echo(json.dumps(report, indent=2))
     else:
         print_text(report, sys.stdout, full=full)
+    for p in report["programs"]:
+        if p.get("needs") and attach:
+            click.echo(f"note: program {p['name']} ({p['section']}) is loaded, not attached: it needs "
+                       f"{p['needs']}", err=True)
     if failed:
         for p in failed:
             click.echo(f"error: program {p.name} ({p.section}) loaded but did not attach: {p.attach_error}", err=True)

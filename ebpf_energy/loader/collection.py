@@ -18,13 +18,13 @@ from ebpf_energy.loader.externs import kallsyms_address
 from ebpf_energy.loader.errors import BtfError, LoaderError, PermissionDenied, SyscallError, VerifierError
 from ebpf_energy.loader.maps import Map
 from ebpf_energy.loader.prepare import Prepared, PreparedMap, PreparedProgram, split_address
-from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
+from ebpf_energy.loader.sections import BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
 
-TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN)
+TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN, BPF_LSM_MAC)
 
 
 class TrampolineRefused(LoaderError):
-    """fentry/fexit refused although we are privileged: the kernel forbids trampolines."""
+    """fentry/fexit/lsm refused although we are privileged: the kernel forbids trampolines."""
 
     def __init__(self, message, errno):
         self.errno = errno
@@ -147,7 +147,7 @@ class Collection:
         except PermissionDenied as e:
             if p.expected_attach_type in TRAMPOLINE_ATTACH and os.geteuid() == 0:
                 raise TrampolineRefused(
-                    f"program {p.name} ({p.section}): this kernel refuses fentry/fexit programs even to "
+                    f"program {p.name} ({p.section}): this kernel refuses fentry/fexit/lsm programs even to "
                     "root (BPF trampolines are not permitted here, e.g. kernel lockdown or no "
                     "direct-call ftrace); attach to a tracepoint instead (tp_btf/, raw_tp/, tp/)",
                     e.errno) from None

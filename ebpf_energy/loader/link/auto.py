@@ -103,7 +103,7 @@ def attach(obj, program):
         return _attach_usdt(obj, program)
     from . import kprobe
     if head in kprobe.HEADS or head.startswith(("kprobe", "kretprobe")):
-        return kprobe.attach_section(fd, section, f"program {program.name}")
+        return kprobe.attach_section(fd, section)
     raise AttachError(f"program {program.name}: the loader has no automatic attachment for section "
                       f"{section!r} (see the README's `load` section for the kinds it attaches)")
 

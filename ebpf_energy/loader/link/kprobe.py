@@ -18,11 +18,11 @@ def has_kprobes() -> bool:
     return os.path.isdir(PMU)
 
 
-def attach_section(prog_fd, section, name="program"):
+def attach_section(prog_fd, section):
     """Kernel probes cannot be attached by this loader yet; on a kernel
     without kprobes, none can, and that is what the error says."""
     if not has_kprobes():
-        raise AttachError(f"{name} ({section}): this kernel has no kprobes (no kprobe PMU: CONFIG_KPROBES is off), "
-                          "so no loader can attach it; use a tracepoint (tp/, tp_btf/) instead")
-    raise AttachError(f"{name} ({section}): kernel probes are not attached by this loader yet; "
+        raise AttachError(f"this kernel has no kprobes (no kprobe PMU: CONFIG_KPROBES is off), so no loader can "
+                          f"attach {section}; use a tracepoint (tp/, tp_btf/) instead")
+    raise AttachError(f"kernel probes ({section}) are not attached by this loader yet; "
                       "use a tracepoint (tp/, tp_btf/) instead")

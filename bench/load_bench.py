@@ -31,7 +31,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS = os.path.join(ROOT, "bench", "build", "libbpf_harness")
 DEFAULT_OBJS = [os.path.join(ROOT, "tests", "bpf", "build", "seed_style.bpf.o"),
-                os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o")]
+                os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o"),
+                os.path.join(ROOT, "bench", "build", "uprobe_libc.bpf.o")]  # uprobes: libc symbols by name
 TARGETS = {"inproc": 1.5, "cli": 2.0}
 
 # Runs in a child: imports first (not timed), then two timed loads.

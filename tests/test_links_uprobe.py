@@ -72,6 +72,17 @@ def test_symbols_resolve_to_file_offsets(probed):
         find_binary("libnope.so.9")
 
 
+def test_a_file_that_is_not_elf_is_one_sentence(tmp_path):
+    bad = tmp_path / "notelf"
+    bad.write_bytes(b"#!/bin/sh\necho hi\n" + bytes(100))
+    with pytest.raises(AttachError, match="cannot read .*notelf as an ELF file"):
+        open_binary(str(bad))
+    truncated = tmp_path / "truncated"
+    truncated.write_bytes(open(find_binary("libc.so.6"), "rb").read(200))
+    with pytest.raises(AttachError, match="as an ELF file"):
+        open_binary(str(truncated))
+
+
 def test_uprobe_uretprobe_and_libc_count_exact_calls(probed, test_objects):
     child = Child(probed)
     try:

@@ -12,12 +12,16 @@ would: ``LD_LIBRARY_PATH``, the ld.so.conf directories, the usual lib dirs.
 import fnmatch
 import glob
 import os
+import struct
 from functools import lru_cache
 
 from ..errors import AttachError
 
 PT_LOAD = 1
-STT_FUNC, STT_GNU_IFUNC = "STT_FUNC", "STT_LOOS"  # pyelftools names STT_GNU_IFUNC STT_LOOS
+SHT_NOBITS = 8
+STT_FUNC, STT_GNU_IFUNC = 2, 10
+_BINDS = {0: "STB_LOCAL", 1: "STB_GLOBAL", 2: "STB_WEAK"}
+_SYM64 = struct.Struct("<IBBHQQ")  # Elf64_Sym: st_name, st_info, st_other, st_shndx, st_value, st_size
 LIB_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
 
 
@@ -62,51 +66,68 @@ def find_binary(name):
     raise AttachError(f"cannot find {name!r} (looked in {', '.join(dict.fromkeys(dirs))}); give its full path")
 
 
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
+_SHDR = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr: name type flags addr offset size link info align entsize
+_PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr: type flags offset vaddr paddr filesz memsz align
+_ET = {2: "ET_EXEC", 3: "ET_DYN"}
+
+
 class Binary:
-    """One ELF file's loadable segments and function symbols, read once."""
+    """One ELF file's loadable segments, function symbols and USDT notes,
+    read once with struct (the headers and two tables are all a uprobe
+    needs; pyelftools would parse every section of a large library)."""
 
     def __init__(self, path):
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
-
         self.path = path
         try:
             with open(path, "rb") as f:
-                elf = ELFFile(f)
-                self.type = elf.header.e_type
-                self.segments = [(s.header.p_vaddr, s.header.p_memsz, s.header.p_offset, s.header.p_filesz)
-                                 for s in elf.iter_segments() if s.header.p_type == "PT_LOAD"]
-                self.symbols = self._functions(elf)
-                self.notes = self._section(elf, ".note.stapsdt")
-                base = elf.get_section_by_name(".stapsdt.base")
-                self.stapsdt_base = base.header.sh_addr if base is not None else None
-                self.sections = [(s.name, s.header.sh_addr, s.header.sh_size, s.header.sh_offset)
-                                 for s in elf.iter_sections() if s.header.sh_addr]
-        except (OSError, ELFError) as e:
+                data = f.read()
+        except OSError as e:
+            raise AttachError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            self._parse(memoryview(data))
+        except (struct.error, ValueError, IndexError) as e:
             raise AttachError(f"cannot read {path} as an ELF file: {e}") from None
 
-    @staticmethod
-    def _section(elf, name):
-        s = elf.get_section_by_name(name)
-        return s.data() if s is not None else b""
+    def _parse(self, data):
+        if bytes(data[:4]) != b"\x7fELF":
+            raise ValueError("no ELF magic")
+        if data[4] != 2 or data[5] != 1:
+            raise AttachError(f"{self.path}: uprobes are placed in 64-bit little-endian binaries only")
+        (_, e_type, _, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum,
+         shstrndx) = _EHDR.unpack_from(data, 0)
+        self.type = _ET.get(e_type, str(e_type))
+        phdrs = [_PHDR.unpack_from(data, phoff + i * phentsize) for i in range(phnum)]
+        self.segments = [(p[3], p[6], p[2], p[5]) for p in phdrs if p[0] == PT_LOAD]
+        shdrs = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+        names = shdrs[shstrndx] if shdrs else None
 
-    @staticmethod
-    def _functions(elf):
-        """name -> set of (vaddr, bind): .symtab when present, else .dynsym."""
-        out = {}
+        def name_of(h):
+            start = names[4] + h[0]
+            return bytes(data[start:start + 64]).split(b"\0", 1)[0].decode(errors="replace")
+
+        by_name = {name_of(h): h for h in shdrs[1:]} if names else {}
+
+        def body(h):
+            return data[h[4]:h[4] + h[5]] if h[1] != SHT_NOBITS else b""
+
+        self.symbols = {}
         for table in (".symtab", ".dynsym"):
-            sec = elf.get_section_by_name(table)
-            if sec is None:
+            h = by_name.get(table)
+            if h is None:
                 continue
-            for sym in sec.iter_symbols():
-                e = sym.entry
-                if e.st_info.type not in (STT_FUNC, STT_GNU_IFUNC) or not e.st_value or e.st_shndx == "SHN_UNDEF":
+            strtab = bytes(body(shdrs[h[6]]))
+            for name_off, info, _other, shndx, value, _size in _SYM64.iter_unpack(body(h)[:h[5] // 24 * 24]):
+                if info & 0xF not in (STT_FUNC, STT_GNU_IFUNC) or not value or shndx == 0:
                     continue
-                name = sym.name.split("@", 1)[0]
-                out.setdefault(name, set()).add((e.st_value, e.st_info.bind))
-            if out:
+                name = strtab[name_off:strtab.index(b"\0", name_off)].decode(errors="replace").split("@", 1)[0]
+                self.symbols.setdefault(name, set()).add((value, _BINDS.get(info >> 4, "STB_LOCAL")))
+            if self.symbols:
                 break
-        return out
+        notes = by_name.get(".note.stapsdt")
+        self.notes = bytes(body(notes)) if notes is not None else b""
+        base = by_name.get(".stapsdt.base")
+        self.stapsdt_base = base[3] if base is not None else None
 
     def address_of(self, symbol):
         """The virtual address of function ``symbol`` (a global wins over weak

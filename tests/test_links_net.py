@@ -91,44 +91,27 @@ def test_socket_filter_counts_what_its_socket_receives(net_obj):
     assert net_obj.bss["socket_pkts"] == N
 
 
-def test_tcx_ingress_on_lo(net_obj):
+LINKED = {  # program -> (how it attaches inside the test's netns, link type, counter)
+    "count_tcx": (lambda fd: tcx.attach_tcx(fd, "lo", "ingress"), "tcx", "tcx_pkts"),
+    "count_xdp": (lambda fd: xdp.attach_xdp(fd, "lo"), "xdp", "xdp_pkts"),
+    "count_lookup": (lambda fd: sk_lookup.attach_netns(fd), "netns", "lookups"),
+    "count_nf": (lambda fd: netfilter.attach_netfilter(fd, "ipv4", "output", priority=-100), "netfilter", "nf_pkts"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINKED))
+def test_link_on_lo_in_own_netns_counts_exactly_while_attached(net_obj, name):
+    attach, link_type, counter = LINKED[name]
     with own_netns():
-        link = tcx.attach_tcx(net_obj.programs["count_tcx"].fd, "lo", "ingress")
-        assert link.info()["type_name"] == "tcx"
+        link = attach(net_obj.programs[name].fd)
+        assert link.info()["type_name"] == link_type
         send_and_receive()
         _closed_and_gone(link)
-        send_and_receive()
-    assert net_obj.bss["tcx_pkts"] == N
+        send_and_receive()  # detached: not counted
+    assert net_obj.bss[counter] == N
 
 
-def test_xdp_on_lo(net_obj):
-    with own_netns():
-        link = xdp.attach_xdp(net_obj.programs["count_xdp"].fd, "lo")
-        assert link.info()["type_name"] == "xdp"
-        send_and_receive()
-        _closed_and_gone(link)
-        send_and_receive()
-    assert net_obj.bss["xdp_pkts"] == N
-
-
-def test_sk_lookup_on_the_test_netns(net_obj):
-    with own_netns():
-        link = sk_lookup.attach_netns(net_obj.programs["count_lookup"].fd)
-        assert link.info()["type_name"] == "netns"
-        send_and_receive()
-        _closed_and_gone(link)
-        send_and_receive()
-    assert net_obj.bss["lookups"] == N
-
-
-def test_netfilter_local_out(net_obj):
-    with own_netns():
-        link = netfilter.attach_netfilter(net_obj.programs["count_nf"].fd, "ipv4", "output", priority=-100)
-        assert link.info()["type_name"] == "netfilter"
-        send_and_receive()
-        _closed_and_gone(link)
-        send_and_receive()
-    assert net_obj.bss["nf_pkts"] == N
+def test_netfilter_hook_names_are_checked(net_obj):
     with pytest.raises(AttachError, match="family is one of"):
         netfilter.attach_netfilter(net_obj.programs["count_nf"].fd, "ipv5", "output")
 

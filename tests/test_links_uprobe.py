@@ -10,7 +10,7 @@ import pytest
 from ebpf_energy.loader import syscall
 from ebpf_energy.loader.errors import AttachError
 from ebpf_energy.loader.link import auto, uprobe, usdt
-from ebpf_energy.loader.link.binary import find_binary, open_binary
+from ebpf_energy.loader.link.binary import find_binary, open_binary, parse_target
 from ebpf_energy.loader.object import BpfObject
 
 from test_syscall import wait_gone
@@ -157,14 +157,20 @@ def test_usdt_notes_semaphore_and_arguments(probed, test_objects):
         with BpfObject.open(test_objects("usdt")) as obj:
             obj.rodata["target_tgid"] = child.pid
             obj.load()
-            link = usdt.attach_usdt(obj.programs["on_tick"].fd, probed, "ebpf_energy", "tick",
-                                    obj.maps[usdt.SPECS_MAP], obj.maps[usdt.IP_MAP], pid=child.pid)
-            assert len(link) == len(notes)
-            total, ticks = child.go()
+            with usdt.attach_usdt(obj.programs["on_tick"].fd, probed, "ebpf_energy", "tick",
+                                  obj.maps[usdt.SPECS_MAP], obj.maps[usdt.IP_MAP], pid=child.pid) as link:
+                assert len(link) == len(notes)
+                with open(f"/proc/{child.pid}/maps") as f:
+                    spans = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in f
+                             if line.rstrip().endswith(os.path.realpath(probed))]
+                total, ticks = child.go()
             assert ticks == N  # the kernel raised the semaphore: the guarded probe ran
             assert obj.bss["ticks"] == N and obj.bss["i_sum"] == sum(range(N))
             assert obj.bss["last_sum"] == total and obj.bss["arg_cnt"] == 2
-            link.close()
+            # the ip map (for kernels without BPF cookies): each site's address in the child -> its spec id
+            ips = dict(obj.maps[usdt.IP_MAP].items())
+            assert sorted(ips.values()) == list(range(len(notes)))
+            assert all(any(lo <= ip < hi for lo, hi in spans) for ip in ips)
     finally:
         child.kill()
 
@@ -184,6 +190,16 @@ def test_usdt_from_the_section_name(probed, test_objects, tmp_path):
             assert child.go()[1] == N and obj.bss["ticks"] == N
     finally:
         child.kill()
+
+
+def test_uprobe_target_forms():
+    assert parse_target("/usr/bin/app:add") == ("/usr/bin/app", "add", 0)
+    assert parse_target("/proc/self/exe:main+0x10") == ("/proc/self/exe", "main", 16)
+    assert parse_target("libc.so.6:0x1234") == ("libc.so.6", None, 0x1234)
+    with pytest.raises(AttachError, match="must be PATH:FUNCTION"):
+        parse_target("justafunction")
+    with pytest.raises(AttachError, match="offset 'x' is not a number"):
+        parse_target("/bin/true:main+x")
 
 
 def test_usdt_argument_forms():

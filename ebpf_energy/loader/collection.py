@@ -4,7 +4,7 @@
 the object's BTF (maps and programs name types in it), the maps (created,
 initial data written, ``.rodata`` frozen, or reused from a pin), then each
 program with its map fds written into the slots prepare() left. It never
-attaches (that is :mod:`~ebpf_energy.loader.attach`'s) and it closes in
+attaches (that is :mod:`~ebpf_energy.loader.link`'s) and it closes in
 reverse: programs, maps, BTF. A failure at any step closes what was made
 before it, so nothing stays in the kernel.
 """

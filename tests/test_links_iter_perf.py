@@ -56,6 +56,31 @@ def test_map_iterator_lists_our_map(test_objects):
         assert f"{obj.maps['numbers'].info()['id']} 77 numbers" in lines
 
 
+def test_cgroup_iterator_walks_from_the_cgroup_given(test_objects):
+    top = os.path.join("/sys/fs/cgroup/unified", f"ebpf-energy-iter-{os.getpid()}")
+    child = os.path.join(top, "child")
+    os.mkdir(top)
+    os.mkdir(child)
+    try:
+        with BpfObject.open(test_objects("iters")) as obj:
+            obj.load(only=["dump_cgroups"])
+            obj.attach()
+            assert "a cgroup" in obj.programs["dump_cgroups"].needs
+            fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                passes = {}
+                for order in ("self", "descendants_pre"):
+                    with Iterator(obj.programs["dump_cgroups"].fd, "cgroup", cgroup_fd=fd, order=order) as it:
+                        passes[order] = bytes(it.read()).decode().splitlines()
+            finally:
+                os.close(fd)
+        assert passes["self"] == [f"{os.stat(top).st_ino} 1"]
+        assert passes["descendants_pre"] == [f"{os.stat(top).st_ino} 1", f"{os.stat(child).st_ino} 2"]
+    finally:
+        os.rmdir(child)
+        os.rmdir(top)
+
+
 def test_iterators_needing_a_map_say_so():
     assert "a map" in auto.needs("iter/bpf_map_elem")
     assert "a map" in auto.needs("iter/bpf_sk_storage_map")

@@ -59,7 +59,7 @@ def needs(section):
         if rest in _MAP_ITERS:
             return f"a map: link.iterator.Iterator(prog_fd, {rest!r}, map_fd)"
         if rest == "cgroup":
-            return "a cgroup: link.iterator.Iterator with the cgroup in its link info"
+            return "a cgroup: link.iterator.Iterator(prog_fd, 'cgroup', cgroup_fd=fd, order='descendants_pre')"
         return None
     if head in ("uprobe", "uretprobe", "uprobe.multi", "uretprobe.multi", "usdt") and rest:
         return None

@@ -20,16 +20,26 @@ from .base import Link
 
 
 BPF_TRACE_ITER = 28
+# enum bpf_cgroup_iter_order: which cgroups an iter/cgroup link walks from the one given
+CGROUP_ORDERS = {"self": 1, "descendants_pre": 2, "descendants_post": 3, "ancestors_up": 4}
+CGROUP_SELF_ONLY = CGROUP_ORDERS["self"]
 
 
 class Iterator(Link):
     """An iterator link. ``read()`` runs one whole pass; ``close()`` detaches.
     ``map_fd`` for map-element iterators; ``pid``/``tid`` limit ``iter/task``
-    (and task_file, task_vma) to one process or thread."""
+    (and task_file, task_vma) to one process or thread; ``cgroup_fd`` (a
+    cgroup directory's fd) and ``order`` (self, descendants_pre, ...) say
+    where ``iter/cgroup`` walks."""
 
-    def __init__(self, prog_fd, target, map_fd=0, pid=0, tid=0):
-        # union bpf_iter_link_info: map.map_fd, or task.{tid, pid, pid_fd}
-        info = struct.pack("<I", map_fd) if map_fd else struct.pack("<III", tid, pid, 0) if pid or tid else b""
+    def __init__(self, prog_fd, target, map_fd=0, pid=0, tid=0, cgroup_fd=0, order=CGROUP_SELF_ONLY):
+        # union bpf_iter_link_info: map.map_fd, cgroup.{order, cgroup_fd, cgroup_id}, or task.{tid, pid, pid_fd}
+        if map_fd:
+            info = struct.pack("<I", map_fd)
+        elif cgroup_fd:
+            info = struct.pack("<IIQ", CGROUP_ORDERS[order] if isinstance(order, str) else order, cgroup_fd, 0)
+        else:
+            info = struct.pack("<III", tid, pid, 0) if pid or tid else b""
         self._info = syscall.ffi.new("char[]", info.ljust(16, b"\0")) if info else None
         tail = struct.pack("<QI", int(syscall.ffi.cast("uintptr_t", self._info)), 16) if info else b""
         what = f"(iter/{target}{f' map_fd={map_fd}' if map_fd else ''}{f' pid={pid}' if pid else ''}" \

@@ -120,11 +120,13 @@ def test_uprobe_multi_one_link_for_a_glob(probed, test_objects):
         with BpfObject.open(test_objects("uprobes")) as obj:
             obj.rodata["target_tgid"] = child.pid
             obj.load(only=["on_any_probed"])
-            link = uprobe.attach_section(obj.programs["on_any_probed"].fd, f"uprobe.multi/{probed}:probed_*")
-            assert link.info()["type_name"] == "uprobe_multi"
-            child.go()
-            assert obj.bss["multi_calls"] == 2 * N  # probed_add and probed_twice, N times each
-            link.close()
+            fd = obj.programs["on_any_probed"].fd
+            with uprobe.attach_section(fd, f"uprobe.multi/{probed}:probed_*") as entries, \
+                    uprobe.attach_section(fd, f"uretprobe.multi/{probed}:probed_add") as returns:
+                assert entries.info()["type_name"] == returns.info()["type_name"] == "uprobe_multi"
+                child.go()
+            # probed_add and probed_twice entered N times each, probed_add returned N times
+            assert obj.bss["multi_calls"] == 3 * N
     finally:
         child.kill()
 

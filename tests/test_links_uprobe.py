@@ -194,6 +194,17 @@ def test_usdt_from_the_section_name(probed, test_objects, tmp_path):
         child.kill()
 
 
+def test_missing_targets_are_one_sentence(probed):
+    with pytest.raises(AttachError, match="no such binary '/nonexistent/app'"):
+        uprobe.resolve("/nonexistent/app", "main")
+    with pytest.raises(AttachError, match="no USDT probe ebpf_energy:nope in .*probed .*it has: ebpf_energy:tick"):
+        usdt.find_probes(probed, "ebpf_energy", "nope")
+    with pytest.raises(AttachError, match="it has no .note.stapsdt section"):
+        usdt.find_probes(find_binary("libz.so.1"), "x", "y")
+    with pytest.raises(AttachError, match="expected usdt/PATH:PROVIDER:NAME"):
+        usdt.parse_section("usdt/justaname")
+
+
 def test_uprobe_target_forms():
     assert parse_target("/usr/bin/app:add") == ("/usr/bin/app", "add", 0)
     assert parse_target("/proc/self/exe:main+0x10") == ("/proc/self/exe", "main", 16)

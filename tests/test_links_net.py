@@ -5,10 +5,13 @@ one port and lets them through, so N sent is exactly N counted."""
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import socket
+import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -109,6 +112,45 @@ def test_link_on_lo_in_own_netns_counts_exactly_while_attached(net_obj, name):
         _closed_and_gone(link)
         send_and_receive()  # detached: not counted
     assert net_obj.bss[counter] == N
+
+
+def _frame(src_mac, dst_mac, port, payload=b"veth"):
+    """An Ethernet + IPv4 + UDP frame to ``port`` (checksums left 0: only XDP looks at it)."""
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                     socket.inet_aton("10.99.0.1"), socket.inet_aton("10.99.0.2"))
+    return dst_mac + src_mac + struct.pack("!H", 0x0800) + ip + udp
+
+
+def _mac(ifname):
+    """SIOCGIFHWADDR in this thread's netns (/sys shows the netns it was mounted in)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s.fileno(), 0x8927, struct.pack("16s16x", ifname.encode()))
+    return ifreq[18:24]
+
+
+def test_xdp_native_on_a_veth(net_obj):
+    """XDP in the driver (veth's native mode): frames sent into one end of a
+    veth pair are seen by the program on the other end, N of N."""
+    counted = lambda: net_obj.bss["xdp_pkts"]  # noqa: E731
+    with own_netns():
+        subprocess.run(["ip", "link", "add", "eeva", "type", "veth", "peer", "name", "eevb"], check=True)
+        for dev in ("eeva", "eevb"):
+            subprocess.run(["ip", "link", "set", dev, "up"], check=True)
+        with xdp.attach_xdp(net_obj.programs["count_xdp"].fd, "eevb", mode="native") as link, \
+                socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as tx:
+            assert link.info()["type_name"] == "xdp"
+            tx.bind(("eeva", 0))
+            for _ in range(N):
+                tx.send(_frame(_mac("eeva"), _mac("eevb"), PORT))
+            deadline = time.monotonic() + 60  # the veth's NAPI poll runs in softirq, after send()
+            while counted() < N and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert counted() == N
+            _closed_and_gone(link)
+            tx.send(_frame(_mac("eeva"), _mac("eevb"), PORT))
+        subprocess.run(["ip", "link", "del", "eeva"], check=True)
+    assert counted() == N
 
 
 def test_netfilter_hook_names_are_checked(net_obj):

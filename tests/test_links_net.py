@@ -153,6 +153,17 @@ def test_xdp_native_on_a_veth(net_obj):
     assert counted() == N
 
 
+def test_a_link_given_to_its_program_closes_with_the_object(test_objects):
+    with own_netns():
+        with BpfObject.open(test_objects("net_progs")) as obj:
+            obj.load(only=["count_tcx"])
+            prog = obj.programs["count_tcx"]
+            prog.link = tcx.attach_tcx(prog.fd, "lo", "egress")
+            assert prog.attached
+            link_id = prog.link.info()["id"]
+    wait_gone(syscall.link_get_fd_by_id, link_id)
+
+
 def test_netfilter_hook_names_are_checked(net_obj):
     with pytest.raises(AttachError, match="family is one of"):
         netfilter.attach_netfilter(net_obj.programs["count_nf"].fd, "ipv5", "output")

@@ -20,7 +20,7 @@ def test_programs_that_need_more_are_loaded_and_say_why(test_objects):
     r = run_load(test_objects("net_progs"), "--json")
     assert r.returncode == 0, r.stderr  # not attached is not a failure when the section names no target
     progs = by_name(json.loads(r.stdout)["programs"])
-    wants = {"count_socket": "a socket", "count_tcx": "a network interface", "count_xdp": "a network interface",
+    wants = {"count_socket": "a socket", "count_tcx": "a network interface", "count_tc": "a network interface", "count_xdp": "a network interface",
              "count_cgroup": "a cgroup", "count_lookup": "a network namespace", "count_nf": "a netfilter hook"}
     for name, need in wants.items():
         p = progs[name]

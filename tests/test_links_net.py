@@ -96,6 +96,7 @@ def test_socket_filter_counts_what_its_socket_receives(net_obj):
 
 LINKED = {  # program -> (how it attaches inside the test's netns, link type, counter)
     "count_tcx": (lambda fd: tcx.attach_tcx(fd, "lo", "ingress"), "tcx", "tcx_pkts"),
+    "count_tc": (lambda fd: tcx.attach_tcx(fd, "lo", "egress"), "tcx", "tc_pkts"),
     "count_xdp": (lambda fd: xdp.attach_xdp(fd, "lo"), "xdp", "xdp_pkts"),
     "count_lookup": (lambda fd: sk_lookup.attach_netns(fd), "netns", "lookups"),
     "count_nf": (lambda fd: netfilter.attach_netfilter(fd, "ipv4", "output", priority=-100), "netfilter", "nf_pkts"),

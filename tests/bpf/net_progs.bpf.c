@@ -6,6 +6,7 @@
  * exactly N in each counter.
  * - count_socket  SEC("socket")              socket filter (SO_ATTACH_BPF)
  * - count_tcx     SEC("tcx/ingress")         tcx link on lo
+ * - count_tc      SEC("tc")                  the older section name: a tcx link too (egress here)
  * - count_xdp     SEC("xdp")                 xdp link on lo (generic mode)
  * - count_cgroup  SEC("cgroup_skb/egress")   cgroup link
  * - count_lookup  SEC("sk_lookup")           netns link
@@ -20,7 +21,7 @@
 
 const volatile __u16 port = 0; /* host byte order */
 
-__u64 socket_pkts = 0, tcx_pkts = 0, xdp_pkts = 0, cgroup_pkts = 0, lookups = 0, nf_pkts = 0;
+__u64 socket_pkts = 0, tcx_pkts = 0, tc_pkts = 0, xdp_pkts = 0, cgroup_pkts = 0, lookups = 0, nf_pkts = 0;
 
 /* skb's network header: is it IPv4 UDP to `port`? (relative to the network
  * header, wherever skb->data points at this hook) */
@@ -51,6 +52,14 @@ int count_tcx(struct __sk_buff *skb)
 	if (skb->protocol == bpf_htons(ETH_P_IP) && udp_to_port(skb))
 		__sync_fetch_and_add(&tcx_pkts, 1);
 	return -1; /* TCX_NEXT: on to the rest of the chain */
+}
+
+SEC("tc")
+int count_tc(struct __sk_buff *skb)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP) && udp_to_port(skb))
+		__sync_fetch_and_add(&tc_pkts, 1);
+	return -1;
 }
 
 SEC("xdp")

@@ -33,7 +33,7 @@ ebpf_energy/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) vmlinux.h
 	@rm -f $@.tmp
 
 # usdt.bpf.h includes <linux/errno.h>, whose <asm/errno.h> is in the multiarch include dir
-MULTIARCH   := $(shell $(CC) -print-multiarch 2>/dev/null)
+MULTIARCH   := $(shell $(CC) -print-multiarch 2>/dev/null || $(CLANG) -print-multiarch)
 tests/bpf/build/%.bpf.o: tests/bpf/%.bpf.c vmlinux.h
 	@mkdir -p $(dir $@)
 	$(CLANG) $(BPF_CFLAGS) -I$(CURDIR)/tests/bpf -idirafter /usr/include/$(MULTIARCH) -c $< -o $@

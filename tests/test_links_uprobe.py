@@ -3,6 +3,7 @@ here with ``cc`` waits for the test to attach, then makes a known number of
 calls; the BPF programs count those of its pid only, so counts are exact."""
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -22,9 +23,10 @@ N = 23
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory):
-    """tests/bpf/probed.c, built with the system C compiler."""
+    """tests/bpf/probed.c, built with the system C compiler (clang where no cc)."""
     out = tmp_path_factory.mktemp("probed") / "probed"
-    subprocess.run(["cc", "-O2", "-o", str(out), os.path.join(HERE, "bpf", "probed.c")], check=True)
+    cc = shutil.which("cc") or "clang"
+    subprocess.run([cc, "-O2", "-o", str(out), os.path.join(HERE, "bpf", "probed.c")], check=True)
     return str(out)
 
 

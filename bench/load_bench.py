@@ -32,7 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS = os.path.join(ROOT, "bench", "build", "libbpf_harness")
 DEFAULT_OBJS = [os.path.join(ROOT, "tests", "bpf", "build", "seed_style.bpf.o"),
                 os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o"),
-                os.path.join(ROOT, "bench", "build", "empty_tp_btf.bpf.o")]
+                os.path.join(ROOT, "bench", "build", "empty_tp_btf.bpf.o"),
+                os.path.join(ROOT, "bench", "build", "uprobe_libc.bpf.o")]  # uprobes: libc symbols by name
 # maps of maps and a program array with initial slots (inner template, slot writes)
 DEFAULT_OBJS.append(os.path.join(ROOT, "tests", "bpf", "build", "map_in_map.bpf.o"))
 TARGETS = {"inproc": 1.5, "cli": 2.0}

@@ -4,7 +4,7 @@
 the object's BTF (maps and programs name types in it), the maps (created,
 initial data written, ``.rodata`` frozen, or reused from a pin), then each
 program with its map fds written into the slots prepare() left. It never
-attaches (that is :mod:`~ebpf_energy.loader.attach`'s) and it closes in
+attaches (that is :mod:`~ebpf_energy.loader.link`'s) and it closes in
 reverse: programs, maps, BTF. A failure at any step closes what was made
 before it, so nothing stays in the kernel.
 """
@@ -22,11 +22,15 @@ from ebpf_energy.loader.prepare import KFUNC_POISON, Prepared, PreparedMap, Prep
 from ebpf_energy.loader.sections import ATTACH_TYPES, BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, \
     BPF_TRACE_FEXIT, BPF_TRACE_ITER
 
-TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN)
-# EPERM to root for these is the kernel's policy, not our privileges
+# EPERM to root for these is the kernel's policy, not our privileges: programs
+# that run through a BPF trampoline, and the rest, each with its reason
+TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN, BPF_LSM_MAC)
+_TRAMPOLINE = ("this kernel refuses fentry/fexit/lsm programs even to root (BPF trampolines are not permitted "
+               "here, e.g. kernel lockdown or no direct-call ftrace{}); attach to a tracepoint instead "
+               "(tp_btf/, raw_tp/, tp/)")
 ROOT_REFUSED = {
-    BPF_LSM_MAC: "this kernel refuses BPF LSM programs (they run through a BPF trampoline, which it does not "
-                 "permit here, or the BPF LSM is not active: it must be in the lsm= boot list)",
+    **{t: _TRAMPOLINE.format("") for t in TRAMPOLINE_ATTACH},
+    BPF_LSM_MAC: _TRAMPOLINE.format(", or the BPF LSM is not active: it must be in the lsm= boot list"),
     ATTACH_TYPES["lsm_cgroup"]: "this kernel refuses cgroup LSM programs (no BPF trampolines here, or the BPF "
                                 "LSM is not active)",
     BPF_TRACE_ITER: "this kernel does not let this iterator be loaded (it is missing or forbidden here)",
@@ -34,7 +38,7 @@ ROOT_REFUSED = {
 
 
 class TrampolineRefused(LoaderError):
-    """fentry/fexit refused although we are privileged: the kernel forbids trampolines."""
+    """fentry/fexit/lsm refused although we are privileged: the kernel forbids trampolines."""
 
     def __init__(self, message, errno):
         self.errno = errno
@@ -230,12 +234,6 @@ class Collection:
         except VerifierError as e:
             raise named_poison(e, p) from None
         except PermissionDenied as e:
-            if p.expected_attach_type in TRAMPOLINE_ATTACH and os.geteuid() == 0:
-                raise TrampolineRefused(
-                    f"program {p.name} ({p.section}): this kernel refuses fentry/fexit programs even to "
-                    "root (BPF trampolines are not permitted here, e.g. kernel lockdown or no "
-                    "direct-call ftrace); attach to a tracepoint instead (tp_btf/, raw_tp/, tp/)",
-                    e.errno) from None
             if p.expected_attach_type in ROOT_REFUSED and os.geteuid() == 0:
                 raise TrampolineRefused(
                     f"program {p.name} ({p.section}): EPERM although running as root, so not a missing "

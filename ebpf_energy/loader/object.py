@@ -3,16 +3,14 @@
     spec = ObjectSpec.parse(path)         # 1. pure: what the ELF declares   (spec.py)
     prepared = prepare(spec, target)      # 2. pure: finished programs       (prepare.py)
     collection = Collection.load(prepared)  # 3. fds: BTF, maps, programs    (collection.py)
-    attach.*(program fd)                  # 4. links, one function per kind  (attach.py)
+    link.auto.attach(obj, program)        # 4. links, one module per kind    (link/)
 
 ``BpfObject.open(path)`` runs them in that order on an editable copy of the
 spec (globals, sizes, which programs load), attaches, and closes in reverse.
 """
 
-import os
 from typing import Dict, Iterable, List, Optional
 
-from ebpf_energy.loader import attach as attach_mod
 from ebpf_energy.loader import explain, program, struct_ops, syscall
 from ebpf_energy.loader.collection import Collection, TrampolineRefused  # noqa: F401 (re-exported)
 from ebpf_energy.loader.errors import AttachError, LoaderError
@@ -33,6 +31,7 @@ class Program:
         self.prepared = None  # its PreparedProgram, once loaded
         self.attach_error: Optional[str] = None
         self.via: Optional[str] = None  # a struct_ops program: the registered map it is attached through
+        self.needs: Optional[str] = None  # what it needs to attach beyond its section name (loaded, not attached)
 
     name = property(lambda self: self.spec.name)
     section = property(lambda self: self.spec.section)
@@ -164,21 +163,24 @@ class BpfObject:
 
     # -- attach ----------------------------------------------------------------
     def attach(self, only: Optional[Iterable[str]] = None, strict=True) -> List[Program]:
-        """Attach loaded programs; with ``strict`` the first failure raises (after
-        recording it), else failures are kept in ``program.attach_error``."""
+        """Attach loaded programs from their section names (:mod:`link.auto`);
+        with ``strict`` the first failure raises (after recording it), else
+        failures are kept in ``program.attach_error``. A program whose section
+        names no complete target (a socket filter, an xdp program) stays
+        loaded, not attached, with ``program.needs`` saying what it needs."""
+        from ebpf_energy.loader.link import auto
+
         done = []
         names = set(only) if only is not None else None
         for p in self.programs.values():
             if not p.loaded or p.attached or (names is not None and p.name not in names):
                 continue
-            if p.spec.kind.manual:
-                # nothing to attach to (SEC("raw_tp"), SEC("syscall"), ...): run with
-                # BPF_PROG_TEST_RUN or attached by the caller, as libbpf leaves them
-                explain.trace("attach", f"{p.name}: section {p.section!r} names no target: loaded, not attached")
-                continue
             try:
-                p.link = self._attach_one(p)
+                p.link = auto.attach(self, p)
                 done.append(p)
+            except auto.NeedsMore as e:
+                p.needs = str(e)
+                explain.trace("attach", f"{p.name}: section {p.section!r}: loaded, not attached: needs {e}")
             except AttachError as e:
                 p.attach_error = str(e)
                 if strict:
@@ -201,26 +203,6 @@ class BpfObject:
                     self.programs[p].via = f"{self.programs[p].via}, {name}" if self.programs[p].via else name
             except LoaderError as e:
                 raise AttachError(f"struct_ops {name}: the kernel refused to register it: {e}") from None
-
-    def _attach_one(self, p: Program):
-        kind = p.spec.kind
-        if kind.attach == "tracepoint":
-            category, _, name = kind.target.partition("/")
-            if not name:
-                raise AttachError(f"program {p.name}: section {p.section!r} must be tp/<category>/<name>")
-            return attach_mod.attach_tracepoint(p.fd, category, name)
-        if kind.attach == "raw_tracepoint":
-            return attach_mod.attach_raw_tracepoint(p.fd, kind.target)
-        if kind.attach == "tracing":
-            return attach_mod.attach_tracing(p.fd)
-        head = p.section.split("/", 1)[0]
-        if head in ("kprobe", "kretprobe", "ksyscall", "kretsyscall", "kprobe.multi", "kretprobe.multi") \
-                and not os.path.isdir("/sys/bus/event_source/devices/kprobe"):
-            raise AttachError(f"program {p.name} ({p.section}): this kernel has no kprobes (no kprobe PMU: "
-                              "CONFIG_KPROBES is off), so no loader can attach it; use a tracepoint "
-                              "(tp/, tp_btf/) instead")
-        raise AttachError(f"program {p.name}: the loader cannot attach {p.section!r} programs automatically "
-                          "yet (it attaches tp/, raw_tp/, tp_btf/, fentry/ and fexit/)")
 
     # -- teardown ----------------------------------------------------------------
     def close(self):

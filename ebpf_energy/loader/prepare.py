@@ -226,7 +226,8 @@ def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> P
         linker = Linker(spec.elf, code, spec.symbol_kind)
         for p in wanted:
             programs[p.name] = _prepare_program(spec, p, linker, target, records, poisoned, ops_programs)
-    btf = btf_sanitize.for_kernel(spec.btf) if spec.btf is not None else None
+    hidden = {s.name for s in spec.elf.symbols if s.hidden and s.type == "FUNC"}
+    btf = btf_sanitize.for_kernel(spec.btf, hidden) if spec.btf is not None else None
     return Prepared(spec=spec, target=target.description, btf=btf,
                     needs_btf=any(m.type in (TASK_STORAGE, STRUCT_OPS) for m in spec.maps.values()),
                     maps=maps, programs=programs)

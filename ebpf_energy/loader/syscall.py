@@ -172,6 +172,11 @@ def _command(cmd, desc, hint=None, struct=None, **fields):
     raise the typed error (``hint`` a string, or errno -> string), and return
     an Fd for commands that make one, else ``(result, attr)``."""
     a, size = _attr(cmd, fields, struct)
+    return _call(cmd, a, size, desc, hint)
+
+
+def _call(cmd, a, size, desc, hint=None):
+    """:func:`_command` for an attr already filled (``size`` bytes of it sent)."""
     r, err = _bpf(cmd, a, size)
     name = uapi.CMD_NAMES[cmd]
     result = COMMANDS[cmd][1]
@@ -605,25 +610,56 @@ def iter_create(link_fd):
     return _command(uapi.BPF_ITER_CREATE, f"BPF_ITER_CREATE link_fd={link_fd}", link_fd=link_fd, flags=0)
 
 
+def link_create_tail(prog_fd, target, attach_type, tail=b"", flags=0, what=""):
+    """BPF_LINK_CREATE -> link fd, for the kinds whose ``link_create`` union
+    member follows ``flags`` (offset 16): ``tail`` is that member, packed by
+    the link module that knows it (perf_event cookie, netfilter, tcx,
+    uprobe_multi, ...); ``target`` is an fd or an ifindex; ``what`` names it
+    in traces and errors. Exactly ``16 + len(tail)`` bytes are sent."""
+    a = _new("struct bpf_attr_link_create_tail *")
+    a.prog_fd, a.target_fd, a.attach_type, a.flags = prog_fd, target, attach_type, flags
+    if len(tail) > ffi.sizeof(a.tail):
+        raise ValueError(f"BPF_LINK_CREATE tail of {len(tail)} bytes: at most {ffi.sizeof(a.tail)}")
+    _memmove(a.tail, tail, len(tail))
+    return _call(uapi.BPF_LINK_CREATE, a, attr_size("bpf_attr_link_create_tail", ["flags"]) + len(tail),
+                 f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target} attach_type={attach_type} flags={flags} "
+                 f"{what}".rstrip())
+
+
 def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC,
                     sample_period=1, wakeup_events=1, sample_type=0):
     """perf_event_open(2) with a PERF_ATTR_SIZE_VER5 attr -> perf fd."""
     a = _new("struct perf_event_attr *")
     a.type = type
-    a.size = uapi.PERF_ATTR_SIZE_VER5
     a.config = config
     a.sample_period = sample_period
     a.sample_type = sample_type
     a.wakeup_events = wakeup_events
+    return _perf_open(a, pid, cpu, group_fd, flags, f"perf_event_open type={type} config={config} pid={pid} cpu={cpu}")
+
+
+def perf_event_open_attr(pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC, **fields):
+    """perf_event_open(2) with these ``struct perf_event_attr`` fields set
+    (``type``, ``config``, ``config1``, ``config2``, ``sample_period``, ...;
+    ``attr_flags`` is the attr's bit-field word) -> perf fd."""
+    a = _new("struct perf_event_attr *")
+    a.flags = fields.pop("attr_flags", 0)
+    for name, value in fields.items():
+        setattr(a, name, value)
+    desc = "perf_event_open " + " ".join(f"{k}={v:#x}" if k.startswith("config") else f"{k}={v}"
+                                         for k, v in fields.items()) + f" pid={pid} cpu={cpu}"
+    return _perf_open(a, pid, cpu, group_fd, flags, desc)
+
+
+def _perf_open(a, pid, cpu, group_fd, flags, desc):
+    """The one perf_event_open(2) call: a PERF_ATTR_SIZE_VER5 attr -> an Fd, or the typed error."""
+    a.size = uapi.PERF_ATTR_SIZE_VER5
     r = _syscall(uapi.SYS_perf_event_open, a, _cast("long", pid), _cast("long", cpu),
                  _cast("long", group_fd), _cast("unsigned long", flags))
     err = ffi.errno if r < 0 else 0
-    desc = f"perf_event_open type={type} config={config} pid={pid} cpu={cpu}"
     if err:
-        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
-        hint = ""
-        if err == _errno.EACCES or err == _errno.EPERM:
-            hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid"
+        explain.trace("syscall", f"{desc} -> {_ename(err)}")
+        hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid" if err in (_errno.EACCES, _errno.EPERM) else ""
         raise _fail("perf_event_open", err, hint)
     explain.trace("syscall", f"{desc} -> fd {r}")
     return Fd(r, "perf_event_open")

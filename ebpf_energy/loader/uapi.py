@@ -134,6 +134,10 @@ struct bpf_attr_link_create_iter {
 struct bpf_attr_iter_create {
     __u32 link_fd; __u32 flags;
 };
+struct bpf_attr_link_create_tail {
+    __u32 prog_fd; __u32 target_fd; __u32 attach_type; __u32 flags;
+    unsigned char tail[48];
+};
 struct bpf_attr_enable_stats {
     __u32 type;
 };

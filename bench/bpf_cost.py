@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from ebpf_energy.loader import syscall  # noqa: E402
 from ebpf_energy.loader.object import BpfObject  # noqa: E402
+from ebpf_energy.loader.stats import run_time_stats  # noqa: E402
 from ebpf_energy.monitor import EbpfSampler  # noqa: E402
 
 BUILD = os.path.join(HERE, "build")
@@ -114,13 +115,10 @@ def one_round(loops, reverse=False):
     order = ["empty", "monitor", "seed"]
     if reverse:
         order.reverse()
-    stats_fd = syscall.enable_stats()
-    try:
+    with run_time_stats():
         out = {"workload": what, "loops": loops, "order": order}
         for kind in order:
             out[kind] = measure_alone(kind, argv)
-    finally:
-        os.close(stats_fd)
     out["monitor_vs_empty"] = out["monitor"]["ns_per_run"] / out["empty"]["ns_per_run"]
     out["monitor_vs_seed"] = out["monitor"]["ns_per_run"] / out["seed"]["ns_per_run"]
     out["seed_vs_empty"] = out["seed"]["ns_per_run"] / out["empty"]["ns_per_run"]

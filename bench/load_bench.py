@@ -21,6 +21,7 @@ Needs root. Usage: python3 bench/load_bench.py [--rounds 7] [--json] [OBJ ...]
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -63,12 +64,22 @@ def cli_command(obj):
     return base + ["load", obj, "--duration", "0"]
 
 
-def timed(cmd):
-    t0 = time.perf_counter()
+_CPU = []  # (variant, CPU seconds of the child: user + sys), beside the wall clock
+
+
+def _children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed(cmd, variant=None):
+    c0, t0 = _children_cpu(), time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    if variant:
+        _CPU.append((variant, _children_cpu() - c0))
     return dt
 
 
@@ -82,23 +93,28 @@ def inproc(obj):
 
 def bench_object(obj, rounds):
     samples = {"harness": [], "cli": [], "inproc": [], "inproc-warm": []}
+    del _CPU[:]
     order = ["harness", "cli", "inproc"]
     for i in range(rounds):
         for name in order[i % 3:] + order[:i % 3]:
             if name == "harness":
-                samples["harness"].append(timed([HARNESS, obj]))
+                samples["harness"].append(timed([HARNESS, obj], "harness"))
             elif name == "cli":
-                samples["cli"].append(timed(cli_command(obj)))
+                samples["cli"].append(timed(cli_command(obj), "cli"))
             else:
                 first, warm = inproc(obj)
                 samples["inproc"].append(first)
                 samples["inproc-warm"].append(warm)
     med = {k: statistics.median(v) for k, v in samples.items()}
     ratios = {k: med[k] / med["harness"] for k in ("cli", "inproc", "inproc-warm")}
+    # CPU time is what the process itself costs; the wall clock also holds waiting for a CPU, which on
+    # a shared machine can be most of it
+    cpu = {v: statistics.median([c for w, c in _CPU if w == v]) for v in ("harness", "cli")}
     targets = dict(TARGETS, cli=CLI_TARGETS.get(os.path.basename(obj), TARGETS["cli"]))
     return {"object": os.path.relpath(obj, ROOT), "rounds": rounds,
             "median_s": med, "min_s": {k: min(v) for k, v in samples.items()},
             "ratio_to_harness": ratios, "targets": targets,
+            "cpu_s": cpu, "cpu_ratio_cli": cpu["cli"] / max(cpu["harness"], 1e-6),
             "meets_target": {k: ratios[k] <= t for k, t in targets.items()}}
 
 
@@ -149,6 +165,9 @@ def main():
             target = r["targets"].get(k)
             verdict = "" if target is None else f"   target <= {target}x: {'ok' if q[k] <= target else 'MISSED'}"
             print(f"  {label:24} {m[k] * 1000:8.1f} ms   {q[k]:.2f}x{verdict}")
+        c = r["cpu_s"]
+        print(f"  CPU time (user+sys)      harness {c['harness'] * 1000:.1f} ms, CLI {c['cli'] * 1000:.1f} ms: "
+              f"{r['cpu_ratio_cli']:.2f}x")
     kb = result["kernel_btf"]
     print(f"kernel BTF index ({kb['types']} types): cold {kb['cold_ms']:.1f} ms (target <= 150), "
           f"warm {kb['warm_ms']:.1f} ms (target <= 50)")

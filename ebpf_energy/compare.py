@@ -158,8 +158,7 @@ def summarize(report: dict, cgroup: TempCgroup) -> dict:
 def compare(duration: float, command: Optional[str] = None, workload: Optional[str] = None,
             interval: float = 0.1, model_args: Optional[List[str]] = None, progress=None) -> dict:
     """Run everything and return the ``compare --json`` object."""
-    from ebpf_energy.loader import syscall
-    from ebpf_energy.loader.errors import LoaderError
+    from ebpf_energy.loader.stats import run_time_stats
 
     from ebpf_energy.privilege import can_bpf
 
@@ -174,13 +173,9 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             MonitorRun("traditional", base + ["traditional", "--json", "-d", "0", "-i", repr(interval)]
                        + model_args)]
     env = dict(os.environ)
-    stats_fd = None
     try:
-        try:
-            stats_fd = syscall.enable_stats()  # the eBPF side's in-kernel time (bpf_ns)
-        except LoaderError:
-            stats_fd = None  # BPF_ENABLE_STATS needs CAP_SYS_ADMIN: compare without bpf_ns
-        with TempCgroup("compare") as cg:
+        # the eBPF side's in-kernel time (bpf_ns); without CAP_SYS_ADMIN, compare without it
+        with run_time_stats(required=False), TempCgroup("compare") as cg:
             for r in runs:
                 r.start(env)
             for r in runs:
@@ -221,8 +216,6 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             if r.proc is not None and r.proc.poll() is None:
                 r.proc.kill()
                 r.proc.wait()
-        if stats_fd is not None:
-            syscall.close(stats_fd)
 
 
 def render(result: dict) -> str:

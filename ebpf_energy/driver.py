@@ -142,7 +142,8 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
                 on_started()
             t0 = time.monotonic()
             end = t0 + duration_s if duration_s > 0 else None
-            prev, m_prev, n = None, m0, 0
+            steps = WindowStepper(sampler, model, meter, m_prev=m0)
+            n = 0
             while True:
                 nxt = t0 + (n + 1) * interval_s if interval_s else None
                 target = min(x for x in (nxt, end) if x is not None) if (nxt or end) else None
@@ -154,16 +155,14 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
                 if end is not None and time.monotonic() >= end:
                     break
                 n += 1
-                prev, m_prev = _interval(sampler, model, meter, prev, m_prev, n, on_interval)
-            cur = sampler.read()
-            m1 = meter.read() if meter is not None else None
-            if interval_s and on_interval is not None:
-                last = prev or _empty_like(cur)
-                if cur.end_ns - last.end_ns > 1_000_000:  # the partial last interval, if it is not empty
-                    n += 1
-                    iw = diff_windows(last, cur)
-                    mj = joules_between(meter, m1, m_prev)
-                    on_interval(n, iw, guard.model.attribute(iw, mj), mj)
+                st = steps.step(attribute=on_interval is not None)
+                if on_interval is not None:
+                    on_interval(n, st.window, st.attribution, st.meter_j)
+            last = steps.step(attribute=False)  # the end of the run
+            cur, m1 = last.cur, steps.m_prev
+            if interval_s and on_interval is not None and last.window.end_ns - last.window.start_ns > 1_000_000:
+                n += 1  # the partial last interval, if it is not empty
+                on_interval(n, last.window, guard.model.attribute(last.window, last.meter_j), last.meter_j)
             meter_j = joules_between(meter, m1, m0)
             if meter_j is not None and guard.frozen(meter_j, cur):
                 meter_j = None
@@ -183,14 +182,37 @@ def drive(sampler: Sampler, model: PowerModel, *, meter=None, duration_s: float 
             stopper.close()
 
 
-def _interval(sampler, model, meter, prev, m_prev, n, on_interval):
-    cur = sampler.read()
-    m = meter.read() if meter is not None else None
-    if on_interval is not None:
-        iw = diff_windows(prev or _empty_like(cur), cur)
-        mj = joules_between(meter, m, m_prev)
-        on_interval(n, iw, (meter.model if meter is not None else model).attribute(iw, mj), mj)
-    return cur, m
+@dataclass
+class Step:
+    """One step of a monitor loop: the cumulative window read, the window since the step before, its
+    joules (None without a meter) and their attribution."""
+
+    cur: UsageWindow
+    window: UsageWindow
+    meter_j: Optional[Dict[str, float]]
+    attribution: Attribution
+
+
+class WindowStepper:
+    """Read the sampler, read the meter, take the difference from the last step, attribute it: the
+    one step that ``drive`` (each interval), the exporter (each scrape) and a measured stretch
+    (``measurement``) all take. ``meter`` is a :class:`MeterGuard` or None; the model attributing is
+    the guard's (the fallback once the meter is lost) when there is one. ``prev`` and ``m_prev``
+    are where the first step starts (None: the run's start, an empty window)."""
+
+    def __init__(self, sampler, model, meter=None, prev=None, m_prev=None):
+        self.sampler, self.model, self.meter = sampler, model, meter
+        self.prev, self.m_prev = prev, m_prev
+
+    def step(self, attribute=True) -> Step:
+        cur = self.sampler.read()
+        m = self.meter.read() if self.meter is not None else None
+        window = diff_windows(self.prev or _empty_like(cur), cur)
+        mj = joules_between(self.meter, m, self.m_prev)
+        model = self.meter.model if self.meter is not None else self.model
+        att = model.attribute(window, mj) if attribute else None
+        self.prev, self.m_prev = cur, m
+        return Step(cur, window, mj, att)
 
 
 def joules_between(guard, later, earlier):

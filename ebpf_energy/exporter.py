@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple
 
-from ebpf_energy.driver import MeterGuard, diff_windows, joules_between
+from ebpf_energy.driver import MeterGuard, WindowStepper
 from ebpf_energy.model.base import Attribution, PowerModel
 from ebpf_energy.report import drop_warning
 from ebpf_energy.usage import UsageWindow
@@ -203,15 +203,14 @@ class Exporter:
         self.meter = MeterGuard(meter, model) if meter is not None else None
         self.ledger = Ledger(top, linger_s)
         self.snapshot = Snapshot(model=_info_labels(model.describe()))
-        self._prev: Optional[UsageWindow] = None
-        self._m_prev = None
+        self.steps = WindowStepper(sampler, model, self.meter)
         self._refreshes = 0
         self._lock = threading.Lock()
 
     def start(self) -> None:
         self.sampler.start()
         try:
-            self._m_prev = self.meter.read() if self.meter is not None else None
+            self.steps.m_prev = self.meter.read() if self.meter is not None else None
             self.model.begin(self.meter.meter if self.meter is not None else None)
         except BaseException:
             self.sampler.stop()
@@ -220,15 +219,11 @@ class Exporter:
     def refresh(self) -> Snapshot:
         with self._lock:
             t0 = time.monotonic()
-            cur = self.sampler.read()
-            m = self.meter.read() if self.meter is not None else None
-            prev = self._prev or _empty_like(cur)
-            iw = diff_windows(prev, cur)
+            st = self.steps.step()
+            cur, iw, mj, att = st.cur, st.window, st.meter_j, st.attribution
             note = drop_warning(iw)
             if note:
                 sys.stderr.write(f"ebpf-energy exporter: {note}\n")
-            mj = joules_between(self.meter, m, self._m_prev)
-            att = (self.meter.model if self.meter is not None else self.model).attribute(iw, mj)
             if self.meter is not None and self.meter.lost:
                 att.model["meter_lost"] = self.meter.lost
             gone = self.sampler.fully_dead
@@ -241,7 +236,6 @@ class Exporter:
                 self.sampler.compact()
                 for pid in gone:
                     cur.processes.pop(pid, None)
-            self._prev, self._m_prev = cur, m
             self._refreshes += 1
             self.snapshot = self._snapshot(cur, iw, att, mj, time.monotonic() - t0)
             return self.snapshot
@@ -280,12 +274,6 @@ def _info_labels(model: dict) -> Dict[str, str]:
             v = "true" if v else "false"
         out[k] = "" if v is None else str(v)
     return out
-
-
-def _empty_like(w: UsageWindow) -> UsageWindow:
-    return UsageWindow(source=w.source, start_ns=w.start_ns, end_ns=w.start_ns, ncpus=w.ncpus, processes={},
-                       idle_ns=0, idle_ns_per_cpu=[0] * len(w.idle_ns_per_cpu), samples_or_events=0,
-                       drops=dict({k: 0 for k in w.drops}, cpu_ns=0))
 
 
 # -- Prometheus side ---------------------------------------------------------------------

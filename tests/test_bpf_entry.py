@@ -172,3 +172,25 @@ def test_leak_registry_finds_an_unclosed_fd_and_ignores_one_closed_elsewhere():
     finally:
         kept.close()
     assert int(kept) not in dict(fdmod.leaks())
+
+
+@pytest.mark.kernel
+def test_a_real_load_closes_every_fd_it_made():
+    """BpfObject open -> load -> attach -> close on the real kernel, recorded: every descriptor a
+    bpf() call handed out is an Fd, and each one is closed by the time close() returns."""
+    from ebpf_energy.loader.object import BpfObject
+
+    with fake.Recorder() as rec:
+        obj = BpfObject.open(DATA / "hello.bpf.o")
+        obj.set_global("only_tgid", 4_000_000_000)  # no such process: the program runs, the map stays empty
+        obj.load()
+        obj.attach()
+        live = [f for f in fdmod.open_fds() if not f.closed]
+        obj.close()
+    made = [c.result for c in rec.calls if syscall.COMMANDS[getattr(uapi, c.command)][1] in (syscall.FD, syscall.LINK)]
+    assert [c.command for c in rec.calls if c.result in made] == \
+        ["BPF_BTF_LOAD", "BPF_MAP_CREATE", "BPF_MAP_CREATE", "BPF_PROG_LOAD", "BPF_RAW_TRACEPOINT_OPEN"]
+    assert {int(f) for f in live} >= set(made)
+    for n in made:
+        with pytest.raises(OSError):
+            os.fstat(n)

@@ -5,6 +5,7 @@ every section, map, relocation, CO-RE resolution, load and attach is told
 on stderr as it happens.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -226,8 +227,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
     Exit status 0 only when every selected program loaded (and attached,
     unless --no-attach); otherwise 1, with the reason, after cleaning up.
     """
-    from ebpf_energy.loader import syscall
     from ebpf_energy.loader.object import BpfObject
+    from ebpf_energy.loader.stats import run_time_stats
 
     if explain_:
         explain.enable(sys.stderr)
@@ -241,12 +242,10 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file)
         return
     failed = []
-    stats_fd = None
     try:
-        with TerminateOnSignals() as stop, BpfObject.open(object_path) as obj:
+        with TerminateOnSignals() as stop, BpfObject.open(object_path) as obj, \
+                (run_time_stats() if stats else contextlib.nullcontext()):
             _edit(obj, sets, sizes)
-            if stats:
-                stats_fd = syscall.enable_stats()
             obj.load(only=programs or None)
             for w in obj.warnings:
                 click.echo(f"warning: {w}", err=True)
@@ -270,9 +269,6 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
                         m["pinned"] = None
     except (KeyError, LoaderError) as e:
         _fail(e, object_path, as_json)
-    finally:
-        if stats_fd is not None:
-            syscall.close(stats_fd)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

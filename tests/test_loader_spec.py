@@ -16,7 +16,7 @@ import time
 import pytest
 
 from ebpf_energy.loader import syscall
-from ebpf_energy.loader.errors import ElfError, LoaderError
+from ebpf_energy.loader.errors import ElfError
 from ebpf_energy.loader.object import BpfObject
 from ebpf_energy.loader.prepare import prepare
 from ebpf_energy.loader.spec import ObjectSpec

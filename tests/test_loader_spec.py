@@ -16,7 +16,7 @@ import time
 import pytest
 
 from ebpf_energy.loader import syscall
-from ebpf_energy.loader.errors import ElfError, LoaderError
+from ebpf_energy.loader.errors import ElfError
 from ebpf_energy.loader.object import BpfObject
 from ebpf_energy.loader.prepare import prepare
 from ebpf_energy.loader.spec import ObjectSpec
@@ -93,10 +93,11 @@ def congestion_controls():
         return set(f.read().split())
 
 
-def test_struct_ops_registered_both_ways_and_gone_after_close(test_objects, fds_unchanged):
-    """tcp_congestion_ops from BPF: the plain map registers by its update,
-    the .link one through a link; both are offered by the kernel while
-    attached, neither after close. The unused program is not loaded."""
+def test_struct_ops_registered_and_gone_after_close(test_objects, fds_unchanged):
+    """tcp_congestion_ops from BPF, from .struct_ops and .struct_ops.link:
+    both registered through links (the maps are made with BPF_F_LINK, so
+    nothing outlives the process), offered by the kernel while attached,
+    neither after close. The unused program is not loaded."""
     with BpfObject.open(test_objects("struct_ops_cc")) as obj:
         obj.load()
         assert not obj.programs["unused_op"].loaded
@@ -108,8 +109,9 @@ def test_struct_ops_registered_both_ways_and_gone_after_close(test_objects, fds_
         ids = object_ids(obj)
         assert {"spec_cc", "spec_cc_link"} <= congestion_controls()
         assert obj.programs["spec_cong_avoid"].attached
-        link = obj.struct_ops_links["spec_cc_link"]
-        assert link.info()["type_name"] == "struct_ops"
+        for name in ("spec_cc", "spec_cc_link"):
+            assert obj.struct_ops_links[name].info()["type_name"] == "struct_ops"
+            assert obj.maps[name].info()["map_flags"] & (1 << 13)  # BPF_F_LINK
     assert not {"spec_cc", "spec_cc_link"} & congestion_controls()
     assert_gone(ids)
 
@@ -354,8 +356,8 @@ def test_a_refused_btf_is_a_warning_or_an_error_never_silent(test_objects, fds_u
     ("map_in_map", ["-d", "0"], ["outer_arr[2] = map inner_b", "jumps[1] = program bump_b",
                                  "inner map outer_arr.inner"]),
     ("struct_ops_cc", ["-d", "0"], ["spec_undo_cwnd -> member undo_cwnd (index 8)",
-                                    "struct_ops spec_cc: registered (BPF_MAP_UPDATE_ELEM)",
-                                    "struct_ops spec_cc_link: registered through link", "spec_cc: unregistered"]),
+                                    "struct_ops spec_cc: registered through link",
+                                    "struct_ops spec_cc_link: registered through link"]),
     ("spec_kinds", ["--no-attach"], ["expected attach type cgroup_inet4_connect", "flags xdp_has_frags",
                                      "optional_tp in SEC(\"?tp/syscalls/sys_enter_getppid\")"]),
     ("spec_externs", ["--no-attach"], ["LINUX_HAS_BPF_COOKIE = 01", "POISONED: weak kfunc bpf_spec_no_such_kfunc"]),
@@ -394,3 +396,29 @@ def test_virtual_externs_answer_for_the_target_kernel():
     running = Target.running(addresses=False)
     for name in ("LINUX_HAS_BPF_COOKIE", "LINUX_HAS_SYSCALL_WRAPPER"):
         assert (virtual_value(name, running), virtual_value(name, fake)) == (1, 0)
+
+
+def test_struct_ops_gone_when_load_is_killed(test_objects):
+    """SIGKILL gives no chance to unregister: the links die with the process
+    and take the registrations with them."""
+    import signal
+
+    from test_load_cli import CMD, ROOT
+
+    assert not {"spec_cc", "spec_cc_link"} & congestion_controls()  # none left by an earlier test
+    p = subprocess.Popen(CMD + [str(test_objects("struct_ops_cc")), "--duration", "60"], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not {"spec_cc", "spec_cc_link"} <= congestion_controls() and time.monotonic() < deadline \
+                and p.poll() is None:
+            time.sleep(0.05)
+        assert p.poll() is None, p.stderr.read()
+        assert {"spec_cc", "spec_cc_link"} <= congestion_controls()
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    deadline = time.monotonic() + 10
+    while {"spec_cc", "spec_cc_link"} & congestion_controls() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not {"spec_cc", "spec_cc_link"} & congestion_controls()

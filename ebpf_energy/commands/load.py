@@ -179,6 +179,8 @@ def print_text(report, out, full=False):
         if m.get("pinned"):
             click.echo(f"  pinned at {m['pinned']}: it stays in the kernel after exit "
                        f"(remove it with `rm {m['pinned']}`, or load with --unpin)", file=out)
+        if m.get("registered"):
+            click.echo("  registered with the kernel (struct_ops): unregistered when load exits", file=out)
         if m["entries"] is None:
             click.echo(f"  ({m.get('entries_error') or 'no lookup from user space for this map type'})", file=out)
         elif not m["entries"]:

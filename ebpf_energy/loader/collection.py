@@ -21,6 +21,7 @@ from ebpf_energy.loader.maps import Map
 from ebpf_energy.loader.prepare import KFUNC_POISON, Prepared, PreparedMap, PreparedProgram, split_address
 from ebpf_energy.loader.sections import ATTACH_TYPES, BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, \
     BPF_TRACE_FEXIT, BPF_TRACE_ITER
+from ebpf_energy.loader.struct_ops import BPF_F_LINK
 
 # EPERM to root for these is the kernel's policy, not our privileges: programs
 # that run through a BPF trampoline, and the rest, each with its reason
@@ -162,12 +163,23 @@ class Collection:
         (:func:`~ebpf_energy.loader.struct_ops.register`), after the programs load."""
         if not self.btf_fd:  # the kernel finds its struct through the object's BTF
             raise LoaderError(f"struct_ops map {m.name} needs the object's BTF in the kernel, which refused it")
+        # Registered through a link even from a plain .struct_ops section (where
+        # the kernel has links, 6.4+): a link dies with the process, SIGKILL
+        # included, where a registered map would stay in the kernel for good.
+        flags = m.flags | BPF_F_LINK
         try:
-            fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id, m.flags,
-                                               self.btf_fd)
+            try:
+                fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id,
+                                                   flags, self.btf_fd)
+            except NotSupported:
+                if m.flags & BPF_F_LINK:
+                    raise
+                flags = m.flags
+                fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id,
+                                                   flags, self.btf_fd)
         except SyscallError as e:
             raise type(e)(e.command, e.errno, f"struct_ops map {m.name}: {str(e).split(': ', 1)[-1]}") from None
-        live = Map(fd, m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, m.flags)
+        live = Map(fd, m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, flags)
         return live
 
     def _create_inner(self, m: PreparedMap) -> Map:

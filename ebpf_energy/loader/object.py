@@ -121,7 +121,8 @@ class BpfObject:
         except KeyError:
             raise KeyError(f"no map {map_name!r} (maps: {', '.join(self.spec.maps)})") from None
         if spec.kind != "btf":
-            raise LoaderError(f"{map_name} is a global data section: its size is fixed")
+            what = "a global data section" if spec.kind in ("data", "kconfig") else f"a {spec.type_name} map"
+            raise LoaderError(f"{map_name} is {what}: its size is fixed")
         if n <= 0:
             raise LoaderError(f"max_entries of {map_name} must be positive, got {n}")
         spec.max_entries = int(n)
@@ -197,8 +198,9 @@ class BpfObject:
                 continue
             fds = {p: self.programs[p].fd for _, p in pm.struct_ops.fd_slots if self.programs[p].loaded}
             try:
-                self.struct_ops_links[name] = struct_ops.register(name, self.maps[name].fd, pm.initial,
-                                                                  pm.struct_ops, fds)
+                live = self.maps[name]
+                self.struct_ops_links[name] = struct_ops.register(name, live.fd, pm.initial, pm.struct_ops, fds,
+                                                                  bool(live.flags & struct_ops.BPF_F_LINK))
                 for p in fds:
                     self.programs[p].via = f"{self.programs[p].via}, {name}" if self.programs[p].via else name
             except LoaderError as e:

@@ -150,6 +150,8 @@ class PreparedProgram:
         names.update({s.insn: f"address of {s.symbol} (filled at load)" for s in self.address_slots})
         names.update({i: f"callback {callee} (pc{imm:+d})" for i, callee, imm in self.linked.call_edits
                       if I.opcode(self.insns, i) == I.LD_IMM64})
+        names.update({m.insn: f"0 (weak kfunc {m.symbol} is not in this kernel)" for m in self.missing_kfuncs
+                      if I.opcode(self.insns, m.insn) == I.LD_IMM64})
         return I.disassemble(self.insns, names)
 
 

@@ -13,10 +13,12 @@ kernel wants something else, so this module translates, in three steps:
   copied by name; the byte offsets where program fds go; and for each program
   its ``attach_btf_id`` (the kernel struct) and ``expected_attach_type`` (the
   member's index), which BPF_PROG_LOAD checks.
-* :func:`register` (kernel): fds written in, BPF_MAP_UPDATE_ELEM registers it;
-  a ``.struct_ops.link`` map is registered by BPF_LINK_CREATE instead, so
-  closing the link unregisters it. A plain ``.struct_ops`` map stays
-  registered until its entry is deleted: :class:`Registration` does that on close.
+* :func:`register` (kernel): fds written in, then BPF_LINK_CREATE registers
+  it, so closing the link (or the process dying) unregisters it. The maps
+  are made with ``BPF_F_LINK`` for that, from ``.struct_ops`` too; only on a
+  kernel without struct_ops links does a plain ``.struct_ops`` map register
+  by its BPF_MAP_UPDATE_ELEM and stay registered until its entry is deleted
+  (:class:`Registration` does that on close).
 """
 
 from dataclasses import dataclass, field
@@ -159,10 +161,11 @@ class Registration:
         return self.fd < 0
 
 
-def register(name, map_fd, value: bytes, prepared: PreparedStructOps, program_fds: Dict[str, int]):
-    """Write the program fds into ``value`` and register it: a BPF link for a
-    ``.struct_ops.link`` map, else a :class:`Registration`."""
-    from ebpf_energy.loader.attach import Link
+def register(name, map_fd, value: bytes, prepared: PreparedStructOps, program_fds: Dict[str, int], use_link: bool):
+    """Write the program fds into ``value`` and register it: through a BPF
+    link when the map was made with ``BPF_F_LINK`` (``use_link``), else a
+    :class:`Registration`."""
+    from ebpf_energy.loader.link.base import Link
 
     buf = bytearray(value)
     for off, prog in prepared.fd_slots:
@@ -170,7 +173,7 @@ def register(name, map_fd, value: bytes, prepared: PreparedStructOps, program_fd
             raise LoaderError(f"struct_ops {name}: program {prog} is not loaded")
         buf[off:off + 8] = program_fds[prog].to_bytes(8, "little")
     syscall.map_update(map_fd, b"\0\0\0\0", bytes(buf), 0)
-    if not prepared.link:
+    if not use_link:
         explain.trace("attach", f"struct_ops {name}: registered (BPF_MAP_UPDATE_ELEM)")
         return Registration(map_fd, name)
     fd = syscall.link_create(map_fd, 0, BPF_STRUCT_OPS)

@@ -63,7 +63,7 @@ apt:
 	@missing=""; \
 	for c in clang llc bpftool perf prometheus; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	[ -f /usr/include/bpf/bpf_helpers.h ] || missing=1; \
-	[ -f /usr/include/sys/sdt.h ] || missing=1; \
+	[ -f /usr/include/sys/sdt.h ] || [ -f /usr/include/$(MULTIARCH)/sys/sdt.h ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $(APT_PKGS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \

@@ -596,13 +596,11 @@ def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
 
 def link_create_iter(prog_fd, map_fd=0):
     """BPF_LINK_CREATE(BPF_TRACE_ITER) -> link fd; ``map_fd`` for map iterators
-    (``union bpf_iter_link_info`` starts with ``map.map_fd``)."""
-    info = _new("__u32[4]")  # the union's first 16 bytes; the rest is zero to the kernel
-    info[0] = map_fd
-    return _command(uapi.BPF_LINK_CREATE, f"BPF_LINK_CREATE prog_fd={prog_fd} attach_type=BPF_TRACE_ITER "
-                    f"map_fd={map_fd or '-'}", struct="bpf_attr_link_create_iter", prog_fd=prog_fd, target_fd=0,
-                    attach_type=uapi.BPF_TRACE_ITER, flags=0, iter_info=_addr(info) if map_fd else 0,
-                    iter_info_len=ffi.sizeof(info) if map_fd else 0)
+    (``union bpf_iter_link_info`` starts with ``map.map_fd``; its pointer and
+    length are the link_create tail). :mod:`link.iterator` fills the other kinds."""
+    info = _new("__u32[4]", [map_fd])  # the union's first 16 bytes; the rest is zero to the kernel
+    tail = _addr(info).to_bytes(8, "little") + ffi.sizeof(info).to_bytes(4, "little") if map_fd else b""
+    return link_create_tail(prog_fd, 0, uapi.BPF_TRACE_ITER, tail, what=f"(map_fd={map_fd or '-'})")
 
 
 def iter_create(link_fd):

@@ -127,10 +127,6 @@ struct bpf_attr_link_create {
     __u32 prog_fd; __u32 target_fd; __u32 attach_type; __u32 flags;
     __u32 target_btf_id;
 };
-struct bpf_attr_link_create_iter {
-    __u32 prog_fd; __u32 target_fd; __u32 attach_type; __u32 flags;
-    __u64 iter_info; __u32 iter_info_len;
-};
 struct bpf_attr_iter_create {
     __u32 link_fd; __u32 flags;
 };

@@ -7,10 +7,10 @@ own that event's fd. A kind made of several attachments (a perf event per
 CPU, a uprobe per USDT site) is a :class:`Links`, closed as one.
 """
 
-import os
 from contextlib import contextmanager
 
 from .. import explain, syscall
+from ..fd import close as _close
 from ..errors import LoaderError
 
 
@@ -37,7 +37,7 @@ class Link:
         fds = [fd for fd in dict.fromkeys((self.fd, self.perf_fd)) if fd is not None and fd >= 0]
         self.fd = self.perf_fd = -1
         for fd in fds:
-            os.close(fd)
+            _close(fd)  # an Fd closes through Fd.close, so the session's fd check sees it closed
         if fds:
             explain.trace("close", f"detach {self.target} (closed fd {', '.join(map(str, fds))})")
 
@@ -58,7 +58,7 @@ class Link:
         for fd in {getattr(self, "fd", -1), getattr(self, "perf_fd", -1)}:
             if fd is not None and fd >= 0:
                 try:
-                    os.close(fd)
+                    _close(fd)
                 except OSError:
                     pass
 

@@ -16,6 +16,7 @@ import struct
 
 from .. import explain, syscall, uapi
 from ..errors import AttachError, PermissionDenied, SyscallError
+from ..fd import close as _close
 from .base import Link
 
 
@@ -80,7 +81,7 @@ class Iterator(Link):
                     break
                 pos += n
         finally:
-            os.close(sfd)
+            _close(sfd)
         explain.trace("syscall", f"read iterator {self.target} -> {pos} bytes")
         return memoryview(buf)[:pos]
 

@@ -11,11 +11,11 @@ per online CPU (:func:`attach_perf_event`).
 """
 
 import errno as _errno
-import os
 import struct
 
 from .. import explain, syscall, uapi
 from ..errors import AttachError, NotSupported, PermissionDenied, SyscallError
+from ..fd import close as _close
 from .base import Link, Links, closing_on_error
 
 PERF_COUNT_SW_CPU_CLOCK = uapi.PERF_COUNT_SW_CPU_CLOCK
@@ -42,16 +42,16 @@ def link_perf_event(prog_fd, pfd, target, cookie=0, legacy=False):
                       "falling back to PERF_EVENT_IOC_SET_BPF + PERF_EVENT_IOC_ENABLE")
         link_err = e
     except SyscallError as e:
-        os.close(pfd)
+        _close(pfd)
         raise AttachError(f"cannot attach {target}: {e}") from e
     if cookie:
-        os.close(pfd)
+        _close(pfd)
         raise AttachError(f"cannot attach {target}: the BPF cookie needs BPF_LINK_CREATE, which failed: {link_err}")
     try:
         syscall.ioctl(pfd, uapi.PERF_EVENT_IOC_SET_BPF, prog_fd)
         syscall.ioctl(pfd, uapi.PERF_EVENT_IOC_ENABLE, 0)
     except SyscallError as e:
-        os.close(pfd)
+        _close(pfd)
         if isinstance(e, PermissionDenied) and isinstance(link_err, PermissionDenied):
             raise
         raise AttachError(f"cannot attach {target}: {link_err}; and then {e}") from e

@@ -110,18 +110,22 @@ class _Tree:
 
             sampler = EbpfSampler()
         self.sampler = sampler
-        self.m0 = None
-        self.w0 = None
+        self.steps = None  # the one step from the start of the stretch to finish()
         self.window = None
 
     def __enter__(self):
         self.cgroup.__enter__()
         try:
+            from ebpf_energy.driver import MeterGuard, WindowStepper
+
+            w0 = None
             if self.shared:
-                self.w0 = self.sampler.read()
+                w0 = self.sampler.read()
             else:
                 self.sampler.start()
-            self.m0 = self.meter.read() if self.meter is not None else None
+            guard = MeterGuard(self.meter, self.model) if self.meter is not None else None
+            self.steps = WindowStepper(self.sampler, self.model, guard, prev=w0,
+                                       m_prev=guard.read() if guard is not None else None)
             self.model.begin(self.meter)
         except BaseException:
             if not self.shared:
@@ -138,13 +142,8 @@ class _Tree:
         at the tree's average joules per CPU-ns, or by the model alone when the
         tree has no other CPU time.
         """
-        window = self.sampler.read()
-        if self.w0 is not None:
-            from ebpf_energy.driver import diff_windows
-
-            window = diff_windows(self.w0, window)
-        meter_j = self.meter.read().delta(self.m0) if self.meter is not None else None
-        attribution = self.model.attribute(window, meter_j)
+        st = self.steps.step()
+        window, attribution = st.window, st.attribution
         self.window = window
         note = drop_warning(window, fix="the monitor's task map filled faster than it was emptied")
         if note:

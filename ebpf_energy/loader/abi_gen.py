@@ -38,6 +38,9 @@ ANONYMOUS = ("BPF_ANY", "BPF_F_NO_PREALLOC", "BTF_KIND_UNKN", "BPF_RINGBUF_BUSY_
              "BPF_F_INDEX_MASK", "BPF_F_UPROBE_MULTI_RETURN", "NFPROTO_UNSPEC")
 # named enums that also get a name table (the others: members only, to keep the module small)
 TABLES = ("bpf_cmd", "bpf_map_type", "bpf_prog_type", "bpf_attach_type", "bpf_link_type", "bpf_core_relo_kind")
+# single #defines from other headers (relative to /usr/include): the socket options that attach a
+# program to a socket (asm-generic's numbers; the architectures that differ have their own asm/socket.h)
+DEFINE_NAMES = {"asm-generic/socket.h": ("SO_ATTACH_BPF", "SO_DETACH_FILTER", "SO_DETACH_BPF")}
 DEFINE_PREFIXES = ("BPF_", "BTF_", "PERF_FLAG_", "PERF_ATTR_SIZE_", "PERF_EVENT_IOC_", "XDP_FLAGS_")
 
 _ENUM = re.compile(r"\benum\s*(\w*)\s*\{(.*?)\}\s*;", re.S)
@@ -93,11 +96,13 @@ def _eval(expr, known):
     return v if isinstance(v, int) else None
 
 
-def defines(text, known):
-    """Integer ``#define``\\ s with one of DEFINE_PREFIXES, in file order (macros with arguments skipped)."""
+def defines(text, known, names=None):
+    """Integer ``#define``\\ s with one of DEFINE_PREFIXES (or one of ``names``), in file order
+    (macros with arguments skipped)."""
     out = []
     for name, expr in _DEFINE.findall(_COMMENT.sub("", text)):
-        if not name.startswith(DEFINE_PREFIXES) or name.startswith("__"):
+        wanted = name in names if names is not None else name.startswith(DEFINE_PREFIXES) and not name.startswith("__")
+        if not wanted:
             continue
         v = _eval(expr, known)
         if v is not None:
@@ -148,6 +153,12 @@ def generate(vmlinux_h=VMLINUX_H, include=INCLUDE):
         with open(os.path.join(include, h)) as f:
             defs = defines(f.read(), dict(seen))
         lines += ["", f"# #define in linux/{h}"]
+        for name, v in defs:
+            emit(name, v, h)
+    for h, names in DEFINE_NAMES.items():
+        with open(os.path.join(os.path.dirname(include), h)) as f:
+            defs = defines(f.read(), dict(seen), names)
+        lines += ["", f"# #define in {h}"]
         for name, v in defs:
             emit(name, v, h)
     return "\n".join(lines) + "\n"

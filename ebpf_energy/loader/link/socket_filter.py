@@ -7,11 +7,11 @@ it outlives the socket, so nothing outlives the process.
 
 import socket as _socket
 
-from .. import explain
+from .. import explain, uapi
 from ..errors import AttachError
 
-SO_ATTACH_BPF = 50
-SO_DETACH_BPF = 27  # = SO_DETACH_FILTER
+SO_ATTACH_BPF = uapi.SO_ATTACH_BPF
+SO_DETACH_BPF = uapi.SO_DETACH_BPF  # = SO_DETACH_FILTER
 
 
 class SocketFilter:

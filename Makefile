@@ -11,7 +11,7 @@ ARCH        := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # so CI can check that the shipped object is what this source builds.
 BPF_CFLAGS  := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -I$(CURDIR) -I$(CURDIR)/bpf \
                -fdebug-prefix-map=$(CURDIR)=. -Wall -Wno-unused-function
-APT_PKGS    := clang llvm bpftool libbpf-dev linux-perf prometheus chromium chromium-driver
+APT_PKGS    := clang llvm bpftool libbpf-dev linux-perf prometheus chromium chromium-driver systemtap-sdt-dev
 
 PKG_OBJS    := $(patsubst bpf/%.bpf.c,ebpf_energy/bpf/%.bpf.o,$(wildcard bpf/*.bpf.c))
 TEST_OBJS   := $(patsubst tests/bpf/%.bpf.c,tests/bpf/build/%.bpf.o,$(wildcard tests/bpf/*.bpf.c))
@@ -32,9 +32,11 @@ ebpf_energy/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) vmlinux.h
 	$(LLVM_STRIP) -g $@.tmp -o $@
 	@rm -f $@.tmp
 
+# usdt.bpf.h includes <linux/errno.h>, whose <asm/errno.h> is in the multiarch include dir
+MULTIARCH   := $(shell $(CC) -print-multiarch 2>/dev/null || $(CLANG) -print-multiarch)
 tests/bpf/build/%.bpf.o: tests/bpf/%.bpf.c vmlinux.h
 	@mkdir -p $(dir $@)
-	$(CLANG) $(BPF_CFLAGS) -I$(CURDIR)/tests/bpf -c $< -o $@
+	$(CLANG) $(BPF_CFLAGS) -I$(CURDIR)/tests/bpf -idirafter /usr/include/$(MULTIARCH) -c $< -o $@
 
 bench/build/%.bpf.o: bench/bpf/%.bpf.c vmlinux.h
 	@mkdir -p $(dir $@)
@@ -61,6 +63,7 @@ apt:
 	@missing=""; \
 	for c in clang llc bpftool perf prometheus chromium chromedriver; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	[ -f /usr/include/bpf/bpf_helpers.h ] || missing=1; \
+	[ -f /usr/include/sys/sdt.h ] || [ -f /usr/include/$(MULTIARCH)/sys/sdt.h ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $(APT_PKGS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \

@@ -177,7 +177,11 @@ int main(int argc, char **argv)
 		bpf_object__for_each_program(prog, objs[i]) {
 			if (nlink == MAX_LINKS)
 				goto out;
+			if (!bpf_program__autoload(prog))
+				continue; /* SEC("?...") or not loaded: nothing to attach */
 			links[nlink] = bpf_program__attach(prog);
+			if (!links[nlink] && errno == EOPNOTSUPP)
+				continue; /* no target in its section (SEC("raw_tp")): loaded only, as ours does */
 			if (!links[nlink]) {
 				fprintf(stderr, "%s: attach failed: %s\n", bpf_program__name(prog), strerror(errno));
 				goto out;

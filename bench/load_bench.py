@@ -33,7 +33,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS = os.path.join(ROOT, "bench", "build", "libbpf_harness")
 DEFAULT_OBJS = [os.path.join(ROOT, "tests", "bpf", "build", "seed_style.bpf.o"),
                 os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o"),
-                os.path.join(ROOT, "bench", "build", "empty_tp_btf.bpf.o")]
+                os.path.join(ROOT, "bench", "build", "empty_tp_btf.bpf.o"),
+                os.path.join(ROOT, "bench", "build", "uprobe_libc.bpf.o")]  # uprobes: libc symbols by name
+# maps of maps and a program array with initial slots (inner template, slot writes)
+DEFAULT_OBJS.append(os.path.join(ROOT, "tests", "bpf", "build", "map_in_map.bpf.o"))
 TARGETS = {"inproc": 1.5, "cli": 2.0}
 # issue 14: the whole `load` process against libbpf's whole process, per object
 CLI_TARGETS = {"seed_style.bpf.o": 1.5, "tp_btf_counter.bpf.o": 5.0, "empty_tp_btf.bpf.o": 5.0}

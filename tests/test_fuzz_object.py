@@ -27,8 +27,10 @@ CASES = int(os.environ.get("FUZZ_CASES", "3000"))
 SEED = int(os.environ.get("FUZZ_SEED", "7311"))
 CASE_LIMIT_S = 5.0
 CORPUS = ["tp_btf_counter", "core_task", "rodata", "globals", "subprog", "ringbuf", "verifier_reject",
-          "maps_all", "seed_style", "multi_prog", "externs", "core_local", "core_maps"]
-INTERESTING = (".BTF", ".BTF.ext", ".symtab", ".strtab", ".maps", ".rodata", ".data", ".bss", "license")
+          "maps_all", "seed_style", "multi_prog", "externs", "core_local", "core_maps", "map_in_map",
+          "struct_ops_cc", "spec_externs", "callbacks"]
+INTERESTING = (".BTF", ".BTF.ext", ".symtab", ".strtab", ".maps", ".rodata", ".data", ".bss", "license",
+               ".struct_ops", ".struct_ops.link", ".rel.maps", ".rel.struct_ops")
 
 
 class CaseTimeout(Exception):

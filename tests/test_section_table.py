@@ -21,13 +21,13 @@ ROWS = [
     ("lsm/file_open", "lsm", uapi.BPF_LSM_MAC, "tracing", "file_open", ("bpf_lsm_file_open", "func")),
     ("iter/task", "tracing", uapi.BPF_TRACE_ITER, None, "task", ("bpf_iter_task", "func")),
     ("socket", "socket_filter", 0, None, "", None),
-    ("xdp", "xdp", 0, None, "", None),
+    ("xdp", "xdp", uapi.BPF_XDP, None, "", None),  # libbpf loads xdp programs with BPF_XDP
     ("tc", "sched_cls", 0, None, "", None),
     ("perf_event", "perf_event", 0, None, "", None),
     ("syscall", "syscall", 0, None, "", None),
     ("kprobe/do_sys_open", "kprobe", 0, None, "do_sys_open", None),
     ("uretprobe/bash:readline", "kprobe", 0, None, "bash:readline", None),
-    ("cgroup/skb", "cgroup_skb", 0, None, "skb", None),
+    ("cgroup/skb", "cgroup_skb", 0, None, "", None),  # the whole name, as libbpf's table: no target
 ]
 
 

@@ -24,6 +24,12 @@ def print_prepared(prepared, out) -> None:
             extra.append(f"{m['initial_bytes']} initial bytes" + (", then frozen" if m["freeze"] else ""))
         if m["pin_path"]:
             extra.append(f"pinned at {m['pin_path']}")
+        if m["inner"]:
+            i = m["inner"]
+            extra.append(f"inner maps: {i['type']}, key {i['key_size']} B, value {i['value_size']} B, "
+                         f"max_entries {i['max_entries']}")
+        if m["map_extra"]:
+            extra.append(f"map_extra {m['map_extra']:#x}")
         click.echo(f"  {m['name']} ({m['kernel_name']}): {m['type']}, key {m['key_size']} B, value "
                    f"{m['value_size']} B, max_entries {m['max_entries']}, flags {m['flags']:#x}"
                    + (f"; {'; '.join(extra)}" if extra else ""), file=out)
@@ -32,6 +38,10 @@ def print_prepared(prepared, out) -> None:
     for p, prog in zip(d["programs"], prepared.programs.values()):
         attach = f", attach target {p['attach_target']} = kernel BTF id {p['attach_btf_id']}" \
             if p["attach_btf_id"] else ""
+        if p["expected_attach_type"]:
+            attach += f", expected attach type {p['expected_attach_type_name']}"
+        if p["prog_flags"]:
+            attach += f", flags {'|'.join(p['prog_flags'])}"
         click.echo(f"\nprogram {p['name']} (SEC(\"{p['section']}\"), {p['type']}, license {p['license']!r}"
                    f"{attach}): {len(prog.insns) // 8} instructions", file=out)
         if p["core"]:

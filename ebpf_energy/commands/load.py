@@ -17,6 +17,7 @@ from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._signals import TerminateOnSignals
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
+from ebpf_energy.loader.map_types import unreadable_reason
 
 MAX_SHOWN = 10000
 
@@ -76,10 +77,12 @@ def map_report(obj, name, m):
     except LoaderError:
         entry["id"] = None
     entry["pinned"] = getattr(m, "pin_path", None)  # kept in the kernel after exit unless --unpin
-    from ebpf_energy.loader.maps import NO_LOOKUP_TYPES
-
-    if spec.type in NO_LOOKUP_TYPES:
+    if spec.struct_ops is not None:
+        entry["registered"] = name in obj.struct_ops_links
+    reason = unreadable_reason(spec.type)
+    if reason:
         entry["entries"] = None
+        entry["entries_error"] = f"the entries of {name} cannot be read from user space: {reason}"
     elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
     else:
@@ -112,15 +115,46 @@ def brief(value, items=8):
 def program_report(p):
     row = {"name": p.name, "section": p.section, "type": p.type_name, "loaded": p.loaded,
            "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0}
-    if p.spec.kind.manual:
-        row["attach"] = "manual"  # its section names nothing to attach to: run it, or attach it yourself
+    if p.needs or p.spec.kind.manual:
+        # its section names no complete target: loaded, not attached (as libbpf), and what it needs
+        row["attach"] = "manual"
+        row["needs"] = p.needs or "nothing to attach to: its section names no target"
     if p.loaded:
         info = p.info()
         row.update(id=info.get("id"), run_cnt=info.get("run_cnt", 0), run_time_ns=info.get("run_time_ns", 0),
                    verified_insns=info.get("verified_insns"))
+    if p.via:  # attached through its registered struct_ops map: it needs nothing more
+        row["attach"] = f"struct_ops {p.via}"
+        row.pop("needs", None)
     if p.attach_error:
         row["error"] = p.attach_error
+    if p.link is not None:
+        row["link"] = link_report(p.link)
     return row
+
+
+MAX_ITER_OUTPUT = 64 * 1024
+
+
+def link_report(link):
+    """How a program is attached: the link's kind and kernel id (``count``
+    links for a group: a perf event per CPU, a uprobe per USDT site), and for
+    an iterator one pass of its output."""
+    out = {"kind": link.kind, "target": link.target}
+    try:
+        info = link.info()
+        out.update(id=info.get("id"), type=info.get("type_name"), count=info.get("count", 1))
+    except LoaderError:
+        pass
+    if hasattr(link, "read"):  # an iterator: its output is what it is for
+        try:
+            text = bytes(link.read())
+            out["output"] = text[:MAX_ITER_OUTPUT].decode(errors="replace")
+            if len(text) > MAX_ITER_OUTPUT:
+                out["output_truncated"] = len(text)
+        except LoaderError as e:
+            out["output_error"] = str(e)
+    return out
 
 
 def print_text(report, out, full=False):
@@ -134,12 +168,19 @@ def print_text(report, out, full=False):
         attached = "yes" if p["attached"] else ("manual" if p.get("attach") == "manual" else "no")
         click.echo(f"{p['name']:<24} {p['section']:<32} {p['type']:<16} {str(p['id'] or '-'):>6} "
                    f"{attached:<8} {runs:>10} {per_run:>8}", file=out)
+    for p in report["programs"]:
+        output = (p.get("link") or {}).get("output")
+        if output is not None:
+            click.echo(f"\niterator {p['name']} ({p['section']}) output:", file=out)
+            click.echo(output.rstrip("\n") or "  (empty)", file=out)
     for m in report["maps"]:
         click.echo(f"\nmap {m['name']} ({m['type']}, key {m['key_size']} B, value {m['value_size']} B, "
                    f"max_entries {m['max_entries']})", file=out)
         if m.get("pinned"):
             click.echo(f"  pinned at {m['pinned']}: it stays in the kernel after exit "
                        f"(remove it with `rm {m['pinned']}`, or load with --unpin)", file=out)
+        if m.get("registered"):
+            click.echo("  registered with the kernel (struct_ops): unregistered when load exits", file=out)
         if m["entries"] is None:
             click.echo(f"  ({m.get('entries_error') or 'no lookup from user space for this map type'})", file=out)
         elif not m["entries"]:
@@ -208,15 +249,18 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
                 (run_time_stats() if stats else contextlib.nullcontext()):
             _edit(obj, sets, sizes)
             obj.load(only=programs or None)
+            for w in obj.warnings:
+                click.echo(f"warning: {w}", err=True)
             if attach:
                 obj.attach(strict=False)
-                failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.spec.kind.manual]
+                failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.needs]
             stopped_by = None
             if duration and not failed and stop.wait(duration):
                 stopped_by = stop.stopper.reason
             report = {"schema": 1, "object": str(object_path), "stats": bool(stats),
                       "programs": [program_report(p) for p in obj.programs.values() if p.loaded],
-                      "maps": [map_report(obj, name, m) for name, m in obj.maps.items()]}
+                      "maps": [map_report(obj, name, m) for name, m in obj.maps.items()],
+                      "warnings": list(obj.warnings)}
             if unpin:
                 for m in report["maps"]:
                     if m["pinned"]:
@@ -231,6 +275,10 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         click.echo(json.dumps(report, indent=2))
     else:
         print_text(report, sys.stdout, full=full)
+    for p in report["programs"]:
+        if p.get("needs") and attach:
+            click.echo(f"note: program {p['name']} ({p['section']}) is loaded, not attached: it needs "
+                       f"{p['needs']}", err=True)
     if failed:
         for p in failed:
             click.echo(f"error: program {p.name} ({p.section}) loaded but did not attach: {p.attach_error}", err=True)

@@ -9,8 +9,8 @@ Two sources, because the kernel publishes its numbers in two ways:
   output does not depend on the machine);
 * ``#define``\\ s, which BTF cannot carry (the instruction encoding, the
   ``BPF_PSEUDO_*`` markers, program flags, perf ioctls), from the UAPI headers
-  ``linux/bpf_common.h``, ``linux/bpf.h``, ``linux/btf.h``, ``linux/perf_event.h``
-  (linux-libc-dev).
+  ``linux/bpf_common.h``, ``linux/bpf.h``, ``linux/btf.h``, ``linux/perf_event.h``,
+  ``linux/if_link.h`` (the XDP attach flags) (linux-libc-dev).
 
 Run ``python3 -m ebpf_energy.loader.abi_gen`` after ``make regen-vmlinux``;
 tests/test_abi.py checks that the committed ``abi.py`` is what this produces.
@@ -23,21 +23,25 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMLINUX_H = os.path.join(ROOT, "vmlinux.h")
 INCLUDE = "/usr/include/linux"
-HEADERS = ("bpf_common.h", "bpf.h", "btf.h", "perf_event.h")
+HEADERS = ("bpf_common.h", "bpf.h", "btf.h", "perf_event.h", "if_link.h")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "abi.py")
 
 # named enums taken whole
 ENUMS = ("bpf_cmd", "bpf_map_type", "bpf_prog_type", "bpf_attach_type", "bpf_link_type",
-         "bpf_stats_type", "bpf_core_relo_kind", "btf_func_linkage", "perf_type_id", "perf_event_sample_format")
+         "bpf_stats_type", "bpf_core_relo_kind", "btf_func_linkage", "perf_type_id", "perf_event_sample_format",
+         "perf_sw_ids", "nf_inet_hooks")
 # enums of ids 0..n-1 written as one list of names (value == index): 200+ helpers as constants would
 # make this module the slowest to compile of the loader
 NAME_LISTS = {"bpf_func_id": "BPF_FUNC_"}
 # anonymous enums, found by one member each
 ANONYMOUS = ("BPF_ANY", "BPF_F_NO_PREALLOC", "BTF_KIND_UNKN", "BPF_RINGBUF_BUSY_BIT", "BTF_VAR_STATIC",
-             "BPF_F_INDEX_MASK")
+             "BPF_F_INDEX_MASK", "BPF_F_UPROBE_MULTI_RETURN", "NFPROTO_UNSPEC")
 # named enums that also get a name table (the others: members only, to keep the module small)
 TABLES = ("bpf_cmd", "bpf_map_type", "bpf_prog_type", "bpf_attach_type", "bpf_link_type", "bpf_core_relo_kind")
-DEFINE_PREFIXES = ("BPF_", "BTF_", "PERF_FLAG_", "PERF_ATTR_SIZE_", "PERF_EVENT_IOC_")
+# single #defines from other headers (relative to /usr/include): the socket options that attach a
+# program to a socket (asm-generic's numbers; the architectures that differ have their own asm/socket.h)
+DEFINE_NAMES = {"asm-generic/socket.h": ("SO_ATTACH_BPF", "SO_DETACH_FILTER", "SO_DETACH_BPF")}
+DEFINE_PREFIXES = ("BPF_", "BTF_", "PERF_FLAG_", "PERF_ATTR_SIZE_", "PERF_EVENT_IOC_", "XDP_FLAGS_")
 
 _ENUM = re.compile(r"\benum\s*(\w*)\s*\{(.*?)\}\s*;", re.S)
 _DEFINE = re.compile(r"^#define\s+(\w+)\s+(.+?)\s*$", re.M)
@@ -92,11 +96,13 @@ def _eval(expr, known):
     return v if isinstance(v, int) else None
 
 
-def defines(text, known):
-    """Integer ``#define``\\ s with one of DEFINE_PREFIXES, in file order (macros with arguments skipped)."""
+def defines(text, known, names=None):
+    """Integer ``#define``\\ s with one of DEFINE_PREFIXES (or one of ``names``), in file order
+    (macros with arguments skipped)."""
     out = []
     for name, expr in _DEFINE.findall(_COMMENT.sub("", text)):
-        if not name.startswith(DEFINE_PREFIXES) or name.startswith("__"):
+        wanted = name in names if names is not None else name.startswith(DEFINE_PREFIXES) and not name.startswith("__")
+        if not wanted:
             continue
         v = _eval(expr, known)
         if v is not None:
@@ -147,6 +153,12 @@ def generate(vmlinux_h=VMLINUX_H, include=INCLUDE):
         with open(os.path.join(include, h)) as f:
             defs = defines(f.read(), dict(seen))
         lines += ["", f"# #define in linux/{h}"]
+        for name, v in defs:
+            emit(name, v, h)
+    for h, names in DEFINE_NAMES.items():
+        with open(os.path.join(os.path.dirname(include), h)) as f:
+            defs = defines(f.read(), dict(seen), names)
+        lines += ["", f"# #define in {h}"]
         for name, v in defs:
             emit(name, v, h)
     return "\n".join(lines) + "\n"

@@ -418,7 +418,8 @@ class Btf(BtfQueries):
                     end = max(end, v.offset + v.size)
             else:
                 ref(t, t.type, "type")
-            if k in (KIND_FUNC, KIND_VAR) and t.type == 0:
+            if k in (KIND_FUNC, KIND_VAR) and t.type == 0 and not (k == KIND_VAR and t.linkage == abi.BTF_VAR_GLOBAL_EXTERN):
+                # (an extern VAR may be void: `extern void sym __ksym`, an address)
                 raise BtfError(f"BTF {t.kind_name} [{t.id}] '{t.name}' has no type")
             if k == KIND_FUNC and self.types[t.type].kind != KIND_FUNC_PROTO:
                 raise BtfError(f"BTF func [{t.id}] '{t.name}' does not point to a func_proto")
@@ -477,6 +478,11 @@ class Btf(BtfQueries):
                     raise BtfError(f"BTF datasec '{t.name}': no ELF symbol for variable '{var.name}'")
                 size = self.size_of(var.type)
                 off = symbol_offsets[key]
+                if isinstance(off, (list, tuple)):  # same-named statics of a linked object: the BTF knows which
+                    off = v.offset if v.offset in off else off[0] if len(off) == 1 else None
+                    if off is None:
+                        raise BtfError(f"BTF datasec '{t.name}': {len(symbol_offsets[key])} symbols are named "
+                                       f"'{var.name}' and none is at the BTF's offset {v.offset}")
                 if off + size > t.size:
                     raise BtfError(f"BTF datasec '{t.name}': variable '{var.name}' at {off}+{size} "
                                    f"is outside the {t.size}-byte section")

@@ -39,13 +39,18 @@ def _name_params(btf: Btf, proto: BtfType):
             proto.param_name_offs[i] = btf.add_string(f"arg{i}")
 
 
-def for_kernel(btf: Btf) -> bytes:
-    """Serialised BTF the kernel's checker accepts (a copy; ``btf`` is untouched)."""
-    if not _needs_work(btf):
+def for_kernel(btf: Btf, hidden=frozenset()) -> bytes:
+    """Serialised BTF the kernel's checker accepts (a copy; ``btf`` is untouched).
+    Functions in ``hidden`` (global with hidden visibility, as usdt.bpf.h's
+    ``__weak __hidden`` helpers) become static, as libbpf makes them: the
+    verifier then checks them in their caller's context, not alone."""
+    if not _needs_work(btf) and not any(t.kind == KIND_FUNC and t.name in hidden for t in btf.types[1:]):
         return btf.to_bytes()
     k = btf.copy()
     for t in k.types[1:]:
-        if t.kind == KIND_FUNC and t.linkage == FUNC_EXTERN:
+        if t.kind == KIND_FUNC and t.name in hidden:
+            t.linkage = FUNC_STATIC
+        elif t.kind == KIND_FUNC and t.linkage == FUNC_EXTERN:
             t.linkage = FUNC_STATIC
             _name_params(k, k.types[t.type])
         elif t.kind == KIND_VAR and t.linkage == VAR_EXTERN:

@@ -4,27 +4,42 @@
 the object's BTF (maps and programs name types in it), the maps (created,
 initial data written, ``.rodata`` frozen, or reused from a pin), then each
 program with its map fds written into the slots prepare() left. It never
-attaches (that is :mod:`~ebpf_energy.loader.attach`'s) and it closes in
+attaches (that is :mod:`~ebpf_energy.loader.link`'s) and it closes in
 reverse: programs, maps, BTF. A failure at any step closes what was made
 before it, so nothing stays in the kernel.
 """
 
 import os
-from typing import Dict
+from typing import Dict, List
 
 from ebpf_energy.loader import core, explain, map_memory, program, syscall
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.externs import kallsyms_address
-from ebpf_energy.loader.errors import BtfError, LoaderError, PermissionDenied, SyscallError, VerifierError
+from ebpf_energy.loader.errors import BtfError, LoaderError, NotSupported, PermissionDenied, SyscallError, \
+    VerifierError
 from ebpf_energy.loader.maps import Map
-from ebpf_energy.loader.prepare import Prepared, PreparedMap, PreparedProgram, split_address
-from ebpf_energy.loader.sections import BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
+from ebpf_energy.loader.prepare import KFUNC_POISON, Prepared, PreparedMap, PreparedProgram, split_address
+from ebpf_energy.loader.sections import ATTACH_TYPES, BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, \
+    BPF_TRACE_FEXIT, BPF_TRACE_ITER
+from ebpf_energy.loader.struct_ops import BPF_F_LINK
 
-TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN)
+# EPERM to root for these is the kernel's policy, not our privileges: programs
+# that run through a BPF trampoline, and the rest, each with its reason
+TRAMPOLINE_ATTACH = (BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_MODIFY_RETURN, BPF_LSM_MAC)
+_TRAMPOLINE = ("this kernel refuses fentry/fexit/lsm programs even to root (BPF trampolines are not permitted "
+               "here, e.g. kernel lockdown or no direct-call ftrace{}); attach to a tracepoint instead "
+               "(tp_btf/, raw_tp/, tp/)")
+ROOT_REFUSED = {
+    **{t: _TRAMPOLINE.format("") for t in TRAMPOLINE_ATTACH},
+    BPF_LSM_MAC: _TRAMPOLINE.format(", or the BPF LSM is not active: it must be in the lsm= boot list"),
+    ATTACH_TYPES["lsm_cgroup"]: "this kernel refuses cgroup LSM programs (no BPF trampolines here, or the BPF "
+                                "LSM is not active)",
+    BPF_TRACE_ITER: "this kernel does not let this iterator be loaded (it is missing or forbidden here)",
+}
 
 
 class TrampolineRefused(LoaderError):
-    """fentry/fexit refused although we are privileged: the kernel forbids trampolines."""
+    """fentry/fexit/lsm refused although we are privileged: the kernel forbids trampolines."""
 
     def __init__(self, message, errno):
         self.errno = errno
@@ -39,6 +54,7 @@ class Collection:
         self.btf_fd = 0
         self.maps: Dict[str, Map] = {}
         self.programs: Dict[str, int] = {}
+        self.warnings: List[str] = []  # what loaded, but not as asked (load prints them)
         self._closed = False
 
     @classmethod
@@ -49,8 +65,10 @@ class Collection:
             c._load_btf()
             for m in prepared.maps.values():
                 c.maps[m.name] = c._create_map(m)
+            c._fill_slots("map")
             for p in prepared.programs.values():
                 c.programs[p.name] = c._load_program(p)
+            c._fill_slots("program")
         except BaseException:
             c.close()
             raise
@@ -71,7 +89,10 @@ class Collection:
         except BtfError as e:
             if self.prepared.needs_btf:
                 raise
-            explain.trace("btf", f"kernel refused the object's BTF ({e}); continuing without it")
+            # loud: without it maps lose their types and programs their line info
+            self.warnings.append(f"the kernel refused the object's BTF ({e}); loading without it: maps have no "
+                                 "BTF types, and verifier errors no source lines")
+            explain.trace("btf", self.warnings[-1])
             self.btf_fd = 0
 
     # -- maps -----------------------------------------------------------------------
@@ -89,16 +110,14 @@ class Collection:
             return self._reuse_pinned(m, key_codec, value_codec)
         map_memory.check(m.name, m.type_name, m.type, m.key_size, m.value_size, m.max_entries, m.flags,
                          syscall.num_possible_cpus())
-        use_btf = bool(self.btf_fd and (m.btf_key_type_id or m.btf_value_type_id))
+        if m.struct_ops is not None:
+            return self._create_struct_ops(m)
+        template = self._create_inner(m) if m.inner is not None else None
         try:
-            live = Map.create(m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, map_flags=m.flags,
-                              numa_node=m.numa_node, btf_fd=self.btf_fd if use_btf else 0,
-                              btf_key_type_id=m.btf_key_type_id if use_btf else 0,
-                              btf_value_type_id=m.btf_value_type_id if use_btf else 0,
-                              key_codec=key_codec, value_codec=value_codec)
-        except SyscallError as e:  # say which map: an object has many
-            raise type(e)(e.command, e.errno, f"map {m.name} ({m.type_name}, key {m.key_size} B, value "
-                          f"{m.value_size} B, max_entries {m.max_entries:,}): {str(e).split(': ', 1)[-1]}") from None
+            live = self._create_with_btf_fallback(m, key_codec, value_codec, template.fd if template else 0)
+        finally:
+            if template is not None:  # the outer map keeps what it needs of it
+                template.close()
         try:
             if m.initial is not None:
                 syscall.map_update(live.fd, b"\0\0\0\0", m.initial, 0)
@@ -113,6 +132,84 @@ class Collection:
             live.close()
             raise
         return live
+
+    def _create_with_btf_fallback(self, m, key_codec, value_codec, inner_fd):
+        use_btf = bool(self.btf_fd and (m.btf_key_type_id or m.btf_value_type_id))
+
+        def create(with_btf):
+            return Map.create(m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, map_flags=m.flags,
+                              numa_node=m.numa_node, btf_fd=self.btf_fd if with_btf else 0,
+                              btf_key_type_id=m.btf_key_type_id if with_btf else 0,
+                              btf_value_type_id=m.btf_value_type_id if with_btf else 0,
+                              key_codec=key_codec, value_codec=value_codec, map_extra=m.map_extra,
+                              inner_map_fd=inner_fd)
+
+        try:
+            try:
+                return create(use_btf)
+            except NotSupported as e:
+                if not use_btf:
+                    raise
+                # a type (or kernel) that takes no BTF for this key/value: libbpf retries without it too
+                explain.trace("map", f"{m.name}: the kernel refused its BTF key/value ids ({e}); "
+                                     "creating it again without them")
+                return create(False)
+        except SyscallError as e:  # say which map: an object has many
+            raise type(e)(e.command, e.errno, f"map {m.name} ({m.type_name}, key {m.key_size} B, value "
+                          f"{m.value_size} B, max_entries {m.max_entries:,}): {str(e).split(': ', 1)[-1]}") from None
+
+    def _create_struct_ops(self, m: PreparedMap) -> Map:
+        """Created empty: writing its value registers it, which is attaching
+        (:func:`~ebpf_energy.loader.struct_ops.register`), after the programs load."""
+        if not self.btf_fd:  # the kernel finds its struct through the object's BTF
+            raise LoaderError(f"struct_ops map {m.name} needs the object's BTF in the kernel, which refused it")
+        # Registered through a link even from a plain .struct_ops section (where
+        # the kernel has links, 6.4+): a link dies with the process, SIGKILL
+        # included, where a registered map would stay in the kernel for good.
+        flags = m.flags | BPF_F_LINK
+        try:
+            try:
+                fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id,
+                                                   flags, self.btf_fd)
+            except NotSupported:
+                if m.flags & BPF_F_LINK:
+                    raise
+                flags = m.flags
+                fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id,
+                                                   flags, self.btf_fd)
+        except SyscallError as e:
+            raise type(e)(e.command, e.errno, f"struct_ops map {m.name}: {str(e).split(': ', 1)[-1]}") from None
+        live = Map(fd, m.kernel_name, m.type, m.key_size, m.value_size, m.max_entries, flags)
+        return live
+
+    def _create_inner(self, m: PreparedMap) -> Map:
+        """The inner map template of a map of maps: the kernel compares every
+        map put in a slot with it (type, sizes, flags), then it is closed."""
+        i = m.inner
+        try:
+            return Map.create(i.kernel_name, i.type, i.key_size, i.value_size, i.max_entries, map_flags=i.flags,
+                              numa_node=i.numa_node, map_extra=i.map_extra)
+        except SyscallError as e:
+            raise type(e)(e.command, e.errno, f"inner map template of {m.name} ({i.type_name}): "
+                          f"{str(e).split(': ', 1)[-1]}") from None
+
+    def _fill_slots(self, kind: str):
+        """Initial slots of maps of maps (``kind`` "map", once every map
+        exists) and program arrays ("program", once the programs are loaded)."""
+        for m in self.prepared.maps.values():
+            for index, target in m.slots:
+                if (target in self.prepared.maps) != (kind == "map"):
+                    continue
+                if kind == "map":
+                    fd = self.maps[target].fd
+                elif target in self.programs:
+                    fd = self.programs[target]
+                else:
+                    explain.trace("map", f"{m.name}[{index}]: program {target} is not loaded: slot left empty")
+                    continue
+                syscall.map_update(self.maps[m.name].fd, index.to_bytes(self.maps[m.name].key_size, "little"),
+                                   fd.to_bytes(4, "little"), 0)
+                explain.trace("map", f"{m.name}[{index}] = {kind} {target} (fd {fd})")
 
     def _reuse_pinned(self, m: PreparedMap, key_codec, value_codec) -> Map:
         live = Map.pinned(m.pin_path, key_codec=key_codec, value_codec=value_codec)
@@ -135,7 +232,13 @@ class Collection:
         if filled:
             explain.trace("reloc", f"{p.name}: map fds written into {len(filled)} ld_imm64", *filled)
         for s in p.address_slots:
-            lo, hi = split_address(kallsyms_address(s.symbol))
+            try:
+                addr = kallsyms_address(s.symbol)
+            except LoaderError:
+                if not s.weak:
+                    raise
+                addr = 0  # a __weak address the kernel lacks reads as NULL
+            lo, hi = split_address(addr)
             I.set_imm(code, s.insn, lo)
             I.set_imm(code, s.insn + 1, hi)
         try:
@@ -143,12 +246,10 @@ class Collection:
         except VerifierError as e:
             raise named_poison(e, p) from None
         except PermissionDenied as e:
-            if p.expected_attach_type in TRAMPOLINE_ATTACH and os.geteuid() == 0:
+            if p.expected_attach_type in ROOT_REFUSED and os.geteuid() == 0:
                 raise TrampolineRefused(
-                    f"program {p.name} ({p.section}): this kernel refuses fentry/fexit programs even to "
-                    "root (BPF trampolines are not permitted here, e.g. kernel lockdown or no "
-                    "direct-call ftrace); attach to a tracepoint instead (tp_btf/, raw_tp/, tp/)",
-                    e.errno) from None
+                    f"program {p.name} ({p.section}): EPERM although running as root, so not a missing "
+                    f"privilege: {ROOT_REFUSED[p.expected_attach_type]}", e.errno) from None
             raise
 
     # -- teardown -------------------------------------------------------------------
@@ -172,7 +273,13 @@ def named_poison(e: VerifierError, p: PreparedProgram) -> VerifierError:
     """The verifier stopped at a poisoned CO-RE relocation (``call
     0xbad2310``, shown as ``unknown#195896080``): say which one, as libbpf
     does, rather than leave the reader with the magic number."""
-    if f"#{core.POISON_IMM}" not in (e.log or "") + str(e):
+    text = (e.log or "") + str(e)
+    if p.missing_kfuncs and f"#{KFUNC_POISON}" in text:
+        names = ", ".join(sorted({m.symbol for m in p.missing_kfuncs}))
+        return VerifierError(e.program, f"program {p.name} calls the __weak kfunc {names}, which this kernel "
+                             "does not have, on a path the verifier reaches: guard the call with "
+                             "`if (bpf_ksym_exists(kfunc))`\n" + str(e), log=e.log, source_line=e.source_line)
+    if f"#{core.POISON_IMM}" not in text:
         return e
     found = [(f.section, f.name, idx, r) for f in p.linked.functions
              for sh, idx, r in p.poisoned if sh == f.shndx and f.start <= idx < f.end]

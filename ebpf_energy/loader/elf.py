@@ -11,6 +11,7 @@ a corrupt file must never surface as a traceback.
 """
 
 import struct
+import sys
 from collections import namedtuple
 
 from . import explain
@@ -22,13 +23,14 @@ SHT_NOBITS = 8
 _MAX_NOBITS = 1 << 28
 
 Section = namedtuple("Section", "index name type flags data size is_exec")
-Symbol = namedtuple("Symbol", "index name value size bind type shndx")
+Symbol = namedtuple("Symbol", "index name value size bind type shndx hidden", defaults=(False,))
 Reloc = namedtuple("Reloc", "offset symbol type")
 
 ET_REL = 1
 ELFCLASS64 = 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 SHN_XINDEX = 0xFFFF
+STV_HIDDEN = 2  # st_other & 3: the symbol's visibility
 _SHT_NAMES = {0: "SHT_NULL", 1: "SHT_PROGBITS", 2: "SHT_SYMTAB", 3: "SHT_STRTAB", 4: "SHT_RELA", 8: "SHT_NOBITS",
               9: "SHT_REL"}
 _BINDS = {0: "LOCAL", 1: "GLOBAL", 2: "WEAK"}
@@ -92,6 +94,12 @@ class ElfObject:
         (etype, machine, _, _, _, shoff, _, _, _, _, shentsize, shnum, shstrndx) = struct.unpack_from(E + _EHDR, data, 16)
         if machine != EM_BPF:
             raise ElfError(f"{self.name}: not a BPF object (e_machine {machine}, expected EM_BPF=247)")
+        host = "little" if sys.byteorder == "little" else "big"
+        order = "little" if data[5] == ELFDATA2LSB else "big"
+        if order != host:
+            # the kernel takes instructions, BTF and map data in its own byte order only
+            raise ElfError(f"{self.name}: a {order}-endian BPF object (clang -target bpf{'eb' if order == 'big' else 'el'})"
+                           f" cannot run on this {host}-endian kernel: rebuild it with -target bpf")
         if etype != ET_REL:
             raise ElfError(f"{self.name}: expected a relocatable object (ET_REL), got e_type {etype}")
         if shentsize != struct.calcsize(E + _SHDR):
@@ -155,13 +163,14 @@ class ElfObject:
         strtab = self.sections[strtab_index].data if 0 < strtab_index < len(self.sections) else b""
         nsec = len(self.sections)
         rec = struct.Struct(E + _SYM)
-        for i, (name_off, info, _, shndx, value, size) in enumerate(rec.iter_unpack(
+        for i, (name_off, info, other, shndx, value, size) in enumerate(rec.iter_unpack(
                 symtab.data[:len(symtab.data) // rec.size * rec.size])):
             name = _cstr(strtab, name_off)
             stype = _STYPES.get(info & 0xF, str(info & 0xF))
             if stype == "SECTION" and not name and 0 < shndx < nsec:
                 name = self.sections[shndx].name
-            self.symbols.append(Symbol(i, name, value, size, _BINDS.get(info >> 4, str(info >> 4)), stype, shndx))
+            self.symbols.append(Symbol(i, name, value, size, _BINDS.get(info >> 4, str(info >> 4)), stype, shndx,
+                                       other & 3 == STV_HIDDEN))
 
     def _read_relocs(self, E, rel, target):
         if not 0 < target < len(self.sections):

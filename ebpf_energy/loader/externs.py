@@ -81,11 +81,50 @@ def read_kconfig(path="/proc/config.gz", fallback=True) -> Dict[str, str]:
     return {}
 
 
-def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec, version: int) -> bytes:
+# libbpf's virtual __kconfig externs: LINUX_* values a loader works out, not
+# config lines. Any other LINUX_* name is refused unless __weak (then 0).
+VIRTUAL = ("LINUX_KERNEL_VERSION", "LINUX_HAS_BPF_COOKIE", "LINUX_HAS_SYSCALL_WRAPPER")
+# arch prefixes of syscall wrappers (__x64_sys_bpf): any one in the BTF will do,
+# so a --btf target of another architecture is answered right too
+SYSCALL_WRAPPER_PREFIXES = ("x64", "ia32", "arm64", "arm", "s390x", "s390", "riscv", "powerpc", "powerpc64",
+                            "loongarch64", "mips", "sparc64")
+
+
+def virtual_value(name: str, target) -> int:
+    """The value of a virtual extern on ``target`` (a :class:`~ebpf_energy.loader.target.Target`).
+
+    Both features are read from the target's BTF (libbpf probes the running
+    kernel instead), so a dry run for another kernel gets that kernel's
+    answers: ``bpf_get_attach_cookie`` is in ``enum bpf_func_id``, and
+    syscalls are entered through ``__<arch>_sys_*`` wrappers taking a
+    ``struct pt_regs *`` (what ``BPF_KSYSCALL`` must know)."""
+    from ebpf_energy.loader.btf import KIND_ENUM, KIND_ENUM64, KIND_FUNC
+
+    if name == "LINUX_KERNEL_VERSION":
+        return target.kernel_version
+    if name == "LINUX_HAS_BPF_COOKIE":
+        for tid in target.btf.find("bpf_func_id", kind=(KIND_ENUM, KIND_ENUM64)):
+            if any(n == "BPF_FUNC_get_attach_cookie" for n, _ in target.btf.type(tid).values):
+                return 1
+        return 0
+    if name == "LINUX_HAS_SYSCALL_WRAPPER":
+        return int(any(target.btf.find(f"__{p}_sys_bpf", kind=KIND_FUNC) for p in SYSCALL_WRAPPER_PREFIXES))
+    raise KeyError(name)
+
+
+def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec, version: int, target=None) -> bytes:
     """Encode one extern's value in its BTF type (``codec``); ``version`` is
-    the target's KERNEL_VERSION(a, b, c), for LINUX_KERNEL_VERSION."""
+    the target's KERNEL_VERSION(a, b, c), for LINUX_KERNEL_VERSION; the other
+    virtual externs are asked of ``target``."""
     if var.name == "LINUX_KERNEL_VERSION":
         return codec.encode(version)
+    if var.name.startswith("LINUX_"):
+        if var.name in VIRTUAL and target is not None:
+            return codec.encode(virtual_value(var.name, target))
+        if var.weak:
+            return bytes(var.size)
+        raise LoaderError(f"extern {var.name} __kconfig: not a virtual extern this loader knows "
+                          f"({', '.join(VIRTUAL)}); declare it __weak to read 0")
     raw = kconfig.get(var.name)
     if raw is None:
         if var.weak:

@@ -22,12 +22,6 @@ PERCPU_TYPES = frozenset({uapi.BPF_MAP_TYPE_PERCPU_HASH, uapi.BPF_MAP_TYPE_PERCP
 ARRAY_TYPES = frozenset({uapi.BPF_MAP_TYPE_ARRAY, uapi.BPF_MAP_TYPE_PERCPU_ARRAY,
                          uapi.BPF_MAP_TYPE_PROG_ARRAY, uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
                          uapi.BPF_MAP_TYPE_CGROUP_ARRAY})
-# Types whose entries user space cannot list by key (no lookup, fds, or a
-# storage keyed by an fd): their `entries` are unknown.
-NO_LOOKUP_TYPES = frozenset(getattr(uapi, "BPF_MAP_TYPE_" + t.upper()) for t in (
-    "ringbuf", "perf_event_array", "task_storage", "prog_array", "user_ringbuf", "inode_storage", "sk_storage",
-    "cgrp_storage", "array_of_maps", "hash_of_maps", "stack_trace", "queue", "stack", "bloom_filter",
-    "struct_ops", "arena"))
 
 BPF_ANY = uapi.BPF_ANY
 BPF_NOEXIST = uapi.BPF_NOEXIST
@@ -64,9 +58,10 @@ class Map:
     # --- construction
     @classmethod
     def create(cls, name, map_type, key_size, value_size, max_entries, map_flags=0, numa_node=None, btf_fd=0,
-               btf_key_type_id=0, btf_value_type_id=0, key_codec=None, value_codec=None, map_extra=0):
+               btf_key_type_id=0, btf_value_type_id=0, key_codec=None, value_codec=None, map_extra=0,
+               inner_map_fd=0):
         fd = syscall.map_create(map_type, key_size, value_size, max_entries, map_flags, name, numa_node, btf_fd,
-                                btf_key_type_id, btf_value_type_id, map_extra)
+                                btf_key_type_id, btf_value_type_id, map_extra, inner_map_fd)
         return cls(fd, name, map_type, key_size, value_size, max_entries, map_flags, key_codec, value_codec)
 
     @classmethod

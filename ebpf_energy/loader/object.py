@@ -3,17 +3,15 @@
     spec = ObjectSpec.parse(path)         # 1. pure: what the ELF declares   (spec.py)
     prepared = prepare(spec, target)      # 2. pure: finished programs       (prepare.py)
     collection = Collection.load(prepared)  # 3. fds: BTF, maps, programs    (collection.py)
-    attach.*(program fd)                  # 4. links, one function per kind  (attach.py)
+    link.auto.attach(obj, program)        # 4. links, one module per kind    (link/)
 
 ``BpfObject.open(path)`` runs them in that order on an editable copy of the
 spec (globals, sizes, which programs load), attaches, and closes in reverse.
 """
 
-import os
 from typing import Dict, Iterable, List, Optional
 
-from ebpf_energy.loader import attach as attach_mod
-from ebpf_energy.loader import explain, program, syscall
+from ebpf_energy.loader import explain, program, struct_ops, syscall
 from ebpf_energy.loader.collection import Collection, TrampolineRefused  # noqa: F401 (re-exported)
 from ebpf_energy.loader.errors import AttachError, LoaderError
 from ebpf_energy.loader.globals import GlobalData
@@ -32,6 +30,8 @@ class Program:
         self.link = None
         self.prepared = None  # its PreparedProgram, once loaded
         self.attach_error: Optional[str] = None
+        self.via: Optional[str] = None  # a struct_ops program: the registered map it is attached through
+        self.needs: Optional[str] = None  # what it needs to attach beyond its section name (loaded, not attached)
 
     name = property(lambda self: self.spec.name)
     section = property(lambda self: self.spec.section)
@@ -51,7 +51,7 @@ class Program:
 
     @property
     def attached(self):
-        return self.link is not None
+        return self.link is not None or self.via is not None
 
     def info(self) -> dict:
         program.check_loaded(self.name, self.fd)
@@ -77,6 +77,8 @@ class BpfObject:
         self._globals: Dict[str, GlobalData] = {}
         for sec, variables in spec.data_vars.items():
             self._globals[sec] = GlobalData(sec, variables, spec.btf, spec.maps[sec].initial)
+        self.struct_ops_links: Dict[str, object] = {}  # struct_ops map name -> its registration
+        self.warnings: List[str] = []  # loaded, but not as asked (a BTF the kernel refused)
         self._loaded = False
         self._closed = False
 
@@ -110,6 +112,13 @@ class BpfObject:
                 return g.section
         raise KeyError(f"no global variable {name!r} in {self.spec.path}")
 
+    def find_global(self, name: str) -> GlobalData:
+        """The data section (``.bss``, ``.rodata``, ``.kconfig``...) holding global ``name``."""
+        for g in self._globals.values():
+            if name in g:
+                return g
+        raise KeyError(f"no global variable {name!r} in {self.spec.path}")
+
     def set_max_entries(self, map_name: str, n: int):
         if self._loaded:
             raise LoaderError("max_entries can only change before load()")
@@ -118,7 +127,8 @@ class BpfObject:
         except KeyError:
             raise KeyError(f"no map {map_name!r} (maps: {', '.join(self.spec.maps)})") from None
         if spec.kind != "btf":
-            raise LoaderError(f"{map_name} is a global data section: its size is fixed")
+            what = "a global data section" if spec.kind in ("data", "kconfig") else f"a {spec.type_name} map"
+            raise LoaderError(f"{map_name} is {what}: its size is fixed")
         if n <= 0:
             raise LoaderError(f"max_entries of {map_name} must be positive, got {n}")
         spec.max_entries = int(n)
@@ -148,6 +158,7 @@ class BpfObject:
             self.close()
             raise
         self.maps = dict(self.collection.maps)
+        self.warnings = list(self.collection.warnings)
         for name, fd in self.collection.programs.items():
             self.programs[name].fd = fd
             self.programs[name].prepared = prepared.programs[name]
@@ -159,46 +170,47 @@ class BpfObject:
 
     # -- attach ----------------------------------------------------------------
     def attach(self, only: Optional[Iterable[str]] = None, strict=True) -> List[Program]:
-        """Attach loaded programs; with ``strict`` the first failure raises (after
-        recording it), else failures are kept in ``program.attach_error``."""
+        """Attach loaded programs from their section names (:mod:`link.auto`);
+        with ``strict`` the first failure raises (after recording it), else
+        failures are kept in ``program.attach_error``. A program whose section
+        names no complete target (a socket filter, an xdp program) stays
+        loaded, not attached, with ``program.needs`` saying what it needs."""
+        from ebpf_energy.loader.link import auto
+
         done = []
         names = set(only) if only is not None else None
         for p in self.programs.values():
             if not p.loaded or p.attached or (names is not None and p.name not in names):
                 continue
-            if p.spec.kind.manual:
-                # nothing to attach to (SEC("raw_tp"), SEC("syscall"), ...): run with
-                # BPF_PROG_TEST_RUN or attached by the caller, as libbpf leaves them
-                explain.trace("attach", f"{p.name}: section {p.section!r} names no target: loaded, not attached")
-                continue
             try:
-                p.link = self._attach_one(p)
+                p.link = auto.attach(self, p)
                 done.append(p)
+            except auto.NeedsMore as e:
+                p.needs = str(e)
+                explain.trace("attach", f"{p.name}: section {p.section!r}: loaded, not attached: needs {e}")
             except AttachError as e:
                 p.attach_error = str(e)
                 if strict:
                     raise
+        if only is None and self.prepared is not None:
+            self._register_struct_ops()
         return done
 
-    def _attach_one(self, p: Program):
-        kind = p.spec.kind
-        if kind.attach == "tracepoint":
-            category, _, name = kind.target.partition("/")
-            if not name:
-                raise AttachError(f"program {p.name}: section {p.section!r} must be tp/<category>/<name>")
-            return attach_mod.attach_tracepoint(p.fd, category, name)
-        if kind.attach == "raw_tracepoint":
-            return attach_mod.attach_raw_tracepoint(p.fd, kind.target)
-        if kind.attach == "tracing":
-            return attach_mod.attach_tracing(p.fd)
-        head = p.section.split("/", 1)[0]
-        if head in ("kprobe", "kretprobe", "ksyscall", "kretsyscall", "kprobe.multi", "kretprobe.multi") \
-                and not os.path.isdir("/sys/bus/event_source/devices/kprobe"):
-            raise AttachError(f"program {p.name} ({p.section}): this kernel has no kprobes (no kprobe PMU: "
-                              "CONFIG_KPROBES is off), so no loader can attach it; use a tracepoint "
-                              "(tp/, tp_btf/) instead")
-        raise AttachError(f"program {p.name}: the loader cannot attach {p.section!r} programs automatically "
-                          "yet (it attaches tp/, raw_tp/, tp_btf/, fentry/ and fexit/)")
+    def _register_struct_ops(self):
+        """Each struct_ops map is registered with the kernel (its programs
+        attached through it): a link for ``.struct_ops.link``, else the map itself."""
+        for name, pm in self.prepared.maps.items():
+            if pm.struct_ops is None or name in self.struct_ops_links:
+                continue
+            fds = {p: self.programs[p].fd for _, p in pm.struct_ops.fd_slots if self.programs[p].loaded}
+            try:
+                live = self.maps[name]
+                self.struct_ops_links[name] = struct_ops.register(name, live.fd, pm.initial, pm.struct_ops, fds,
+                                                                  bool(live.flags & struct_ops.BPF_F_LINK))
+                for p in fds:
+                    self.programs[p].via = f"{self.programs[p].via}, {name}" if self.programs[p].via else name
+            except LoaderError as e:
+                raise AttachError(f"struct_ops {name}: the kernel refused to register it: {e}") from None
 
     # -- teardown ----------------------------------------------------------------
     def close(self):
@@ -206,6 +218,11 @@ class BpfObject:
         if self._closed:
             return
         self._closed = True
+        for link in self.struct_ops_links.values():
+            link.close()
+        self.struct_ops_links = {}
+        for p in self.programs.values():
+            p.via = None
         for p in self.programs.values():
             if p.link is not None:
                 p.link.close()

@@ -15,11 +15,12 @@ and never changes the spec, so it runs without root, against another
 kernel's BTF, and twice with the same result (``load --dry-run``).
 """
 
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ebpf_energy.loader import btf_sanitize, core, explain, uapi
+from ebpf_energy.loader import btf_sanitize, core, explain, struct_ops
 from ebpf_energy.loader.bpffs import BPFFS_PATH
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
@@ -27,17 +28,13 @@ from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.externs import kconfig_value
 from ebpf_energy.loader.linker import LinkedProgram, Linker
 from ebpf_energy.loader.program import rebased_info
+from ebpf_energy.loader.sections import PROG_TYPES, attach_type_name, flag_names
 from ebpf_energy.loader.spec import MAP_TYPES, ObjectSpec, kernel_map_name
 
-PERF_EVENT_ARRAY = uapi.BPF_MAP_TYPE_PERF_EVENT_ARRAY
-RINGBUF = uapi.BPF_MAP_TYPE_RINGBUF
-USER_RINGBUF = uapi.BPF_MAP_TYPE_USER_RINGBUF
-TASK_STORAGE = uapi.BPF_MAP_TYPE_TASK_STORAGE  # its maps need the object's BTF: a refused BTF fails the load
-# Map types whose key/value the kernel does not describe with BTF (fds, ids,
-# stack traces): it refuses BTF ids for them, so libbpf leaves them out too.
-NO_BTF_KV = frozenset({uapi.BPF_MAP_TYPE_PROG_ARRAY, PERF_EVENT_ARRAY, uapi.BPF_MAP_TYPE_STACK_TRACE,
-                       uapi.BPF_MAP_TYPE_CGROUP_ARRAY, uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS,
-                       uapi.BPF_MAP_TYPE_HASH_OF_MAPS, RINGBUF, USER_RINGBUF})
+# TASK_STORAGE, STRUCT_OPS: these maps need the object's BTF, so a refused BTF fails the load
+from ebpf_energy.loader.map_types import NO_BTF_KV, PERF_EVENT_ARRAY, RINGBUF, STRUCT_OPS, TASK_STORAGE, \
+    USER_RINGBUF
+STRUCT_OPS_PROG = PROG_TYPES["struct_ops"]
 PIN_BY_NAME = 1  # LIBBPF_PIN_BY_NAME: libbpf's convention in .maps, not a kernel number
 PIN_ROOT = BPFFS_PATH
 
@@ -61,6 +58,10 @@ class PreparedMap:
     freeze: bool  # BPF_MAP_FREEZE after the write (.rodata, .kconfig)
     pin_path: Optional[str]  # LIBBPF_PIN_BY_NAME: reuse or pin here
     notes: Tuple[str, ...] = ()
+    map_extra: int = 0
+    inner: Optional["PreparedMap"] = None  # maps of maps: the template the kernel checks every inner map against
+    slots: Tuple[Tuple[int, str], ...] = ()  # initial (index, map or program) written after creation / load
+    struct_ops: Optional[object] = None  # kind "struct_ops": a struct_ops.PreparedStructOps
 
     @property
     def type_name(self):
@@ -81,10 +82,25 @@ class MapSlot:
 @dataclass(frozen=True)
 class AddressSlot:
     """A ld_imm64 of an untyped ``__ksym`` address the target could not give
-    (another machine's BTF, or /proc/kallsyms hidden): filled at load."""
+    (another machine's BTF, or /proc/kallsyms hidden): filled at load (0 for
+    a ``__weak`` one the kernel lacks)."""
 
     insn: int
     symbol: str
+    weak: bool = False
+
+
+@dataclass(frozen=True)
+class MissingKfunc:
+    """A ``__weak`` kfunc the target lacks: its calls are poisoned (an
+    unknown helper, :data:`KFUNC_POISON`) and ``bpf_ksym_exists()`` of it is 0,
+    so the verifier, seeing the guard false, never reaches the calls."""
+
+    insn: int
+    symbol: str
+
+
+KFUNC_POISON = 2002000000  # the helper number libbpf poisons missing kfunc calls with
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,7 @@ class PreparedProgram:
     prog_type: int
     prog_type_name: str
     expected_attach_type: int
+    prog_flags: int  # BPF_F_SLEEPABLE (.s/ sections), BPF_F_XDP_HAS_FRAGS (xdp.frags)
     attach_btf_id: int
     attach_target: str  # what the kernel id names ("btf_trace_sched_switch"), or ""
     license: str
@@ -120,6 +137,7 @@ class PreparedProgram:
     core: List[CoreRecord]
     linked: LinkedProgram = field(repr=False)  # functions placed (for source lines and poison names)
     poisoned: List[Tuple[int, int, object]] = field(default_factory=list, repr=False)  # (shndx, insn, result)
+    missing_kfuncs: List[MissingKfunc] = field(default_factory=list)
 
     @property
     def insn_count(self):
@@ -130,6 +148,10 @@ class PreparedProgram:
         names = {s.insn: (f"map_value({s.map}) + {s.offset}" if s.value else f"map {s.map}")
                  for s in self.map_slots}
         names.update({s.insn: f"address of {s.symbol} (filled at load)" for s in self.address_slots})
+        names.update({i: f"callback {callee} (pc{imm:+d})" for i, callee, imm in self.linked.call_edits
+                      if I.opcode(self.insns, i) == I.LD_IMM64})
+        names.update({m.insn: f"0 (weak kfunc {m.symbol} is not in this kernel)" for m in self.missing_kfuncs
+                      if I.opcode(self.insns, m.insn) == I.LD_IMM64})
         return I.disassemble(self.insns, names)
 
 
@@ -155,10 +177,18 @@ class Prepared:
                       "btf_value_type_id": m.btf_value_type_id,
                       "initial_bytes": len(m.initial) if m.initial is not None else None,
                       "initial_hex": m.initial.hex() if m.initial is not None and len(m.initial) <= 4096 else None,
-                      "freeze": m.freeze, "pin_path": m.pin_path, "notes": list(m.notes)}
+                      "freeze": m.freeze, "pin_path": m.pin_path, "notes": list(m.notes),
+                      "map_extra": m.map_extra,
+                      "inner": {"type": m.inner.type_name, "key_size": m.inner.key_size,
+                                "value_size": m.inner.value_size, "max_entries": m.inner.max_entries,
+                                "flags": m.inner.flags} if m.inner else None,
+                      "slots": [{"index": i, "target": t} for i, t in m.slots]}
                      for m in self.maps.values()],
             "programs": [{"name": p.name, "section": p.section, "type": p.prog_type_name,
-                          "expected_attach_type": p.expected_attach_type, "attach_btf_id": p.attach_btf_id,
+                          "expected_attach_type": p.expected_attach_type,
+                          "expected_attach_type_name": (f"member {p.expected_attach_type}" if p.prog_type == STRUCT_OPS_PROG
+                                                        else attach_type_name(p.expected_attach_type)),
+                          "prog_flags": flag_names(p.prog_flags), "attach_btf_id": p.attach_btf_id,
                           "attach_target": p.attach_target, "license": p.license,
                           "instructions": [f"{i}: {t}" for i, t in p.disassembly()],
                           "map_slots": [{"insn": s.insn, "map": s.map, "value": s.value, "offset": s.offset}
@@ -180,17 +210,28 @@ def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> P
     with ``autoload``) for ``target``. Raises LoaderError naming the program,
     map or extern that cannot be finished."""
     wanted = _wanted(spec, only)
-    maps = {name: _prepare_map(spec, m, target) for name, m in spec.maps.items()}
+    ops_programs = {}
+    maps = {}
+    for name, m in spec.maps.items():
+        maps[name] = _prepare_map(spec, m, target)
+        if m.kind == "struct_ops":
+            value, ops, progs = struct_ops.prepare(name, m.struct_ops, bytes(m.initial), spec.btf, target.btf)
+            maps[name] = dataclasses.replace(maps[name], value_size=len(value), initial=value, struct_ops=ops,
+                                             notes=tuple(f"byte {off}: the fd of program {p} (written when registered)"
+                                                         for off, p in ops.fd_slots))
+            ops_programs.update(progs)
+    _check_slots(spec)
     programs = {}
     if wanted:
         poisoned: Dict[int, list] = {}
         code, records = _core_sections(spec, target, poisoned)
         linker = Linker(spec.elf, code, spec.symbol_kind)
         for p in wanted:
-            programs[p.name] = _prepare_program(spec, p, linker, target, records, poisoned)
-    btf = btf_sanitize.for_kernel(spec.btf) if spec.btf is not None else None
+            programs[p.name] = _prepare_program(spec, p, linker, target, records, poisoned, ops_programs)
+    hidden = {s.name for s in spec.elf.symbols if s.hidden and s.type == "FUNC"}
+    btf = btf_sanitize.for_kernel(spec.btf, hidden) if spec.btf is not None else None
     return Prepared(spec=spec, target=target.description, btf=btf,
-                    needs_btf=any(m.type == TASK_STORAGE for m in spec.maps.values()),
+                    needs_btf=any(m.type in (TASK_STORAGE, STRUCT_OPS) for m in spec.maps.values()),
                     maps=maps, programs=programs)
 
 
@@ -223,11 +264,17 @@ def _prepare_map(spec, m, target) -> PreparedMap:
     if m.kind == "kconfig":
         buf = bytearray(m.initial)
         for v in spec.kconfig:
-            data = kconfig_value(v, target.kconfig, spec.btf.codec(v.type_id), target.kernel_version)
+            data = kconfig_value(v, target.kconfig, spec.btf.codec(v.type_id), target.kernel_version, target)
             buf[v.offset: v.offset + len(data)] = data
             notes.append(f"{v.name} = {data.hex()} at offset {v.offset}")
         initial = bytes(buf)
     btf_kv = bool(spec.btf is not None and (m.key_type_id or m.value_type_id) and m.type not in NO_BTF_KV)
+    if not btf_kv and spec.btf is not None and (m.key_type_id or m.value_type_id):
+        notes.append(f"no BTF key/value ids: the kernel takes none for {m.type_name} maps")
+    inner = _prepare_map(spec, m.inner, target) if m.inner is not None else None
+    for index, name in m.slots:
+        notes.append(f"slot {index} = {name} (" + ("its fd written once the maps exist)" if name in spec.maps
+                                                  else "its fd written once the programs are loaded)"))
     for note in notes:
         explain.trace("map", f"{m.name}: {note}")
     return PreparedMap(
@@ -235,7 +282,17 @@ def _prepare_map(spec, m, target) -> PreparedMap:
         value_size=m.value_size, max_entries=max_entries, flags=m.flags, numa_node=m.numa_node,
         btf_key_type_id=m.key_type_id if btf_kv else 0, btf_value_type_id=m.value_type_id if btf_kv else 0,
         kind=m.kind, initial=initial, freeze=bool(initial is not None and m.readonly),
-        pin_path=f"{PIN_ROOT}/{m.name}" if m.pinning == PIN_BY_NAME else None, notes=tuple(notes))
+        pin_path=f"{PIN_ROOT}/{m.name}" if m.pinning == PIN_BY_NAME else None, notes=tuple(notes),
+        map_extra=m.map_extra, inner=inner, slots=tuple(m.slots))
+
+
+def _check_slots(spec):
+    for m in spec.maps.values():
+        for index, name in m.slots:
+            if m.inner is not None and name not in spec.maps:
+                raise LoaderError(f"map {m.name}: slot {index} names {name!r}, which is not a map of this object")
+            if m.inner is None and name not in spec.programs:
+                raise LoaderError(f"map {m.name}: slot {index} names {name!r}, which is not a program of this object")
 
 
 def ringbuf_size(size: int, page: int) -> int:
@@ -272,15 +329,16 @@ def _core_sections(spec, target, poisoned):
 
 # -- programs ------------------------------------------------------------------------
 
-def _prepare_program(spec, p, linker, target, core_records, poisoned) -> PreparedProgram:
+def _prepare_program(spec, p, linker, target, core_records, poisoned, ops_programs) -> PreparedProgram:
     kind = p.kind
     if kind is None:
         raise LoaderError(f"program {p.name}: section {p.section!r} does not say what kind of program it is "
                           "(expected tp/, raw_tp/, tp_btf/, fentry/, ...)")
     linked = linker.link(p.shndx, p.name, p.start, p.end)
     code = linked.insns
-    relocations = [f"insn {i}: call {callee} -> pc{imm:+d}" for i, callee, imm in linked.call_edits]
-    map_slots, address_slots = [], []
+    relocations = [f"insn {i}: " + ("callback" if I.opcode(code, i) == I.LD_IMM64 else "call")
+                   + f" {callee} -> pc{imm:+d}" for i, callee, imm in linked.call_edits]
+    map_slots, address_slots, missing = [], [], []
     for fx in linked.fixups:
         before = I.describe(code, fx.insn_index)
         src, lo, hi, slot = _resolve_fixup(spec, fx, target)
@@ -295,6 +353,10 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned) -> Prepare
         elif isinstance(slot, AddressSlot):
             address_slots.append(slot)
             after = f"address of {slot.symbol} (filled at load)"
+        elif isinstance(slot, MissingKfunc):
+            missing.append(slot)
+            after = (f"call {KFUNC_POISON} (POISONED: weak kfunc {slot.symbol} is not in this kernel)" if fx.call
+                     else f"r{I.dst_reg(code, fx.insn_index)} = 0 (weak kfunc {slot.symbol} is not in this kernel)")
         else:
             after = I.describe(code, fx.insn_index)
         relocations.append(f"insn {fx.insn_index}: {fx.kind} {fx.symbol or fx.target}: {before}  ->  {after}")
@@ -309,6 +371,13 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned) -> Prepare
                               f"{kind.btf_target!r} to attach {p.section} to")
         attach_btf_id, attach_target = ids[0], kind.btf_target
         explain.trace("prog", f"{p.name}: attach target {kind.btf_target} is kernel BTF id {attach_btf_id}")
+    expected_attach_type = kind.expected_attach_type
+    if kind.prog_type == STRUCT_OPS_PROG:
+        if p.name not in ops_programs:
+            raise LoaderError(f"program {p.name}: no .struct_ops map uses it, so the kernel cannot tell which "
+                              "struct member it implements")
+        attach_btf_id, expected_attach_type = ops_programs[p.name]
+        attach_target = target.btf.type(attach_btf_id).name
     funcs, lines = rebased_info(linked, spec.ext)
     placed = {f.shndx for f in linked.functions}
     records = [r for sh in sorted(placed) for r in core_records.get(sh, [])
@@ -316,9 +385,10 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned) -> Prepare
     mine = [(sh, idx, res) for sh in placed for idx, res in poisoned.get(sh, [])]
     return PreparedProgram(
         name=p.name, section=p.section, prog_type=kind.prog_type, prog_type_name=kind.prog_type_name,
-        expected_attach_type=kind.expected_attach_type, attach_btf_id=attach_btf_id, attach_target=attach_target,
+        expected_attach_type=expected_attach_type, prog_flags=kind.prog_flags, attach_btf_id=attach_btf_id, attach_target=attach_target,
         license=spec.elf.license, insns=bytes(code), map_slots=map_slots, address_slots=address_slots,
-        func_info=funcs, line_info=lines, relocations=relocations, core=records, linked=linked, poisoned=mine)
+        func_info=funcs, line_info=lines, relocations=relocations, core=records, linked=linked, poisoned=mine,
+        missing_kfuncs=missing)
 
 
 def _resolve_fixup(spec, fx, target):
@@ -334,19 +404,34 @@ def _resolve_fixup(spec, fx, target):
     if name in spec.ksyms:
         btf = spec.btf
         local = btf.type(spec.ksyms[name])
+        weak = name in spec.weak_ksyms
         if fx.call or local.kind_name == "func":
             ids = target.btf.find(name, kind=KIND_FUNC)
             if not ids:
-                raise LoaderError(f"kfunc {name} __ksym: not in the kernel's BTF")
-            return I.PSEUDO_KFUNC_CALL, ids[0], 0, None
-        if btf.resolve(local.type) == 0:  # `extern const void x __ksym`: an address
-            addr = target.kallsyms(name) if target.kallsyms is not None else None
+                if not weak:
+                    raise LoaderError(f"kfunc {name} __ksym: not in the kernel's BTF (declare it __weak and "
+                                      "guard its calls with bpf_ksym_exists() to run without it)")
+                if fx.call:  # only wrong if the verifier reaches it: bpf_ksym_exists() guards it
+                    return 0, KFUNC_POISON, 0, MissingKfunc(fx.insn_index, name)
+                return 0, 0, 0, MissingKfunc(fx.insn_index, name)  # bpf_ksym_exists(): false
+            if fx.call:
+                return I.PSEUDO_KFUNC_CALL, ids[0], 0, None
+            return I.PSEUDO_BTF_ID, ids[0], 0, None  # bpf_ksym_exists(kfunc): the verifier wants its id
+        if btf.resolve(local.type) == 0:  # `extern [const] void x __ksym`: an address
+            try:
+                addr = target.kallsyms(name) if target.kallsyms is not None else None
+            except LoaderError:
+                if not weak:
+                    raise
+                addr = 0  # a __weak address the kernel lacks reads as NULL
             if addr is None:
-                return 0, 0, 0, AddressSlot(fx.insn_index, name)
+                return 0, 0, 0, AddressSlot(fx.insn_index, name, weak)
             lo, hi = split_address(addr)
             return 0, lo, hi, None
         ids = target.btf.find(name, kind=KIND_VAR)
         if not ids:
+            if weak:
+                return 0, 0, 0, None  # a missing __weak variable reads as NULL
             raise LoaderError(f"extern {name} __ksym: the kernel's BTF has no variable of that name")
         return I.PSEUDO_BTF_ID, ids[0], 0, None
     raise LoaderError(f"extern {name!r} is neither __kconfig nor __ksym")

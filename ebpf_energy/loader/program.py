@@ -13,7 +13,7 @@ from typing import Optional
 
 from . import explain, syscall
 from . import insn as I
-from .errors import LoaderError, SyscallError, VerifierError
+from .errors import LoaderError, NotSupported, SyscallError, VerifierError
 
 LOG_STATS = 4
 LOG_SIZE = 1 << 20
@@ -92,6 +92,7 @@ def load(prog, insns: bytes, btf_fd=0, kern_version=0) -> int:
     funcs, lines = (prog.func_info, prog.line_info) if btf_fd else ([], [])
     args = dict(prog_type=prog.prog_type, insns=bytes(insns), license=prog.license, name=prog.name[:15],
                 expected_attach_type=prog.expected_attach_type, attach_btf_id=prog.attach_btf_id,
+                prog_flags=prog.prog_flags,
                 prog_btf_fd=btf_fd, kern_version=kern_version)
     if funcs:
         args.update(func_info=pack_func_info(funcs), func_info_rec_size=FUNC_INFO_REC.size)
@@ -129,9 +130,11 @@ def _rejection(linked, args, lines, first) -> VerifierError:
     tail = [l for l in log.rstrip().splitlines() if l.strip()][-12:]
     where = None
     idx = failing_insn(log)
+    errname = getattr(first, "errno", None)
+    if idx is None and errname == errno.EINVAL and not any(l.startswith(("processed ", "verification time")) for l in tail):
+        raise _refused_before_verifier(linked, args, tail)
     if idx is not None:
         where = source_line_of(lines, idx)
-    errname = getattr(first, "errno", None)
     reason = errno.errorcode.get(errname, str(errname or ""))
     msg = [f"the verifier rejected program {linked.name!r} (section {linked.section}"
            f"{', ' + reason if reason else ''})"]
@@ -143,6 +146,28 @@ def _rejection(linked, args, lines, first) -> VerifierError:
         msg.append("last verifier lines:")
         msg.extend("  " + l for l in tail)
     return VerifierError(linked.name, "\n".join(msg), log=log, source_line=where)
+
+
+def _refused_before_verifier(prog, args, tail) -> NotSupported:
+    """EINVAL with no verifier output: BPF_PROG_LOAD's own checks (program
+    type, expected attach type, flags, attach target) said no before any
+    instruction was verified, so it is not called a verifier rejection."""
+    from .sections import attach_type_name, flag_names
+
+    what = [f"type {prog.prog_type_name}"]
+    eat = args.get("expected_attach_type")
+    what.append(f"expected attach type {attach_type_name(eat)}" if eat else "no expected attach type")
+    if args.get("prog_flags"):
+        what.append(f"flags {'|'.join(flag_names(args['prog_flags']))}")
+    if args.get("attach_btf_id"):
+        what.append(f"attach target {prog.attach_target or args['attach_btf_id']}")
+    msg = (f"program {prog.name} (section {prog.section}): the kernel refused its load attributes "
+           f"({', '.join(what)}) before verifying any instruction")
+    if tail:
+        msg += ": " + "; ".join(l.strip() for l in tail[-3:])
+    else:
+        msg += ": this kernel does not take that combination (check the SEC() name)"
+    return NotSupported("BPF_PROG_LOAD", errno.EINVAL, msg)
 
 
 def check_loaded(name, fd):

@@ -13,16 +13,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ebpf_energy.loader import explain, uapi
+from ebpf_energy.loader import explain, struct_ops, uapi
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf
 from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
 from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
 from ebpf_energy.loader.externs import KconfigVar
+from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS  # noqa: F401 (MAP_TYPES re-exported)
 from ebpf_energy.loader.mapdefs import parse_btf_maps
-from ebpf_energy.loader.sections import SectionKind, classify
+from ebpf_energy.loader.sections import PROG_TYPES, SectionKind, attach_type_name, autoload_of, classify, \
+    flag_names
 
-MAP_TYPES = dict(enumerate(uapi.MAP_TYPE_NAMES))  # enum bpf_map_type -> the name `load --json` prints
 ARRAY = uapi.BPF_MAP_TYPE_ARRAY
 BPF_F_RDONLY_PROG = uapi.BPF_F_RDONLY_PROG
 BPF_F_MMAPABLE = uapi.BPF_F_MMAPABLE
@@ -47,6 +48,10 @@ class MapSpec:
     initial: Optional[bytearray] = None  # data sections: the section's bytes
     readonly: bool = False  # .rodata: frozen before any program loads
     offset: int = 0  # BTF maps: the symbol's offset in .maps
+    map_extra: int = 0  # bloom filter hashes, arena address (__ulong(map_extra, ...))
+    inner: Optional["MapSpec"] = None  # maps of maps: the inner maps' definition (__array(values, ...))
+    slots: tuple = ()  # initial (index, map or program name) of a map of maps or program array
+    struct_ops: Optional[object] = None  # kind "struct_ops": a struct_ops.StructOps
 
     @property
     def type_name(self):
@@ -78,6 +83,7 @@ class ObjectSpec:
     programs: Dict[str, ProgramSpec] = field(default_factory=dict)
     kconfig: List[KconfigVar] = field(default_factory=list)
     ksyms: Dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
+    weak_ksyms: frozenset = frozenset()  # __weak ones: absent from the kernel is not an error
     data_vars: Dict[str, Dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
 
     def copy(self) -> "ObjectSpec":
@@ -112,6 +118,7 @@ class ObjectSpec:
         spec = cls(path=str(path), elf=elf, btf=btf, ext=ext)
         spec._collect_maps()
         spec._collect_programs()
+        spec._struct_ops_autoload()
         spec._collect_externs()
         return spec
 
@@ -122,10 +129,11 @@ class ObjectSpec:
             if btf is None:
                 raise BtfError(".maps section without .BTF: BTF-defined maps need the object's BTF (build with -g)")
             for d in parse_btf_maps(elf, btf):
-                self.maps[d.name] = MapSpec(
-                    name=d.name, type=d.type, key_size=d.key_size, value_size=d.value_size,
-                    max_entries=d.max_entries, flags=d.map_flags, numa_node=d.numa_node, pinning=d.pinning,
-                    key_type_id=d.key_type_id, value_type_id=d.value_type_id, offset=d.offset)
+                self.maps[d.name] = _map_spec(d)
+        for name, ops, data in struct_ops.parse(elf, btf):
+            self.maps[name] = MapSpec(name=name, type=STRUCT_OPS, key_size=4, value_size=len(data), max_entries=1,
+                                      flags=struct_ops.BPF_F_LINK if ops.link else 0, kind="struct_ops",
+                                      initial=bytearray(data), struct_ops=ops)
         if elf.section("maps") is not None and elf.section("maps").size:
             raise LoaderError("legacy 'maps' section (struct bpf_map_def) is not supported: "
                               "declare maps in SEC(\".maps\") with __uint/__type")
@@ -151,11 +159,18 @@ class ObjectSpec:
         return ids[0] if ids else 0
 
     def _vars_of(self, datasec_id):
+        """name -> (offset, size, type). In a statically linked object two
+        units may each have a ``static`` of one name: the second is ``name.2``
+        (the third ``name.3``), in section order, so neither hides the other."""
         t = self.btf.type(datasec_id)
         out = {}
         for var_id, offset, size in t.vars:
             var = self.btf.type(var_id)
-            out[var.name] = (offset, size, var.type)
+            name, n = var.name, 1
+            while name in out:
+                n += 1
+                name = f"{var.name}.{n}"
+            out[name] = (offset, size, var.type)
         return out
 
     # -- programs ----------------------------------------------------------
@@ -175,9 +190,22 @@ class ObjectSpec:
                 end = start + (sym.size // 8 if sym.size else (sec.size - sym.value) // 8)
                 if sym.name in self.programs:
                     raise LoaderError(f"two programs are named {sym.name!r}")
-                self.programs[sym.name] = ProgramSpec(sym.name, sec.name, sec.index, start, end, kind)
+                auto = autoload_of(sec.name)
+                self.programs[sym.name] = ProgramSpec(sym.name, sec.name, sec.index, start, end, kind, auto)
                 explain.trace("prog", f"program {sym.name} in SEC(\"{sec.name}\"): "
-                              f"{end - start} instructions, type {kind.prog_type_name if kind else 'unknown'}")
+                              f"{end - start} instructions, type {kind.prog_type_name if kind else 'unknown'}"
+                              + (f", expected attach type {attach_type_name(kind.expected_attach_type)}"
+                                 if kind and kind.expected_attach_type else "")
+                              + (f", flags {'|'.join(flag_names(kind.prog_flags))}" if kind and kind.prog_flags else "")
+                              + ("" if auto else " (off by default: '?' section, load it with --program)"))
+
+    def _struct_ops_autoload(self):
+        """A struct_ops program no ``.struct_ops`` map uses is not loaded (as
+        libbpf): the kernel could not tell which member it implements."""
+        used = {p for m in self.maps.values() if m.struct_ops for p in m.struct_ops.funcs.values()}
+        for p in self.programs.values():
+            if p.kind is not None and p.kind.prog_type == PROG_TYPES["struct_ops"] and p.name not in used:
+                p.autoload = False
 
     # -- externs -----------------------------------------------------------
     def _collect_externs(self):
@@ -195,6 +223,7 @@ class ObjectSpec:
                     self.kconfig.append(KconfigVar(var.name, var.type, size, var.name in weak))
                 else:
                     self.ksyms[var.name] = var_id
+        self.weak_ksyms = frozenset(n for n in self.ksyms if n in weak)
         offset = 0
         for v in self.kconfig:
             align = min(8, v.size) if v.size in (1, 2, 4, 8) else 1
@@ -224,6 +253,13 @@ class ObjectSpec:
         return None, None, 0
 
 
+def _map_spec(d) -> MapSpec:
+    return MapSpec(name=d.name, type=d.type, key_size=d.key_size, value_size=d.value_size,
+                   max_entries=d.max_entries, flags=d.map_flags, numa_node=d.numa_node, pinning=d.pinning,
+                   key_type_id=d.key_type_id, value_type_id=d.value_type_id, offset=d.offset,
+                   map_extra=d.map_extra, inner=_map_spec(d.inner) if d.inner else None, slots=d.slots)
+
+
 def kernel_map_name(object_name: str, map_name: str) -> str:
     """The (at most 15 characters, [A-Za-z0-9_.]) name the kernel stores."""
     if map_name.startswith("."):
@@ -239,6 +275,6 @@ def _fixup_datasecs(elf, btf):
     for sym in elf.symbols:
         if sym.type == "OBJECT" and sym.shndx not in (0, 0xFFF1, 0xFFF2) and sym.shndx < 0xFF00:
             sec = elf.section_by_index(sym.shndx)
-            if sec is not None:
-                offsets[(sec.name, sym.name)] = sym.value
+            if sec is not None:  # a list: statically linked units may each have a `static x`
+                offsets.setdefault((sec.name, sym.name), []).append(sym.value)
     btf.fixup_datasecs(sizes, offsets)

@@ -172,6 +172,11 @@ def _command(cmd, desc, hint=None, struct=None, **fields):
     raise the typed error (``hint`` a string, or errno -> string), and return
     an Fd for commands that make one, else ``(result, attr)``."""
     a, size = _attr(cmd, fields, struct)
+    return _call(cmd, a, size, desc, hint)
+
+
+def _call(cmd, a, size, desc, hint=None):
+    """:func:`_command` for an attr already filled (``size`` bytes of it sent)."""
     r, err = _bpf(cmd, a, size)
     name = uapi.CMD_NAMES[cmd]
     result = COMMANDS[cmd][1]
@@ -251,6 +256,19 @@ def map_create(map_type, key_size, value_size, max_entries, map_flags=0, name=""
         raise _fail("BPF_MAP_CREATE", err)
     explain.trace("syscall", f"{desc} -> fd {fd}")
     return Fd(fd, "BPF_MAP_CREATE")
+
+
+def map_create_struct_ops(name, value_size, vmlinux_value_type_id, map_flags=0, btf_fd=0):
+    """BPF_MAP_CREATE of a BPF_MAP_TYPE_STRUCT_OPS map -> fd: one 4-byte key,
+    the value typed by the kernel's own ``struct bpf_struct_ops_<name>``."""
+    raise_memlock()
+    nm = _name16(name)
+    return _command(uapi.BPF_MAP_CREATE,
+                    f"BPF_MAP_CREATE type=struct_ops value={value_size} flags={_hex(map_flags)} "
+                    f"name={nm.decode() or '-'} btf_vmlinux_value_type_id={vmlinux_value_type_id}",
+                    map_type=uapi.BPF_MAP_TYPE_STRUCT_OPS, key_size=4, value_size=value_size, max_entries=1,
+                    map_flags=map_flags, map_name=nm, btf_fd=btf_fd,
+                    btf_vmlinux_value_type_id=vmlinux_value_type_id)
 
 
 def _elem_call(cmd, fd, key, value, out_size, flags=0):
@@ -578,13 +596,11 @@ def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
 
 def link_create_iter(prog_fd, map_fd=0):
     """BPF_LINK_CREATE(BPF_TRACE_ITER) -> link fd; ``map_fd`` for map iterators
-    (``union bpf_iter_link_info`` starts with ``map.map_fd``)."""
-    info = _new("__u32[4]")  # the union's first 16 bytes; the rest is zero to the kernel
-    info[0] = map_fd
-    return _command(uapi.BPF_LINK_CREATE, f"BPF_LINK_CREATE prog_fd={prog_fd} attach_type=BPF_TRACE_ITER "
-                    f"map_fd={map_fd or '-'}", struct="bpf_attr_link_create_iter", prog_fd=prog_fd, target_fd=0,
-                    attach_type=uapi.BPF_TRACE_ITER, flags=0, iter_info=_addr(info) if map_fd else 0,
-                    iter_info_len=ffi.sizeof(info) if map_fd else 0)
+    (``union bpf_iter_link_info`` starts with ``map.map_fd``; its pointer and
+    length are the link_create tail). :mod:`link.iterator` fills the other kinds."""
+    info = _new("__u32[4]", [map_fd])  # the union's first 16 bytes; the rest is zero to the kernel
+    tail = _addr(info).to_bytes(8, "little") + ffi.sizeof(info).to_bytes(4, "little") if map_fd else b""
+    return link_create_tail(prog_fd, 0, uapi.BPF_TRACE_ITER, tail, what=f"(map_fd={map_fd or '-'})")
 
 
 def iter_create(link_fd):
@@ -592,25 +608,56 @@ def iter_create(link_fd):
     return _command(uapi.BPF_ITER_CREATE, f"BPF_ITER_CREATE link_fd={link_fd}", link_fd=link_fd, flags=0)
 
 
+def link_create_tail(prog_fd, target, attach_type, tail=b"", flags=0, what=""):
+    """BPF_LINK_CREATE -> link fd, for the kinds whose ``link_create`` union
+    member follows ``flags`` (offset 16): ``tail`` is that member, packed by
+    the link module that knows it (perf_event cookie, netfilter, tcx,
+    uprobe_multi, ...); ``target`` is an fd or an ifindex; ``what`` names it
+    in traces and errors. Exactly ``16 + len(tail)`` bytes are sent."""
+    a = _new("struct bpf_attr_link_create_tail *")
+    a.prog_fd, a.target_fd, a.attach_type, a.flags = prog_fd, target, attach_type, flags
+    if len(tail) > ffi.sizeof(a.tail):
+        raise ValueError(f"BPF_LINK_CREATE tail of {len(tail)} bytes: at most {ffi.sizeof(a.tail)}")
+    _memmove(a.tail, tail, len(tail))
+    return _call(uapi.BPF_LINK_CREATE, a, attr_size("bpf_attr_link_create_tail", ["flags"]) + len(tail),
+                 f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target} attach_type={attach_type} flags={flags} "
+                 f"{what}".rstrip())
+
+
 def perf_event_open(type, config, pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC,
                     sample_period=1, wakeup_events=1, sample_type=0):
     """perf_event_open(2) with a PERF_ATTR_SIZE_VER5 attr -> perf fd."""
     a = _new("struct perf_event_attr *")
     a.type = type
-    a.size = uapi.PERF_ATTR_SIZE_VER5
     a.config = config
     a.sample_period = sample_period
     a.sample_type = sample_type
     a.wakeup_events = wakeup_events
+    return _perf_open(a, pid, cpu, group_fd, flags, f"perf_event_open type={type} config={config} pid={pid} cpu={cpu}")
+
+
+def perf_event_open_attr(pid=-1, cpu=0, group_fd=-1, flags=uapi.PERF_FLAG_FD_CLOEXEC, **fields):
+    """perf_event_open(2) with these ``struct perf_event_attr`` fields set
+    (``type``, ``config``, ``config1``, ``config2``, ``sample_period``, ...;
+    ``attr_flags`` is the attr's bit-field word) -> perf fd."""
+    a = _new("struct perf_event_attr *")
+    a.flags = fields.pop("attr_flags", 0)
+    for name, value in fields.items():
+        setattr(a, name, value)
+    desc = "perf_event_open " + " ".join(f"{k}={v:#x}" if k.startswith("config") else f"{k}={v}"
+                                         for k, v in fields.items()) + f" pid={pid} cpu={cpu}"
+    return _perf_open(a, pid, cpu, group_fd, flags, desc)
+
+
+def _perf_open(a, pid, cpu, group_fd, flags, desc):
+    """The one perf_event_open(2) call: a PERF_ATTR_SIZE_VER5 attr -> an Fd, or the typed error."""
+    a.size = uapi.PERF_ATTR_SIZE_VER5
     r = _syscall(uapi.SYS_perf_event_open, a, _cast("long", pid), _cast("long", cpu),
                  _cast("long", group_fd), _cast("unsigned long", flags))
     err = ffi.errno if r < 0 else 0
-    desc = f"perf_event_open type={type} config={config} pid={pid} cpu={cpu}"
     if err:
-        explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
-        hint = ""
-        if err == _errno.EACCES or err == _errno.EPERM:
-            hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid"
+        explain.trace("syscall", f"{desc} -> {_ename(err)}")
+        hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid" if err in (_errno.EACCES, _errno.EPERM) else ""
         raise _fail("perf_event_open", err, hint)
     explain.trace("syscall", f"{desc} -> fd {r}")
     return Fd(r, "perf_event_open")

@@ -44,6 +44,7 @@ CMD_NAMES = {v: n for v, n in reversed(_abi.bpf_cmd)}  # the first name of a val
 MAP_TYPE_NAMES = _names(_abi.bpf_map_type, "BPF_MAP_TYPE_")
 PROG_TYPE_NAMES = _names(_abi.bpf_prog_type, "BPF_PROG_TYPE_")
 LINK_TYPE_NAMES = _names(_abi.bpf_link_type, "BPF_LINK_TYPE_")
+ATTACH_TYPE_NAMES = _names(_abi.bpf_attach_type, "BPF_")
 
 
 def helper_id(name):
@@ -126,12 +127,12 @@ struct bpf_attr_link_create {
     __u32 prog_fd; __u32 target_fd; __u32 attach_type; __u32 flags;
     __u32 target_btf_id;
 };
-struct bpf_attr_link_create_iter {
-    __u32 prog_fd; __u32 target_fd; __u32 attach_type; __u32 flags;
-    __u64 iter_info; __u32 iter_info_len;
-};
 struct bpf_attr_iter_create {
     __u32 link_fd; __u32 flags;
+};
+struct bpf_attr_link_create_tail {
+    __u32 prog_fd; __u32 target_fd; __u32 attach_type; __u32 flags;
+    unsigned char tail[48];
 };
 struct bpf_attr_enable_stats {
     __u32 type;

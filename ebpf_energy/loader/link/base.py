@@ -9,7 +9,7 @@ CPU, a uprobe per USDT site) is a :class:`Links`, closed as one.
 
 from contextlib import contextmanager
 
-from .. import explain, syscall
+from .. import syscall
 from ..fd import close as _close
 from ..errors import LoaderError
 
@@ -36,10 +36,8 @@ class Link:
     def close(self):
         fds = [fd for fd in dict.fromkeys((self.fd, self.perf_fd)) if fd is not None and fd >= 0]
         self.fd = self.perf_fd = -1
-        for fd in fds:
-            _close(fd)  # an Fd closes through Fd.close, so the session's fd check sees it closed
-        if fds:
-            explain.trace("close", f"detach {self.target} (closed fd {', '.join(map(str, fds))})")
+        for fd in fds:  # an Fd closes through Fd.close (traced there), so the session's fd check sees it closed
+            _close(fd, f"detach {self.target}")
 
     @property
     def closed(self):

@@ -584,8 +584,14 @@ struct {
 	__type(value, struct proc_dump);
 } procs SEC(".maps");
 
+/* Process -> its record in `procs`, for one dump only: a plain hash, emptied
+ * at the end of every dump (unindex_one), so it never holds more keys than
+ * the dump has processes (<= live entries <= max_entries) and an insert
+ * never fails or evicts. An LRU here could evict a slot of the running dump
+ * (LRU maps evict before they are full: their free nodes sit on per-CPU
+ * lists), splitting a process over two records. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct proc_key);
 	__type(value, struct proc_slot);
@@ -682,8 +688,8 @@ static __always_inline void add_to_proc(struct dump_ctx *c, struct task_dump *d)
 		fresh.index = i;
 		if (slot)
 			*slot = fresh;
-		else
-			bpf_map_update_elem(&proc_index, &pk, &fresh, BPF_ANY);
+		else if (bpf_map_update_elem(&proc_index, &pk, &fresh, BPF_ANY))
+			c->overflow += 1; /* cannot happen: see proc_index */
 		__builtin_memset(p, 0, sizeof(*p));
 		p->tgid = pk.tgid;
 		p->pstart = pk.pstart;
@@ -763,6 +769,22 @@ static long reap_one(__u64 index, struct dump_ctx *c)
 	return 0;
 }
 
+/* Process record i's index entry leaves proc_index: the next dump starts
+ * from an empty index. */
+static long unindex_one(__u64 index, struct dump_ctx *c)
+{
+	__u32 i = (__u32)index;
+	struct proc_dump *p = bpf_map_lookup_elem(&procs, &i);
+	struct proc_key pk = {};
+
+	if (!p)
+		return 1;
+	pk.tgid = p->tgid;
+	pk.pstart = p->pstart;
+	bpf_map_delete_elem(&proc_index, &pk);
+	return 0;
+}
+
 /* The reader's pass over `tasks`, run by user space (BPF_PROG_TEST_RUN)
  * right after the cuts, never two at once: every entry at the cut, summed
  * here in the kernel per task and per process, then the dead ones reaped,
@@ -776,6 +798,7 @@ int dump(void *ctx)
 
 	bpf_for_each_map_elem(&tasks, dump_one, &c, 0);
 	bpf_loop(c.reaped, reap_one, &c, 0);
+	bpf_loop(c.procs, unindex_one, &c, 0);
 	dump_gen = c.gen;
 	dump_overflow = c.overflow;
 	dump_reaped = c.reaped;

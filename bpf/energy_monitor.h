@@ -149,8 +149,8 @@ struct proc_key {
 	__u64 pstart;
 };
 
-/* Where the process's record of the current dump is (value of the LRU
- * hash `proc_index`; a gen other than the dump's is a stale slot). */
+/* Where the process's record of the current dump is (value of the hash
+ * `proc_index`, emptied at the end of every dump). */
 struct proc_slot {
 	__u32 gen;
 	__u32 index;
@@ -158,8 +158,8 @@ struct proc_slot {
 
 /* One record per process with live entries, in the mmapable array `procs`:
  * its live entries summed in the kernel, so a read costs user space one
- * record per process, not per thread. A process may have two records in
- * one dump (its slot evicted from the LRU meanwhile): readers add them. */
+ * record per process, not per thread: exactly one per process in a dump
+ * (proc_index never evicts). */
 struct proc_dump {
 	__u32 tgid;
 	__u32 tasks;        /* live entries summed here */

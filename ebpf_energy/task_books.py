@@ -332,7 +332,7 @@ class Books:
         for rec in procs_live:
             tgid, pstart, _, cpu, sl, not_exited, leader, cgid, comm, by_class, cycles = rec
             pk = tgid if not pstart or first.get(tgid) == pstart else (tgid, pstart)
-            if pk in procs:  # a second record of one process (its LRU slot was evicted)
+            if pk in procs:  # a second record of one process (the kernel writes one; kept for safety)
                 # still in the map, so not reaped (dead in user space means reaped); a
                 # process running at the cut is not exited (its slice below says so)
                 add(tgid, pstart, comm, cgid, leader, cpu, sl, by_class, cycles, not_exited == 0, False)

@@ -12,6 +12,7 @@ import errno
 import glob
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -403,6 +404,38 @@ def test_tiny_max_tasks_counts_drops(sampler_factory):
     w2 = s.read()
     assert w2.drops["tasks"] >= w.drops["tasks"]
     assert len(w2.processes) >= 1
+
+
+def test_process_index_holds_one_dump_only(sampler_factory):
+    """More distinct processes over a sampler's life than the process index
+    has slots: every dump still writes exactly one process record per
+    process with live entries (the records' task counts add up to the live
+    entries), and the index is empty after each dump, so it can never be
+    full, evict a slot of a running dump, or match a stale one."""
+    s = sampler_factory(max_tasks=128, threads=True)
+    index = s.obj.maps["proc_index"]
+    seen = set()
+    for _ in range(4):  # 4 x 40 sleepers, all distinct: more than the index's 128 slots
+        kids = [subprocess.Popen(["sleep", "30"]) for _ in range(40)]
+        try:
+            time.sleep(0.2)
+            s.read()
+            n = struct.unpack_from("<I", s._bss, s._dump_counts[2])[0]
+            recs = s._dumps.procs(s._procs_memory, n)
+            live = s._dumps.live(s._dump_memory, s.live_tasks)
+            keys = [(r.tgid, r.pstart) for r in recs]
+            assert len(keys) == len(set(keys)), "a process split over two records"
+            assert sum(r.tasks for r in recs) == len(live)
+            assert {(e.tgid or k[0], e.pstart) for k, e in live.items()} == set(keys)
+            assert {k.pid for k in kids} <= {r.tgid for r in recs}
+            assert list(index.keys()) == [], "the process index keeps keys after a dump"
+            seen.update(keys)
+        finally:
+            for k in kids:
+                k.kill()
+                k.wait()
+        s.read()  # reap them: the next round's sleepers find room in `tasks`
+    assert len(seen) > index.max_entries
 
 
 def test_bad_max_tasks_is_a_clear_error():

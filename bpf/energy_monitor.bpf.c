@@ -434,9 +434,19 @@ int cut(void *ctx)
 		if (run > wall)
 			run = wall;
 	} else if (s->tid == 0) {
-		/* curr was switched in unseen while the slot says idle */
+		/* curr was switched in unseen while the slot says idle: the
+		 * idle part is settled now, and curr takes the slot from the
+		 * start of its slice, so the slice reported here is accounted
+		 * into curr's entry at its switch-out (or settled from the
+		 * slot), never lost to idle later */
 		run = curr->pid ? picked_slice(curr, runtime, wall) : 0;
 		idle_open = wall - run;
+		if (curr->pid) {
+			s->idle_ns += idle_open;
+			idle_open = 0;
+			set_slot(s, curr, now - run);
+			s->start_runtime = runtime - run;
+		}
 	} else {
 		/* the slot's task was switched out unseen: its share and the
 		 * rest of the slot are settled at the next switch here */

@@ -100,7 +100,9 @@ def test_keepalive_thread_catches_wraps_between_sparse_reads(tmp_path):
         r0 = m.read()
         for _ in range(steps):  # 0.4 J a step: 4.8 J in all, 4 wraps
             value = (value + 400_000) % 1_000_000
-            set_energy(p, value)
+            tmp = os.path.join(p, "energy_uj.new")  # whole, as sysfs shows it: never an empty file
+            write(tmp, value)
+            os.replace(tmp, os.path.join(p, "energy_uj"))
             deadline = time.monotonic() + 60
             while m.zones[0].last_uj != value:
                 assert time.monotonic() < deadline, "the keep-alive thread never read the counter"

@@ -85,8 +85,11 @@ def frequency(window, model: dict) -> str:
 
 
 def parts_sentence(model: dict) -> str:
-    """``total measured, idle fitted, class weights fitted, frequency unknown``."""
-    parts = model.get("parts") or {}
+    """``total measured, idle fitted, class weights fitted, frequency unknown``;
+    a bare "frequency unknown" is left to the line's own "frequency: ..." part."""
+    parts = dict(model.get("parts") or {})
+    if model.get("frequency") and parts.get("frequency") == "unknown":
+        del parts["frequency"]
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in parts.items())
 
 

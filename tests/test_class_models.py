@@ -102,7 +102,7 @@ def test_reports_carry_classes_frequency_and_parts(topo):
     assert r["processes"][0]["cpu_ns_by_class"] == {"P": 800_000_000, "E": 0}
     text = render_table(r)
     assert "class P (CPUs 0)" in text and "frequency: unknown (no cpufreq)" in text
-    assert "total measured, idle fitted, class weights fitted, frequency unknown" in text
+    assert "total measured, idle fitted, class weights fitted; frequency: unknown (no cpufreq)" in text
     import csv
     import io
 

@@ -48,6 +48,7 @@ const volatile __u32 wakeup_batch = 64;   /* wake the reader every N events (<= 
 const volatile bool track_freq = false;  /* also count cycles: each slice x its CPU's kHz (cpu_khz) */
 const volatile __u32 dump_slots = 16384;  /* max_entries of `dumps`, `procs` and `tasks`, set by user space */
 const volatile __u8 cpu_class[EM_MAX_CPUS] = {}; /* core class of each CPU (< EM_MAX_CLASSES), read by dump() only */
+const volatile __u32 reap_bell_every = 0; /* ring `reap_bell` at every Nth death on a CPU (0 = never) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -60,6 +61,13 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);  /* user space may shrink it when not streaming */
 } events SEC(".maps");
+
+/* The reaper's doorbell: a record here wakes the reader's reaper thread (it
+ * sleeps in epoll on this ring), so it need not poll the death counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} reap_bell SEC(".maps");
 
 /* .bss: written by the programs, read by user space (mmap). */
 struct cpu_slot slots[EM_MAX_CPUS] = {};
@@ -178,8 +186,14 @@ static __always_inline void account(struct cpu_slot *s, __u32 cpu, struct task_k
 		s->dropped_ns += dur;
 	}
 	s->busy_ns += dur;
-	if (flags & EM_FLAG_DEAD)
+	if (flags & EM_FLAG_DEAD) {
 		s->deaths += 1;
+		/* user space sets N so that no more than a quarter of the map
+		 * is dead entries before some CPU rings (a ring with flags 0
+		 * wakes the reader only when it has caught up: no storm) */
+		if (reap_bell_every && s->deaths % reap_bell_every == 0)
+			bpf_ringbuf_output(&reap_bell, &cpu, sizeof(cpu), 0);
+	}
 }
 
 static __always_inline void stream_slice(struct cpu_slot *s, struct task_struct *t,
@@ -363,6 +377,14 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	} else {
 		key_of(&key, prev);
 	}
+	/* Except on a task's final switch-out: an old leader that dies of an
+	 * exec from another thread may have handed its pid to that thread by
+	 * then (de_thread swaps the tids; the start time stays), and the slot's
+	 * key is the living task's: the dying one's last slice goes to its own
+	 * key. (A probe read: a plain load here would be merged with the slot's
+	 * load above, which the verifier refuses.) */
+	if (seen && (prev_state & EM_TASK_DEAD))
+		key.tid = BPF_CORE_READ(prev, pid);
 	if (key.tid == 0) {
 		/* idle; if its switch-in was unseen, the slot's task ran first */
 		s->idle_ns += seen ? wall : settle_slot_task(s, cpu, (__u64)prev, wall, now);
@@ -526,6 +548,9 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid)
 			if (!v)
 				break;
 			v->last_runtime = 0;
+			/* the old leader's exit and final slice may have
+			 * marked this key: it is a living task's now */
+			v->flags &= ~(EM_FLAG_DEAD | EM_FLAG_EXITED);
 		}
 		if (cpu < EM_MAX_CPUS && slots[cpu].task == (__u64)p) {
 			old.start = slots[cpu].key_start;

@@ -43,6 +43,7 @@ from ebpf_energy.loader import syscall
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.object import BpfObject
 from ebpf_energy.privilege import require_bpf
+from ebpf_energy.reap_bell import ReapBell
 from ebpf_energy.task_books import MAX_CLASSES, Books, CpuCut, DumpDecoder, OpenSlice
 from ebpf_energy.usage import UsageWindow, comm_of
 
@@ -50,8 +51,7 @@ DEFAULT_MAX_TASKS = 16384
 IDLE_RINGBUF = 4096
 STREAM_RINGBUF = 1 << 20
 TEST_RUN_ON_CPU = 1  # BPF_F_TEST_RUN_ON_CPU
-REAP_CHECK_S = 0.1  # how often the reaper looks at the death counters
-REAP_MAX_AGE_S = 1.0  # a dead entry waits at most this long for a read
+REAP_MAX_AGE_S = 1.0  # dead entries noticed by the reaper wait this long for a read (at most 2x after a death)
 
 
 def object_path() -> str:
@@ -161,6 +161,8 @@ class EbpfSampler:
         self._reap = reap
         self.cuts: Dict[int, CpuCut] = {}  # each online CPU's books at the latest cut
         self._reaper = None
+        self._bell: Optional[ReapBell] = None
+        self._reap_urgent = max(1, max_tasks // 4)
         self._reaped_deaths = 0
         self._last_read = 0.0
         self.reads = 0
@@ -192,6 +194,9 @@ class EbpfSampler:
             ro["dump_slots"] = self.max_tasks
             ro["cpu_class"] = self.cpu_class
             ro["track_freq"] = self.cpu_khz is not None
+            # a quarter of the map dead rings the reaper's bell from some CPU
+            self._reap_urgent = max(1, self.max_tasks // 4)
+            ro["reap_bell_every"] = max(1, self._reap_urgent // self._ncpus) if self._reap else 0
             obj.programs[FREQ_PROGRAM].autoload = self.cpu_khz is not None
             for k, v in self.filters.items():
                 ro[k] = v
@@ -216,6 +221,9 @@ class EbpfSampler:
             self._cpus = online_cpus()
             self._take_cuts()
             self.start_ns = min(c.open_ns for c in self.cuts.values())
+            self._last_read = time.monotonic()
+            if self._reap:
+                self._bell = ReapBell(obj.maps["reap_bell"])
         except BaseException:
             self.obj = None
             self._bss = self._dump_memory = self._procs_memory = None  # views into the object's memory go first
@@ -233,10 +241,15 @@ class EbpfSampler:
 
     def stop(self):
         self._stop.set()
+        if self._bell is not None:
+            self._bell.stop()
         for th in (self._reaper, self._ring_thread):
             if th is not None:
                 th.join(timeout=5)
         self._reaper = self._ring_thread = None
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -322,16 +335,30 @@ class EbpfSampler:
 
     def _reap_loop(self):
         """Reap on a schedule of its own, whatever the caller's refresh: a
-        read when a quarter of the map is dead entries, or when a dead entry
-        has waited REAP_MAX_AGE_S."""
-        urgent = max(1, self.max_tasks // 4)
-        while not self._stop.wait(REAP_CHECK_S):
+        read when an eighth of the map is dead entries (the BPF program rings
+        the bell at every ``bell_every``-th death on a CPU, so dead entries
+        never pass 3/8 of the map), or when dead entries the reaper noticed
+        have waited REAP_MAX_AGE_S with no read (so a caller that reads
+        often is never doubled). Between those the thread sleeps."""
+        enough = max(1, self._reap_urgent // 2)
+        noticed = None  # when dead entries were first seen waiting since the last read
+        while True:
+            timeout = REAP_MAX_AGE_S if noticed is None else noticed + REAP_MAX_AGE_S - time.monotonic()
+            if not self._bell.wait(max(timeout, 0.01)):
+                return
             with self._lock:
                 if self.obj is None:
                     return
-                waiting = self._deaths_now() - self._reaped_deaths
-                if waiting >= urgent or (waiting > 0 and time.monotonic() - self._last_read >= REAP_MAX_AGE_S):
+                now = time.monotonic()
+                if self._deaths_now() - self._reaped_deaths <= 0:
+                    noticed = None
+                    continue
+                if noticed is None or self._last_read > noticed:
+                    noticed = now  # newer than the last read
+                if (self._deaths_now() - self._reaped_deaths >= enough
+                        or now - noticed >= REAP_MAX_AGE_S):
                     self._read()
+                    noticed = None
 
     # -- bounded memory for long runs ---------------------------------------------
     def forget(self, pids) -> None:

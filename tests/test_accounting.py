@@ -94,6 +94,25 @@ def test_a_long_run_without_reads_loses_no_process(sampler_factory):
     assert s.reads >= 3  # the reaper read on its own
 
 
+def test_deaths_ring_the_reapers_bell(sampler_factory, monkeypatch):
+    """With the max-age rule out of the way, the only thing that can make the
+    reaper read is the BPF program's bell: 200 deaths through a 64-entry map
+    must ring it (at every 8th death on a CPU), and stop() must wake the
+    reaper at once, not at its next timeout."""
+    import ebpf_energy.monitor as monitor
+
+    monkeypatch.setattr(monitor, "REAP_MAX_AGE_S", 3600.0)
+    s = sampler_factory(max_tasks=64)
+    run_forker("emt-bell", 200, 0.05)
+    deadline = time.monotonic() + 60
+    while s.reads == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert s.reads >= 1, "200 deaths and the reaper never read"
+    reaper = s._reaper
+    s.stop()
+    assert not reaper.is_alive(), "stop() left the reaper asleep"
+
+
 def test_a_full_map_reports_the_cpu_time_it_lost(sampler_factory):
     """With reaping left to the reads, a tiny map overflows: the lost slices
     are counted with their CPU time, and every CPU's books still add up."""

@@ -140,38 +140,65 @@ BURNER = textwrap.dedent("""
     if cg != "-":
         with open(os.path.join(cg, "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
+    burned, end = threading.Semaphore(0), threading.Event()
     def burn(secs):
         t = time.thread_time()
         while time.thread_time() - t < secs:
             pass
+        burned.release()
+        end.wait()
     print("ready", flush=True)
     sys.stdin.readline()
     t0 = time.process_time()
     ts = [threading.Thread(target=burn, args=(0.25,)) for _ in range(2)]
-    [t.start() for t in ts]; [t.join() for t in ts]
-    print(int((time.process_time() - t0) * 1e9), flush=True)
+    [t.start() for t in ts]
+    burned.acquire(); burned.acquire()
+    print(int((time.process_time() - t0) * 1e9), time.monotonic_ns(), flush=True)
+    sys.stdin.readline()
+    end.set()
+    [t.join() for t in ts]
+    print(time.monotonic_ns(), flush=True)
     sys.stdin.readline()
 """)
 
 
-def measure_child(cg_dir, *args, duration="1.5"):
+def measure_child(cg_dir, *args):
     """Start a child (in ``cg_dir`` when given), start the CLI, make the child
-    burn once the CLI has taken samples; return (child pid, burn ns, objects)."""
+    burn once the CLI has taken samples; return (child pid, burn ns, objects).
+
+    Exact whatever the load: the child's burner threads stay alive (blocked)
+    until an interval that ends after the burn is out, and the CLI is stopped
+    (Ctrl-C, which prints the summary) only after an interval that ends after
+    the threads did, so the poller has seen every thread alive and gone."""
     child = subprocess.Popen([sys.executable, "-c", BURNER, cg_dir or "-"], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
     cli = None
+
+    def interval_after(t_ns):
+        while True:
+            line = cli.stdout.readline()
+            assert line, cli.stderr.read()
+            objs.append(json.loads(line))
+            if objs[-1]["window"]["end_ns"] > t_ns:
+                return
+
     try:
         assert child.stdout.readline().strip() == "ready"
-        cli = subprocess.Popen(cmd("-d", duration, "-i", "0.1", "--json", "-p", "10", *args),
+        cli = subprocess.Popen(cmd("-d", "600", "-i", "0.1", "--json", "-p", "10", *args),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        first = cli.stdout.readline()  # an interval is out: the window has begun
-        assert first, cli.stderr.read()
+        objs = []
+        interval_after(0)  # an interval is out: the window has begun
         child.stdin.write("go\n")
         child.stdin.flush()
-        burned = int(child.stdout.readline())
+        burned, burned_at = map(int, child.stdout.readline().split())
+        interval_after(burned_at)
+        child.stdin.write("end\n")
+        child.stdin.flush()
+        interval_after(int(child.stdout.readline()))
+        cli.send_signal(signal.SIGINT)
         out, err = cli.communicate(timeout=30)
-        assert cli.returncode == 0, err
-        objs = [json.loads(first)] + [json.loads(line) for line in out.splitlines()]
+        assert cli.returncode == 128 + signal.SIGINT, err
+        objs += [json.loads(line) for line in out.splitlines()]
         return child.pid, burned, objs
     finally:
         child.stdin.close()

@@ -47,12 +47,55 @@ struct {
 	__type(value, struct ws_proc);
 } procs SEC(".maps");
 
+/* Cycles and instructions per slice (opt-in, where a PMU exists): one
+ * counting perf event per CPU in each array, opened by user space. The
+ * difference between two switches on a CPU is what the task switched out
+ * ran (its slice, with the switch itself). */
+const volatile bool count_pmu = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+	__uint(max_entries, 1); /* user space sets the number of possible CPUs */
+} pmu_cycles SEC(".maps"), pmu_instructions SEC(".maps");
+
+struct ws_pmu_last pmu_last[WS_MAX_CPUS] = {};
+__u64 pmu_misses = 0; /* switches whose counters could not be read */
+
 __u64 thread_drops = 0; /* .bss: threads the full `threads` map could not track */
 __u64 proc_drops = 0;   /* exited threads lost to a full `procs` map */
 
-/* Move thread `t` (NULL: not tracked yet) into `state` at `now`. */
+/* This CPU's counts since its last switch, into d (zeros when not counting,
+ * on the first switch, or when a read fails). */
+static __always_inline void pmu_slice(struct ws_pmu_last *d)
+{
+	struct bpf_perf_event_value c = {}, i = {};
+	struct ws_pmu_last *last;
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	d->cycles = d->instructions = 0;
+	if (!count_pmu || cpu >= WS_MAX_CPUS)
+		return;
+	last = &pmu_last[cpu];
+	if (bpf_perf_event_read_value(&pmu_cycles, BPF_F_CURRENT_CPU, &c, sizeof(c)) ||
+	    bpf_perf_event_read_value(&pmu_instructions, BPF_F_CURRENT_CPU, &i, sizeof(i))) {
+		__sync_fetch_and_add(&pmu_misses, 1);
+		last->cycles = last->instructions = 0;
+		return;
+	}
+	if (last->cycles && c.counter >= last->cycles && i.counter >= last->instructions) {
+		d->cycles = c.counter - last->cycles;
+		d->instructions = i.counter - last->instructions;
+	}
+	last->cycles = c.counter ? c.counter : 1;
+	last->instructions = i.counter;
+}
+
+/* Move thread `t` (NULL: not tracked yet) into `state` at `now`; `pmu` is
+ * what it ran in the slice that just ended (switch-outs only). */
 static __always_inline void enter(struct ws_thread *t, __u32 tid, __u32 tgid, __u32 state, __u64 now,
-				  __u32 count_what)
+				  __u32 count_what, struct ws_pmu_last *pmu)
 {
 	if (t) {
 		__u32 was = t->state, seq = t->seq + 1;
@@ -65,6 +108,10 @@ static __always_inline void enter(struct ws_thread *t, __u32 tid, __u32 tgid, __
 			t->switches += 1;
 		else if (count_what == WS_COUNT_WAKEUP)
 			t->wakeups += 1;
+		if (pmu) {
+			t->cycles += pmu->cycles;
+			t->instructions += pmu->instructions;
+		}
 		t->since_ns = now;
 		t->state = state;
 		t->tgid = tgid;
@@ -79,7 +126,7 @@ static __always_inline void enter(struct ws_thread *t, __u32 tid, __u32 tgid, __
 }
 
 /* The final switch of a thread: close its interval, fold it into its process. */
-static __always_inline void retire(__u32 tid, __u64 now)
+static __always_inline void retire(__u32 tid, __u64 now, struct ws_pmu_last *pmu)
 {
 	struct ws_thread *t = bpf_map_lookup_elem(&threads, &tid);
 	struct ws_proc *p;
@@ -104,6 +151,8 @@ static __always_inline void retire(__u32 tid, __u64 now)
 		p->ns[3] += t->ns[3];
 		p->switches += t->switches;
 		p->wakeups += t->wakeups;
+		p->cycles += t->cycles + pmu->cycles;
+		p->instructions += t->instructions + pmu->instructions;
 	} else {
 		__sync_fetch_and_add(&proc_drops, 1);
 	}
@@ -116,10 +165,12 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 ptid = prev->pid, ntid = next->pid;
+	struct ws_pmu_last pmu;
 
+	pmu_slice(&pmu);
 	if (ptid) {
 		if (prev_state & WS_TASK_DEAD) {
-			retire(ptid, now);
+			retire(ptid, now, &pmu);
 		} else {
 			__u32 state = WS_SLEEP;
 
@@ -128,11 +179,11 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 			else if ((prev_state & WS_TASK_UNINTERRUPTIBLE) &&
 				 BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait))
 				state = WS_IO;
-			enter(bpf_map_lookup_elem(&threads, &ptid), ptid, prev->tgid, state, now, WS_COUNT_NONE);
+			enter(bpf_map_lookup_elem(&threads, &ptid), ptid, prev->tgid, state, now, WS_COUNT_NONE, &pmu);
 		}
 	}
 	if (ntid)
-		enter(bpf_map_lookup_elem(&threads, &ntid), ntid, next->tgid, WS_ON_CPU, now, WS_COUNT_SWITCH);
+		enter(bpf_map_lookup_elem(&threads, &ntid), ntid, next->tgid, WS_ON_CPU, now, WS_COUNT_SWITCH, 0);
 	return 0;
 }
 
@@ -147,7 +198,7 @@ static __always_inline void woken(struct task_struct *p)
 	/* woken while still on a CPU or already runnable: nothing changes */
 	if (t && (t->state == WS_ON_CPU || t->state == WS_RUNNABLE))
 		return;
-	enter(t, tid, p->tgid, WS_RUNNABLE, bpf_ktime_get_ns(), WS_COUNT_WAKEUP);
+	enter(t, tid, p->tgid, WS_RUNNABLE, bpf_ktime_get_ns(), WS_COUNT_WAKEUP, 0);
 }
 
 SEC("tp_btf/sched_wakeup")

@@ -31,6 +31,8 @@ struct ws_thread {
 	__u64 ns[WS_STATES]; /* closed intervals per state */
 	__u64 switches;      /* times it got a CPU */
 	__u64 wakeups;       /* times it was woken from SLEEP or IO */
+	__u64 cycles;        /* PMU counts over its closed slices (count_pmu only) */
+	__u64 instructions;
 };
 
 /* A process's exited threads, folded in at their final switch. */
@@ -38,6 +40,16 @@ struct ws_proc {
 	__u64 ns[WS_STATES];
 	__u64 switches;
 	__u64 wakeups;
+	__u64 cycles;
+	__u64 instructions;
 };
+
+/* What this CPU's two counters read at its last switch (0 = not read yet). */
+struct ws_pmu_last {
+	__u64 cycles;
+	__u64 instructions;
+};
+
+#define WS_MAX_CPUS 1024
 
 #endif

@@ -98,7 +98,7 @@ def build_report(window: UsageWindow, attribution: Attribution, *, threads: bool
         if getattr(p, "cycles", None) is not None:  # where cpufreq says the frequency
             row["cycles"] = p.cycles
         if getattr(p, "wait_states", None) is not None:
-            row["wait_states"] = p.wait_states.to_dict()
+            row["wait_states"] = p.wait_states.to_dict(getattr(p, "wait_states_counted", False))
         if threads:
             trows = [{"tid": t.tid, "comm": t.comm, "cpu_ns": t.cpu_ns, "slices": t.slices,
                       "energy_j": class_report.thread_energy_j(attribution, p, t, e),

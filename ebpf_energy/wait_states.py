@@ -8,9 +8,11 @@ the time its threads spent in each. The four add up exactly to the time its
 threads were watched (intervals partition it), which is what the class is
 computed from (:func:`classify`, thresholds below and in the README).
 
-No hardware PMU here (a VM, or none exposed): cycles and instructions per
-slice, hence IPC and memory-boundness, are unknown, and the report says so
-(:func:`pmu_status`).
+Where a hardware PMU exists, two counting perf events per CPU give each
+process's cycles and instructions over its slices (:mod:`ebpf_energy.pmu`),
+hence IPC, and "memory-bound" for a process whose IPC is below
+:data:`MEMORY_BOUND_IPC`. Where none is exposed (a VM, many clouds) they are
+unknown, and the report says so (:func:`pmu_status`).
 """
 
 import os
@@ -19,7 +21,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Dict, Optional
 
+from ebpf_energy.loader import syscall
 from ebpf_energy.loader.object import BpfObject
+from ebpf_energy.monitor import online_cpus
+from ebpf_energy.pmu import PmuCounters, PmuUnavailable
 from ebpf_energy.privilege import require_bpf
 
 STATES = ("on_cpu", "runnable", "io", "sleep")
@@ -29,6 +34,9 @@ IO_BOUND_SHARE = 0.2  # io-bound: blocked in I/O >= 20% of the time, and at leas
 IDLE_MAX_DEMAND = 0.1  # mostly idle: on a CPU + runnable < 10% (and not io-bound)
 CONTENDED_RATIO = 0.5  # contended: waited runnable >= half as long as it ran (a third of its CPU demand)
 CPU_BOUND_SHARE = 0.5  # cpu-bound: on a CPU >= 50% of the time (and not contended)
+# memory-bound: fewer than one instruction retired per cycle on a CPU (cores
+# retire up to 4-8 per cycle; below 1 it mostly waits on memory)
+MEMORY_BOUND_IPC = 1.0
 DEFAULT_MAX_THREADS = 32768
 
 
@@ -46,6 +54,8 @@ class WaitStates:
     sleep_ns: int = 0
     switches: int = 0  # times a thread got a CPU
     wakeups: int = 0  # times a thread was woken from a sleep or I/O
+    cycles: int = 0  # PMU counts over its closed slices (0 when not counted)
+    instructions: int = 0
 
     @property
     def watched_ns(self) -> int:
@@ -65,14 +75,26 @@ class WaitStates:
         self.sleep_ns += ns[3] + open_ns[3]
         self.switches += books["switches"]
         self.wakeups += books["wakeups"]
+        self.cycles += books.get("cycles", 0)
+        self.instructions += books.get("instructions", 0)
 
     def _values(self):
-        return (self.on_cpu_ns, self.runnable_ns, self.io_ns, self.sleep_ns, self.switches, self.wakeups)
+        return (self.on_cpu_ns, self.runnable_ns, self.io_ns, self.sleep_ns, self.switches, self.wakeups,
+                self.cycles, self.instructions)
 
-    def to_dict(self) -> dict:
+    @property
+    def ipc(self) -> Optional[float]:
+        return self.instructions / self.cycles if self.cycles else None
+
+    def to_dict(self, counted: bool = False) -> dict:
+        """``counted``: whether the PMU counted (else cycles, instructions and
+        IPC are unknown: None, never 0)."""
+        ipc = self.ipc if counted else None
         return {"on_cpu_ns": self.on_cpu_ns, "runnable_ns": self.runnable_ns, "io_ns": self.io_ns,
                 "sleep_ns": self.sleep_ns, "switches": self.switches, "wakeups": self.wakeups,
-                "class": classify(self)}
+                "class": classify(self), "cycles": self.cycles if counted else None,
+                "instructions": self.instructions if counted else None, "ipc": ipc,
+                "memory_bound": None if ipc is None else ipc < MEMORY_BOUND_IPC}
 
 
 def classify(w: WaitStates) -> str:
@@ -107,7 +129,7 @@ def pmu_status(root: str = "/sys/bus/event_source/devices") -> str:
         names = []
     core = [n for n in names if n in ("cpu", "cpu_core", "cpu_atom") or n.startswith("armv")]
     if core:
-        return f"hardware PMU present ({', '.join(sorted(core))}); IPC not measured by this version"
+        return f"hardware PMU present ({', '.join(sorted(core))})"
     return "no hardware PMU: IPC and memory-boundness unknown"
 
 
@@ -115,22 +137,51 @@ class WaitStateSampler:
     """Load, attach, read cumulative per-process states, close. Not a CPU-time
     sampler: it runs beside one, and its reads are joined to its rows by pid."""
 
-    def __init__(self, max_threads: int = DEFAULT_MAX_THREADS, path: Optional[str] = None):
+    def __init__(self, max_threads: int = DEFAULT_MAX_THREADS, path: Optional[str] = None,
+                 pmu: Optional[str] = "hardware"):
+        """``pmu``: "hardware" (cycles and instructions where a PMU exists),
+        "software" (the CPU clock in their place: tests), or None (off)."""
         self.max_threads = max_threads
         self.path = path or object_path()
         self.obj: Optional[BpfObject] = None
+        self.pmu_kind = pmu
+        self.pmu: Optional[PmuCounters] = None
+        self.pmu_status = "PMU counting off: IPC and memory-boundness unknown"
 
     def start(self) -> None:
         require_bpf("the wait-state classifier")
+        if self.pmu_kind:
+            counters = PmuCounters(self.pmu_kind)
+            try:
+                counters.open(online_cpus())
+                self.pmu, self.pmu_status = counters, counters.status()
+            except PmuUnavailable as e:
+                self.pmu_status = str(e)
         obj = BpfObject.open(self.path)
         try:
             obj.set_max_entries("threads", self.max_threads)
+            for name in ("pmu_cycles", "pmu_instructions"):
+                obj.set_max_entries(name, syscall.num_possible_cpus())
+            obj.rodata["count_pmu"] = self.pmu is not None
             obj.load()
+            if self.pmu is not None:
+                self.pmu.fill(obj)
             obj.attach()
         except BaseException:
             obj.close()
+            self._close_pmu()
             raise
         self.obj = obj
+
+    @property
+    def counted(self) -> bool:
+        """Whether cycles and instructions are counted (IPC known)."""
+        return self.pmu is not None
+
+    def _close_pmu(self):
+        if self.pmu is not None:
+            self.pmu.close()
+            self.pmu = None
 
     def read(self) -> Dict[int, WaitStates]:
         return self.snapshot()[1]
@@ -173,6 +224,10 @@ class WaitStateSampler:
             return {"threads": 0, "intervals": 0}
         return {"threads": int(bss["thread_drops"]), "intervals": int(bss["proc_drops"])}
 
+    def pmu_read_failures(self) -> int:
+        """Switches whose counters could not be read (their slice counts nothing)."""
+        return int(self.obj.bss["pmu_misses"]) if self.obj is not None and self.counted else 0
+
     def program_ids(self) -> Dict[str, int]:
         return {n: p.id for n, p in self.obj.programs.items()} if self.obj is not None else {}
 
@@ -180,6 +235,7 @@ class WaitStateSampler:
         if self.obj is not None:
             self.obj.close()
             self.obj = None
+        self._close_pmu()
 
     def __enter__(self):
         self.start()
@@ -228,11 +284,17 @@ class ClassifyingSampler:
         states = self.waits.read()
         for pid, p in window.processes.items():
             p.wait_states = states.get(pid, WaitStates()).minus(self.base.get(pid))
-        window.wait_states_info = {"pmu": pmu_status(), "drops": self.waits.drops(),
+        for p in window.processes.values():
+            if getattr(p, "wait_states", None) is not None:
+                p.wait_states_counted = self.waits.counted
+        window.wait_states_info = {"pmu": self.waits.pmu_status, "drops": self.waits.drops(),
                                    "thresholds": {"io_bound_share": IO_BOUND_SHARE,
                                                   "idle_max_demand": IDLE_MAX_DEMAND,
                                                   "contended_ratio": CONTENDED_RATIO,
-                                                  "cpu_bound_share": CPU_BOUND_SHARE}}
+                                                  "cpu_bound_share": CPU_BOUND_SHARE,
+                                                  "memory_bound_ipc": MEMORY_BOUND_IPC}}
+        if self.waits.counted:
+            window.wait_states_info["pmu_read_failures"] = self.waits.pmu_read_failures()
         return window
 
     def stop(self) -> None:
@@ -247,7 +309,8 @@ class ClassifyingSampler:
 
 # -- in reports ------------------------------------------------------------------
 TABLE_HEAD = ["RUN%", "WAIT%", "IO%", "SLEEP%", "CLASS"]
-CSV_COLUMNS = ["on_cpu_ns", "runnable_ns", "io_ns", "sleep_ns", "wakeups", "wait_class"]
+CSV_COLUMNS = ["on_cpu_ns", "runnable_ns", "io_ns", "sleep_ns", "wakeups", "cycles", "instructions", "ipc",
+               "wait_class"]  # cycles, instructions, ipc: empty where no PMU counted
 
 
 def table_cells(row: dict) -> list:
@@ -257,7 +320,7 @@ def table_cells(row: dict) -> list:
         return ["-"] * len(TABLE_HEAD)
     total = w["on_cpu_ns"] + w["runnable_ns"] + w["io_ns"] + w["sleep_ns"]
     pct = [f"{100 * w[k] / total:.0f}" if total else "-" for k in ("on_cpu_ns", "runnable_ns", "io_ns", "sleep_ns")]
-    return pct + [w["class"]]
+    return pct + [w["class"] + (", memory-bound" if w.get("memory_bound") else "")]
 
 
 def csv_fields(row: dict) -> dict:
@@ -272,4 +335,4 @@ def table_note(report: dict) -> str:
     return (f"Wait states:    RUN/WAIT/IO/SLEEP% of each process's watched time; class: io-bound (io >= "
             f"{t['io_bound_share']:.0%} and >= run), mostly idle (run + wait < {t['idle_max_demand']:.0%}), contended "
             f"(wait >= {t['contended_ratio']:g} x run), cpu-bound (run >= {t['cpu_bound_share']:.0%}), else mixed; "
-            f"{info['pmu']}" + (f"; {drops} lost to full maps" if drops else ""))
+            f"memory-bound where IPC < {t.get('memory_bound_ipc', MEMORY_BOUND_IPC):g}; {info['pmu']}" + (f"; {drops} lost to full maps" if drops else ""))

@@ -203,8 +203,13 @@ def test_classifying_sampler_joins_states_to_the_monitor_window():
     # its 0.3 s asleep, whatever it waited for a CPU on this shared machine (its class is tested above)
     assert row.wait_states.sleep_ns >= 250_000_000 and row.wait_states.wakeups >= 1
     assert w.wait_states_info["pmu"] and set(w.wait_states_info["thresholds"]) == {
-        "io_bound_share", "idle_max_demand", "contended_ratio", "cpu_bound_share"}
-    assert s.waits.obj is None  # both programs closed
+        "io_bound_share", "idle_max_demand", "contended_ratio", "cpu_bound_share", "memory_bound_ipc"}
+    # the hardware counters where a PMU exists, else the reason they are unknown
+    assert w.wait_states_info["pmu"] == ("cycles and instructions per slice (hardware PMU)"
+                                         if pmu_status().startswith("hardware PMU present")
+                                         else "no hardware PMU: IPC and memory-boundness unknown")
+    assert (row.wait_states.to_dict(row.wait_states_counted)["ipc"] is None) == (not s.waits.counted)
+    assert s.waits.obj is None and s.waits.pmu is None  # both programs and the counters closed
 
 
 @pytest.mark.parametrize("fmt", ["--json", "--csv", None])
@@ -234,3 +239,40 @@ def test_monitor_classify_columns(fmt):
         head = next(line for line in p.stdout.splitlines() if line.lstrip().startswith("PID"))
         assert head.split()[-5:] == ["RUN%", "WAIT%", "IO%", "SLEEP%", "CLASS"]
         assert "no hardware PMU" in p.stdout or "hardware PMU present" in p.stdout
+
+
+def test_counters_per_slice_through_the_software_stand_in():
+    """The PMU path for real, with the CPU clock in the counters' place (this
+    VM has no PMU): a burner's "cycles" are the nanoseconds the CPU clock ran
+    during its slices, so they match its on-CPU time, and IPC is 1."""
+    s = WaitStateSampler(pmu="software")
+    s.start()
+    try:
+        assert s.counted and s.pmu_status.startswith("software stand-in")
+        _, s0 = s.snapshot()
+        p = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time() + 0.3\n"
+                              "while time.process_time() < t: pass\n"])
+        p.wait()
+        _, s1 = s.snapshot()
+        assert s.pmu_read_failures() == 0
+    finally:
+        s.stop()
+    w = s1[p.pid].minus(s0.get(p.pid))
+    assert w.on_cpu_ns >= 300_000_000
+    # the same slices by two clocks; a switch this VM never reports folds a
+    # few microseconds of another task into the next slice's count
+    slack = 0.02 * w.on_cpu_ns + 2_000_000 + 50_000 * w.switches
+    assert abs(w.cycles - w.on_cpu_ns) <= slack, (w.cycles, w.on_cpu_ns, w.switches)
+    # two reads of the same clock a few instructions apart at every switch
+    assert w.instructions == pytest.approx(w.cycles, rel=1e-3)
+    d = w.to_dict(counted=True)
+    assert d["ipc"] == pytest.approx(1.0, rel=1e-3) and d["memory_bound"] is (d["ipc"] < 1.0)
+    assert s.pmu is None  # the perf events are closed
+
+
+def test_ipc_rules_and_unknown_without_counting():
+    w = WaitStates(on_cpu_ns=10, cycles=1000, instructions=400)
+    assert w.to_dict(counted=True)["ipc"] == 0.4 and w.to_dict(counted=True)["memory_bound"] is True
+    assert WaitStates(cycles=1000, instructions=2500).to_dict(counted=True)["memory_bound"] is False
+    unknown = w.to_dict(counted=False)
+    assert unknown["ipc"] is None and unknown["cycles"] is None and unknown["memory_bound"] is None

@@ -29,7 +29,7 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "abi.py")
 # named enums taken whole
 ENUMS = ("bpf_cmd", "bpf_map_type", "bpf_prog_type", "bpf_attach_type", "bpf_link_type",
          "bpf_stats_type", "bpf_core_relo_kind", "btf_func_linkage", "perf_type_id", "perf_event_sample_format",
-         "perf_sw_ids", "nf_inet_hooks")
+         "perf_hw_id", "perf_sw_ids", "nf_inet_hooks")
 # enums of ids 0..n-1 written as one list of names (value == index): 200+ helpers as constants would
 # make this module the slowest to compile of the loader
 NAME_LISTS = {"bpf_func_id": "BPF_FUNC_"}

@@ -23,6 +23,7 @@ from ebpf_energy.loader import syscall
 
 from test_load_cli import ATTACH_TIMEOUT_S, Running, by_name, run_load
 from test_links_net import CGROUP2, N, own_netns, send_and_receive
+from test_links_uprobe import N as UPROBE_N, Child, probed  # noqa: F401 (a fixture)
 from test_syscall import wait_gone
 
 pytestmark = pytest.mark.kernel
@@ -263,3 +264,25 @@ def test_a_kernel_refusal_is_an_attach_error_not_a_bad_target(net_progs):
     prog = by_name(json.loads(r.stdout)["programs"])["count_xdp"]
     assert not prog["attached"] and prog["error"].startswith("cannot attach xdp on lo:")
     assert "error: program count_xdp (xdp) loaded but did not attach: cannot attach xdp on lo" in r.stderr
+
+
+def test_a_bare_uprobe_through_target(test_objects, probed):
+    """SEC("uprobe") and SEC("uretprobe") name no function: --target gives
+    PATH:FUNC; N calls of probed_add by the child counted, N returns."""
+    child = Child(probed)
+    try:
+        with Running(test_objects("uprobes"), "--json", "--set", f"target_tgid={child.pid}",
+                     "--program", "on_add", "--program", "on_add_ret",
+                     "--target", f"on_add={probed}:probed_add", "--target", f"on_add_ret={probed}:probed_add") as run:
+            ids = run.wait_attached(2)
+            child.go()
+            assert run.stop() == 130, run.stderr
+        _links_gone(ids)
+    finally:
+        child.kill()
+    progs = by_name(run.json()["programs"])
+    assert progs["on_add"]["target"]["function"] == "probed_add" and progs["on_add"]["target"]["path"] == probed
+    assert progs["on_add_ret"]["link"]["target"] == f"uretprobe/{probed}:probed_add"
+    counts = by_name(run.json()["maps"])[".bss"]["entries"][0]["value"]
+    assert counts["add_calls"] == counts["add_ret_calls"] == UPROBE_N
+    assert counts["add_arg_sum"] == sum(i + 1000 for i in range(UPROBE_N))

@@ -22,6 +22,7 @@ import pytest
 from ebpf_energy.loader import syscall
 
 from test_load_cli import ATTACH_TIMEOUT_S, Running, by_name, run_load
+from ebpf_energy.loader.link.perf_event import online_cpus
 from test_links_net import CGROUP2, N, own_netns, send_and_receive
 from test_links_uprobe import N as UPROBE_N, Child, probed  # noqa: F401 (a fixture)
 from test_syscall import wait_gone
@@ -286,3 +287,21 @@ def test_a_bare_uprobe_through_target(test_objects, probed):
     counts = by_name(run.json()["maps"])[".bss"]["entries"][0]["value"]
     assert counts["add_calls"] == counts["add_ret_calls"] == UPROBE_N
     assert counts["add_arg_sum"] == sum(i + 1000 for i in range(UPROBE_N))
+
+
+def test_perf_event_through_target_is_one_link_per_cpu(test_objects):
+    with Running(test_objects("perf_sample"), "--json", "--target", "on_sample=cpu-clock:199") as run:
+        ids = run.wait_attached(len(online_cpus()))
+        assert run.stop() == 130, run.stderr
+    _links_gone(ids)
+    (prog,) = run.json()["programs"]
+    assert prog["target"] == {"kind": "event", "value": "cpu-clock:199", "from": "--target", "event": "cpu-clock",
+                              "freq_hz": 199}
+    assert prog["link"]["type"] == "perf_event" and prog["link"]["count"] == len(online_cpus())
+
+
+@pytest.mark.parametrize("value,message", [("cycles", "unknown software event 'cycles' (known: cpu-clock,"),
+                                           ("cpu-clock:0", "the frequency after ':' is a positive whole number")])
+def test_a_bad_perf_event_target(test_objects, value, message):
+    r = run_load(test_objects("perf_sample"), "--target", f"on_sample={value}")
+    assert r.returncode == EXIT_BAD_TARGET and r.stderr.startswith(f"error: --target on_sample={value}: {message}")

@@ -30,7 +30,7 @@ _OPTIONS = [
     click.option("--target", "targets", multiple=True, metavar="PROG=VALUE",
                  help="One program's target, over the options above: an interface, cgroup directory or netns "
                       "file as its kind takes, FAMILY:HOOK[:PRIORITY] for netfilter, PATH:FUNC for a bare "
-                      "uprobe. Repeatable."),
+                      "uprobe, EVENT[:HZ] (cpu-clock:99) for perf_event. Repeatable."),
     click.option("--xdp-mode", type=click.Choice(["auto", "generic", "native"]), default="auto",
                  show_default=True, help="XDP in the driver (native), in the kernel's generic path, or "
                                         "whichever the driver offers."),

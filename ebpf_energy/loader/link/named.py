@@ -20,6 +20,8 @@ takes          program types                               value
                                                            ``/run/netns/NAME``)
 ``netfilter``  netfilter                                   ``ipv4|ipv6:HOOK[:PRIORITY]``
 ``binary``     ``uprobe``/``uretprobe`` without a target   ``PATH:FUNC[+OFFSET]``
+``event``      perf_event                                  ``EVENT[:HZ]`` (a software event,
+                                                           one per online CPU; 99 Hz default)
 =============  ==========================================  =======================
 
 A socket filter on an interface gets a packet socket of its own, bound to
@@ -44,9 +46,9 @@ CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
 PACKET_IGNORE_OUTGOING = 23
 WHAT = {"interface": "a network interface", "cgroup": "a cgroup", "netns": "a network namespace",
-        "netfilter": "a netfilter hook", "binary": "a binary and a function"}
+        "netfilter": "a netfilter hook", "binary": "a binary and a function", "event": "a perf event"}
 SYNTAX = {"interface": "IFNAME", "cgroup": "CGROUP_DIR", "netns": "NETNS_FILE",
-          "netfilter": "ipv4|ipv6:HOOK[:PRIORITY]", "binary": "PATH:FUNC[+OFFSET]"}
+          "netfilter": "ipv4|ipv6:HOOK[:PRIORITY]", "binary": "PATH:FUNC[+OFFSET]", "event": "EVENT[:HZ]"}
 
 
 class BadTarget(LoaderError):
@@ -72,6 +74,8 @@ def takes(program_spec):
         return "netns"
     if type_name == "netfilter":
         return "netfilter"
+    if type_name == "perf_event":
+        return "event"
     if head.replace(".s", "") in ("uprobe", "uretprobe") and not rest:
         return "binary"
     return None
@@ -107,6 +111,8 @@ def check(kind, value, source, program_spec=None, where=None):
         return Named(kind, value, source, _netns(value, where))
     if kind == "netfilter":
         return Named(kind, value, source, _netfilter(value, where))
+    if kind == "event":
+        return Named(kind, value, source, _event(value, where))
     if kind == "binary":
         from .uprobe import find_binary, parse_target
         try:
@@ -194,6 +200,20 @@ def _netfilter(value, where):
     return {"family": family, "hook": hook, "priority": priority}
 
 
+def _event(value, where):
+    from .perf_event import SOFTWARE_EVENTS
+    event, _, hz = value.partition(":")
+    if event not in SOFTWARE_EVENTS:
+        raise BadTarget(f"{where}: unknown software event {event!r} (known: {', '.join(SOFTWARE_EVENTS)})")
+    try:
+        freq = int(hz) if hz else 99
+        if freq <= 0:
+            raise ValueError
+    except ValueError:
+        raise BadTarget(f"{where}: the frequency after ':' is a positive whole number of Hz") from None
+    return {"event": event, "freq_hz": freq}
+
+
 def attach(program, named, xdp_mode=None):
     """The link of a loaded ``program`` (object.Program) on ``named``; an
     AttachError (or PermissionDenied) when the kernel refuses."""
@@ -220,6 +240,9 @@ def attach(program, named, xdp_mode=None):
     if named.kind == "netfilter":
         from .netfilter import attach_netfilter
         return attach_netfilter(fd, d["family"], d["hook"], d["priority"])
+    if named.kind == "event":
+        from .perf_event import attach_perf_event
+        return attach_perf_event(fd, d["event"], freq=d["freq_hz"])
     if named.kind == "binary":
         from .uprobe import attach_uprobe
         retprobe = program.section.startswith("uretprobe")

@@ -305,3 +305,19 @@ def test_perf_event_through_target_is_one_link_per_cpu(test_objects):
 def test_a_bad_perf_event_target(test_objects, value, message):
     r = run_load(test_objects("perf_sample"), "--target", f"on_sample={value}")
     assert r.returncode == EXIT_BAD_TARGET and r.stderr.startswith(f"error: --target on_sample={value}: {message}")
+
+
+def test_a_flow_dissector_goes_only_where_named(test_objects):
+    """No default netns for a flow dissector (it takes over every flow of
+    the namespace): loaded, not attached, until --netns names one."""
+    obj = test_objects("spec_kinds")
+    with own_netns():
+        r = run_load(obj, "--program", "on_dissect", "--json")
+        assert r.returncode == 0, r.stderr
+        (prog,) = json.loads(r.stdout)["programs"]
+        assert not prog["attached"] and prog["target"] is None and prog["needs"].startswith("a network namespace")
+        assert "give it with --netns FILE or --target on_dissect=NETNS_FILE" in r.stderr
+        r = run_load(obj, "--program", "on_dissect", "--netns", _thread_netns(), "--json")
+    assert r.returncode == 0, r.stderr
+    (prog,) = json.loads(r.stdout)["programs"]
+    assert prog["attached"] and prog["link"]["type"] == "netns" and prog["target"]["from"] == "--netns"

@@ -4,10 +4,11 @@ network namespace or hook, decided and checked before anything is loaded.
 ``--interface``, ``--cgroup`` and ``--netns`` go to every selected program
 that takes that kind of target (:func:`link.named.takes`); ``--target
 PROG=VALUE`` names one program's target and wins over them, for objects
-whose programs want different ones. A network namespace defaults to the
-caller's own (as a socket of the caller's would see); interfaces and cgroups
-have no default: such a program stays loaded, not attached, and says what it
-needs. Every misfit is a :class:`link.named.BadTarget`: one line, exit 64.
+whose programs want different ones. An sk_lookup program's network
+namespace defaults to the caller's own (as a socket of the caller's would
+see); interfaces, cgroups and a flow dissector's namespace (it takes over
+every flow there) have no default: such a program stays loaded, not
+attached, and says what it needs. Every misfit is a :class:`link.named.BadTarget`: one line, exit 64.
 """
 
 import click
@@ -26,7 +27,8 @@ _OPTIONS = [
                       "getsockopt, sockops...) to this cgroup v2 directory (default: not attached)."),
     click.option("--netns", metavar="FILE",
                  help="Attach sk_lookup and flow_dissector programs to this network namespace "
-                      "(/proc/PID/ns/net, /run/netns/NAME; default: the caller's own)."),
+                      "(/proc/PID/ns/net, /run/netns/NAME; sk_lookup default: the caller's own; flow_dissector: "
+                      "none, as it takes over every flow of the namespace)."),
     click.option("--target", "targets", multiple=True, metavar="PROG=VALUE",
                  help="One program's target, over the options above: an interface, cgroup directory or netns "
                       "file as its kind takes, FAMILY:HOOK[:PRIORITY] for netfilter, PATH:FUNC for a bare "
@@ -77,7 +79,8 @@ def plan(obj, selected, interface=None, cgroup=None, netns=None, targets=()):
         if given[kind] is not None:
             out[name] = named.check(kind, given[kind], f"--{kind}", spec)
             used.add(kind)
-        elif kind == "netns":
+        elif kind == "netns" and spec.kind.prog_type_name == "sk_lookup":
+            # only sk_lookup: a flow dissector replaces the dissection of every flow in the namespace
             out[name] = named.check(kind, OWN_NETNS, "default", spec)
     for kind, value in given.items():
         if value is not None and kind not in used:

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.kernel
 PROGRAMS = {"dump_elems": "iter/bpf_map_elem", "walk_storage": "iter/bpf_sk_storage_map",
             "walk_sockmap": "iter/sockmap"}
 REASON = ("this kernel refuses map-element iterators (iter/bpf_map_elem, iter/bpf_sk_storage_map, iter/sockmap: "
-          "the ones handed a map's key and value) at load, before the verifier runs, whatever the loader "
-          "(libbpf too; the map itself is only named at attach); walk the map with bpf_for_each_map_elem() in "
-          "a program, or from user space, instead")
+          "the ones handed a map element's buffers) at load, before verifying a single instruction, whatever "
+          "the loader (libbpf too; the map itself is only named at attach); walk the map with "
+          "bpf_for_each_map_elem() in a program, or from user space, instead")
 
 
 def test_the_reason_names_only_map_element_iterators():

@@ -45,9 +45,9 @@ def load_refusal(section):
     if target not in MAP_ELEMENT_TARGETS:
         return None
     return (f"this kernel refuses map-element iterators ({', '.join('iter/' + t for t in MAP_ELEMENT_TARGETS)}: "
-            "the ones handed a map's key and value) at load, before the verifier runs, whatever the loader "
-            "(libbpf too; the map itself is only named at attach); walk the map with bpf_for_each_map_elem() "
-            "in a program, or from user space, instead")
+            "the ones handed a map element's buffers) at load, before verifying a single instruction, whatever "
+            "the loader (libbpf too; the map itself is only named at attach); walk the map with "
+            "bpf_for_each_map_elem() in a program, or from user space, instead")
 
 
 class Iterator(Link):

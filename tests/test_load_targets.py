@@ -221,6 +221,7 @@ BAD = [
     (["--target", "nope=lo"], "--target nope=lo: no program 'nope' in this object (programs: count_socket,"),
     (["--target", "count_xdp"], "--target count_xdp: expected PROG=VALUE"),
     (["--target", "count_xdp=lo:ingress"], "--target count_xdp=lo:ingress: only tc/tcx programs take a direction"),
+    (["--target", "count_tc=lo:sideways"], "--target count_tc=lo:sideways: 'lo:sideways' is not an interface name"),
     (["--target", "count_nf=lo"], "--target count_nf=lo: expected FAMILY:HOOK[:PRIORITY]"),
     (["--target", "count_nf=ipv5:output"], "--target count_nf=ipv5:output: family is one of ipv4, ipv6"),
     (["--target", "count_xdp=lo", "--target", "count_xdp=lo"], "program count_xdp has a target already"),

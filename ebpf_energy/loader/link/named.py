@@ -125,7 +125,9 @@ def check(kind, value, source, program_spec=None, where=None):
 
 
 def _interface(value, source, where, program_spec):
-    name, _, direction = value.partition(":") if value.endswith(DIRECTIONS) else (value, "", "")
+    name, sep, direction = value.rpartition(":")
+    if not sep or direction not in DIRECTIONS:
+        name, direction = value, ""
     detail = {}
     if direction:
         type_name = program_spec.kind.prog_type_name if program_spec is not None else ""
@@ -133,6 +135,8 @@ def _interface(value, source, where, program_spec):
             raise BadTarget(f"{where}: only tc/tcx programs take a direction (:ingress, :egress); "
                             f"a {type_name or 'program of this kind'} sees the interface's own path")
         detail["direction"] = direction
+    if ":" in name or "/" in name:  # never in an interface name (the kernel's ioctl would cut at the ':')
+        raise BadTarget(f"{where}: {name!r} is not an interface name; a direction is :ingress or :egress")
     try:
         detail["ifindex"] = socket.if_nametoindex(name)
     except OSError:

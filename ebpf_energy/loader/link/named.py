@@ -44,7 +44,6 @@ DIRECTIONS = ("ingress", "egress")
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace it is
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
-PACKET_IGNORE_OUTGOING = 23
 WHAT = {"interface": "a network interface", "cgroup": "a cgroup", "netns": "a network namespace",
         "netfilter": "a netfilter hook", "binary": "a binary and a function", "event": "a perf event"}
 SYNTAX = {"interface": "IFNAME", "cgroup": "CGROUP_DIR", "netns": "NETNS_FILE",
@@ -58,8 +57,9 @@ class BadTarget(LoaderError):
 
 def takes(program_spec):
     """What ``program_spec`` (a ProgramSpec) is attached to when its section
-    does not say: "interface", "cgroup", "netns", "netfilter", "binary", or
-    None (its section names its target, or no loader attaches it)."""
+    does not say: "interface", "cgroup", "netns", "netfilter", "binary",
+    "event", or None (its section names its target, or load cannot name
+    what it needs: a sockmap, a map to iterate, a target program)."""
     kind = program_spec.kind
     type_name = kind.prog_type_name
     head = program_spec.section.split("/", 1)[0]

@@ -10,6 +10,7 @@ import pytest
 
 from ebpf_energy.loader import syscall
 
+from test_links_net import own_netns
 from test_load_cli import Running, by_name, run_load
 from test_syscall import wait_gone
 
@@ -17,11 +18,14 @@ pytestmark = pytest.mark.kernel
 
 
 def test_programs_that_need_more_are_loaded_and_say_why(test_objects):
-    r = run_load(test_objects("net_progs"), "--json")
+    with own_netns():  # sk_lookup goes on the caller's network namespace: this test's own
+        r = run_load(test_objects("net_progs"), "--json")
     assert r.returncode == 0, r.stderr  # not attached is not a failure when the section names no target
     progs = by_name(json.loads(r.stdout)["programs"])
     wants = {"count_socket": "a socket", "count_tcx": "a network interface", "count_tc": "a network interface", "count_xdp": "a network interface",
-             "count_cgroup": "a cgroup", "count_lookup": "a network namespace", "count_nf": "a netfilter hook"}
+             "count_cgroup": "a cgroup", "count_nf": "a netfilter hook"}
+    lookup = progs.pop("count_lookup")
+    assert lookup["attached"] and lookup["target"]["kind"] == "netns" and lookup["target"]["from"] == "default"
     for name, need in wants.items():
         p = progs[name]
         assert p["loaded"] and not p["attached"] and p["attach"] == "manual" and p["needs"].startswith(need)

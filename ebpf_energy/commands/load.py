@@ -15,8 +15,10 @@ import click
 
 from ebpf_energy.commands._numbers import seconds
 from ebpf_energy.commands._signals import TerminateOnSignals
+from ebpf_energy.commands._targets import EXIT_BAD_TARGET, hint, plan, target_options
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
+from ebpf_energy.loader.link.named import BadTarget, attach as attach_named
 from ebpf_energy.loader.map_types import unreadable_reason
 
 MAX_SHOWN = 10000
@@ -112,10 +114,13 @@ def brief(value, items=8):
     return value
 
 
-def program_report(p):
+def program_report(p, target=None):
+    """One program's row; ``target`` the link.named.Named it was given, if any."""
     row = {"name": p.name, "section": p.section, "type": p.type_name, "loaded": p.loaded,
-           "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0}
-    if p.needs or p.spec.kind.manual:
+           "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0,
+           "target": target.to_dict() if target is not None else
+           ({"kind": "section", "value": p.section, "from": "section"} if p.link is not None else None)}
+    if p.link is None and (p.needs or p.spec.kind.manual):
         # its section names no complete target: loaded, not attached (as libbpf), and what it needs
         row["attach"] = "manual"
         row["needs"] = p.needs or "nothing to attach to: its section names no target"
@@ -158,16 +163,17 @@ def link_report(link):
 
 
 def print_text(report, out, full=False):
-    click.echo(f"{'PROGRAM':<24} {'SECTION':<32} {'TYPE':<16} {'ID':>6} {'ATTACHED':<8} {'RUNS':>10} {'NS/RUN':>8}",
-               file=out)
+    click.echo(f"{'PROGRAM':<24} {'SECTION':<32} {'TYPE':<16} {'ID':>6} {'ATTACHED':<8} {'RUNS':>10} {'NS/RUN':>8}"
+               f"  TARGET", file=out)
     for p in report["programs"]:
         if report.get("stats"):
             runs, per_run = str(p["run_cnt"]), str(p["run_time_ns"] // p["run_cnt"] if p["run_cnt"] else 0)
         else:  # not measured without --stats: a 0 would look like a measurement
             runs = per_run = "-"
         attached = "yes" if p["attached"] else ("manual" if p.get("attach") == "manual" else "no")
+        target = p["target"]["value"] if p.get("target") and p["target"]["kind"] != "section" else "-"
         click.echo(f"{p['name']:<24} {p['section']:<32} {p['type']:<16} {str(p['id'] or '-'):>6} "
-                   f"{attached:<8} {runs:>10} {per_run:>8}", file=out)
+                   f"{attached:<8} {runs:>10} {per_run:>8}  {target}", file=out)
     for p in report["programs"]:
         output = (p.get("link") or {}).get("output")
         if output is not None:
@@ -216,8 +222,9 @@ def print_text(report, out, full=False):
                    "such as a vmlinux) instead of the running one.")
 @click.option("--kconfig", "kconfig_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="With --btf: that kernel's config (CONFIG_*=... lines, or .gz) for __kconfig externs.")
+@target_options
 def load(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_,
-         dry_run, btf_file, kconfig_file):
+         dry_run, btf_file, kconfig_file, interface, cgroup, netns, targets, xdp_mode):
     """Load a clang-built BPF OBJECT with the pure-Python loader, attach its
     programs, wait, then print each program and each map's decoded contents.
 
@@ -226,8 +233,14 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
     look at what a loader does, without root, for this kernel or (--btf)
     another.
 
+    Programs whose section names no complete target attach where
+    --interface, --cgroup, --netns or --target say (sk_lookup: the caller's
+    network namespace by default); without one they stay loaded, not attached.
+
     Exit status 0 only when every selected program loaded (and attached,
-    unless --no-attach); otherwise 1, with the reason, after cleaning up.
+    unless --no-attach); otherwise 1, with the reason, after cleaning up;
+    64 for a target that does not fit (no such interface, not a cgroup v2
+    directory, a program that is not there or takes no target).
     """
     from ebpf_energy.loader.object import BpfObject
     from ebpf_energy.loader.stats import run_time_stats
@@ -240,25 +253,32 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
         raise click.UsageError("--btf and --kconfig describe another kernel: they only go with --dry-run")
     if kconfig_file and not btf_file:
         raise click.UsageError("--kconfig goes with --btf (the running kernel's config is read by itself)")
+    if (interface or cgroup or netns or targets) and (dry_run or not attach):
+        raise click.UsageError("--interface, --cgroup, --netns and --target say where to attach: "
+                               "not with --dry-run or --no-attach")
     if dry_run:
         _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file)
         return
-    failed = []
+    failed, targets_of = [], {}
     try:
         with TerminateOnSignals() as stop, BpfObject.open(object_path) as obj, \
                 (run_time_stats() if stats else contextlib.nullcontext()):
             _edit(obj, sets, sizes)
+            if attach:  # every named target checked before the first bpf() call
+                targets_of = plan(obj, set(programs), interface, cgroup, netns, targets)
             obj.load(only=programs or None)
             for w in obj.warnings:
                 click.echo(f"warning: {w}", err=True)
             if attach:
                 obj.attach(strict=False)
+                _attach_named(obj, targets_of, xdp_mode)
                 failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.needs]
             stopped_by = None
             if duration and not failed and stop.wait(duration):
                 stopped_by = stop.stopper.reason
             report = {"schema": 1, "object": str(object_path), "stats": bool(stats),
-                      "programs": [program_report(p) for p in obj.programs.values() if p.loaded],
+                      "programs": [program_report(p, targets_of.get(p.name)) for p in obj.programs.values()
+                                   if p.loaded],
                       "maps": [map_report(obj, name, m) for name, m in obj.maps.items()],
                       "warnings": list(obj.warnings)}
             if unpin:
@@ -269,6 +289,8 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
                         except FileNotFoundError:
                             pass
                         m["pinned"] = None
+    except BadTarget as e:
+        _fail(e, object_path, as_json, EXIT_BAD_TARGET)
     except (KeyError, LoaderError) as e:
         _fail(e, object_path, as_json)
     if as_json:
@@ -278,7 +300,7 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
     for p in report["programs"]:
         if p.get("needs") and attach:
             click.echo(f"note: program {p['name']} ({p['section']}) is loaded, not attached: it needs "
-                       f"{p['needs']}", err=True)
+                       f"{p['needs']}{hint(obj.programs[p['name']].spec)}", err=True)
     if failed:
         for p in failed:
             click.echo(f"error: program {p.name} ({p.section}) loaded but did not attach: {p.attach_error}", err=True)
@@ -286,6 +308,20 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
     if stopped_by:  # cut short before -d was up: the report is out, the status says so
         click.echo(f"ebpf-energy load: stopped by {stopped_by} before the {duration:g} s were up", err=True)
         sys.exit(128 + signal.Signals[stopped_by])
+
+
+def _attach_named(obj, targets_of, xdp_mode):
+    """Each program the command line gave a target: attached there, or its
+    attach_error set (the kernel refused), as obj.attach(strict=False) does."""
+    for name, target in targets_of.items():
+        p = obj.programs[name]
+        if not p.loaded or p.attached:
+            continue
+        p.needs = None  # named now: attached, or an attach failure
+        try:
+            p.link = attach_named(p, target, None if xdp_mode == "auto" else xdp_mode)
+        except LoaderError as e:
+            p.attach_error = str(e)
 
 
 def _edit(obj, sets, sizes):
@@ -318,7 +354,7 @@ def _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file
         print_prepared(prepared, sys.stdout)
 
 
-def _fail(e, object_path, as_json):
+def _fail(e, object_path, as_json, status=1):
     """A bad name (KeyError) is a usage error; a loader error is one line, and
     with --json also a document, so a consumer of --json gets one either way."""
     if isinstance(e, KeyError):
@@ -327,4 +363,4 @@ def _fail(e, object_path, as_json):
     if as_json:
         click.echo(json.dumps({"schema": 1, "object": str(object_path), "error": str(e),
                                "error_type": type(e).__name__}, indent=2))
-    sys.exit(1)
+    sys.exit(status)

@@ -247,9 +247,12 @@ class Collection:
             raise named_poison(e, p) from None
         except PermissionDenied as e:
             if p.expected_attach_type in ROOT_REFUSED and os.geteuid() == 0:
+                from ebpf_energy.loader.link.iterator import load_refusal
+                why = (p.expected_attach_type == BPF_TRACE_ITER and load_refusal(p.section)) \
+                    or ROOT_REFUSED[p.expected_attach_type]
                 raise TrampolineRefused(
                     f"program {p.name} ({p.section}): EPERM although running as root, so not a missing "
-                    f"privilege: {ROOT_REFUSED[p.expected_attach_type]}", e.errno) from None
+                    f"privilege: {why}", e.errno) from None
             raise
 
     # -- teardown -------------------------------------------------------------------

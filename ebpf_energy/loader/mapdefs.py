@@ -26,6 +26,7 @@ _UINT_FIELDS = ("type", "key_size", "value_size", "max_entries", "map_flags", "n
                 "map_extra")
 _TYPE_FIELDS = ("key", "value")
 ARRAY_OF_MAPS, HASH_OF_MAPS = uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS, uapi.BPF_MAP_TYPE_HASH_OF_MAPS
+SLOT_KEY_SIZE = 4  # initial slots of a hash of maps: int keys only, as libbpf
 PROG_ARRAY = uapi.BPF_MAP_TYPE_PROG_ARRAY
 FD_SLOT_SIZE = 4  # a map-in-map or prog array value: an fd in, an id out
 PTR_SIZE = 8
@@ -152,6 +153,11 @@ def _values(btf, name, attrs, member, offset, relocs):
         if index >= attrs["max_entries"]:
             raise BtfError(f"map '{name}': initial slot {index} is past max_entries {attrs['max_entries']}")
         slots.append((index, r.symbol.name))
+    if slots and attrs["type"] == HASH_OF_MAPS and attrs["key_size"] != SLOT_KEY_SIZE:
+        # the slot's index is its key, an int: libbpf refuses any other key size here, and so do we
+        raise BtfError(f"map '{name}': a hash of maps with initial slots needs a {SLOT_KEY_SIZE}-byte key "
+                       f"(each slot's index is its key, an int), not {attrs['key_size']} bytes; "
+                       "fill it from the program or from user space instead")
     return inner, tuple(slots)
 
 

@@ -5,7 +5,8 @@
  * - dump_cgroups, SEC("iter/cgroup"): one line "id level" per cgroup walked
  *   from the cgroup given at attach (its id is its directory's inode). 
  * (Map-element iterators, iter/bpf_map_elem, get EPERM at load on this
- * kernel, from libbpf too: tests/test_links_iter_perf.py checks the error.) */
+ * kernel, from libbpf too: iter_map_elem.bpf.c and
+ * tests/test_links_iter_map_elem.py check the error.) */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>

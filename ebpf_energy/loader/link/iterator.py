@@ -26,6 +26,30 @@ CGROUP_ORDERS = {"self": 1, "descendants_pre": 2, "descendants_post": 3, "ancest
 CGROUP_SELF_ONLY = CGROUP_ORDERS["self"]
 
 
+# Iterators whose program is handed a map's key and value buffers (PTR_TO_BUF
+# context arguments). This kernel (6.18 here) answers BPF_PROG_LOAD of these,
+# and only these, with EPERM to root with CAP_BPF, CAP_PERFMON and
+# CAP_SYS_ADMIN, before the verifier has looked at one instruction
+# ("processed 0 insns"), even for a program that returns 0 at once; libbpf
+# (bpftool prog load) gets the same. The map is named only at link time
+# (bpf_iter_link_info.map.map_fd), so nothing a loader passes at load could
+# change it: the attach_btf_id (bpf_iter_<target>) and the expected attach
+# type are the ones every other iterator loads with.
+MAP_ELEMENT_TARGETS = ("bpf_map_elem", "bpf_sk_storage_map", "sockmap")
+
+
+def load_refusal(section):
+    """Why root's EPERM at the load of iterator ``section`` is the kernel's
+    refusal, in words a user can act on; None for other iterators."""
+    target = section.partition("/")[2]
+    if target not in MAP_ELEMENT_TARGETS:
+        return None
+    return (f"this kernel refuses map-element iterators ({', '.join('iter/' + t for t in MAP_ELEMENT_TARGETS)}: "
+            "the ones handed a map element's buffers) at load, before verifying a single instruction, whatever "
+            "the loader (libbpf too; the map itself is only named at attach); walk the map with "
+            "bpf_for_each_map_elem() in a program, or from user space, instead")
+
+
 class Iterator(Link):
     """An iterator link. ``read()`` runs one whole pass; ``close()`` detaches.
     ``map_fd`` for map-element iterators; ``pid``/``tid`` limit ``iter/task``

@@ -29,7 +29,7 @@ from test_syscall import wait_gone
 
 pytestmark = pytest.mark.kernel
 PORT = 47321
-EXIT_BAD_TARGET = 64
+EXIT_BAD_TARGET = 2
 
 
 def packet_sockets():
@@ -232,7 +232,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_a_bad_target_is_one_line_and_exit_64(net_progs, args, message):
+def test_a_bad_target_is_one_line_and_exit_2(net_progs, args, message):
     r = run_load(net_progs, *args)
     assert r.returncode == EXIT_BAD_TARGET, (r.returncode, r.stderr)
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: --") and message in r.stderr, r.stderr

@@ -8,14 +8,14 @@ whose programs want different ones. An sk_lookup program's network
 namespace defaults to the caller's own (as a socket of the caller's would
 see); interfaces, cgroups and a flow dissector's namespace (it takes over
 every flow there) have no default: such a program stays loaded, not
-attached, and says what it needs. Every misfit is a :class:`link.named.BadTarget`: one line, exit 64.
+attached, and says what it needs. Every misfit is a :class:`link.named.BadTarget`: one line, exit 2.
 """
 
 import click
 
 from ebpf_energy.loader.link import named
 
-EXIT_BAD_TARGET = 64  # EX_USAGE: a target that does not fit the object or this machine
+EXIT_BAD_TARGET = 2  # a usage error, as every other bad option value: the target does not fit the object or this machine
 OWN_NETNS = "/proc/thread-self/ns/net"
 
 _OPTIONS = [

@@ -239,7 +239,7 @@ def load(object_path, attach, duration, sets, max_entries, programs, stats, as_j
 
     Exit status 0 only when every selected program loaded (and attached,
     unless --no-attach); otherwise 1, with the reason, after cleaning up;
-    64 for a target that does not fit (no such interface, not a cgroup v2
+    2 for a target that does not fit (no such interface, not a cgroup v2
     directory, a program that is not there or takes no target).
     """
     from ebpf_energy.loader.object import BpfObject

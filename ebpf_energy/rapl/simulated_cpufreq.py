@@ -48,7 +48,7 @@ def make_cpufreq_tree(root: str, cpus: Sequence[int], khz: Dict[int, int], min_k
                       driver: str = "acpi-cpufreq") -> str:
     """One policy per CPU under ``root`` (a topology root), each starting at
     ``khz[cpu]``: with the userspace governor set to it (acpi-cpufreq), or
-    with min = max = it (intel_pstate). Returns ``root``."""
+    the performance governor under a maximum of it (intel_pstate). Returns ``root``."""
     if driver not in ("acpi-cpufreq", "intel_pstate"):
         raise ValueError("driver: acpi-cpufreq or intel_pstate")
     cpu_dir = os.path.join(root, CPU_DIR)
@@ -68,8 +68,9 @@ def make_cpufreq_tree(root: str, cpus: Sequence[int], khz: Dict[int, int], min_k
                           "scaling_governor": "userspace", "scaling_setspeed": start,
                           "scaling_min_freq": min_khz, "scaling_max_freq": max_khz})
         else:
-            files.update({"scaling_available_governors": "performance powersave", "scaling_governor": "powersave",
-                          "scaling_setspeed": "<unsupported>", "scaling_min_freq": start, "scaling_max_freq": start})
+            # performance governor with the maximum capped at the start frequency: it runs there
+            files.update({"scaling_available_governors": "performance powersave", "scaling_governor": "performance",
+                          "scaling_setspeed": "<unsupported>", "scaling_min_freq": min_khz, "scaling_max_freq": start})
         for name, value in files.items():
             writable = name in ("scaling_governor", "scaling_setspeed", "scaling_min_freq", "scaling_max_freq")
             _put(os.path.join(pol, name), value, 0o644 if writable else 0o444)

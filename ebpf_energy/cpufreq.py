@@ -138,12 +138,7 @@ class FrequencyPin:
                 raise CpuFreqError(f"cannot read {path}")
             self._seen.add(path)
             self._saved.append((path, original))
-        try:
-            with open(path, "w") as f:
-                f.write(f"{value}\n")
-        except OSError as e:
-            raise CpuFreqError(f"cannot write {path} ({e.strerror or e}): pinning the CPU frequency needs root "
-                               "and a writable cpufreq (or --frequencies 0 for a time-based fit)") from None
+        _write_or_refuse(path, value)
 
     def check(self, cpus: Sequence[int]) -> None:
         """Write each file a pin needs with the value it holds (a no-op for the kernel)."""
@@ -152,14 +147,7 @@ class FrequencyPin:
                 if name == "scaling_setspeed":
                     continue  # "<unsupported>" until the governor is userspace; the governor write tests the folder
                 path = os.path.join(d, name)
-                value = _read(path)
-                try:
-                    with open(path, "w") as f:
-                        f.write(f"{value}\n")
-                except OSError as e:
-                    raise CpuFreqError(f"cannot write {path} ({e.strerror or e}): pinning the CPU frequency needs "
-                                       "root and a writable cpufreq (or --frequencies 0 for a time-based fit)") \
-                        from None
+                _write_or_refuse(path, _read(path))
 
     def _set_range(self, d: str, lo: int, hi: int) -> None:
         """Write min and max in the order the kernel accepts: never min above max."""
@@ -211,6 +199,15 @@ class FrequencyPin:
 
     def __exit__(self, *exc):
         self.restore()
+
+
+def _write_or_refuse(path: str, value) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(f"{value}\n")
+    except OSError as e:
+        raise CpuFreqError(f"cannot write {path} ({e.strerror or e}): pinning the CPU frequency needs root "
+                           "and a writable cpufreq (or --frequencies 0 for a time-based fit)") from None
 
 
 def _write_back(path: str, value: str) -> List[str]:

@@ -26,11 +26,16 @@ def class_frequencies(freq, class_cpus: Sequence[Sequence[int]], n: int) -> List
 
 
 def seen_khz(samples: List[dict], names: Sequence[str]) -> Dict[str, List[int]]:
-    """The frequencies each class was loaded at, as read back (rounded to 1 MHz)."""
-    out: Dict[str, set] = {n: set() for n in names}
+    """The frequencies each class was loaded at, as read back: per pinned
+    level, the mean ``scaling_cur_freq`` over its samples, rounded to 1 MHz
+    (a driver may run near, not at, what was asked)."""
+    by_pin: Dict[tuple, List[float]] = {}
     for s in samples:
         if s.get("level") and s.get("class") is not None:
-            out[names[s["class"]]].add(int(round(s["khz_by_class"][s["class"]] / 1000.0)) * 1000)
+            by_pin.setdefault((s["class"], s.get("khz")), []).append(s["khz_by_class"][s["class"]])
+    out: Dict[str, List[int]] = {n: [] for n in names}
+    for (c, _), seen in by_pin.items():
+        out[names[c]].append(int(round(sum(seen) / len(seen) / 1000.0)) * 1000)
     return {n: sorted(v) for n, v in out.items()}
 
 

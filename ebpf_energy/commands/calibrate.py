@@ -231,7 +231,9 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
                    f"{ci['watts_per_cpu_second'][0]:.3f} .. {ci['watts_per_cpu_second'][1]:.3f})")
     click.echo(f"R²:              {prof['r2']:.4f}   ({len(prof['samples'])} samples)")
     freq_word = ("pinned per class, fit per GHz-second (basis: frequency)" if prof.get("basis") == "frequency"
-                 else topology.frequency if not topology.cpufreq else "cpufreq present, not pinned (--frequencies 0)")
+                 else topology.frequency if not topology.cpufreq
+                 else "cpufreq present, not pinned (--frequencies 0)" if not n_freq
+                 else "cpufreq present, but no cpuN/cpufreq to pin: time-based fit")
     click.echo(f"core classes:    {', '.join(c['name'] + ' ' + c['cpus'] for c in prof['topology']['classes'])}"
                f" ({prof['topology']['source']}); frequency: {freq_word}")
     for level, r in prof["residuals"].items():

@@ -69,6 +69,12 @@ class CycleWeights(ClassWeights):
         self.time = ClassWeights(topology, {n: float(per_ghz[n]) * ref[n] / 1e6 for n in per_ghz if n in ref},
                                  self.origin, float(profile["watts_per_cpu_second"]))
 
+    def describe(self, unit: str = "weight"):
+        """Each class's W per GHz-second, also as its ``weight``: what the
+        reports' per-class and per-thread splits weigh time by (within one
+        process, cycles are split over classes by time)."""
+        return [{**c, "weight": c[unit]} for c in super().describe(unit)]
+
     def weighted_ns(self, p) -> float:
         cycles = getattr(p, "cycles", None)
         if cycles is None or (cycles == 0 and p.cpu_ns > 0):

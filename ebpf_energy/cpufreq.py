@@ -74,6 +74,10 @@ class CpuFreq:
         """The frequencies every one of ``cpus`` can run at: the common
         ``scaling_available_frequencies`` when the driver lists them, else
         [lowest, highest] of the common ``cpuinfo_min_freq`` .. ``cpuinfo_max_freq``."""
+        return self._span(cpus)[0]
+
+    def _span(self, cpus: Sequence[int]):
+        """(:meth:`range_khz`, whether the driver listed them)."""
         lists, lo, hi = [], 0, None
         for d in {self.policy[c] for c in cpus if c in self.policy}:
             avail = _read(os.path.join(d, "scaling_available_frequencies"))
@@ -88,19 +92,19 @@ class CpuFreq:
         if lists:
             common = sorted(set.intersection(*lists))
             if common:
-                return common
+                return common, True
         if hi < lo:
             raise CpuFreqError(f"CPUs {list(cpus)} share no frequency range")
-        return [lo, hi] if hi > lo else [lo]
+        return ([lo, hi] if hi > lo else [lo]), False
 
     def levels(self, cpus: Sequence[int], n: int) -> List[int]:
         """``n`` frequencies (kHz) spread evenly from the lowest to the highest
         the CPUs allow: listed ones where the driver lists them, else evenly
         spaced in the range (rounded to 1 MHz)."""
-        span = self.range_khz(cpus)
+        span, listed = self._span(cpus)
         if n <= 1:
             return [span[-1]]
-        if len(span) > 2 or len(span) == 1:
+        if listed or len(span) == 1:
             picks = [span[round(i * (len(span) - 1) / (n - 1))] for i in range(n)]
         else:
             lo, hi = span

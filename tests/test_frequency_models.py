@@ -102,3 +102,13 @@ def test_pinning_then_restoring_leaves_every_file_as_it_was(tmp_path, driver):
             assert freq.mean_khz([0, 1]) == khz
     assert kernel.step() == [3_000_000, 800_000]  # the settings written back give the old frequencies
     assert cpufreq_files(tree) == before
+
+
+def test_levels_are_the_listed_frequencies_or_spread_over_the_range(tmp_path):
+    listed = make_cpufreq_tree(str(tmp_path / "a"), [0], {0: 2_000_000}, 1_000_000, 2_000_000,
+                               [1_000_000, 2_000_000])
+    assert CpuFreq(listed, [0]).levels([0], 3) == [1_000_000, 2_000_000]  # never one the driver does not list
+    ranged = make_cpufreq_tree(str(tmp_path / "b"), [0], {0: 2_000_000}, 1_000_000, 2_000_000,
+                               driver="intel_pstate")
+    assert CpuFreq(ranged, [0]).levels([0], 3) == [1_000_000, 1_500_000, 2_000_000]
+    assert CpuFreq(ranged, [0]).levels([0], 1) == [2_000_000]

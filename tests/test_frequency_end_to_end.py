@@ -12,14 +12,19 @@ meter's, exactly.
 """
 
 import os
+import struct
 
 import pytest
 
 from ebpf_energy.calibration import profile as profiles
+from ebpf_energy.model.calibrated import CalibratedModel
+from ebpf_energy.monitor import FREQ_PROGRAM
 from ebpf_energy.rapl.simulated import SimulatedPowercap
 from ebpf_energy.rapl.simulated_cpufreq import make_cpufreq_tree
 from ebpf_energy.topology import read_topology
+from test_accounting import burn_pinned
 from test_class_end_to_end import _monitor, _run_burners_under
+from test_monitor import sampler_factory  # noqa: F401
 from topology_fixtures import hybrid_cpufreq_tree
 
 IDLE_W = 8.0
@@ -109,3 +114,30 @@ def test_a_frequency_profile_without_cpufreq_is_charged_per_cpu_second_and_says_
     m = r["model"]
     assert m["basis"] == "time" and m["parts"]["frequency"].startswith("not used (no cpufreq)")
     assert "P 3.2 GHz" in m["parts"]["frequency"]
+
+
+def test_a_frequency_change_mid_run_reaches_the_model_through_the_tracepoint_handler(sampler_factory, tmp_path):
+    """One CPU at 1 GHz runs a burner; then the frequency goes to 3 GHz (the
+    kernel would fire power:cpu_frequency; this VM has no cpufreq, so the
+    handler is run through BPF_PROG_TEST_RUN with those arguments) and a
+    second burner runs there. Each is counted at its own frequency, and the
+    calibrated model charges the second 3x the first per CPU-second."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    tree = make_cpufreq_tree(str(tmp_path / "sys"), [cpu], {cpu: 1_000_000}, 1_000_000, 3_000_000,
+                             [1_000_000, 2_000_000, 3_000_000])
+    s = sampler_factory(track_frequency=True, cpu_root=os.path.join(tree, "devices", "system", "cpu"))
+    slow, w1 = burn_pinned(s, [cpu], "emt-slow")
+    ret = s.obj.programs[FREQ_PROGRAM].test_run(ctx_in=struct.pack("<QQ", 3_000_000, cpu), repeat=0)
+    assert ret["retval"] == 0
+    fast, w2 = burn_pinned(s, [cpu], "emt-fast")
+    a, b = w1.processes[slow[cpu]], w2.processes[fast[cpu]]
+    assert a.cpu_ns > 100_000_000 and a.cycles == a.cpu_ns  # 1 GHz: a cycle per ns
+    assert b.cpu_ns > 100_000_000 and b.cycles == 3 * b.cpu_ns
+    tree_topo = read_topology(tree)
+    prof = {"idle_watts": IDLE_W, "basis": "frequency", "class_watts_per_ghz_second": {"cpu": 5.0},
+            "reference_khz": {"cpu": 3_000_000}, "watts_per_ghz_second": 5.0, "watts_per_cpu_second": 15.0,
+            "topology": tree_topo.describe()}
+    model = CalibratedModel(prof, topology=tree_topo)
+    ea, eb = model.attribute(w1).energy_j[slow[cpu]], model.attribute(w2).energy_j[fast[cpu]]
+    assert ea == pytest.approx(5.0 * a.cpu_ns / 1e9, rel=1e-12)
+    assert (eb / b.cpu_ns) / (ea / a.cpu_ns) == pytest.approx(3.0, rel=1e-12)

@@ -195,7 +195,8 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
         if as_json:
             out = {"schema": 1, "error": str(e), "credible": False}
             if e.fit:
-                out.update({k: e.fit[k] for k in ("idle_watts", "watts_per_cpu_second", "r2", "ci95", "residuals")})
+                out.update({k: e.fit[k] for k in ("idle_watts", "watts_per_cpu_second", "r2", "ci95", "residuals",
+                                                  "basis", "class_watts_per_ghz_second") if k in e.fit})
             click.echo(json.dumps(out))
         click.echo(f"ebpf-energy: calibration refused: {e}", err=True)
         sys.exit(EXIT_NOT_CREDIBLE)

@@ -36,7 +36,9 @@ The only difference from the real tree is a ``.simulated`` marker at the top,
 so profiles fitted on it are labelled ``"simulated": true``.
 
 CLI: ``python -m ebpf_energy.rapl.simulated DIR --idle-watts 8 --k 12``
-(``--class-watts P=20,E=6`` with ``--topology-root`` for a hybrid one) runs until Ctrl-C; point any command at it with ``--powercap-root DIR``.
+(``--class-watts P=20,E=6`` with ``--topology-root`` for a hybrid one; ``--cpufreq``
+to follow, and first make, a cpufreq tree there, the slopes then per GHz-second)
+runs until Ctrl-C; point any command at it with ``--powercap-root DIR``.
 """
 
 import argparse

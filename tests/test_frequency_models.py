@@ -112,3 +112,8 @@ def test_levels_are_the_listed_frequencies_or_spread_over_the_range(tmp_path):
                                driver="intel_pstate")
     assert CpuFreq(ranged, [0]).levels([0], 3) == [1_000_000, 1_500_000, 2_000_000]
     assert CpuFreq(ranged, [0]).levels([0], 1) == [2_000_000]
+
+
+def test_without_a_profile_tracked_cycles_leave_the_time_based_words(topo):
+    a = RaplSplitModel("powercap", None, topology=topo).attribute(window(proc(1, 500, 0, 3.2)), {"package": 10.0})
+    assert "basis" not in a.model and a.model["parts"]["frequency"] == "not used (time-based model)"

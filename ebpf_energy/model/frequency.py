@@ -48,9 +48,9 @@ def basis(profile: Optional[dict], window, topology) -> tuple:
         ref = ", ".join(f"{n} {k / 1e6:g} GHz" for n, k in (profile.get("reference_khz") or {}).items())
         return TIME, (f"not used ({why}): the profile's W per GHz-second is charged per CPU-second at the "
                       f"highest calibrated frequency ({ref})")
-    if tracked:
+    if tracked and profile:
         return TIME, "not used (the profile is per CPU-second; calibrate where cpufreq exists to fit per GHz-second)"
-    return TIME, None
+    return TIME, None  # no profile, or no cycles: the plain time-based words
 
 
 class CycleWeights(ClassWeights):

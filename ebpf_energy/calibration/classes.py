@@ -7,6 +7,9 @@ pinned to its CPUs), and the busy time is read per class, so the fit
 apart. With ``--cpu-cgroup`` each class's workers run in a child cgroup of
 their own (``ebpf-energy-class-<name>-<pid>``), whose ``cpu.stat`` is then
 that class's busy time exactly: the workers are pinned, so all of it ran there.
+With ``class_khz`` (frequencies per class, where cpufreq exists) each loaded
+step also runs at one pinned frequency; this works on a machine with one
+class too (every CPU in class ``cpu``).
 """
 
 import os
@@ -14,7 +17,7 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 from ebpf_energy.cpustat import cgroup_busy_seconds, class_busy_seconds
-from ebpf_energy.calibration.runner import plan_classes
+from ebpf_energy.calibration.runner import plan_classes, plan_frequencies
 
 
 class ClassPlan:
@@ -22,13 +25,15 @@ class ClassPlan:
     Use as a context manager: the child cgroups are removed on the way out."""
 
     def __init__(self, topology, levels: Optional[Sequence[int]], rounds: int, seed=None,
-                 cpu_cgroup: Optional[str] = None):
+                 cpu_cgroup: Optional[str] = None, class_khz: Optional[Sequence[Sequence[int]]] = None):
         self.topology = topology
         self.class_cpus = [list(c.cpus) for c in topology.classes]
         per_class = [list(levels) if levels is not None else list(range(1, len(cpus) + 1))
                      for cpus in self.class_cpus]
         self.levels = sorted({0} | {lv for lv in (levels or [])} | {lv for ls in per_class for lv in ls})
-        self.steps = plan_classes(per_class, rounds, seed)
+        self.class_khz = [list(k) for k in class_khz] if class_khz is not None else None
+        self.steps = plan_classes(per_class, rounds, seed) if class_khz is None else \
+            plan_frequencies(per_class, class_khz, rounds, seed)
         self.class_cgroups: Optional[List[str]] = None
         self._parent = cpu_cgroup
         if cpu_cgroup:

@@ -64,6 +64,15 @@ def load(path: str) -> dict:
     if cw is not None and not (isinstance(cw, dict) and cw and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in cw.values())):
         raise ProfileError(f"{path}: class_watts must map each core class to a positive number")
+    if data.get("basis") == "frequency":
+        per_ghz, ref = data.get("class_watts_per_ghz_second"), data.get("reference_khz")
+        if not (isinstance(per_ghz, dict) and per_ghz and isinstance(ref, dict) and set(ref) >= set(per_ghz) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                for v in list(per_ghz.values()) + list(ref.values()))):
+            raise ProfileError(f"{path}: a frequency-based profile needs class_watts_per_ghz_second and "
+                               "reference_khz, positive numbers per core class")
+    elif data.get("basis", "time") != "time":
+        raise ProfileError(f"{path}: basis {data.get('basis')!r} is neither 'time' nor 'frequency'")
     if data.get("schema", SCHEMA) != SCHEMA:
         raise ProfileError(f"{path} has schema {data.get('schema')!r}; this version reads schema {SCHEMA}")
     data["_path"] = os.path.abspath(path)

@@ -1,4 +1,5 @@
-"""``ebpf-energy calibrate``: fit idle watts and watts per CPU-second on RAPL.
+"""``ebpf-energy calibrate``: fit idle watts and watts per CPU-second on RAPL,
+or per GHz-second per core class where cpufreq lets it pin frequencies.
 
 Exit status: 0 a credible profile was fitted (and saved); 1 no usable meter
 or bad input; 4 the fit is not credible (reason given, nothing saved);
@@ -69,18 +70,35 @@ def _sigterm_as_interrupt(signum, frame):
 @click.option("--cpu-cgroup", type=click.Path(file_okay=False, exists=True), default=None,
               help="Run the workers in this cgroup v2 folder and take busy time from its cpu.stat instead of "
                    "/proc/stat (for tests on a shared machine; the idle fit then includes other load).")
+@click.option("--frequencies", "n_freq", type=count(min=0, max=16), default=3, show_default=True,
+              help="Where cpufreq exists: run each class's load at this many pinned frequencies and fit W per "
+                   "GHz-second; 0 keeps the time-based fit (W per CPU-second).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Where to save the profile (default ~/.config/ebpf-energy/profile.json, "
                    "or profile-simulated.json beside it for a simulated meter).")
 @click.option("--no-save", is_flag=True, help="Fit and report, but save nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON (stdout carries only JSON).")
 def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, sample_interval, settle, min_r2, seed,
-              cpu_cgroup, output, no_save, as_json):
+              cpu_cgroup, n_freq, output, no_save, as_json):
     """Fit idle watts and watts per CPU-second against a RAPL meter.
 
     Spinning worker processes drive the CPUs through load levels (several
     rounds, shuffled order) while the meter and /proc/stat are sampled; the
-    fit is power = idle_watts + watts_per_cpu_second x busy CPUs.
+    fit is power = idle_watts + watts_per_cpu_second x busy CPUs (one slope
+    per core class on a hybrid machine, each class loaded on its own).
+
+    \b
+    Where cpufreq exists (under /sys or --topology-root), each class's load
+    also runs at --frequencies pinned frequencies (lowest to highest), and the
+    fit is power = idle_watts + k_class x busy CPUs x GHz: watts per
+    GHz-second per class, each with its 95% CI; the profile says
+    "basis": "frequency" and lists the frequencies seen. A frequency is
+    pinned with the userspace governor's scaling_setspeed where the driver
+    offers it, else scaling_min_freq = scaling_max_freq; every file changed
+    is written back on exit, error, Ctrl-C and SIGTERM (not after SIGKILL:
+    then the last pinned frequency stays until reset). Unwritable cpufreq
+    files: refused before any load (exit 1). Without cpufreq the fit stays
+    time-based and says "frequency: unknown (no cpufreq)".
     """
     from ebpf_energy.calibration import profile as profiles
     from ebpf_energy.calibration.runner import NotCredible, build_profile, plan, sample_levels
@@ -114,21 +132,46 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
     from ebpf_energy.calibration.classes import ClassPlan
     from ebpf_energy.cpustat import busy_seconds, cgroup_busy_seconds
 
+    from ebpf_energy.cpufreq import CpuFreq, CpuFreqError, FrequencyPin
+
+    freq = CpuFreq(topology.root, [c for cl in topology.classes for c in cl.cpus]) \
+        if topology.cpufreq and n_freq else None
+    if freq is not None and not freq.present:
+        freq = None
+    class_khz = None
+    if freq is not None:
+        from ebpf_energy.calibration.frequency import class_frequencies
+
+        try:
+            class_khz = class_frequencies(freq, [list(c.cpus) for c in topology.classes], n_freq)
+        except CpuFreqError as e:
+            meter.close()
+            raise click.ClickException(f"cannot calibrate per GHz-second: {e}") from None
     steps = plan(level_list, rounds, seed)
     cpu_reader = (lambda: cgroup_busy_seconds(cpu_cgroup)) if cpu_cgroup else busy_seconds
     per_class = ClassPlan(topology, level_list if levels else None, rounds, seed, cpu_cgroup) \
         if topology.hybrid else None
+    if class_khz is not None:  # every class at each frequency (one class, "cpu", on a homogeneous machine)
+        per_class = ClassPlan(topology, level_list if levels else None, rounds, seed, cpu_cgroup, class_khz)
+    pinner = FrequencyPin(freq) if freq is not None else None
     placement = {}
     if per_class is not None:  # each core class loaded on its own, workers pinned to it
         steps, cpu_reader, level_list = per_class.steps, per_class.cpu_reader(), per_class.levels
         placement = {"class_cpus": per_class.class_cpus, "class_cgroups": per_class.class_cgroups}
+    if pinner is not None:
+        cpus_of = per_class.class_cpus
+        placement.update(pin=lambda c, khz: pinner.pin(cpus_of[c], khz),
+                         khz_reader=lambda: [freq.mean_khz(cpus) for cpus in cpus_of])
     settings = {"cpu_source": cpu_cgroup or "/proc/stat", "levels": level_list,
                 "seconds_per_level": seconds_per_level, "rounds": rounds,
-                "sample_interval": sample_interval, "settle": settle, "seed": seed}
+                "sample_interval": sample_interval, "settle": settle, "seed": seed,
+                **({"frequencies_khz": dict(zip(topology.names, class_khz))} if class_khz else {})}
     show_progress = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
     old_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        with meter, (per_class or nullcontext()):
+        with meter, (per_class or nullcontext()), (pinner or nullcontext()):
+            if pinner is not None:  # refused before any load when the files cannot be written
+                pinner.check([c for cpus in per_class.class_cpus for c in cpus])
             if show_progress:
                 with click.progressbar(length=len(steps), label="calibrating", file=sys.stderr, show_eta=True,
                                        item_show_func=lambda s: s) as bar:
@@ -146,13 +189,14 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
         click.echo(f"ebpf-energy: calibration stopped by {signal.Signals(sig).name}; workers stopped, no profile "
                    "saved", err=True)
         sys.exit(128 + sig)
-    except RaplError as e:
+    except (RaplError, CpuFreqError) as e:
         raise click.ClickException(str(e)) from None
     except NotCredible as e:
         if as_json:
             out = {"schema": 1, "error": str(e), "credible": False}
             if e.fit:
-                out.update({k: e.fit[k] for k in ("idle_watts", "watts_per_cpu_second", "r2", "ci95", "residuals")})
+                out.update({k: e.fit[k] for k in ("idle_watts", "watts_per_cpu_second", "r2", "ci95", "residuals",
+                                                  "basis", "class_watts_per_ghz_second") if k in e.fit})
             click.echo(json.dumps(out))
         click.echo(f"ebpf-energy: calibration refused: {e}", err=True)
         sys.exit(EXIT_NOT_CREDIBLE)
@@ -173,7 +217,13 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
     click.echo(f"meter:           {prof['meter']}{' (SIMULATED)' if prof['simulated'] else ''}")
     click.echo(f"idle power:      {prof['idle_watts']:.3f} W   (95% CI {ci['idle_watts'][0]:.3f} .. "
                f"{ci['idle_watts'][1]:.3f})")
-    if "class_watts" in prof:
+    if prof.get("basis") == "frequency":
+        for name, k in prof["class_watts_per_ghz_second"].items():
+            lo, hi = ci["class_watts_per_ghz_second"][name]
+            ghz = ", ".join(f"{v / 1e6:g}" for v in prof["frequencies_khz"][name])
+            click.echo(f"per GHz-second:  {k:.3f} W on {name} cores (95% CI {lo:.3f} .. {hi:.3f}; "
+                       f"run at {ghz} GHz)")
+    elif "class_watts" in prof:
         for name, k in prof["class_watts"].items():
             lo, hi = ci["class_watts"][name]
             click.echo(f"per CPU-second:  {k:.3f} W on {name} cores (95% CI {lo:.3f} .. {hi:.3f})")
@@ -181,12 +231,18 @@ def calibrate(powercap_root, meter_kind, levels, seconds_per_level, rounds, samp
         click.echo(f"per CPU-second:  {prof['watts_per_cpu_second']:.3f} W   (95% CI "
                    f"{ci['watts_per_cpu_second'][0]:.3f} .. {ci['watts_per_cpu_second'][1]:.3f})")
     click.echo(f"R²:              {prof['r2']:.4f}   ({len(prof['samples'])} samples)")
+    freq_word = ("pinned per class, fit per GHz-second (basis: frequency)" if prof.get("basis") == "frequency"
+                 else topology.frequency if not topology.cpufreq
+                 else "cpufreq present, not pinned (--frequencies 0)" if not n_freq
+                 else "cpufreq present, but no cpuN/cpufreq to pin: time-based fit")
     click.echo(f"core classes:    {', '.join(c['name'] + ' ' + c['cpus'] for c in prof['topology']['classes'])}"
-               f" ({prof['topology']['source']}); frequency: {topology.frequency}")
+               f" ({prof['topology']['source']}); frequency: {freq_word}")
     for level, r in prof["residuals"].items():
         click.echo(f"  level {level:>3}: mean residual {r['mean_w']:+.3f} W, rms {r['rms_w']:.3f} W (n={r['n']})")
     for d, f in prof["per_domain"].items():
-        slopes = (", ".join(f"{k:.3f} on {n}" for n, k in f["class_watts"].items()) if "class_watts" in f
+        key = "class_watts_per_ghz_second" if "class_watts_per_ghz_second" in f else "class_watts"
+        slopes = (", ".join(f"{k:.3f} on {n}" for n, k in f[key].items()) if key in f
                   else f"{f['watts_per_cpu_second']:.3f}")
-        click.echo(f"  {d}: {f['idle_watts']:.3f} W idle + {slopes} W per CPU-second (R² {f['r2']:.3f})")
+        unit = "GHz-second" if key == "class_watts_per_ghz_second" else "CPU-second"
+        click.echo(f"  {d}: {f['idle_watts']:.3f} W idle + {slopes} W per {unit} (R² {f['r2']:.3f})")
     click.echo(f"profile saved:   {path}" if path else "profile not saved (--no-save)")

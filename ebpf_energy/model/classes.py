@@ -111,8 +111,10 @@ def frequency_of(window, topology: Optional[Topology]) -> str:
     return topology.frequency if topology is not None else NO_CPUFREQ
 
 
-def parts(total: str, idle: str, class_weights: str, frequency: str) -> dict:
+def parts(total: str, idle: str, class_weights: str, frequency: str, frequency_use: Optional[str] = None) -> dict:
     """Which parts of a model's joules are ``measured``, ``fitted``, a stated
-    ``default``, or ``unknown``: one vocabulary for every model and report."""
-    freq = "unknown" if frequency.startswith("unknown") else "not used (time-based model)"
+    ``default``, or ``unknown``: one vocabulary for every model and report.
+    ``frequency_use``: what a model fitted per GHz-second did with the
+    frequency (:func:`ebpf_energy.model.frequency.basis`), when it matters."""
+    freq = frequency_use or ("unknown" if frequency.startswith("unknown") else "not used (time-based model)")
     return {"total": total, "idle": idle, "class_weights": class_weights, "frequency": freq}

@@ -23,8 +23,10 @@ On a machine with several core classes (P/E, big.LITTLE) each process's CPU
 time is weighted by its class's fitted watts per CPU-second (the profile's
 ``class_watts``), so a CPU-second on a P core takes a larger share of the
 dynamic energy than one on an E core; without per-class slopes every class
-weighs the same (``"class_weights": "default"``). The per-process sum still
-equals the meter: only the shares change.
+weighs the same (``"class_weights": "default"``). With a profile fitted per
+GHz-second and cycles counted, the shares weigh cycles by each class's W per
+GHz-second instead (:mod:`ebpf_energy.model.frequency`). The per-process sum
+still equals the meter: only the shares change.
 
 ``idle_share`` spreads the idle part over processes by CPU share, so the
 processes account for the whole measurement. Other domains (dram, psys, ...)
@@ -36,6 +38,7 @@ from typing import Optional
 from ebpf_energy.model.base import Attribution, PowerModel
 from ebpf_energy.model.calibrated import spread_idle
 from ebpf_energy.model.classes import ClassWeights, parts
+from ebpf_energy.model.frequency import CYCLES, cycles_tracked, weights_for
 
 
 def package_joules(meter_j: dict) -> float:
@@ -81,8 +84,9 @@ class RaplSplitModel(PowerModel):
             return fit["idle_watts"], "fitted_from_run", fit
         return None, "cpu_time_share", None
 
-    def describe(self, idle=None) -> dict:
+    def describe(self, idle=None, window=None) -> dict:
         watts, rule, fit = idle or self._idle_watts()
+        weights, (basis, use) = weights_for(self.profile, window, self.topology, self.weights)
         d = {**super().describe(), "meter": self.meter_name, "idle_share": self.idle_share,
              "simulated": self.simulated_meter, "idle_rule": rule}
         if self.profile:
@@ -91,9 +95,12 @@ class RaplSplitModel(PowerModel):
             d["idle_watts"] = round(watts, 3)
         if fit is not None:
             d["idle_fit"] = {"samples": fit["samples"], "r2": round(fit["r2"], 4)}
-        d.update(self.class_facts(self.weights, "weight"))
+        d.update(self.class_facts(weights, "watts_per_ghz_second" if basis == CYCLES else "weight",
+                                  window if cycles_tracked(window) else None))
+        if use:
+            d["basis"] = basis
         d["parts"] = parts("measured", {"profile": "fitted", "fitted_from_run": "fitted"}.get(rule, "unknown"),
-                           self.weights.origin, d["frequency"])
+                           weights.origin, d["frequency"], use)
         return d
 
     def attribute(self, window, meter_j=None):
@@ -101,8 +108,9 @@ class RaplSplitModel(PowerModel):
             raise ValueError("the RAPL-split model needs the meter's joules over the window")
         total = max(package_joules(meter_j), 0.0)
         cpu_ns = {pid: p.cpu_ns for pid, p in window.processes.items()}
-        # each process's share weighs its time on each core class by that class's slope
-        weighted = {pid: self.weights.weighted_ns(p) for pid, p in window.processes.items()}
+        # each process's share weighs its time (or cycles) on each core class by that class's slope
+        weights, _ = weights_for(self.profile, window, self.topology, self.weights)
+        weighted = {pid: weights.weighted_ns(p) for pid, p in window.processes.items()}
         busy = sum(weighted.values())
         rule = self._idle_watts()
         idle_watts = rule[0]
@@ -113,14 +121,14 @@ class RaplSplitModel(PowerModel):
             dynamic = total - idle
             energy = {pid: dynamic * ns / busy if busy > 0 else 0.0 for pid, ns in weighted.items()}
         else:
-            denom = busy + max(window.idle_ns, 0) * self.weights.mean
+            denom = busy + max(window.idle_ns, 0) * weights.mean
             if denom <= 0:
                 energy, idle = {pid: 0.0 for pid in cpu_ns}, total
             else:
                 energy = {pid: total * ns / denom for pid, ns in weighted.items()}
                 idle = total - sum(energy.values())
-        by_class = self.weights.per_class_joules(window.processes, lambda pid, p: energy[pid])
+        by_class = weights.per_class_joules(window.processes, lambda pid, p: energy[pid])
         if self.idle_share:
             energy, idle = spread_idle(energy, cpu_ns, idle)
-        return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe(rule),
+        return Attribution(energy_j=energy, idle_energy_j=idle, model=self.describe(rule, window),
                            domains_j={k: float(v) for k, v in meter_j.items()}, class_energy_j=by_class)

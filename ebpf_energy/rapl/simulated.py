@@ -22,13 +22,23 @@ per CPU-second of each class), a CPU-second on CPU i costs
 ``class_watts[cpu_class[i]]``: a hybrid machine with a known truth, against
 which the per-class models and ``calibrate`` are checked. With
 ``frequency_ghz`` (GHz per CPU) the slopes are W per GHz-second instead, the
-dynamic power of a frequency-scaled core.
+dynamic power of a frequency-scaled core. With ``cpufreq_root`` (a topology
+root holding a cpufreq tree, made by
+:func:`~ebpf_energy.rapl.simulated_cpufreq.make_cpufreq_tree`) the frequency
+is each CPU's ``scaling_cur_freq`` at every tick, and the meter plays the
+cpufreq driver too: what is written to ``scaling_setspeed`` or
+``scaling_min/max_freq`` becomes the CPU's frequency, so ``calibrate`` can pin
+frequencies as on a real machine::
+
+    CPU i's busy second costs  slope(class of i) x scaling_cur_freq(i) / 1 GHz
 
 The only difference from the real tree is a ``.simulated`` marker at the top,
 so profiles fitted on it are labelled ``"simulated": true``.
 
 CLI: ``python -m ebpf_energy.rapl.simulated DIR --idle-watts 8 --k 12``
-(``--class-watts P=20,E=6`` with ``--topology-root`` for a hybrid one) runs until Ctrl-C; point any command at it with ``--powercap-root DIR``.
+(``--class-watts P=20,E=6`` with ``--topology-root`` for a hybrid one; ``--cpufreq``
+to follow, and first make, a cpufreq tree there, the slopes then per GHz-second)
+runs until Ctrl-C; point any command at it with ``--powercap-root DIR``.
 """
 
 import argparse
@@ -67,11 +77,12 @@ class SimulatedPowercap:
                  seed: Optional[int] = None, stat_path: str = "/proc/stat",
                  cpu_source: Optional[Callable[[], List[float]]] = None,
                  cpu_class: Optional[List[int]] = None, class_watts: Optional[List[float]] = None,
-                 frequency_ghz: Optional[List[float]] = None):
+                 frequency_ghz: Optional[List[float]] = None, cpufreq_root: Optional[str] = None):
         """``cpu_source``: per-CPU busy seconds (default: /proc/stat); tests on a
         shared machine pass their workers' cgroup instead. ``cpu_class`` and
         ``class_watts`` give each CPU its class's slope (else every CPU costs
-        ``watts_per_cpu_second``); ``frequency_ghz`` scales each CPU's slope."""
+        ``watts_per_cpu_second``); ``frequency_ghz`` scales each CPU's slope,
+        or ``cpufreq_root``'s ``scaling_cur_freq`` does, tick by tick."""
         self._own_root = root is None
         # tmpfs when there is one: a tick (6 atomic replaces) costs ~0.1 ms there, ~1.7 ms on a disk
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
@@ -93,6 +104,13 @@ class SimulatedPowercap:
         self.cpu_class = list(cpu_class) if cpu_class is not None else None
         self.class_watts = list(class_watts) if class_watts is not None else None
         self.frequency_ghz = list(frequency_ghz) if frequency_ghz is not None else None
+        self.cpufreq = None
+        self.cpufreq_root = cpufreq_root
+        if cpufreq_root is not None:
+            from ebpf_energy.rapl.simulated_cpufreq import CpufreqDriver
+
+            self.cpufreq = CpufreqDriver(cpufreq_root, len(self.cpu_source()))
+            self.frequency_ghz = [k / 1e6 for k in self.cpufreq.step()]
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread = None
@@ -129,20 +147,27 @@ class SimulatedPowercap:
         _write_atomic(os.path.join(self.root, ".simulated"), "ebpf-energy simulated powercap tree")
         ncpus = len(self.cpu_source())
         cpus_per_pkg = max(1, -(-ncpus // self.npackages))
-        top_k = max([self.k] + (self.class_watts or [])) * max([1.0] + (self.frequency_ghz or []))
+        top_ghz = max([1.0] + (self.frequency_ghz or []) + (self._max_ghz() if self.cpufreq else []))
+        top_k = max([self.k] + (self.class_watts or [])) * top_ghz
         pkg_max = (self.idle_watts / self.npackages + top_k * cpus_per_pkg) * 1.5
         for p in range(self.npackages):
             self._make_zone(self.zone_dir(p), f"package-{p}", pkg_max)
             self._make_zone(self.zone_dir(p, 0), "core", pkg_max)
             self._make_zone(self.zone_dir(p, 1), "dram", (self.dram_idle + self.dram_k * cpus_per_pkg) * 1.5)
 
+    def _max_ghz(self) -> List[float]:
+        from ebpf_energy.cpufreq import CpuFreq
+
+        freq = CpuFreq(self.cpufreq_root, range(self.cpufreq.ncpus))
+        return [freq.range_khz([c])[-1] / 1e6 for c in freq.policy]
+
     # -- the clock ------------------------------------------------------
     def slope(self, cpu: int) -> float:
         """The true joules of one busy second on ``cpu`` (at its frequency)."""
         k = self.class_watts[self.cpu_class[cpu]] if self.cpu_class is not None and cpu < len(self.cpu_class) \
             else self.k
-        if self.frequency_ghz is not None and cpu < len(self.frequency_ghz):
-            k *= self.frequency_ghz[cpu]
+        if self.frequency_ghz is not None and cpu < len(self.frequency_ghz) and self.frequency_ghz[cpu]:
+            k *= self.frequency_ghz[cpu]  # 0: a CPU the cpufreq tree does not name
         return k
 
     def _advance(self, dt: float, busy_delta: List[float]) -> None:
@@ -185,6 +210,8 @@ class SimulatedPowercap:
             now = time.monotonic()
             busy = self.cpu_source()
             with self.lock:
+                if self.cpufreq is not None:  # the frequency over this tick: what the settings gave at its end
+                    self.frequency_ghz = [k / 1e6 for k in self.cpufreq.step()]
                 self._advance(now - last_t, [max(b - a, 0.0) for a, b in zip(last_busy, busy)])
             last_t, last_busy = now, busy
 
@@ -233,6 +260,10 @@ def main(argv=None):
     ap.add_argument("--class-watts", default=None, metavar="NAME=W,...",
                     help="W per CPU-second of each core class of --topology-root (e.g. P=20,E=6)")
     ap.add_argument("--topology-root", default=None, help="the /sys-like tree naming the core classes")
+    ap.add_argument("--cpufreq", nargs="?", const="", default=None, metavar="KHZ,...",
+                    help="follow the cpufreq files under --topology-root (slopes become W per GHz-second), making "
+                         "them first when the tree has none: acpi-cpufreq with these frequencies (default "
+                         "800000,2000000,3200000), userspace governor, every CPU at the highest")
     ap.add_argument("--keep", action="store_true", help="leave the tree in DIR when stopped (default: removed)")
     a = ap.parse_args(argv)
     for name in ("idle_watts", "k", "noise"):
@@ -252,6 +283,22 @@ def main(argv=None):
         except (TopologyError, ValueError, KeyError) as e:
             ap.error(f"--class-watts needs one slope per class of the topology: {e}")
         cpu_class = topo.cpu_class(len(per_cpu_busy_seconds()))
+    if a.cpufreq is not None:
+        if not a.topology_root:
+            ap.error("--cpufreq needs --topology-root: the tree its files live in")
+        from ebpf_energy.cpufreq import CpuFreq
+        from ebpf_energy.rapl.simulated_cpufreq import make_cpufreq_tree
+
+        ncpus = len(per_cpu_busy_seconds())
+        if not CpuFreq(a.topology_root, range(ncpus)).present:
+            try:
+                khz = sorted(int(v) for v in (a.cpufreq or "800000,2000000,3200000").split(","))
+            except ValueError:
+                ap.error(f"--cpufreq takes kHz values separated by commas, got {a.cpufreq!r}")
+            if khz[0] <= 0:
+                ap.error("--cpufreq: frequencies are positive kHz")
+            make_cpufreq_tree(a.topology_root, range(ncpus), {c: khz[-1] for c in range(ncpus)}, khz[0], khz[-1],
+                              khz)
     if os.path.exists(a.dir) and os.listdir(a.dir) and not os.path.exists(os.path.join(a.dir, ".simulated")):
         ap.error(f"{a.dir} exists and is not a simulated tree; give an empty or new folder")
     made_dir = not os.path.exists(a.dir)
@@ -261,12 +308,14 @@ def main(argv=None):
 
         source = lambda: [cgroup_busy_seconds(a.cpu_cgroup)]  # noqa: E731
     sim = SimulatedPowercap(a.dir, a.idle_watts, a.k, a.noise, a.max_range_uj, a.packages, seed=a.seed,
-                            cpu_source=source, cpu_class=cpu_class, class_watts=class_watts)
+                            cpu_source=source, cpu_class=cpu_class, class_watts=class_watts,
+                            cpufreq_root=a.topology_root if a.cpufreq is not None else None)
     signal.signal(signal.SIGTERM, lambda *_: sim._stop.set())
     try:  # Ctrl-C may come as soon as the line below is out
         sim.start()
+        unit = "GHz-second" if a.cpufreq is not None else "CPU-second"
         print(f"simulated powercap tree at {os.path.abspath(a.dir)} (idle {a.idle_watts:g} W, "
-              f"{a.k:g} W per CPU-second); use --powercap-root {a.dir}; Ctrl-C stops", flush=True)
+              f"{a.class_watts or f'{a.k:g}'} W per {unit}); use --powercap-root {a.dir}; Ctrl-C stops", flush=True)
         while sim._thread is not None and not sim._stop.wait(0.5):
             pass
     except KeyboardInterrupt:

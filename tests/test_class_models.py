@@ -204,15 +204,20 @@ def test_simulated_meter_charges_each_cpu_its_class_slope(topo):
     assert sim.slope(0) == P_W and sim.slope(1) == E_W
 
 
-def test_simulated_meter_scales_slopes_by_frequency(topo):
+def test_simulated_meter_scales_slopes_by_frequency(topo, monkeypatch):
     sim = SimulatedPowercap(cpu_source=lambda: [0.0, 0.0], cpu_class=[0, 1], class_watts=[P_W, E_W],
                             frequency_ghz=[2.0, 1.5])
     try:
         assert sim.slope(0) == 40.0 and sim.slope(1) == 9.0
     finally:
         sim.close()
+    import ebpf_energy.rapl.simulated as simulated
+
+    made = []
+    monkeypatch.setattr(simulated.tempfile, "mkdtemp", lambda **kw: made.append(kw) or "/nonexistent")
     with pytest.raises(ValueError):
         SimulatedPowercap(cpu_source=lambda: [0.0], cpu_class=[0, 1])
+    assert made == []  # a refused meter makes no folder (it used to leave one in /dev/shm)
 
 
 def test_threads_on_different_classes_split_their_process_by_weighted_time(topo):

@@ -18,6 +18,8 @@ from ebpf_energy.calibration.workload import Workload
 
 MIN_R2 = 0.9
 
+CORE_CLOCK_DOMAINS = ("package", "core", "psys")  # RAPL domains whose power follows the cores' clock
+
 
 class NotCredible(Exception):
     """The fit exists but must not be trusted; ``fit`` holds what was found."""
@@ -216,10 +218,16 @@ def build_profile(samples: List[dict], meter, settings: dict, min_r2: float = MI
     except FitError as e:
         raise NotCredible(str(e)) from None
     per_domain = {}
+    # the cores' own domains follow their clock; DRAM and uncore follow memory
+    # traffic, not the clock: those per CPU-second always (per GHz-second
+    # their fit says nothing, R² near 0)
+    time_classes = topology is not None and topology.hybrid and "cpu_s_by_class" in samples[0]
     for d in sorted(set(samples[0]["joules"]) - {domain}):
         try:
-            per_domain[d] = (fit_classes(samples, d, topology.names, "ghz_s_by_class", freqfit.SLOPES) if by_freq
-                             else fit_classes(samples, d, topology.names) if per_class else fit_domain(samples, d))
+            if by_freq and d in CORE_CLOCK_DOMAINS:
+                per_domain[d] = fit_classes(samples, d, topology.names, "ghz_s_by_class", freqfit.SLOPES)
+            else:
+                per_domain[d] = fit_classes(samples, d, topology.names) if time_classes else fit_domain(samples, d)
         except FitError:
             pass
     info = getattr(meter, "describe", lambda: {})()

@@ -84,9 +84,7 @@ class SimulatedPowercap:
         ``watts_per_cpu_second``); ``frequency_ghz`` scales each CPU's slope,
         or ``cpufreq_root``'s ``scaling_cur_freq`` does, tick by tick."""
         self._own_root = root is None
-        # tmpfs when there is one: a tick (6 atomic replaces) costs ~0.1 ms there, ~1.7 ms on a disk
-        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        self.root = root or tempfile.mkdtemp(prefix="powercap-sim-", dir=shm)
+        self.root = root
         self.idle_watts = idle_watts
         self.k = watts_per_cpu_second
         self.noise = noise
@@ -117,7 +115,16 @@ class SimulatedPowercap:
         self.lock = threading.Lock()  # held while a tick writes: hold it to read truth and files consistently
         self.total_uj = {}  # zone dir -> exact accumulated uJ (the truth, for tests)
         self.ticks = 0
-        self._build()
+        # made last, once every argument is checked: a refused one leaves no folder behind;
+        # tmpfs when there is one: a tick (6 atomic replaces) costs ~0.1 ms there, ~1.7 ms on a disk
+        if self._own_root:
+            shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+            self.root = tempfile.mkdtemp(prefix="powercap-sim-", dir=shm)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
 
     # -- the tree -------------------------------------------------------
     def zone_dir(self, package: int, sub: Optional[int] = None) -> str:

@@ -83,7 +83,7 @@ def map_report(obj, name, m):
     if reason:
         entry["entries"] = None
         entry["entries_error"] = f"the entries of {name} cannot be read from user space: {reason}"
-    elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
+    elif spec.origin in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
     else:
         rows = []
@@ -115,7 +115,7 @@ def brief(value, items=8):
 def program_report(p):
     row = {"name": p.name, "section": p.section, "type": p.type_name, "loaded": p.loaded,
            "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0}
-    if p.needs or p.spec.kind.manual:
+    if p.needs or p.spec.program_kind.manual:
         # its section names no complete target: loaded, not attached (as libbpf), and what it needs
         row["attach"] = "manual"
         row["needs"] = p.needs or "nothing to attach to: its section names no target"
@@ -140,7 +140,7 @@ def link_report(link):
     """How a program is attached: the link's kind and kernel id (``count``
     links for a group: a perf event per CPU, a uprobe per USDT site), and for
     an iterator one pass of its output."""
-    out = {"kind": link.kind, "target": link.target}
+    out = {"kind": link.mechanism, "target": link.target}
     try:
         info = link.info()
         out.update(id=info.get("id"), type=info.get("type_name"), count=info.get("count", 1))

@@ -60,7 +60,7 @@ class Collection:
     @classmethod
     def load(cls, prepared: Prepared) -> "Collection":
         c = cls(prepared)
-        syscall.raise_memlock_best_effort()
+        syscall.raise_memlock()
         try:
             c._load_btf()
             for m in prepared.maps.values():
@@ -99,7 +99,7 @@ class Collection:
     def _codecs(self, m: PreparedMap):
         spec = self.prepared.spec.maps[m.name]
         btf = self.prepared.spec.btf
-        if btf is None or spec.kind != "btf":
+        if btf is None or spec.origin != "btf":
             return None, None
         return (btf.codec(spec.key_type_id) if spec.key_type_id else None,
                 btf.codec(spec.value_type_id) if spec.value_type_id else None)
@@ -281,7 +281,7 @@ def named_poison(e: VerifierError, p: PreparedProgram) -> VerifierError:
                              "`if (bpf_ksym_exists(kfunc))`\n" + str(e), log=e.log, source_line=e.source_line)
     if f"#{core.POISON_IMM}" not in text:
         return e
-    found = [(f.section, f.name, idx, r) for f in p.linked.functions
+    found = [(f.section, f.name, idx, r) for f in p.layout.functions
              for sh, idx, r in p.poisoned if sh == f.shndx and f.start <= idx < f.end]
     if not found:
         return e

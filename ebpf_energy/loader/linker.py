@@ -23,12 +23,12 @@ SHN_UNDEF = 0
 class Fixup:
     """An ld_imm64 (or kfunc call) in a linked program that needs a kernel value.
 
-    kind: ``map`` (a ``.maps`` map: fd), ``data`` (global data: map value +
+    target_kind: ``map`` (a ``.maps`` map: fd), ``data`` (global data: map value +
     offset), ``extern`` (a ``.kconfig`` / ``.ksyms`` symbol, resolved by name).
     """
 
     insn_index: int
-    kind: str
+    target_kind: str
     target: str  # map name, data section name, or extern symbol name
     offset: int = 0
     symbol: str = ""

@@ -126,8 +126,8 @@ class BpfObject:
             spec = self.spec.maps[map_name]
         except KeyError:
             raise KeyError(f"no map {map_name!r} (maps: {', '.join(self.spec.maps)})") from None
-        if spec.kind != "btf":
-            what = "a global data section" if spec.kind in ("data", "kconfig") else f"a {spec.type_name} map"
+        if spec.origin != "btf":
+            what = "a global data section" if spec.origin in ("data", "kconfig") else f"a {spec.type_name} map"
             raise LoaderError(f"{map_name} is {what}: its size is fixed")
         if n <= 0:
             raise LoaderError(f"max_entries of {map_name} must be positive, got {n}")

@@ -30,7 +30,7 @@ PROG_FLAG_NAMES = {BPF_F_SLEEPABLE: "sleepable", BPF_F_XDP_HAS_FRAGS: "xdp_has_f
 
 
 @dataclass(frozen=True)
-class SectionKind:
+class ProgramKind:
     """How to load and attach one program.
 
     ``attach`` is one of ``tracepoint``, ``raw_tracepoint``, ``tracing`` (the
@@ -202,7 +202,7 @@ def find_row(section: str) -> Optional[Row]:
     return max(rows, key=lambda r: len(r.prefix)) if rows else None
 
 
-def classify(section: str) -> Optional[SectionKind]:
+def classify(section: str) -> Optional[ProgramKind]:
     """The kind of program in ``section``, or None when it is not a program section we know."""
     section = section[1:] if section.startswith("?") else section
     row = find_row(section)
@@ -214,7 +214,7 @@ def classify(section: str) -> Optional[SectionKind]:
     btf_target, btf_kind = None, ""
     if row.btf and target:
         btf_kind, btf_target = row.btf[0], row.btf[1] + target
-    return SectionKind(PROG_TYPES[row.prog_type], ATTACH_TYPES[row.attach_type] if row.attach_type else 0,
+    return ProgramKind(PROG_TYPES[row.prog_type], ATTACH_TYPES[row.attach_type] if row.attach_type else 0,
                        row.attach if target else None, target, btf_target, btf_kind, row.flags)
 
 

@@ -220,9 +220,6 @@ def raise_memlock():
                       "fine on kernels >= 5.11, which charge BPF memory to the memory cgroup")
 
 
-raise_memlock_best_effort = raise_memlock  # the name collection.py calls; one function
-
-
 def map_type_name(t):
     return uapi.MAP_TYPE_NAMES[t] if 0 <= t < len(uapi.MAP_TYPE_NAMES) else str(t)
 

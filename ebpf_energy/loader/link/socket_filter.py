@@ -17,7 +17,7 @@ SO_DETACH_BPF = uapi.SO_DETACH_BPF  # = SO_DETACH_FILTER
 class SocketFilter:
     """The program on one socket; ``close()`` detaches it (the socket stays the caller's)."""
 
-    kind = "socket_filter"
+    mechanism = "socket_filter"
 
     def __init__(self, sock, target, wrapped=False):
         self.sock = sock

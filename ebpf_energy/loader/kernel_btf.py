@@ -1,15 +1,24 @@
 """The running kernel's BTF (``/sys/kernel/btf/vmlinux``), indexed, decoded lazily.
 
-vmlinux BTF has ~126k types; decoding them all costs ~0.5 s, and CO-RE needs a
-handful. One pass over the type section records where each type starts and
-its name offset; a type is decoded when asked for. The index is cached on
-disk keyed by two checksums and the length of the BTF bytes (CRC-32 and
-Adler-32: a third of SHA-1's time on 5 MB, and no OpenSSL to load; the cache
-is the user's own, so only accidental collisions matter), so a second load
-only reads the cache; a corrupt or stale cache is ignored and rebuilt.
+vmlinux BTF has ~126k types; decoding them all costs ~0.5 s, and a load needs a
+handful (a ``tp_btf`` program: one typedef). So nothing is read that a query
+does not touch:
+
+* the blob is mapped, not read (kernels since 6.16 let ``/sys/kernel/btf/vmlinux``
+  be mapped private and read-only; elsewhere it is read): reading it copies 5 MB
+  a page at a time, ~5 ms;
+* one pass over the type section, once, records where each type starts, its
+  name offset, and a CRC-32 of its name; that index is cached on disk as flat
+  arrays that are mapped back, not parsed, so a lookup by name is a bisect that
+  touches a few pages (the string table is scanned only for a prefix: CO-RE's
+  ``___flavor`` candidates);
+* the cache is keyed, for the running kernel, by the boot id and the size (its
+  BTF cannot change until the next boot), else by two checksums and the length
+  of the bytes (CRC-32 and Adler-32; the cache is the user's own, so only
+  accidental collisions matter). A corrupt or stale cache is ignored and rebuilt.
 """
 
-import marshal
+import mmap
 import os
 import struct
 import sys
@@ -17,6 +26,7 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left
+from itertools import accumulate
 
 from . import explain
 from . import btf_wire
@@ -24,7 +34,11 @@ from .btf import KIND_EXTRA_WORDS, VOID, BtfQueries, decode_type
 from .errors import BtfError
 
 DEFAULT_PATH = "/sys/kernel/btf/vmlinux"
-CACHE_VERSION = 2
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+CACHE_VERSION = 3
+CACHE_MAGIC = b"EEBTFIDX"
+_CACHE_HEAD = struct.Struct("<8sIIIII96s")  # magic, version, types, names, hashes, key length, key
+CACHE_HEAD_LEN = 128                        # the arrays start 8-aligned after it
 
 # words to skip per type: 3 + FIXED[kind] + PER[kind] * vlen
 _FIXED = [KIND_EXTRA_WORDS.get(k, (0, 0))[0] for k in range(32)]
@@ -39,17 +53,19 @@ def default_cache_dir():
 class KernelBtf(BtfQueries):
     """Lazy view of a (base) kernel BTF blob; same queries as :class:`Btf`."""
 
-    def __init__(self, data, offsets, names, endian, path=DEFAULT_PATH):
+    def __init__(self, data, index, endian, path=DEFAULT_PATH):
         self.path = path
         self.endian = endian
-        self._data = data
-        self._offsets = offsets          # array('I'): byte offset of type i+1 in the type section
-        self._names = names              # sorted array('Q') of name_off << 32 | type id
+        self._data = data                # bytes, or the mapped blob
+        self._offsets, self._names, self._hashes = index
+        # _offsets: byte offset of type i+1 in the type section; _names: sorted name_off << 32 | id;
+        # _hashes: sorted crc32(name) << 32 | id
         self._cache = {0: VOID}
         self._lookups = {}  # (kind, name) -> ids, see _ids_named
         h = btf_wire.header(data, path)
         self._types = btf_wire.types_of(data, h)
-        self.strings = btf_wire.strings_of(data, h)
+        self._str_start = h.hdr_len + h.str_off
+        self._str_end = self._str_start + h.str_len
         self.index_seconds = 0.0
         self.from_cache = False
 
@@ -58,37 +74,37 @@ class KernelBtf(BtfQueries):
     def load(cls, path=DEFAULT_PATH, cache_dir=None, use_cache=True):
         t0 = time.perf_counter()
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = _map_or_read(path)
         except OSError as exc:
             raise BtfError(f"cannot read kernel BTF {path}: {exc.strerror or exc} "
                            "(needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)") from None
-        return cls.from_bytes(data, path, cache_dir, use_cache, t0)
+        key = _boot_key(len(data)) if path == DEFAULT_PATH else None
+        return cls.from_bytes(data, path, cache_dir, use_cache, t0, key=key)
 
     @classmethod
-    def from_bytes(cls, data, path="<bytes>", cache_dir=None, use_cache=True, t0=None):
+    def from_bytes(cls, data, path="<bytes>", cache_dir=None, use_cache=True, t0=None, key=None):
         """Index a raw BTF blob (what /sys/kernel/btf/vmlinux and ``bpftool btf
         dump ... format raw`` hold) or an ELF file's .BTF section (a vmlinux
         image, an object): ``load --dry-run --btf FILE`` takes either."""
         t0 = time.perf_counter() if t0 is None else t0
         if data[:4] == b"\x7fELF":
-            data = _elf_btf_section(data, path)
+            data, key = _elf_btf_section(data, path), None
         hdr = btf_wire.header(data, path)
         endian = hdr.endian
-        key = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}-{len(data)}"
+        if key is None:
+            key = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}-{len(data)}"
         cache_dir = cache_dir or default_cache_dir()
         cache_file = os.path.join(cache_dir, f"vmlinux-{key}.idx")
-        index = _read_cache(cache_file, key) if use_cache else None
+        index = _read_cache(cache_file, key, len(data)) if use_cache else None
         from_cache = index is not None
         if index is None:
             index = _build_index(data, endian, hdr)
             if use_cache:
                 _write_cache(cache_dir, cache_file, key, index)
-        offsets, names = index
-        kb = cls(data, offsets, names, endian, str(path))
+        kb = cls(data, index, endian, str(path))
         kb.index_seconds = time.perf_counter() - t0
         kb.from_cache = from_cache
-        explain.trace("btf", f"kernel BTF {path}: {len(offsets)} types indexed in "
+        explain.trace("btf", f"kernel BTF {path}: {len(kb) - 1} types indexed in "
                       f"{kb.index_seconds * 1000:.1f} ms ({'cache' if from_cache else 'cold'})")
         return kb
 
@@ -107,45 +123,75 @@ class KernelBtf(BtfQueries):
         return t
 
     def _string(self, off):
-        return btf_wire.string_at(self.strings, off, "kernel BTF")
+        start = self._str_start + off
+        if start >= self._str_end:
+            if off == 0:
+                return ""
+            raise BtfError(f"kernel BTF string offset {off} is beyond the "
+                           f"{self._str_end - self._str_start}-byte string section")
+        end = self._data.find(b"\0", start, self._str_end)
+        return self._data[start:end if end >= 0 else self._str_end].decode("utf-8", "replace")
 
-    def _ids_at(self, positions):
-        names, n, out = self._names, len(self._names), set()
-        for p in positions:
-            i = bisect_left(names, p << 32)
-            while i < n and names[i] >> 32 == p:
-                out.add(names[i] & 0xFFFFFFFF)
-                i += 1
-        return sorted(out)
+    def _name_off(self, type_id):
+        return struct.unpack_from(self.endian + "I", self._types, self._offsets[type_id - 1])[0]
 
     def _ids_named(self, name):
-        """Every string equal to ``name`` ends with ``name\\0``; look those offsets up.
-
-        Memoised: one object asks for the same few types (``task_struct``)
-        once per CO-RE record, and each scan reads the whole string table."""
+        """The types whose name's CRC-32 matches, checked by name (a bisect in
+        the mapped index, then one string each). Memoised: one object asks for
+        the same few types (``task_struct``) once per CO-RE record."""
         key = ("=", name)
         ids = self._lookups.get(key)
         if ids is None:
-            ids = self._lookups[key] = self._ids_at(_find_all(self.strings, name.encode() + b"\0", full=True))
+            hashes, n = self._hashes, len(self._hashes)
+            h = zlib.crc32(name.encode())
+            i = bisect_left(hashes, h << 32)
+            ids = []
+            while i < n and hashes[i] >> 32 == h:
+                tid = hashes[i] & 0xFFFFFFFF
+                if self._string(self._name_off(tid)) == name:
+                    ids.append(tid)
+                i += 1
+            ids = self._lookups[key] = sorted(ids)
         return ids
 
     def _ids_with_prefix(self, prefix):
+        """Names starting with ``prefix``: a C-speed scan of the string table,
+        then the name index (a bisect per match)."""
         key = ("^", prefix)
         ids = self._lookups.get(key)
         if ids is None:
-            ids = self._lookups[key] = self._ids_at(
-                _find_all(self.strings, b"\0" + prefix.encode(), full=False, shift=1))
+            names, n, out = self._names, len(self._names), set()
+            needle, data, base = b"\0" + prefix.encode(), self._data, self._str_start
+            pos = data.find(needle, base, self._str_end)
+            while pos >= 0:
+                p = pos + 1 - base
+                i = bisect_left(names, p << 32)
+                while i < n and names[i] >> 32 == p:
+                    out.add(names[i] & 0xFFFFFFFF)
+                    i += 1
+                pos = data.find(needle, pos + 1, self._str_end)
+            ids = self._lookups[key] = sorted(out)
         return ids
 
 
-def _find_all(strings, needle, full, shift=0):
-    """Start offsets of ``needle`` in the string table (C-speed scan, no per-string decode)."""
-    out = []
-    pos = strings.find(needle)
-    while pos >= 0:
-        out.append(pos + shift)
-        pos = strings.find(needle, pos + 1)
-    return out
+def _map_or_read(path):
+    """The blob, mapped private and read-only where the kernel allows it, else read."""
+    with open(path, "rb") as f:
+        try:
+            return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+        except (OSError, ValueError):  # sysfs before 6.16 (EACCES/ENODEV), an empty file
+            return f.read()
+
+
+def _boot_key(size):
+    """The running kernel's BTF is fixed for the life of a boot: its boot id
+    (and the size, for safety) names it without a pass over the bytes."""
+    try:
+        with open(BOOT_ID) as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    return f"boot-{boot}-{size}" if boot else None
 
 
 def _elf_btf_section(data, path):
@@ -166,7 +212,8 @@ def _elf_btf_section(data, path):
 
 
 def _build_index(data, endian, hdr):
-    """One pass over the type section: start offset and name offset of every type."""
+    """One pass over the type section: start offset, name offset and name
+    CRC-32 of every type."""
     type_len = hdr.type_len
     start = hdr.hdr_len + hdr.type_off
     words = array("I")
@@ -193,32 +240,64 @@ def _build_index(data, endian, hdr):
     offsets = array("I", [o << 2 for o in offs])  # word index -> byte offset
     # name index: (name_off << 32 | id), sorted; a lookup is a bisect
     names = array("Q", sorted([(no << 32) | tid for tid, no in enumerate(noffs, 1) if no]))
-    return offsets, names
+    s0 = hdr.hdr_len + hdr.str_off
+    strings = bytes(data[s0:s0 + hdr.str_len])
+    parts = strings.split(b"\0")
+    starts = [0] + [end + k for k, end in enumerate(accumulate(map(len, parts)), 1)][:-1]
+    crc_at = dict(zip(starts, map(zlib.crc32, parts)))
+
+    def crc(no):  # a name offset may point into the middle of a string (a shared suffix)
+        c = crc_at.get(no)
+        return c if c is not None else zlib.crc32(strings[no:strings.index(b"\0", no)])
+
+    hashes = array("Q", sorted([(crc(no) << 32) | tid for tid, no in enumerate(noffs, 1) if no]))
+    return offsets, names, hashes
 
 
-def _read_cache(cache_file, key):
+def _read_cache(cache_file, key, size):
+    """The index as three arrays over the mapped cache file (nothing parsed), or None."""
     try:
         with open(cache_file, "rb") as f:
-            version, k, offs, names_raw = marshal.load(f)
-        if version != CACHE_VERSION or k != key:
+            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        magic, version, n_types, n_names, n_hashes, klen, kbytes = _CACHE_HEAD.unpack_from(m)
+        if magic != CACHE_MAGIC or version != CACHE_VERSION or kbytes[:klen] != key.encode():
             return None
-        offsets, names = array("I"), array("Q")
-        offsets.frombytes(offs)
-        names.frombytes(names_raw)
-        if any(names[i] > names[i + 1] for i in range(0, len(names) - 1, max(1, len(names) // 64))):
-            return None  # spot-check the order; a bisect on unsorted data would miss names
-        return offsets, names
-    except (OSError, EOFError, ValueError, TypeError):
+        o_end = CACHE_HEAD_LEN + (n_types * 4 + 7) // 8 * 8
+        n_end = o_end + n_names * 8
+        if len(m) != n_end + n_hashes * 8:
+            return None
+        view = memoryview(m)
+        offsets = view[CACHE_HEAD_LEN:CACHE_HEAD_LEN + n_types * 4].cast("I")
+        names = view[o_end:n_end].cast("Q")
+        hashes = view[n_end:].cast("Q")
+        for a in (names, hashes):  # spot-check the order; a bisect on unsorted data would miss names
+            if any(a[i] > a[i + 1] for i in range(0, len(a) - 1, max(1, len(a) // 64))):
+                return None
+        if n_types and offsets[-1] >= size:
+            return None
+        return offsets, names, hashes
+    except (OSError, ValueError, struct.error):
         return None
 
 
 def _write_cache(cache_dir, cache_file, key, index):
-    offsets, names = index
+    offsets, names, hashes = index
     try:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{cache_file}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            marshal.dump((CACHE_VERSION, key, offsets.tobytes(), names.tobytes()), f)
+            kb = key.encode()
+            head = _CACHE_HEAD.pack(CACHE_MAGIC, CACHE_VERSION, len(offsets), len(names), len(hashes), len(kb), kb)
+            f.write(head.ljust(CACHE_HEAD_LEN, b"\0"))
+            raw = offsets.tobytes()
+            f.write(raw + b"\0" * (-len(raw) % 8))
+            f.write(names.tobytes())
+            f.write(hashes.tobytes())
         os.replace(tmp, cache_file)
+        if key.startswith("boot-"):  # an earlier boot's index is never read again
+            for old in os.listdir(cache_dir):
+                if old.startswith("vmlinux-boot-") and old.endswith(".idx") and \
+                        os.path.join(cache_dir, old) != cache_file:
+                    os.unlink(os.path.join(cache_dir, old))
     except OSError:
         pass  # a read-only home is no reason to fail: the index is simply rebuilt next time

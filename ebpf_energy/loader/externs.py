@@ -19,6 +19,8 @@ TRI_NO, TRI_YES, TRI_MODULE = 0, 1, 2
 
 @dataclass
 class KconfigVar:
+    """A ``__kconfig`` extern: where its value goes in the ``.kconfig`` map."""
+
     name: str
     type_id: int
     size: int

@@ -4,21 +4,17 @@ vmlinux BTF has ~126k types; decoding them all costs ~0.5 s, and a load needs a
 handful (a ``tp_btf`` program: one typedef). So nothing is read that a query
 does not touch:
 
-* the blob is mapped, not read (kernels since 6.16 let ``/sys/kernel/btf/vmlinux``
-  be mapped private and read-only; elsewhere it is read): reading it copies 5 MB
-  a page at a time, ~5 ms;
 * one pass over the type section, once, records where each type starts, its
   name offset, and a CRC-32 of its name; that index is cached on disk as flat
-  arrays that are mapped back, not parsed, so a lookup by name is a bisect that
-  touches a few pages (the string table is scanned only for a prefix: CO-RE's
-  ``___flavor`` candidates);
+  arrays that are read back as they are (no parse, no copy), so a lookup by
+  name is a bisect and one string compare (the string table is scanned only for
+  a prefix: CO-RE's ``___flavor`` candidates); nothing is decoded until asked;
 * the cache is keyed, for the running kernel, by the boot id and the size (its
   BTF cannot change until the next boot), else by two checksums and the length
   of the bytes (CRC-32 and Adler-32; the cache is the user's own, so only
   accidental collisions matter). A corrupt or stale cache is ignored and rebuilt.
 """
 
-import mmap
 import os
 import struct
 import sys
@@ -56,7 +52,7 @@ class KernelBtf(BtfQueries):
     def __init__(self, data, index, endian, path=DEFAULT_PATH):
         self.path = path
         self.endian = endian
-        self._data = data                # bytes, or the mapped blob
+        self._data = data
         self._offsets, self._names, self._hashes = index
         # _offsets: byte offset of type i+1 in the type section; _names: sorted name_off << 32 | id;
         # _hashes: sorted crc32(name) << 32 | id
@@ -74,7 +70,8 @@ class KernelBtf(BtfQueries):
     def load(cls, path=DEFAULT_PATH, cache_dir=None, use_cache=True):
         t0 = time.perf_counter()
         try:
-            data = _map_or_read(path)
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as exc:
             raise BtfError(f"cannot read kernel BTF {path}: {exc.strerror or exc} "
                            "(needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)") from None
@@ -174,15 +171,6 @@ class KernelBtf(BtfQueries):
         return ids
 
 
-def _map_or_read(path):
-    """The blob, mapped private and read-only where the kernel allows it, else read."""
-    with open(path, "rb") as f:
-        try:
-            return mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
-        except (OSError, ValueError):  # sysfs before 6.16 (EACCES/ENODEV), an empty file
-            return f.read()
-
-
 def _boot_key(size):
     """The running kernel's BTF is fixed for the life of a boot: its boot id
     (and the size, for safety) names it without a pass over the bytes."""
@@ -255,10 +243,10 @@ def _build_index(data, endian, hdr):
 
 
 def _read_cache(cache_file, key, size):
-    """The index as three arrays over the mapped cache file (nothing parsed), or None."""
+    """The index as three arrays over the cache file's bytes (nothing parsed), or None."""
     try:
         with open(cache_file, "rb") as f:
-            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            m = f.read()
         magic, version, n_types, n_names, n_hashes, klen, kbytes = _CACHE_HEAD.unpack_from(m)
         if magic != CACHE_MAGIC or version != CACHE_VERSION or kbytes[:klen] != key.encode():
             return None

@@ -11,7 +11,7 @@ Pure: works on an :class:`~ebpf_energy.loader.elf.ElfObject` and produces data.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.errors import RelocationError
@@ -35,8 +35,9 @@ class Fixup:
     call: bool = False  # an extern function call (kfunc) rather than ld_imm64
 
 
-@dataclass
-class PlacedFunction:
+class PlacedFunction(NamedTuple):
+    """A function of a section, copied into a linked program at ``out_start``."""
+
     section: str
     shndx: int
     name: str
@@ -47,6 +48,8 @@ class PlacedFunction:
 
 @dataclass
 class LinkedProgram:
+    """A program with the subprograms it calls appended, and what still needs a kernel value."""
+
     name: str
     section: str
     insns: bytearray

@@ -18,14 +18,13 @@ kernel's BTF, and twice with the same result (``load --dry-run``).
 import dataclasses
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from ebpf_energy.loader import btf_sanitize, core, explain, struct_ops
+from ebpf_energy.loader import btf_sanitize, explain
 from ebpf_energy.loader.bpffs import BPFFS_PATH
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import LoaderError
-from ebpf_energy.loader.externs import kconfig_value
 from ebpf_energy.loader.linker import LinkedProgram, Linker
 from ebpf_energy.loader.program import rebased_info
 from ebpf_energy.loader.sections import PROG_TYPES, attach_type_name, flag_names
@@ -68,8 +67,7 @@ class PreparedMap:
         return MAP_TYPES.get(self.type, str(self.type))
 
 
-@dataclass(frozen=True)
-class MapSlot:
+class MapSlot(NamedTuple):
     """A ld_imm64 that needs a map's fd: ``value`` for a pointer into the map's
     value (global data, ``.kconfig``) at ``offset``, else the map itself."""
 
@@ -79,8 +77,7 @@ class MapSlot:
     offset: int = 0
 
 
-@dataclass(frozen=True)
-class AddressSlot:
+class AddressSlot(NamedTuple):
     """A ld_imm64 of an untyped ``__ksym`` address the target could not give
     (another machine's BTF, or /proc/kallsyms hidden): filled at load (0 for
     a ``__weak`` one the kernel lacks)."""
@@ -90,8 +87,7 @@ class AddressSlot:
     weak: bool = False
 
 
-@dataclass(frozen=True)
-class MissingKfunc:
+class MissingKfunc(NamedTuple):
     """A ``__weak`` kfunc the target lacks: its calls are poisoned (an
     unknown helper, :data:`KFUNC_POISON`) and ``bpf_ksym_exists()`` of it is 0,
     so the verifier, seeing the guard false, never reaches the calls."""
@@ -103,8 +99,7 @@ class MissingKfunc:
 KFUNC_POISON = 2002000000  # the helper number libbpf poisons missing kfunc calls with
 
 
-@dataclass(frozen=True)
-class CoreRecord:
+class CoreRecord(NamedTuple):
     """One CO-RE relocation as applied: what the object asked, what the target answered."""
 
     section: str
@@ -119,6 +114,8 @@ class CoreRecord:
 
 @dataclass
 class PreparedProgram:
+    """One program as BPF_PROG_LOAD will get it."""
+
     name: str
     section: str
     prog_type: int
@@ -215,6 +212,8 @@ def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> P
     for name, m in spec.maps.items():
         maps[name] = _prepare_map(spec, m, target)
         if m.origin == "struct_ops":
+            from ebpf_energy.loader import struct_ops  # only objects with struct_ops maps import it
+
             value, ops, progs = struct_ops.prepare(name, m.struct_ops, bytes(m.initial), spec.btf, target.btf)
             maps[name] = dataclasses.replace(maps[name], value_size=len(value), initial=value, struct_ops=ops,
                                              notes=tuple(f"byte {off}: the fd of program {p} (written when registered)"
@@ -262,6 +261,8 @@ def _prepare_map(spec, m, target) -> PreparedMap:
             max_entries = rounded
     initial = bytes(m.initial) if m.initial is not None else None
     if m.origin == "kconfig":
+        from ebpf_energy.loader.externs import kconfig_value
+
         buf = bytearray(m.initial)
         for v in spec.kconfig:
             data = kconfig_value(v, target.kconfig, spec.btf.codec(v.type_id), target.kernel_version, target)
@@ -311,7 +312,10 @@ def _core_sections(spec, target, poisoned):
     for sec in spec.elf.program_sections():
         buf = bytearray(sec.data)
         out = records[sec.index] = []
-        for relo in (ext.core_relos.get(sec.name, []) if ext is not None else []):
+        relos = ext.core_relos.get(sec.name, []) if ext is not None else []
+        if relos:
+            from ebpf_energy.loader import core  # an object without CO-RE records never imports it
+        for relo in relos:
             idx = relo.insn_off_bytes // 8
             result = core.resolve(relo, spec.btf, target.btf)
             before, after = core.patch(buf, idx, result)

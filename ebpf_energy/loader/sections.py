@@ -8,8 +8,7 @@ data: no kernel needed. A leading ``?`` (``SEC("?tp/...")``) turns the
 program's autoload off, as in libbpf; the rest of the name is looked up here.
 """
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ebpf_energy.loader import uapi
 from ebpf_energy.loader.uapi import (BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_PERF_EVENT,  # noqa: F401 (re-exported)
@@ -29,8 +28,7 @@ BPF_F_XDP_HAS_FRAGS = uapi.BPF_F_XDP_HAS_FRAGS
 PROG_FLAG_NAMES = {BPF_F_SLEEPABLE: "sleepable", BPF_F_XDP_HAS_FRAGS: "xdp_has_frags"}
 
 
-@dataclass(frozen=True)
-class ProgramKind:
+class ProgramKind(NamedTuple):
     """How to load and attach one program.
 
     ``attach`` is one of ``tracepoint``, ``raw_tracepoint``, ``tracing`` (the
@@ -59,8 +57,7 @@ class ProgramKind:
 
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """One section prefix. It matches the name itself and ``prefix/...``
     (or anything after a prefix that ends in ``/``); the longest match wins,
     so rows may come in any order. ``btf``: (kind, name prefix) of the kernel

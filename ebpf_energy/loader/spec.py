@@ -13,13 +13,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ebpf_energy.loader import explain, struct_ops, uapi
+from ebpf_energy.loader import explain, uapi
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf
 from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
 from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
-from ebpf_energy.loader.externs import KconfigVar
-from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS  # noqa: F401 (MAP_TYPES re-exported)
+from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS, STRUCT_OPS_SECTIONS  # noqa: F401 (MAP_TYPES re-exported)
 from ebpf_energy.loader.mapdefs import parse_btf_maps
 from ebpf_energy.loader.sections import PROG_TYPES, ProgramKind, attach_type_name, autoload_of, classify, \
     flag_names
@@ -61,6 +60,8 @@ class MapSpec:
 
 @dataclass
 class ProgramSpec:
+    """One program: a function symbol in a code section, ``start:end`` in its instructions."""
+
     name: str
     section: str
     shndx: int
@@ -76,13 +77,15 @@ class ProgramSpec:
 
 @dataclass
 class ObjectSpec:
+    """What the ELF declares: maps, programs and externs, parsed once, never changed by a load."""
+
     path: str
     elf: ElfObject
     btf: Optional[Btf]
     ext: Optional[BtfExt]
     maps: Dict[str, MapSpec] = field(default_factory=dict)
     programs: Dict[str, ProgramSpec] = field(default_factory=dict)
-    kconfig: List[KconfigVar] = field(default_factory=list)
+    kconfig: list = field(default_factory=list)  # externs.KconfigVar
     ksyms: Dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
     weak_ksyms: frozenset = frozenset()  # __weak ones: absent from the kernel is not an error
     data_vars: Dict[str, Dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
@@ -131,10 +134,13 @@ class ObjectSpec:
                 raise BtfError(".maps section without .BTF: BTF-defined maps need the object's BTF (build with -g)")
             for d in parse_btf_maps(elf, btf):
                 self.maps[d.name] = _map_spec(d)
-        for name, ops, data in struct_ops.parse(elf, btf):
-            self.maps[name] = MapSpec(name=name, type=STRUCT_OPS, key_size=4, value_size=len(data), max_entries=1,
-                                      flags=struct_ops.BPF_F_LINK if ops.link else 0, origin="struct_ops",
-                                      initial=bytearray(data), struct_ops=ops)
+        if any(elf.section(s) is not None for s in STRUCT_OPS_SECTIONS):
+            from ebpf_energy.loader import struct_ops  # imported by the objects that have struct_ops only
+
+            for name, ops, data in struct_ops.parse(elf, btf):
+                self.maps[name] = MapSpec(name=name, type=STRUCT_OPS, key_size=4, value_size=len(data),
+                                          max_entries=1, flags=uapi.BPF_F_LINK if ops.link else 0,
+                                          origin="struct_ops", initial=bytearray(data), struct_ops=ops)
         if elf.section("maps") is not None and elf.section("maps").size:
             raise LoaderError("legacy 'maps' section (struct bpf_map_def) is not supported: "
                               "declare maps in SEC(\".maps\") with __uint/__type")
@@ -220,6 +226,8 @@ class ObjectSpec:
             for var_id, _off, _size in self.btf.type(ids[0]).vars:
                 var = self.btf.type(var_id)
                 if sec_name == ".kconfig":
+                    from ebpf_energy.loader.externs import KconfigVar  # objects without __kconfig never need it
+
                     size = self.btf.size_of(var.type)
                     self.kconfig.append(KconfigVar(var.name, var.type, size, var.name in weak))
                 else:

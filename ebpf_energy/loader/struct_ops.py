@@ -27,10 +27,10 @@ from typing import Dict, Tuple
 from ebpf_energy.loader import explain, syscall, uapi
 from ebpf_energy.loader.btf import KIND_FUNC_PROTO, KIND_PTR, KIND_STRUCT
 from ebpf_energy.loader.errors import LoaderError
+from ebpf_energy.loader.map_types import STRUCT_OPS_SECTIONS as SECTIONS
 
 BPF_F_LINK = uapi.BPF_F_LINK
 BPF_STRUCT_OPS = uapi.BPF_STRUCT_OPS
-SECTIONS = (".struct_ops", ".struct_ops.link")
 
 
 @dataclass

@@ -104,3 +104,22 @@ def test_bad_files(tmp_path):
     trunc.write_bytes(data[:len(data) // 2])
     with pytest.raises(BtfError):
         KernelBtf.load(str(trunc), cache_dir=str(tmp_path))
+
+
+def test_running_kernel_reads_only_what_is_asked(eager, tmp_path):
+    """With this boot's index cached, the blob is not read for a few lookups
+    (a tp_btf load: one typedef), and every answer equals the eager parse;
+    past SPOT_READS single reads, or for a prefix scan, it is read whole."""
+    first = KernelBtf.running(cache_dir=str(tmp_path))  # nothing cached: indexed from the whole blob
+    assert not first.from_cache and first._data is not None
+    kb = KernelBtf.running(cache_dir=str(tmp_path))
+    assert kb.from_cache and kb._data is None and len(kb) == len(eager.types)
+    ids = kb.find("btf_trace_sched_switch", KIND_TYPEDEF)
+    assert ids == eager.find("btf_trace_sched_switch", KIND_TYPEDEF)
+    assert kb.type(ids[0]) == eager.types[ids[0]] and kb._data is None
+    for i in random.Random(2).sample(range(1, len(kb)), 200):  # spot reads, then the whole blob
+        assert kb.type(i) == eager.types[i]
+    assert kb._data is not None
+    lazy = KernelBtf.running(cache_dir=str(tmp_path))
+    assert lazy.find_essential("task_struct", {KIND_STRUCT}) == eager.find("task_struct", KIND_STRUCT)
+    assert lazy._data is not None  # a prefix scan reads the string table whole

@@ -12,7 +12,11 @@ does not touch:
 * the cache is keyed, for the running kernel, by the boot id and the size (its
   BTF cannot change until the next boot), else by two checksums and the length
   of the bytes (CRC-32 and Adler-32; the cache is the user's own, so only
-  accidental collisions matter). A corrupt or stale cache is ignored and rebuilt.
+  accidental collisions matter). A corrupt or stale cache is ignored and rebuilt;
+* with the running kernel's index cached, the 5 MB blob is not read at all
+  until something needs much of it: the few types and names a load asks for are
+  read where they lie (``pread``), and after :data:`SPOT_READS` of them, or for a
+  prefix scan, the whole blob is read once.
 """
 
 import os
@@ -36,6 +40,8 @@ CACHE_MAGIC = b"EEBTFIDX"
 _CACHE_HEAD = struct.Struct("<8sIIIII96s")  # magic, version, types, names, hashes, key length, key
 CACHE_HEAD_LEN = 128                        # the arrays start 8-aligned after it
 
+SPOT_READS = 64  # single-type/name reads before reading the whole blob is cheaper
+
 # words to skip per type: 3 + FIXED[kind] + PER[kind] * vlen
 _FIXED = [KIND_EXTRA_WORDS.get(k, (0, 0))[0] for k in range(32)]
 _PER = [KIND_EXTRA_WORDS.get(k, (0, 0))[1] for k in range(32)]
@@ -49,7 +55,9 @@ def default_cache_dir():
 class KernelBtf(BtfQueries):
     """Lazy view of a (base) kernel BTF blob; same queries as :class:`Btf`."""
 
-    def __init__(self, data, index, endian, path=DEFAULT_PATH):
+    def __init__(self, data, index, endian, path=DEFAULT_PATH, header=None):
+        """``data``: the blob, or None to read it lazily from ``path`` (then
+        ``header``, already checked when the cached index was built, frames it)."""
         self.path = path
         self.endian = endian
         self._data = data
@@ -58,10 +66,13 @@ class KernelBtf(BtfQueries):
         # _hashes: sorted crc32(name) << 32 | id
         self._cache = {0: VOID}
         self._lookups = {}  # (kind, name) -> ids, see _ids_named
-        h = btf_wire.header(data, path)
-        self._types = btf_wire.types_of(data, h)
+        h = header or btf_wire.header(data, path)
+        self._type_start = h.hdr_len + h.type_off
+        self._type_end = self._type_start + h.type_len
+        self._types = btf_wire.types_of(data, h) if data is not None else None
         self._str_start = h.hdr_len + h.str_off
         self._str_end = self._str_start + h.str_len
+        self._spot_reads = 0
         self.index_seconds = 0.0
         self.from_cache = False
 
@@ -77,6 +88,30 @@ class KernelBtf(BtfQueries):
                            "(needs a kernel built with CONFIG_DEBUG_INFO_BTF=y)") from None
         key = _boot_key(len(data)) if path == DEFAULT_PATH else None
         return cls.from_bytes(data, path, cache_dir, use_cache, t0, key=key)
+
+    @classmethod
+    def running(cls, cache_dir=None):
+        """The running kernel's BTF: from its cached index without reading the
+        blob when this boot's index is cached, else :meth:`load`."""
+        t0 = time.perf_counter()
+        try:
+            with open(DEFAULT_PATH, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                head = os.pread(f.fileno(), btf_wire.HEADER_LEN, 0)
+            key = _boot_key(size)
+            hdr = btf_wire.header_fields(head, DEFAULT_PATH) if key else None
+        except (OSError, BtfError):
+            key = None
+        if key is not None:
+            cache_file = os.path.join(cache_dir or default_cache_dir(), f"vmlinux-{key}.idx")
+            index = _read_cache(cache_file, key, size)
+            if index is not None:
+                kb = cls(None, index, hdr.endian, DEFAULT_PATH, header=hdr)
+                kb.index_seconds, kb.from_cache = time.perf_counter() - t0, True
+                explain.trace("btf", f"kernel BTF {DEFAULT_PATH}: {len(kb) - 1} types, index from cache in "
+                              f"{kb.index_seconds * 1000:.1f} ms (the blob is read only where asked)")
+                return kb
+        return cls.load(cache_dir=cache_dir)
 
     @classmethod
     def from_bytes(cls, data, path="<bytes>", cache_dir=None, use_cache=True, t0=None, key=None):
@@ -115,7 +150,12 @@ class KernelBtf(BtfQueries):
             return t
         if not 0 < type_id <= len(self._offsets):
             raise BtfError(f"kernel BTF type id {type_id} out of range (1..{len(self._offsets)})")
-        t, _ = decode_type(self._types, self._offsets[type_id - 1], type_id, self.endian, self._string)
+        off = self._offsets[type_id - 1]
+        if self._spot():
+            end = self._offsets[type_id] if type_id < len(self._offsets) else self._type_end - self._type_start
+            t, _ = decode_type(self._pread(self._type_start + off, end - off), 0, type_id, self.endian, self._string)
+        else:
+            t, _ = decode_type(self._types, off, type_id, self.endian, self._string)
         self._cache[type_id] = t
         return t
 
@@ -126,11 +166,53 @@ class KernelBtf(BtfQueries):
                 return ""
             raise BtfError(f"kernel BTF string offset {off} is beyond the "
                            f"{self._str_end - self._str_start}-byte string section")
-        end = self._data.find(b"\0", start, self._str_end)
-        return self._data[start:end if end >= 0 else self._str_end].decode("utf-8", "replace")
+        if self._spot():
+            n = 64
+            while True:  # names are short: read a window, wider until its NUL is in it
+                chunk = self._pread(start, min(n, self._str_end - start))
+                end = chunk.find(b"\0")
+                if end >= 0 or start + n >= self._str_end:
+                    return chunk[:end if end >= 0 else len(chunk)].decode("utf-8", "replace")
+                n *= 4
+        data = self._blob()
+        end = data.find(b"\0", start, self._str_end)
+        return data[start:end if end >= 0 else self._str_end].decode("utf-8", "replace")
 
     def _name_off(self, type_id):
-        return struct.unpack_from(self.endian + "I", self._types, self._offsets[type_id - 1])[0]
+        off = self._offsets[type_id - 1]
+        if self._spot():
+            return struct.unpack(self.endian + "I", self._pread(self._type_start + off, 4))[0]
+        return struct.unpack_from(self.endian + "I", self._types, off)[0]
+
+    # -- the blob, read whole or where asked --------------------------------------
+    def _spot(self):
+        """True while single reads are the cheaper way (the blob not read yet, few reads so far)."""
+        if self._data is not None:
+            return False
+        self._spot_reads += 1
+        if self._spot_reads <= SPOT_READS:
+            return True
+        self._blob()
+        return False
+
+    def _pread(self, start, n):
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, n, start)
+        finally:
+            os.close(fd)
+        if len(data) != n:
+            raise BtfError(f"kernel BTF {self.path}: short read at {start}")
+        return data
+
+    def _blob(self):
+        if self._data is None:
+            with open(self.path, "rb") as f:
+                data = f.read()
+            if len(data) < self._str_end or len(data) < self._type_end:
+                raise BtfError(f"kernel BTF {self.path} changed under us (now {len(data)} bytes)")
+            self._data, self._types = data, memoryview(data)[self._type_start:self._type_end]
+        return self._data
 
     def _ids_named(self, name):
         """The types whose name's CRC-32 matches, checked by name (a bisect in
@@ -158,7 +240,7 @@ class KernelBtf(BtfQueries):
         ids = self._lookups.get(key)
         if ids is None:
             names, n, out = self._names, len(self._names), set()
-            needle, data, base = b"\0" + prefix.encode(), self._data, self._str_start
+            needle, data, base = b"\0" + prefix.encode(), self._blob(), self._str_start
             pos = data.find(needle, base, self._str_end)
             while pos >= 0:
                 p = pos + 1 - base

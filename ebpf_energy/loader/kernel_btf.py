@@ -309,18 +309,17 @@ def _build_index(data, endian, hdr):
         raise BtfError("kernel BTF type section ends inside a type")
     offsets = array("I", [o << 2 for o in offs])  # word index -> byte offset
     # name index: (name_off << 32 | id), sorted; a lookup is a bisect
-    names = array("Q", sorted([(no << 32) | tid for tid, no in enumerate(noffs, 1) if no]))
+    named = [(no, tid) for tid, no in enumerate(noffs, 1) if no]
+    names = array("Q", sorted([(no << 32) | tid for no, tid in named]))
+    # name hash index: the CRC-32 of every string, by its start offset (C-level passes)
     s0 = hdr.hdr_len + hdr.str_off
     strings = bytes(data[s0:s0 + hdr.str_len])
     parts = strings.split(b"\0")
-    starts = [0] + [end + k for k, end in enumerate(accumulate(map(len, parts)), 1)][:-1]
-    crc_at = dict(zip(starts, map(zlib.crc32, parts)))
-
-    def crc(no):  # a name offset may point into the middle of a string (a shared suffix)
-        c = crc_at.get(no)
-        return c if c is not None else zlib.crc32(strings[no:strings.index(b"\0", no)])
-
-    hashes = array("Q", sorted([(crc(no) << 32) | tid for tid, no in enumerate(noffs, 1) if no]))
+    crc_at = dict(zip(accumulate(map((1).__add__, map(len, parts)), initial=0), map(zlib.crc32, parts)))
+    for no, _ in named:  # a name offset may point into the middle of a string (a shared suffix)
+        if no not in crc_at:
+            crc_at[no] = zlib.crc32(strings[no:strings.index(b"\0", no)])
+    hashes = array("Q", sorted([(crc_at[no] << 32) | tid for no, tid in named]))
     return offsets, names, hashes
 
 

@@ -4,8 +4,8 @@ vmlinux BTF has ~126k types; decoding them all costs ~0.5 s, and a load needs a
 handful (a ``tp_btf`` program: one typedef). So nothing is read that a query
 does not touch:
 
-* one pass over the type section, once, records where each type starts, its
-  name offset, and a CRC-32 of its name; that index is cached on disk as flat
+* one pass over the type section, once, records where each type starts and a
+  CRC-32 of its name; that index is cached on disk as flat
   arrays that are read back as they are (no parse, no copy), so a lookup by
   name is a bisect and one string compare (the string table is scanned only for
   a prefix: CO-RE's ``___flavor`` candidates); nothing is decoded until asked;
@@ -35,9 +35,9 @@ from .errors import BtfError
 
 DEFAULT_PATH = "/sys/kernel/btf/vmlinux"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 CACHE_MAGIC = b"EEBTFIDX"
-_CACHE_HEAD = struct.Struct("<8sIIIII96s")  # magic, version, types, names, hashes, key length, key
+_CACHE_HEAD = struct.Struct("<8sIIII96s")  # magic, version, types, hashes, key length, key
 CACHE_HEAD_LEN = 128                        # the arrays start 8-aligned after it
 
 SPOT_READS = 64  # single-type/name reads before reading the whole blob is cheaper
@@ -61,9 +61,8 @@ class KernelBtf(BtfQueries):
         self.path = path
         self.endian = endian
         self._data = data
-        self._offsets, self._names, self._hashes = index
-        # _offsets: byte offset of type i+1 in the type section; _names: sorted name_off << 32 | id;
-        # _hashes: sorted crc32(name) << 32 | id
+        self._offsets, self._hashes = index
+        # _offsets: byte offset of type i+1 in the type section; _hashes: sorted crc32(name) << 32 | id
         self._cache = {0: VOID}
         self._lookups = {}  # (kind, name) -> ids, see _ids_named
         h = header or btf_wire.header(data, path)
@@ -234,22 +233,19 @@ class KernelBtf(BtfQueries):
         return ids
 
     def _ids_with_prefix(self, prefix):
-        """Names starting with ``prefix``: a C-speed scan of the string table,
-        then the name index (a bisect per match)."""
+        """Names starting with ``prefix``: a C-speed scan of the string table
+        for them, then each name through the hash index."""
         key = ("^", prefix)
         ids = self._lookups.get(key)
         if ids is None:
-            names, n, out = self._names, len(self._names), set()
-            needle, data, base = b"\0" + prefix.encode(), self._blob(), self._str_start
-            pos = data.find(needle, base, self._str_end)
+            needle, data, end = b"\0" + prefix.encode(), self._blob(), self._str_end
+            names = set()
+            pos = data.find(needle, self._str_start, end)
             while pos >= 0:
-                p = pos + 1 - base
-                i = bisect_left(names, p << 32)
-                while i < n and names[i] >> 32 == p:
-                    out.add(names[i] & 0xFFFFFFFF)
-                    i += 1
-                pos = data.find(needle, pos + 1, self._str_end)
-            ids = self._lookups[key] = sorted(out)
+                stop = data.find(b"\0", pos + 1, end)
+                names.add(data[pos + 1:stop].decode("utf-8", "replace"))
+                pos = data.find(needle, stop, end)
+            ids = self._lookups[key] = sorted({i for name in names for i in self._ids_named(name)})
         return ids
 
 
@@ -282,8 +278,8 @@ def _elf_btf_section(data, path):
 
 
 def _build_index(data, endian, hdr):
-    """One pass over the type section: start offset, name offset and name
-    CRC-32 of every type."""
+    """One pass over the type section: the start offset of every type, and
+    (crc32(name) << 32 | id) of every named type, sorted."""
     type_len = hdr.type_len
     start = hdr.hdr_len + hdr.type_off
     words = array("I")
@@ -310,7 +306,6 @@ def _build_index(data, endian, hdr):
     offsets = array("I", [o << 2 for o in offs])  # word index -> byte offset
     # name index: (name_off << 32 | id), sorted; a lookup is a bisect
     named = [(no, tid) for tid, no in enumerate(noffs, 1) if no]
-    names = array("Q", sorted([(no << 32) | tid for no, tid in named]))
     # name hash index: the CRC-32 of every string, by its start offset (C-level passes)
     s0 = hdr.hdr_len + hdr.str_off
     strings = bytes(data[s0:s0 + hdr.str_len])
@@ -320,7 +315,7 @@ def _build_index(data, endian, hdr):
         if no not in crc_at:
             crc_at[no] = zlib.crc32(strings[no:strings.index(b"\0", no)])
     hashes = array("Q", sorted([(crc_at[no] << 32) | tid for no, tid in named]))
-    return offsets, names, hashes
+    return offsets, hashes
 
 
 def _read_cache(cache_file, key, size):
@@ -328,39 +323,36 @@ def _read_cache(cache_file, key, size):
     try:
         with open(cache_file, "rb") as f:
             m = f.read()
-        magic, version, n_types, n_names, n_hashes, klen, kbytes = _CACHE_HEAD.unpack_from(m)
+        magic, version, n_types, n_hashes, klen, kbytes = _CACHE_HEAD.unpack_from(m)
         if magic != CACHE_MAGIC or version != CACHE_VERSION or kbytes[:klen] != key.encode():
             return None
         o_end = CACHE_HEAD_LEN + (n_types * 4 + 7) // 8 * 8
-        n_end = o_end + n_names * 8
-        if len(m) != n_end + n_hashes * 8:
+        if len(m) != o_end + n_hashes * 8:
             return None
         view = memoryview(m)
         offsets = view[CACHE_HEAD_LEN:CACHE_HEAD_LEN + n_types * 4].cast("I")
-        names = view[o_end:n_end].cast("Q")
-        hashes = view[n_end:].cast("Q")
-        for a in (names, hashes):  # spot-check the order; a bisect on unsorted data would miss names
-            if any(a[i] > a[i + 1] for i in range(0, len(a) - 1, max(1, len(a) // 64))):
-                return None
+        hashes = view[o_end:].cast("Q")
+        step = max(1, len(hashes) // 64)  # spot-check the order: a bisect on unsorted data would miss names
+        if any(hashes[i] > hashes[i + 1] for i in range(0, len(hashes) - 1, step)):
+            return None
         if n_types and offsets[-1] >= size:
             return None
-        return offsets, names, hashes
+        return offsets, hashes
     except (OSError, ValueError, struct.error):
         return None
 
 
 def _write_cache(cache_dir, cache_file, key, index):
-    offsets, names, hashes = index
+    offsets, hashes = index
     try:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{cache_file}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
             kb = key.encode()
-            head = _CACHE_HEAD.pack(CACHE_MAGIC, CACHE_VERSION, len(offsets), len(names), len(hashes), len(kb), kb)
+            head = _CACHE_HEAD.pack(CACHE_MAGIC, CACHE_VERSION, len(offsets), len(hashes), len(kb), kb)
             f.write(head.ljust(CACHE_HEAD_LEN, b"\0"))
             raw = offsets.tobytes()
             f.write(raw + b"\0" * (-len(raw) % 8))
-            f.write(names.tobytes())
             f.write(hashes.tobytes())
         os.replace(tmp, cache_file)
         if key.startswith("boot-"):  # an earlier boot's index is never read again

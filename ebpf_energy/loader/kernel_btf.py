@@ -5,10 +5,10 @@ handful (a ``tp_btf`` program: one typedef). So nothing is read that a query
 does not touch:
 
 * one pass over the type section, once, records where each type starts and a
-  CRC-32 of its name; that index is cached on disk as flat
-  arrays that are read back as they are (no parse, no copy), so a lookup by
-  name is a bisect and one string compare (the string table is scanned only for
-  a prefix: CO-RE's ``___flavor`` candidates); nothing is decoded until asked;
+  CRC-32 of its name; that index is cached on disk as flat arrays that are
+  read back as they are (no parse, no copy), so a lookup by name is a bisect
+  and one string compare (the string table is scanned only for a prefix:
+  CO-RE's ``___flavor`` candidates); nothing is decoded until asked;
 * the cache is keyed, for the running kernel, by the boot id and the size (its
   BTF cannot change until the next boot), else by two checksums and the length
   of the bytes (CRC-32 and Adler-32; the cache is the user's own, so only

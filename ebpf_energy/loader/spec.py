@@ -11,7 +11,7 @@ finishes it for a kernel without changing it.
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from ebpf_energy.loader import explain, uapi
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf

@@ -123,3 +123,15 @@ def test_running_kernel_reads_only_what_is_asked(eager, tmp_path):
     lazy = KernelBtf.running(cache_dir=str(tmp_path))
     assert lazy.find_essential("task_struct", {KIND_STRUCT}) == eager.find("task_struct", KIND_STRUCT)
     assert lazy._data is not None  # a prefix scan reads the string table whole
+
+
+def test_a_name_inside_another_string_is_hashed_too():
+    """BTF may point a name into the tail of a longer string (suffix sharing):
+    the hash index hashes what starts there."""
+    import zlib
+
+    from ebpf_energy.loader.kernel_btf import _CrcByOffset
+
+    crcs = _CrcByOffset({1: zlib.crc32(b"task_struct")})
+    crcs.strings = b"\0task_struct\0"
+    assert crcs[1] == zlib.crc32(b"task_struct") and crcs[6] == zlib.crc32(b"struct")

@@ -277,6 +277,17 @@ def _elf_btf_section(data, path):
     return bytes(btf)
 
 
+class _CrcByOffset(dict):
+    """CRC-32 of the string at each offset; an offset into the middle of a
+    string (a shared suffix) is hashed when asked."""
+
+    strings = b""
+
+    def __missing__(self, off):
+        c = self[off] = zlib.crc32(self.strings[off:self.strings.index(b"\0", off)])
+        return c
+
+
 def _build_index(data, endian, hdr):
     """One pass over the type section: the start offset of every type, and
     (crc32(name) << 32 | id) of every named type, sorted."""
@@ -304,17 +315,13 @@ def _build_index(data, endian, hdr):
     if i != n or (type_len & 3):
         raise BtfError("kernel BTF type section ends inside a type")
     offsets = array("I", [o << 2 for o in offs])  # word index -> byte offset
-    # name index: (name_off << 32 | id), sorted; a lookup is a bisect
-    named = [(no, tid) for tid, no in enumerate(noffs, 1) if no]
-    # name hash index: the CRC-32 of every string, by its start offset (C-level passes)
+    # name hash index: the CRC-32 of every string by its start offset (C-level passes), then per named type
     s0 = hdr.hdr_len + hdr.str_off
     strings = bytes(data[s0:s0 + hdr.str_len])
     parts = strings.split(b"\0")
-    crc_at = dict(zip(accumulate(map((1).__add__, map(len, parts)), initial=0), map(zlib.crc32, parts)))
-    for no, _ in named:  # a name offset may point into the middle of a string (a shared suffix)
-        if no not in crc_at:
-            crc_at[no] = zlib.crc32(strings[no:strings.index(b"\0", no)])
-    hashes = array("Q", sorted([(crc_at[no] << 32) | tid for no, tid in named]))
+    crc_at = _CrcByOffset(zip(accumulate(map((1).__add__, map(len, parts)), initial=0), map(zlib.crc32, parts)))
+    crc_at.strings = strings
+    hashes = array("Q", sorted([(crc_at[no] << 32) | tid for tid, no in enumerate(noffs, 1) if no]))
     return offsets, hashes
 
 

@@ -79,6 +79,7 @@ def install_checkout():
     try:
         if not os.path.exists(py):
             subprocess.run([sys.executable, "-m", "venv", INSTALL_VENV], check=True, capture_output=True)
+        if subprocess.run([py, "-c", "import cffi, click, elftools"], capture_output=True).returncode:
             subprocess.run([py, "-m", "pip", "install", "-q", ROOT], check=True, capture_output=True)
         subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", ROOT], check=True,
                        capture_output=True)

@@ -7,7 +7,6 @@ cffi or the power models it does not use.
 
 import errno
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -35,10 +34,15 @@ class LazyGroup(click.Group):
         return [name for name in COMMANDS if _available(name)]
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS or not _available(name):
+        if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # the command is there, something it imports is not: say so
+                raise
+            return None
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -49,6 +53,8 @@ class LazyGroup(click.Group):
 
 def _available(name):
     """A command whose module is not written yet is not offered."""
+    import importlib.util  # --help only: a command's own start-up does not pay for it
+
     return importlib.util.find_spec(COMMANDS[name][0]) is not None
 
 

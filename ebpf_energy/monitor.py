@@ -203,7 +203,7 @@ class EbpfSampler:
             obj.load()
             if self.cpu_khz is not None:
                 obj.bss["cpu_khz"] = self.cpu_khz
-            obj.attach(only=[n for n, p in obj.programs.items() if p.spec.kind.attach and p.loaded])
+            obj.attach(only=[n for n, p in obj.programs.items() if p.spec.program_kind.attach and p.loaded])
             self.obj = obj
             self._bss = obj.bss.view()
             slots_off = obj.bss.offset_of("slots")

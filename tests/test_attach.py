@@ -54,7 +54,7 @@ def test_counter_counts_real_events_and_close_leaves_nothing(kind):
         info = link.info()
         assert info["prog_id"] == prog_id
         if kind == "tp_legacy":
-            assert link.kind == "perf_event_ioctl" and info["id"] is None
+            assert link.mechanism == "perf_event_ioctl" and info["id"] is None
         else:
             link_id = info["id"]
             # tp_btf programs attach through a raw tracepoint link too (named by the BTF target)

@@ -31,7 +31,7 @@ def test_every_kind_clang_emits(target):
     by = {m.name: m for m in s.members}
     assert by["pid"].bit_offset == 24 * 8 and by["bf_b"].bit_offset == 515 and by["bf_b"].bitfield_size == 7
     assert btf.size_of(by["comm"].type) == 16 and btf.size_of(by["arr"].type) == 32
-    assert btf.name_of(btf.resolve(by["flags"].type)) == "unsigned long long"
+    assert btf.name_of(btf.skip_modifiers(by["flags"].type)) == "unsigned long long"
     e = btf.type(btf.find("sample_state")[0])
     assert e.values == [("ST_IDLE", 10), ("ST_RUNNING", 20), ("ST_DEAD", 40)]
     kinds_t = btf.type(btf.find("kinds", B.KIND_STRUCT)[0])
@@ -204,7 +204,7 @@ def test_btf_defined_map_errors(maps):
         parse_btf_maps(elf, renamed)
     broken = Btf.parse(btf.to_bytes())
     ds = broken.type(broken.find(".maps", B.KIND_DATASEC)[0])
-    st = broken.type(broken.resolve(broken.type(ds.vars[0].type).type))
+    st = broken.type(broken.skip_modifiers(broken.type(ds.vars[0].type).type))
     int_id = broken.find("int", B.KIND_INT)[0]
     st.members[0] = st.members[0]._replace(type=int_id)
     with pytest.raises(BtfError, match="must be __uint"):

@@ -106,7 +106,7 @@ def pure_load_parts(obj):
     code = {s.index: bytearray(s.data) for s in spec.elf.program_sections()}
     linker = Linker(spec.elf, code, spec.symbol_kind)
     for p in obj.programs.values():
-        if p.spec.kind is not None:
+        if p.spec.program_kind is not None:
             linker.link(p.spec.shndx, p.name, p.spec.start, p.spec.end)
 
 

@@ -77,7 +77,7 @@ def test_lazy_types_equal_eager_parse(eager, tmp_path):
     tid = kb.find("task_struct", KIND_STRUCT)[0]
     assert kb.size_of(tid) == eager.size_of(tid)
     td = kb.find("u32", KIND_TYPEDEF)[0]
-    assert kb.name_of(kb.resolve(td)) == "unsigned int"
+    assert kb.name_of(kb.skip_modifiers(td)) == "unsigned int"
     with pytest.raises(BtfError):
         kb.type(len(kb))
 
@@ -104,3 +104,34 @@ def test_bad_files(tmp_path):
     trunc.write_bytes(data[:len(data) // 2])
     with pytest.raises(BtfError):
         KernelBtf.load(str(trunc), cache_dir=str(tmp_path))
+
+
+def test_running_kernel_reads_only_what_is_asked(eager, tmp_path):
+    """With this boot's index cached, the blob is not read for a few lookups
+    (a tp_btf load: one typedef), and every answer equals the eager parse;
+    past SPOT_READS single reads, or for a prefix scan, it is read whole."""
+    first = KernelBtf.running(cache_dir=str(tmp_path))  # nothing cached: indexed from the whole blob
+    assert not first.from_cache and first._data is not None
+    kb = KernelBtf.running(cache_dir=str(tmp_path))
+    assert kb.from_cache and kb._data is None and len(kb) == len(eager.types)
+    ids = kb.find("btf_trace_sched_switch", KIND_TYPEDEF)
+    assert ids == eager.find("btf_trace_sched_switch", KIND_TYPEDEF)
+    assert kb.type(ids[0]) == eager.types[ids[0]] and kb._data is None
+    for i in random.Random(2).sample(range(1, len(kb)), 200):  # spot reads, then the whole blob
+        assert kb.type(i) == eager.types[i]
+    assert kb._data is not None
+    lazy = KernelBtf.running(cache_dir=str(tmp_path))
+    assert lazy.find_essential("task_struct", {KIND_STRUCT}) == eager.find("task_struct", KIND_STRUCT)
+    assert lazy._data is not None  # a prefix scan reads the string table whole
+
+
+def test_a_name_inside_another_string_is_hashed_too():
+    """BTF may point a name into the tail of a longer string (suffix sharing):
+    the hash index hashes what starts there."""
+    import zlib
+
+    from ebpf_energy.loader.kernel_btf import _CrcByOffset
+
+    crcs = _CrcByOffset({1: zlib.crc32(b"task_struct")})
+    crcs.strings = b"\0task_struct\0"
+    assert crcs[1] == zlib.crc32(b"task_struct") and crcs[6] == zlib.crc32(b"struct")

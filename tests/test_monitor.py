@@ -31,7 +31,7 @@ pytestmark = pytest.mark.kernel
 # reads run (BPF_PROG_TEST_RUN).
 with BpfObject.open(object_path()) as _obj:
     OUR_PROGRAMS = frozenset(_obj.programs) - {FREQ_PROGRAM}
-    OUR_LINKED = frozenset(_n for _n, _p in _obj.programs.items() if _p.spec.kind.attach) - {FREQ_PROGRAM}
+    OUR_LINKED = frozenset(_n for _n, _p in _obj.programs.items() if _p.spec.program_kind.attach) - {FREQ_PROGRAM}
     OUR_LINKS = len(OUR_LINKED)
 
 # A child that names itself (prctl PR_SET_NAME) and burns CPU: argv[1] = name,

@@ -577,7 +577,7 @@ def test_seed_style_loads_unmodified_and_counts(test_objects, fds_unchanged):
         obj.load()
         obj.attach()
         ids = object_ids(obj)
-        assert {p.link.kind for p in obj.programs.values()} <= {"perf_event", "perf_event_ioctl"}
+        assert {p.link.mechanism for p in obj.programs.values()} <= {"perf_event", "perf_event_ioctl"}
         perf_fds = [f for f in set(os.listdir("/proc/self/fd")) - before
                     if _exists(f) and "perf_event" in os.readlink(f"/proc/self/fd/{f}")]
         assert len(perf_fds) == 2  # one perf event per tp/ program

@@ -79,7 +79,7 @@ def plan(obj, selected, interface=None, cgroup=None, netns=None, targets=()):
         if given[kind] is not None:
             out[name] = named.check(kind, given[kind], f"--{kind}", spec)
             used.add(kind)
-        elif kind == "netns" and spec.kind.prog_type_name == "sk_lookup":
+        elif kind == "netns" and spec.program_kind.prog_type_name == "sk_lookup":
             # only sk_lookup: a flow dissector replaces the dissection of every flow in the namespace
             out[name] = named.check(kind, OWN_NETNS, "default", spec)
     for kind, value in given.items():

@@ -85,7 +85,7 @@ def map_report(obj, name, m):
     if reason:
         entry["entries"] = None
         entry["entries_error"] = f"the entries of {name} cannot be read from user space: {reason}"
-    elif spec.kind in ("data", "kconfig") and obj.has_globals(name):
+    elif spec.origin in ("data", "kconfig") and obj.has_globals(name):
         entry["entries"] = [{"key": 0, "value": jsonable(obj.globals(name).to_dict())}]
     else:
         rows = []
@@ -120,7 +120,7 @@ def program_report(p, target=None):
            "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0,
            "target": target.to_dict() if target is not None else
            ({"kind": "section", "value": p.section, "from": "section"} if p.link is not None else None)}
-    if p.link is None and (p.needs or p.spec.kind.manual):
+    if p.link is None and (p.needs or p.spec.program_kind.manual):
         # its section names no complete target: loaded, not attached (as libbpf), and what it needs
         row["attach"] = "manual"
         row["needs"] = p.needs or "nothing to attach to: its section names no target"
@@ -145,7 +145,7 @@ def link_report(link):
     """How a program is attached: the link's kind and kernel id (``count``
     links for a group: a perf event per CPU, a uprobe per USDT site), and for
     an iterator one pass of its output."""
-    out = {"kind": link.kind, "target": link.target}
+    out = {"kind": link.mechanism, "target": link.target}
     try:
         info = link.info()
         out.update(id=info.get("id"), type=info.get("type_name"), count=info.get("count", 1))

@@ -279,7 +279,6 @@ class BtfQueries:
             type_id = t.type
         raise BtfError(f"BTF type [{type_id}]: modifier chain too long (loop?)")
 
-    resolve = skip_modifiers
 
     def size_of(self, type_id):
         """Size in bytes, following modifiers and arrays (libbpf's btf__resolve_size)."""

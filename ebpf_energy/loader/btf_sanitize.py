@@ -55,7 +55,7 @@ def for_kernel(btf: Btf, hidden=frozenset()) -> bytes:
             _name_params(k, k.types[t.type])
         elif t.kind == KIND_VAR and t.linkage == VAR_EXTERN:
             t.linkage = VAR_GLOBAL_ALLOCATED
-            if k.resolve(t.type) == 0:  # `extern const void sym`: a VAR of void is invalid
+            if k.skip_modifiers(t.type) == 0:  # `extern const void sym`: a VAR of void is invalid
                 t.type = k.types[_dummy_var(k)].type
     dummy = None
     for t in list(k.types[1:]):
@@ -65,7 +65,7 @@ def for_kernel(btf: Btf, hidden=frozenset()) -> bytes:
         for v in t.vars:
             target = k.types[v.type]
             size = 0
-            if target.kind == KIND_VAR and k.resolve(target.type) != 0:
+            if target.kind == KIND_VAR and k.skip_modifiers(target.type) != 0:
                 size = k.size_of(target.type)
             if size == 0:  # a function or `extern const void sym`: stands in as an int
                 if dummy is None:

@@ -62,6 +62,14 @@ def header(data, what="BTF"):
     return Header(endian, flags, hdr_len, type_off, type_len, str_off, str_len)
 
 
+def header_fields(head, what="BTF"):
+    """The header's fields from its first :data:`HEADER_LEN` bytes alone (a
+    blob whose header was checked whole before: the running kernel's, when its
+    cached index was built)."""
+    endian, flags, hdr_len = preamble(head, HEADER_LEN, what)
+    return Header(endian, flags, hdr_len, *struct.unpack_from(endian + "4I", head, 8))
+
+
 def types_of(data, h: Header):
     """The type section (a view: the kernel's is megabytes)."""
     start = h.hdr_len + h.type_off

@@ -12,16 +12,14 @@ before it, so nothing stays in the kernel.
 import os
 from typing import Dict, List
 
-from ebpf_energy.loader import core, explain, map_memory, program, syscall
+from ebpf_energy.loader import explain, map_memory, program, syscall, uapi
 from ebpf_energy.loader import insn as I
-from ebpf_energy.loader.externs import kallsyms_address
 from ebpf_energy.loader.errors import BtfError, LoaderError, NotSupported, PermissionDenied, SyscallError, \
     VerifierError
 from ebpf_energy.loader.maps import Map
 from ebpf_energy.loader.prepare import KFUNC_POISON, Prepared, PreparedMap, PreparedProgram, split_address
 from ebpf_energy.loader.sections import ATTACH_TYPES, BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_TRACE_FENTRY, \
     BPF_TRACE_FEXIT, BPF_TRACE_ITER
-from ebpf_energy.loader.struct_ops import BPF_F_LINK
 
 # EPERM to root for these is the kernel's policy, not our privileges: programs
 # that run through a BPF trampoline, and the rest, each with its reason
@@ -60,7 +58,7 @@ class Collection:
     @classmethod
     def load(cls, prepared: Prepared) -> "Collection":
         c = cls(prepared)
-        syscall.raise_memlock_best_effort()
+        syscall.raise_memlock()
         try:
             c._load_btf()
             for m in prepared.maps.values():
@@ -99,7 +97,7 @@ class Collection:
     def _codecs(self, m: PreparedMap):
         spec = self.prepared.spec.maps[m.name]
         btf = self.prepared.spec.btf
-        if btf is None or spec.kind != "btf":
+        if btf is None or spec.origin != "btf":
             return None, None
         return (btf.codec(spec.key_type_id) if spec.key_type_id else None,
                 btf.codec(spec.value_type_id) if spec.value_type_id else None)
@@ -166,13 +164,13 @@ class Collection:
         # Registered through a link even from a plain .struct_ops section (where
         # the kernel has links, 6.4+): a link dies with the process, SIGKILL
         # included, where a registered map would stay in the kernel for good.
-        flags = m.flags | BPF_F_LINK
+        flags = m.flags | uapi.BPF_F_LINK
         try:
             try:
                 fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id,
                                                    flags, self.btf_fd)
             except NotSupported:
-                if m.flags & BPF_F_LINK:
+                if m.flags & uapi.BPF_F_LINK:
                     raise
                 flags = m.flags
                 fd = syscall.map_create_struct_ops(m.kernel_name, m.value_size, m.struct_ops.value_type_id,
@@ -231,6 +229,8 @@ class Collection:
             filled.append(f"insn {s.insn:>4}: {s.map}: {I.describe(code, s.insn)}")
         if filled:
             explain.trace("reloc", f"{p.name}: map fds written into {len(filled)} ld_imm64", *filled)
+        if p.address_slots:
+            from ebpf_energy.loader.externs import kallsyms_address  # __ksym addresses only
         for s in p.address_slots:
             try:
                 addr = kallsyms_address(s.symbol)
@@ -282,14 +282,14 @@ def named_poison(e: VerifierError, p: PreparedProgram) -> VerifierError:
         return VerifierError(e.program, f"program {p.name} calls the __weak kfunc {names}, which this kernel "
                              "does not have, on a path the verifier reaches: guard the call with "
                              "`if (bpf_ksym_exists(kfunc))`\n" + str(e), log=e.log, source_line=e.source_line)
-    if f"#{core.POISON_IMM}" not in text:
+    if f"#{I.POISON_IMM}" not in text:
         return e
-    found = [(f.section, f.name, idx, r) for f in p.linked.functions
+    found = [(f.section, f.name, idx, r) for f in p.layout.functions
              for sh, idx, r in p.poisoned if sh == f.shndx and f.start <= idx < f.end]
     if not found:
         return e
     lines = [f"the verifier reached a CO-RE relocation that did not resolve against this kernel "
-             f"(the loader put `call {core.POISON_IMM:#x}` there):"]
+             f"(the loader put `call {I.POISON_IMM:#x}` there):"]
     lines += [f"  program {p.name}, function {fn} (section {sec} instruction {idx}): {r.kind_name} "
               f"{r.local_desc}: {r.reason}" for sec, fn, idx, r in found]
     lines.append("guard the access with bpf_core_field_exists() / bpf_core_type_exists(), or build for this kernel")

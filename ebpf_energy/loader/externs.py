@@ -7,7 +7,6 @@ does): ``LINUX_KERNEL_VERSION`` from ``uname``, ``CONFIG_*`` from
 address from ``/proc/kallsyms``) or kfuncs (their BTF id).
 """
 
-import gzip
 import os
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -19,6 +18,8 @@ TRI_NO, TRI_YES, TRI_MODULE = 0, 1, 2
 
 @dataclass
 class KconfigVar:
+    """A ``__kconfig`` extern: where its value goes in the ``.kconfig`` map."""
+
     name: str
     type_id: int
     size: int
@@ -48,8 +49,8 @@ def version_of_config(kconfig_path: str) -> int:
     Kernel Configuration``), 0 when it has none."""
     import re
 
-    opener = gzip.open if kconfig_path.endswith(".gz") else open
     try:
+        opener = _opener(kconfig_path)
         with opener(kconfig_path, "rt", errors="replace") as f:
             head = f.read(4096)
     except OSError:
@@ -61,13 +62,22 @@ def version_of_config(kconfig_path: str) -> int:
     return (a << 16) + (b << 8) + min(c, 255)
 
 
+def _opener(path):
+    """``open``, or ``gzip.open`` for /proc/config.gz (imported only then)."""
+    if path.endswith(".gz"):
+        import gzip
+
+        return gzip.open
+    return open
+
+
 def read_kconfig(path="/proc/config.gz", fallback=True) -> Dict[str, str]:
     """``CONFIG_FOO`` -> raw value (``y``, ``m``, ``"str"``, ``123``) from the kernel's config
     (``fallback``: also try /boot/config-$(uname -r))."""
     candidates = [path] + ([f"/boot/config-{os.uname().release}"] if fallback else [])
     for p in candidates:
         try:
-            opener = gzip.open if p.endswith(".gz") else open
+            opener = _opener(p)
             with opener(p, "rt", errors="replace") as f:
                 out = {}
                 for line in f:

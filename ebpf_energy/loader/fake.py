@@ -1,7 +1,7 @@
 """The test hook on the one bpf() entry: record every call, or answer with a fake kernel.
 
 Like aya's ``sys/fake.rs``: loader code runs unchanged while
-``syscall._hook`` sees each ``bpf(cmd, attr, size)``, so a test can assert the
+``bpf_entry.hook`` sees each ``bpf(cmd, attr, size)``, so a test can assert the
 exact calls a code path makes (command, the attr fields within ``size``, the
 result), and a fake kernel can make the paths run without root or fail on
 cue (EAGAIN, EPERM, a full map) where the real kernel cannot be made to::
@@ -24,7 +24,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
-from . import syscall, uapi
+from . import bpf_entry, syscall, uapi
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Call:
 
 def decode(attr, size):
     """The fields of ``attr`` (a cffi struct pointer) that lie within the first ``size`` bytes."""
-    ffi = syscall.ffi
+    ffi = bpf_entry.ffi
     out = {}
     for name, f in ffi.typeof(attr).item.fields:
         if f.offset + ffi.sizeof(f.type) > size:
@@ -53,18 +53,18 @@ def decode(attr, size):
 
 
 class _Hook:
-    """Installs itself as syscall._hook for the ``with`` block; keeps :attr:`calls`."""
+    """Installs itself as bpf_entry.hook for the ``with`` block; keeps :attr:`calls`."""
 
     def __init__(self):
         self.calls = []
         self._saved = None
 
     def __enter__(self):
-        self._saved, syscall._hook = syscall._hook, self._call
+        self._saved, bpf_entry.hook = bpf_entry.hook, self._call
         return self
 
     def __exit__(self, *exc):
-        syscall._hook = self._saved
+        bpf_entry.hook = self._saved
 
     def commands(self):
         return [c.command for c in self.calls]
@@ -80,8 +80,7 @@ class Recorder(_Hook):
     """Every call goes to the real kernel, and is kept in :attr:`calls`."""
 
     def answer_call(self, cmd, call):
-        r = syscall._syscall(syscall._SYS_bpf, syscall._CMD[cmd], call.attr, syscall._size(call.size))
-        return (r, syscall.ffi.errno) if r < 0 else (r, 0)
+        return bpf_entry.kernel_bpf(cmd, call.attr, call.size)
 
 
 class Kernel(_Hook):
@@ -110,7 +109,7 @@ class Kernel(_Hook):
             if callable(a):
                 return a(call), 0
             return -1, a
-        if syscall.COMMANDS.get(cmd, (None, None))[1] in (syscall.FD, syscall.LINK):
+        if bpf_entry.COMMANDS.get(cmd, (None, None))[1] in (bpf_entry.FD, bpf_entry.LINK):
             return self.new_fd(), 0
         if cmd == uapi.BPF_MAP_LOOKUP_ELEM or cmd == uapi.BPF_MAP_GET_NEXT_KEY:
             return -1, _errno.ENOENT  # an empty map

@@ -11,7 +11,7 @@ Pure: works on an :class:`~ebpf_energy.loader.elf.ElfObject` and produces data.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.errors import RelocationError
@@ -23,20 +23,21 @@ SHN_UNDEF = 0
 class Fixup:
     """An ld_imm64 (or kfunc call) in a linked program that needs a kernel value.
 
-    kind: ``map`` (a ``.maps`` map: fd), ``data`` (global data: map value +
+    target_kind: ``map`` (a ``.maps`` map: fd), ``data`` (global data: map value +
     offset), ``extern`` (a ``.kconfig`` / ``.ksyms`` symbol, resolved by name).
     """
 
     insn_index: int
-    kind: str
+    target_kind: str
     target: str  # map name, data section name, or extern symbol name
     offset: int = 0
     symbol: str = ""
     call: bool = False  # an extern function call (kfunc) rather than ld_imm64
 
 
-@dataclass
-class PlacedFunction:
+class PlacedFunction(NamedTuple):
+    """A function of a section, copied into a linked program at ``out_start``."""
+
     section: str
     shndx: int
     name: str
@@ -47,6 +48,8 @@ class PlacedFunction:
 
 @dataclass
 class LinkedProgram:
+    """A program with the subprograms it calls appended, and what still needs a kernel value."""
+
     name: str
     section: str
     insns: bytearray

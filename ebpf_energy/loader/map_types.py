@@ -19,6 +19,8 @@ PROG_ARRAY, PERF_EVENT_ARRAY = uapi.BPF_MAP_TYPE_PROG_ARRAY, uapi.BPF_MAP_TYPE_P
 ARRAY_OF_MAPS, HASH_OF_MAPS = uapi.BPF_MAP_TYPE_ARRAY_OF_MAPS, uapi.BPF_MAP_TYPE_HASH_OF_MAPS
 STRUCT_OPS, RINGBUF = uapi.BPF_MAP_TYPE_STRUCT_OPS, uapi.BPF_MAP_TYPE_RINGBUF
 TASK_STORAGE, USER_RINGBUF = uapi.BPF_MAP_TYPE_TASK_STORAGE, uapi.BPF_MAP_TYPE_USER_RINGBUF
+# the ELF sections whose variables are struct_ops maps (libbpf's names; .link: attached through a link)
+STRUCT_OPS_SECTIONS = (".struct_ops", ".struct_ops.link")
 
 # Types whose key/value BPF_MAP_CREATE will not have described by BTF (the
 # same set libbpf leaves BTF out for, plus the ring buffers and prog arrays,

@@ -78,7 +78,7 @@ def parse_btf_maps(elf, btf):
 
 
 def _parse_def(btf, name, type_id, offset, relocs, inner=False):
-    st = btf.type(btf.resolve(type_id))
+    st = btf.type(btf.skip_modifiers(type_id))
     if st.kind != KIND_STRUCT:
         raise BtfError(f"map '{name}': definition must be a struct, found {st.kind_name}")
     attrs = dict.fromkeys(_UINT_FIELDS, 0)
@@ -129,7 +129,7 @@ def _values(btf, name, attrs, member, offset, relocs):
         raise BtfError(f"map '{name}': 'values' must be __array(values, T) (an array of pointers), "
                        f"found {arr.kind_name}")
     pointee_id = btf.type(arr.array.elem_type).type
-    pointee = btf.type(btf.resolve(pointee_id))
+    pointee = btf.type(btf.skip_modifiers(pointee_id))
     inner = None
     if attrs["type"] in (ARRAY_OF_MAPS, HASH_OF_MAPS):
         if pointee.kind != KIND_STRUCT:

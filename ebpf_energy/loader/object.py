@@ -11,7 +11,7 @@ spec (globals, sizes, which programs load), attaches, and closes in reverse.
 
 from typing import Dict, Iterable, List, Optional
 
-from ebpf_energy.loader import explain, program, struct_ops, syscall
+from ebpf_energy.loader import explain, program, syscall
 from ebpf_energy.loader.collection import Collection, TrampolineRefused  # noqa: F401 (re-exported)
 from ebpf_energy.loader.errors import AttachError, LoaderError
 from ebpf_energy.loader.globals import GlobalData
@@ -126,8 +126,8 @@ class BpfObject:
             spec = self.spec.maps[map_name]
         except KeyError:
             raise KeyError(f"no map {map_name!r} (maps: {', '.join(self.spec.maps)})") from None
-        if spec.kind != "btf":
-            what = "a global data section" if spec.kind in ("data", "kconfig") else f"a {spec.type_name} map"
+        if spec.origin != "btf":
+            what = "a global data section" if spec.origin in ("data", "kconfig") else f"a {spec.type_name} map"
             raise LoaderError(f"{map_name} is {what}: its size is fixed")
         if n <= 0:
             raise LoaderError(f"max_entries of {map_name} must be positive, got {n}")
@@ -203,6 +203,8 @@ class BpfObject:
             if pm.struct_ops is None or name in self.struct_ops_links:
                 continue
             fds = {p: self.programs[p].fd for _, p in pm.struct_ops.fd_slots if self.programs[p].loaded}
+            from ebpf_energy.loader import struct_ops  # objects with struct_ops maps only
+
             try:
                 live = self.maps[name]
                 self.struct_ops_links[name] = struct_ops.register(name, live.fd, pm.initial, pm.struct_ops, fds,

@@ -18,14 +18,13 @@ kernel's BTF, and twice with the same result (``load --dry-run``).
 import dataclasses
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from ebpf_energy.loader import btf_sanitize, core, explain, struct_ops
+from ebpf_energy.loader import btf_sanitize, explain
 from ebpf_energy.loader.bpffs import BPFFS_PATH
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import LoaderError
-from ebpf_energy.loader.externs import kconfig_value
 from ebpf_energy.loader.linker import LinkedProgram, Linker
 from ebpf_energy.loader.program import rebased_info
 from ebpf_energy.loader.sections import PROG_TYPES, attach_type_name, flag_names
@@ -53,7 +52,7 @@ class PreparedMap:
     numa_node: Optional[int]
     btf_key_type_id: int  # 0 when the kernel takes no BTF for this map type
     btf_value_type_id: int
-    kind: str  # btf, data or kconfig (spec.MapSpec.kind)
+    origin: str  # btf, data, kconfig or struct_ops (spec.MapSpec.origin)
     initial: Optional[bytes]  # written at index 0 after creation
     freeze: bool  # BPF_MAP_FREEZE after the write (.rodata, .kconfig)
     pin_path: Optional[str]  # LIBBPF_PIN_BY_NAME: reuse or pin here
@@ -61,15 +60,14 @@ class PreparedMap:
     map_extra: int = 0
     inner: Optional["PreparedMap"] = None  # maps of maps: the template the kernel checks every inner map against
     slots: Tuple[Tuple[int, str], ...] = ()  # initial (index, map or program) written after creation / load
-    struct_ops: Optional[object] = None  # kind "struct_ops": a struct_ops.PreparedStructOps
+    struct_ops: Optional[object] = None  # origin "struct_ops": a struct_ops.PreparedStructOps
 
     @property
     def type_name(self):
         return MAP_TYPES.get(self.type, str(self.type))
 
 
-@dataclass(frozen=True)
-class MapSlot:
+class MapSlot(NamedTuple):
     """A ld_imm64 that needs a map's fd: ``value`` for a pointer into the map's
     value (global data, ``.kconfig``) at ``offset``, else the map itself."""
 
@@ -79,8 +77,7 @@ class MapSlot:
     offset: int = 0
 
 
-@dataclass(frozen=True)
-class AddressSlot:
+class AddressSlot(NamedTuple):
     """A ld_imm64 of an untyped ``__ksym`` address the target could not give
     (another machine's BTF, or /proc/kallsyms hidden): filled at load (0 for
     a ``__weak`` one the kernel lacks)."""
@@ -90,8 +87,7 @@ class AddressSlot:
     weak: bool = False
 
 
-@dataclass(frozen=True)
-class MissingKfunc:
+class MissingKfunc(NamedTuple):
     """A ``__weak`` kfunc the target lacks: its calls are poisoned (an
     unknown helper, :data:`KFUNC_POISON`) and ``bpf_ksym_exists()`` of it is 0,
     so the verifier, seeing the guard false, never reaches the calls."""
@@ -103,8 +99,7 @@ class MissingKfunc:
 KFUNC_POISON = 2002000000  # the helper number libbpf poisons missing kfunc calls with
 
 
-@dataclass(frozen=True)
-class CoreRecord:
+class CoreRecord(NamedTuple):
     """One CO-RE relocation as applied: what the object asked, what the target answered."""
 
     section: str
@@ -119,6 +114,8 @@ class CoreRecord:
 
 @dataclass
 class PreparedProgram:
+    """One program as BPF_PROG_LOAD will get it."""
+
     name: str
     section: str
     prog_type: int
@@ -135,7 +132,7 @@ class PreparedProgram:
     line_info: list  # (insn, LineInfo record), sorted
     relocations: List[str]  # one line per call edit and ld_imm64 fixup, for --dry-run/--explain
     core: List[CoreRecord]
-    linked: LinkedProgram = field(repr=False)  # functions placed (for source lines and poison names)
+    layout: LinkedProgram = field(repr=False)  # functions placed (for source lines and poison names)
     poisoned: List[Tuple[int, int, object]] = field(default_factory=list, repr=False)  # (shndx, insn, result)
     missing_kfuncs: List[MissingKfunc] = field(default_factory=list)
 
@@ -148,7 +145,7 @@ class PreparedProgram:
         names = {s.insn: (f"map_value({s.map}) + {s.offset}" if s.value else f"map {s.map}")
                  for s in self.map_slots}
         names.update({s.insn: f"address of {s.symbol} (filled at load)" for s in self.address_slots})
-        names.update({i: f"callback {callee} (pc{imm:+d})" for i, callee, imm in self.linked.call_edits
+        names.update({i: f"callback {callee} (pc{imm:+d})" for i, callee, imm in self.layout.call_edits
                       if I.opcode(self.insns, i) == I.LD_IMM64})
         names.update({m.insn: f"0 (weak kfunc {m.symbol} is not in this kernel)" for m in self.missing_kfuncs
                       if I.opcode(self.insns, m.insn) == I.LD_IMM64})
@@ -214,7 +211,9 @@ def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> P
     maps = {}
     for name, m in spec.maps.items():
         maps[name] = _prepare_map(spec, m, target)
-        if m.kind == "struct_ops":
+        if m.origin == "struct_ops":
+            from ebpf_energy.loader import struct_ops  # only objects with struct_ops maps import it
+
             value, ops, progs = struct_ops.prepare(name, m.struct_ops, bytes(m.initial), spec.btf, target.btf)
             maps[name] = dataclasses.replace(maps[name], value_size=len(value), initial=value, struct_ops=ops,
                                              notes=tuple(f"byte {off}: the fd of program {p} (written when registered)"
@@ -261,7 +260,9 @@ def _prepare_map(spec, m, target) -> PreparedMap:
                          f"(a power-of-two multiple of the {target.page_size}-byte page)")
             max_entries = rounded
     initial = bytes(m.initial) if m.initial is not None else None
-    if m.kind == "kconfig":
+    if m.origin == "kconfig":
+        from ebpf_energy.loader.externs import kconfig_value
+
         buf = bytearray(m.initial)
         for v in spec.kconfig:
             data = kconfig_value(v, target.kconfig, spec.btf.codec(v.type_id), target.kernel_version, target)
@@ -281,7 +282,7 @@ def _prepare_map(spec, m, target) -> PreparedMap:
         name=m.name, kernel_name=kernel_map_name(spec.name, m.name), type=m.type, key_size=m.key_size,
         value_size=m.value_size, max_entries=max_entries, flags=m.flags, numa_node=m.numa_node,
         btf_key_type_id=m.key_type_id if btf_kv else 0, btf_value_type_id=m.value_type_id if btf_kv else 0,
-        kind=m.kind, initial=initial, freeze=bool(initial is not None and m.readonly),
+        origin=m.origin, initial=initial, freeze=bool(initial is not None and m.readonly),
         pin_path=f"{PIN_ROOT}/{m.name}" if m.pinning == PIN_BY_NAME else None, notes=tuple(notes),
         map_extra=m.map_extra, inner=inner, slots=tuple(m.slots))
 
@@ -311,7 +312,10 @@ def _core_sections(spec, target, poisoned):
     for sec in spec.elf.program_sections():
         buf = bytearray(sec.data)
         out = records[sec.index] = []
-        for relo in (ext.core_relos.get(sec.name, []) if ext is not None else []):
+        relos = ext.core_relos.get(sec.name, []) if ext is not None else []
+        if relos:
+            from ebpf_energy.loader import core  # an object without CO-RE records never imports it
+        for relo in relos:
             idx = relo.insn_off_bytes // 8
             result = core.resolve(relo, spec.btf, target.btf)
             before, after = core.patch(buf, idx, result)
@@ -330,7 +334,7 @@ def _core_sections(spec, target, poisoned):
 # -- programs ------------------------------------------------------------------------
 
 def _prepare_program(spec, p, linker, target, core_records, poisoned, ops_programs) -> PreparedProgram:
-    kind = p.kind
+    kind = p.program_kind
     if kind is None:
         raise LoaderError(f"program {p.name}: section {p.section!r} does not say what kind of program it is "
                           "(expected tp/, raw_tp/, tp_btf/, fentry/, ...)")
@@ -359,7 +363,7 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned, ops_progra
                      else f"r{I.dst_reg(code, fx.insn_index)} = 0 (weak kfunc {slot.symbol} is not in this kernel)")
         else:
             after = I.describe(code, fx.insn_index)
-        relocations.append(f"insn {fx.insn_index}: {fx.kind} {fx.symbol or fx.target}: {before}  ->  {after}")
+        relocations.append(f"insn {fx.insn_index}: {fx.target_kind} {fx.symbol or fx.target}: {before}  ->  {after}")
     if relocations:
         explain.trace("reloc", f"{p.name}: {len(linked.call_edits)} calls linked, "
                                f"{len(linked.fixups)} ld_imm64 relocations", *relocations)
@@ -387,15 +391,15 @@ def _prepare_program(spec, p, linker, target, core_records, poisoned, ops_progra
         name=p.name, section=p.section, prog_type=kind.prog_type, prog_type_name=kind.prog_type_name,
         expected_attach_type=expected_attach_type, prog_flags=kind.prog_flags, attach_btf_id=attach_btf_id, attach_target=attach_target,
         license=spec.elf.license, insns=bytes(code), map_slots=map_slots, address_slots=address_slots,
-        func_info=funcs, line_info=lines, relocations=relocations, core=records, linked=linked, poisoned=mine,
+        func_info=funcs, line_info=lines, relocations=relocations, core=records, layout=linked, poisoned=mine,
         missing_kfuncs=missing)
 
 
 def _resolve_fixup(spec, fx, target):
     """(src_reg, imm, next imm, slot) for one ld_imm64 or kfunc call."""
-    if fx.kind == "map":
+    if fx.target_kind == "map":
         return I.PSEUDO_MAP_FD, 0, 0, MapSlot(fx.insn_index, fx.target)
-    if fx.kind == "data":
+    if fx.target_kind == "data":
         return I.PSEUDO_MAP_VALUE, 0, fx.offset, MapSlot(fx.insn_index, fx.target, True, fx.offset)
     name = fx.target
     for v in spec.kconfig:
@@ -417,7 +421,7 @@ def _resolve_fixup(spec, fx, target):
             if fx.call:
                 return I.PSEUDO_KFUNC_CALL, ids[0], 0, None
             return I.PSEUDO_BTF_ID, ids[0], 0, None  # bpf_ksym_exists(kfunc): the verifier wants its id
-        if btf.resolve(local.type) == 0:  # `extern [const] void x __ksym`: an address
+        if btf.skip_modifiers(local.type) == 0:  # `extern [const] void x __ksym`: an address
             try:
                 addr = target.kallsyms(name) if target.kallsyms is not None else None
             except LoaderError:

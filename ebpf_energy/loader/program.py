@@ -8,8 +8,7 @@ through line_info: the one thing a person needs to fix the program.
 import errno
 import re
 import struct
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from . import explain, syscall
 from . import insn as I
@@ -21,8 +20,9 @@ FUNC_INFO_REC = struct.Struct("<II")
 LINE_INFO_REC = struct.Struct("<IIII")
 
 
-@dataclass
-class LineRecord:
+class LineRecord(NamedTuple):
+    """The C source line of one instruction (from .BTF.ext line info)."""
+
     insn: int  # instruction index in the linked program
     file_name: str
     line: int

@@ -8,8 +8,7 @@ data: no kernel needed. A leading ``?`` (``SEC("?tp/...")``) turns the
 program's autoload off, as in libbpf; the rest of the name is looked up here.
 """
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ebpf_energy.loader import uapi
 from ebpf_energy.loader.uapi import (BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_PERF_EVENT,  # noqa: F401 (re-exported)
@@ -29,8 +28,7 @@ BPF_F_XDP_HAS_FRAGS = uapi.BPF_F_XDP_HAS_FRAGS
 PROG_FLAG_NAMES = {BPF_F_SLEEPABLE: "sleepable", BPF_F_XDP_HAS_FRAGS: "xdp_has_frags"}
 
 
-@dataclass(frozen=True)
-class SectionKind:
+class ProgramKind(NamedTuple):
     """How to load and attach one program.
 
     ``attach`` is one of ``tracepoint``, ``raw_tracepoint``, ``tracing`` (the
@@ -59,8 +57,7 @@ class SectionKind:
 
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """One section prefix. It matches the name itself and ``prefix/...``
     (or anything after a prefix that ends in ``/``); the longest match wins,
     so rows may come in any order. ``btf``: (kind, name prefix) of the kernel
@@ -202,7 +199,7 @@ def find_row(section: str) -> Optional[Row]:
     return max(rows, key=lambda r: len(r.prefix)) if rows else None
 
 
-def classify(section: str) -> Optional[SectionKind]:
+def classify(section: str) -> Optional[ProgramKind]:
     """The kind of program in ``section``, or None when it is not a program section we know."""
     section = section[1:] if section.startswith("?") else section
     row = find_row(section)
@@ -214,7 +211,7 @@ def classify(section: str) -> Optional[SectionKind]:
     btf_target, btf_kind = None, ""
     if row.btf and target:
         btf_kind, btf_target = row.btf[0], row.btf[1] + target
-    return SectionKind(PROG_TYPES[row.prog_type], ATTACH_TYPES[row.attach_type] if row.attach_type else 0,
+    return ProgramKind(PROG_TYPES[row.prog_type], ATTACH_TYPES[row.attach_type] if row.attach_type else 0,
                        row.attach if target else None, target, btf_target, btf_kind, row.flags)
 
 

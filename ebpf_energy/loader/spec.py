@@ -11,17 +11,16 @@ finishes it for a kernel without changing it.
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
-from ebpf_energy.loader import explain, struct_ops, uapi
+from ebpf_energy.loader import explain, uapi
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf
 from ebpf_energy.loader.btf_ext import BtfExt
 from ebpf_energy.loader.elf import ElfObject
 from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
-from ebpf_energy.loader.externs import KconfigVar
-from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS  # noqa: F401 (MAP_TYPES re-exported)
+from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS, STRUCT_OPS_SECTIONS  # noqa: F401 (MAP_TYPES re-exported)
 from ebpf_energy.loader.mapdefs import parse_btf_maps
-from ebpf_energy.loader.sections import PROG_TYPES, SectionKind, attach_type_name, autoload_of, classify, \
+from ebpf_energy.loader.sections import PROG_TYPES, ProgramKind, attach_type_name, autoload_of, classify, \
     flag_names
 
 ARRAY = uapi.BPF_MAP_TYPE_ARRAY
@@ -32,7 +31,8 @@ KERNEL_NAME_MAX = 15
 
 @dataclass
 class MapSpec:
-    """One map to create. ``kind``: ``btf`` (from .maps), ``data`` (a global data section), ``kconfig``."""
+    """One map to create. ``origin``: ``btf`` (from .maps), ``data`` (a global data section), ``kconfig``,
+    ``struct_ops``."""
 
     name: str
     type: int
@@ -44,14 +44,14 @@ class MapSpec:
     pinning: int = 0
     key_type_id: int = 0
     value_type_id: int = 0
-    kind: str = "btf"
+    origin: str = "btf"
     initial: Optional[bytearray] = None  # data sections: the section's bytes
     readonly: bool = False  # .rodata: frozen before any program loads
     offset: int = 0  # BTF maps: the symbol's offset in .maps
     map_extra: int = 0  # bloom filter hashes, arena address (__ulong(map_extra, ...))
     inner: Optional["MapSpec"] = None  # maps of maps: the inner maps' definition (__array(values, ...))
     slots: tuple = ()  # initial (index, map or program name) of a map of maps or program array
-    struct_ops: Optional[object] = None  # kind "struct_ops": a struct_ops.StructOps
+    struct_ops: Optional[object] = None  # origin "struct_ops": a struct_ops.StructOps
 
     @property
     def type_name(self):
@@ -60,28 +60,32 @@ class MapSpec:
 
 @dataclass
 class ProgramSpec:
+    """One program: a function symbol in a code section, ``start:end`` in its instructions."""
+
     name: str
     section: str
     shndx: int
     start: int  # instruction index in its section
     end: int
-    kind: Optional[SectionKind]
+    program_kind: Optional[ProgramKind]
     autoload: bool = True
 
     @property
     def type_name(self):
-        return self.kind.prog_type_name if self.kind else "unknown"
+        return self.program_kind.prog_type_name if self.program_kind else "unknown"
 
 
 @dataclass
 class ObjectSpec:
+    """What the ELF declares: maps, programs and externs, parsed once, never changed by a load."""
+
     path: str
     elf: ElfObject
     btf: Optional[Btf]
     ext: Optional[BtfExt]
     maps: Dict[str, MapSpec] = field(default_factory=dict)
     programs: Dict[str, ProgramSpec] = field(default_factory=dict)
-    kconfig: List[KconfigVar] = field(default_factory=list)
+    kconfig: list = field(default_factory=list)  # externs.KconfigVar
     ksyms: Dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
     weak_ksyms: frozenset = frozenset()  # __weak ones: absent from the kernel is not an error
     data_vars: Dict[str, Dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
@@ -130,10 +134,13 @@ class ObjectSpec:
                 raise BtfError(".maps section without .BTF: BTF-defined maps need the object's BTF (build with -g)")
             for d in parse_btf_maps(elf, btf):
                 self.maps[d.name] = _map_spec(d)
-        for name, ops, data in struct_ops.parse(elf, btf):
-            self.maps[name] = MapSpec(name=name, type=STRUCT_OPS, key_size=4, value_size=len(data), max_entries=1,
-                                      flags=struct_ops.BPF_F_LINK if ops.link else 0, kind="struct_ops",
-                                      initial=bytearray(data), struct_ops=ops)
+        if any(elf.section(s) is not None for s in STRUCT_OPS_SECTIONS):
+            from ebpf_energy.loader import struct_ops  # imported by the objects that have struct_ops only
+
+            for name, ops, data in struct_ops.parse(elf, btf):
+                self.maps[name] = MapSpec(name=name, type=STRUCT_OPS, key_size=4, value_size=len(data),
+                                          max_entries=1, flags=uapi.BPF_F_LINK if ops.link else 0,
+                                          origin="struct_ops", initial=bytearray(data), struct_ops=ops)
         if elf.section("maps") is not None and elf.section("maps").size:
             raise LoaderError("legacy 'maps' section (struct bpf_map_def) is not supported: "
                               "declare maps in SEC(\".maps\") with __uint/__type")
@@ -144,7 +151,7 @@ class ObjectSpec:
             datasec = self._datasec_id(sec.name)
             self.maps[sec.name] = MapSpec(
                 name=sec.name, type=ARRAY, key_size=4, value_size=sec.size, max_entries=1,
-                flags=(BPF_F_RDONLY_PROG if readonly else 0) | BPF_F_MMAPABLE, kind="data",
+                flags=(BPF_F_RDONLY_PROG if readonly else 0) | BPF_F_MMAPABLE, origin="data",
                 initial=bytearray(sec.data), readonly=readonly, value_type_id=datasec)
             self.data_vars[sec.name] = self._vars_of(datasec) if datasec else {}
         for spec in self.maps.values():
@@ -204,7 +211,7 @@ class ObjectSpec:
         libbpf): the kernel could not tell which member it implements."""
         used = {p for m in self.maps.values() if m.struct_ops for p in m.struct_ops.funcs.values()}
         for p in self.programs.values():
-            if p.kind is not None and p.kind.prog_type == PROG_TYPES["struct_ops"] and p.name not in used:
+            if p.program_kind is not None and p.program_kind.prog_type == PROG_TYPES["struct_ops"] and p.name not in used:
                 p.autoload = False
 
     # -- externs -----------------------------------------------------------
@@ -219,6 +226,8 @@ class ObjectSpec:
             for var_id, _off, _size in self.btf.type(ids[0]).vars:
                 var = self.btf.type(var_id)
                 if sec_name == ".kconfig":
+                    from ebpf_energy.loader.externs import KconfigVar  # objects without __kconfig never need it
+
                     size = self.btf.size_of(var.type)
                     self.kconfig.append(KconfigVar(var.name, var.type, size, var.name in weak))
                 else:
@@ -233,7 +242,7 @@ class ObjectSpec:
         if self.kconfig:
             self.maps[".kconfig"] = MapSpec(
                 name=".kconfig", type=ARRAY, key_size=4, value_size=max(offset, 1), max_entries=1,
-                flags=BPF_F_RDONLY_PROG | BPF_F_MMAPABLE, kind="kconfig", initial=bytearray(max(offset, 1)),
+                flags=BPF_F_RDONLY_PROG | BPF_F_MMAPABLE, origin="kconfig", initial=bytearray(max(offset, 1)),
                 readonly=True)
 
     def symbol_kind(self, sym):
@@ -245,10 +254,10 @@ class ObjectSpec:
             return None, None, 0
         if sec.name == ".maps":
             for m in self.maps.values():
-                if m.kind == "btf" and m.offset == sym.value and (sym.type == "SECTION" or m.name == sym.name):
+                if m.origin == "btf" and m.offset == sym.value and (sym.type == "SECTION" or m.name == sym.name):
                     return "map", m.name, 0
             return None, None, 0
-        if sec.name in self.maps and self.maps[sec.name].kind == "data":
+        if sec.name in self.maps and self.maps[sec.name].origin == "data":
             return "data", sec.name, sym.value
         return None, None, 0
 

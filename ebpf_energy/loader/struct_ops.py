@@ -27,10 +27,10 @@ from typing import Dict, Tuple
 from ebpf_energy.loader import explain, syscall, uapi
 from ebpf_energy.loader.btf import KIND_FUNC_PROTO, KIND_PTR, KIND_STRUCT
 from ebpf_energy.loader.errors import LoaderError
+from ebpf_energy.loader.map_types import STRUCT_OPS_SECTIONS as SECTIONS
 
 BPF_F_LINK = uapi.BPF_F_LINK
 BPF_STRUCT_OPS = uapi.BPF_STRUCT_OPS
-SECTIONS = (".struct_ops", ".struct_ops.link")
 
 
 @dataclass
@@ -52,8 +52,8 @@ class PreparedStructOps:
 
 
 def _is_func_ptr(btf, type_id):
-    t = btf.type(btf.resolve(type_id))
-    return t.kind == KIND_PTR and btf.type(btf.resolve(t.type)).kind == KIND_FUNC_PROTO
+    t = btf.type(btf.skip_modifiers(type_id))
+    return t.kind == KIND_PTR and btf.type(btf.skip_modifiers(t.type)).kind == KIND_FUNC_PROTO
 
 
 def parse(elf, btf):
@@ -71,7 +71,7 @@ def parse(elf, btf):
         relocs = elf.relocations.get(sec.index, [])
         for v in btf.type(datasecs[0]).vars:
             var = btf.type(v.type)
-            st_id = btf.resolve(var.type)
+            st_id = btf.skip_modifiers(var.type)
             st = btf.type(st_id)
             if st.kind != KIND_STRUCT:
                 raise LoaderError(f"struct_ops {var.name}: must be a struct, found {st.kind_name}")
@@ -120,7 +120,7 @@ def prepare(name, ops: StructOps, data: bytes, local_btf, target_btf):
                 raise LoaderError(f"struct_ops program {prog} fills two different members")
             programs[prog] = (kid, index)
             slots.append((koff, prog))
-        elif _is_func_ptr(local_btf, m.type) or local_btf.type(local_btf.resolve(m.type)).kind == KIND_PTR:
+        elif _is_func_ptr(local_btf, m.type) or local_btf.type(local_btf.skip_modifiers(m.type)).kind == KIND_PTR:
             if any(raw):
                 raise LoaderError(f"struct_ops {name}: member {m.name} is a pointer: only programs go there")
         elif any(raw):
@@ -142,7 +142,7 @@ class Registration:
     def __init__(self, map_fd, name):
         self.fd = map_fd
         self.target = name
-        self.kind = "struct_ops"
+        self.mechanism = "struct_ops"
 
     def info(self):
         return {"id": None, "type_name": "struct_ops (registered map)"}

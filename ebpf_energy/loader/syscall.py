@@ -1,199 +1,36 @@
 """Thin wrappers over bpf(2), perf_event_open(2) and ioctl(2), via cffi in ABI mode.
 
-Every bpf() call goes through one entry, :func:`_bpf`: it retries EAGAIN (the
-kernel's "try again", e.g. a program load racing a BTF module unload), and it
-is where a test hook sits (:mod:`fake`: record every call on the real kernel,
-or answer them with a fake one). :data:`COMMANDS` is the table of commands:
-the part of ``union bpf_attr`` each one fills (see :mod:`uapi`) and what its
-result is. A wrapper names the fields it sets; the attr size sent is the end
-of the last of them, never a number counted by hand (the kernel zero-fills the
-rest and rejects non-zero bytes it does not know, so sending less is always
-safe). A failure becomes a typed :mod:`errors` exception naming the command and
-the likely cause; an fd comes back as an :class:`~fd.Fd`, which closes once.
-Every call is reported to :mod:`explain`; on the hot paths (element lookups)
-the trace text is only built when someone listens.
+Each bpf() wrapper names the command and the attr fields it sets and goes
+through the one entry, :mod:`bpf_entry` (EAGAIN retry, the test hook, errno to
+a typed exception, an :class:`~fd.Fd` for commands that make one). Every call
+is reported to :mod:`explain`; on the hot paths (element lookups) the trace
+text is only built when someone listens.
 """
 
 import errno as _errno
 import os
 
 from . import explain, uapi
+from .bpf_entry import (COMMANDS, COUNT, EAGAIN_TRIES, FD, FFI_SOURCE, LINK, NONE, ROOT_HINT,  # noqa: F401
+                        addr, attr_size, bpf, bpf_elem, call, command, errno_name, fail, ffi, libc, new_attr)
 from .fd import Fd, close  # noqa: F401  (close is public here: syscall.close)
 from .errors import BtfError, NotSupported, PermissionDenied, SyscallError, VerifierError
 
-
-def _make_ffi():
-    """The cffi FFI for uapi.CDEF: the pre-parsed module when it is current (~1 ms),
-    else parse CDEF now with pycparser (~30 ms)."""
-    try:
-        from . import _uapi_ffi
-        if _uapi_ffi.CDEF_CRC == uapi.cdef_crc():
-            return _uapi_ffi.ffi, "pre-built"
-    except Exception:  # missing, or built by an incompatible cffi: parse instead
-        pass
-    import cffi
-
-    f = cffi.FFI()
-    f.cdef(uapi.CDEF)
-    return f, "parsed"
-
-
-ffi, FFI_SOURCE = _make_ffi()
-libc = ffi.dlopen(None)
-
-_syscall = libc.syscall
+_syscall = libc.syscall  # perf_event_open(2): not a bpf() command
 _NULL = ffi.NULL
 _memmove = ffi.memmove
 _buffer = ffi.buffer
 _new = ffi.new
 _from_buffer = ffi.from_buffer
 _cast = ffi.cast
-_SYS_bpf = uapi.SYS_bpf
-_CMD = {c: ffi.cast("long", c) for c in uapi.CMD_NAMES}
-_ulong = {}
-_SIZE32 = ffi.cast("unsigned long", 32)
 
 
 class MapFullError(SyscallError):
     """E2BIG/ENOSPC on update: the map holds ``max_entries`` already (a drop to count)."""
 
 
-_ROOT_HINT = "needs root or CAP_BPF+CAP_PERFMON (and CAP_SYS_ADMIN on older kernels)"
-_NOTSUP_HINTS = {
-    "BPF_MAP_CREATE": "check map_type, key_size/value_size/max_entries and map_flags for this map type; "
-                      "storage maps need BTF key/value ids",
-    "BPF_PROG_LOAD": "check prog_type, expected_attach_type, attach_btf_id and prog_flags for this kernel",
-    "BPF_LINK_CREATE": "check attach_type against the program type, or this kernel lacks the link type",
-    "BPF_RAW_TRACEPOINT_OPEN": "check the program type (raw_tracepoint or tracing) and the tracepoint name",
-    "BPF_BTF_LOAD": "malformed BTF or a BTF kind this kernel does not know",
-    "BPF_MAP_LOOKUP_BATCH": "this map type has no batch operations",
-    "BPF_MAP_LOOKUP_AND_DELETE_BATCH": "this map type has no batch lookup-and-delete",
-    "BPF_MAP_UPDATE_ELEM": "check key/value size, update flags, or the map type cannot be written from user space",
-    "BPF_MAP_LOOKUP_ELEM": "check key size, or this map type has no lookup from user space",
-    "BPF_MAP_GET_NEXT_KEY": "this map type cannot be iterated from user space",
-    "BPF_OBJ_PIN": "the path must be inside a mounted bpffs (/sys/fs/bpf)",
-    "BPF_OBJ_GET": "the path must be a pinned object inside a mounted bpffs",
-    "BPF_ENABLE_STATS": "this kernel lacks BPF_ENABLE_STATS (5.8+)",
-    "perf_event_open": "check type/config (tracepoint id) and the attr size",
-    "PERF_EVENT_IOC_SET_BPF": "the program type does not match the perf event",
-}
-
-
-def _fail(command, err, hint=""):
-    """Build the typed exception for ``errno`` ``err`` of ``command``."""
-    name = _errno.errorcode.get(err, "ENOTSUPP" if err == uapi.ENOTSUPP else str(err))
-    text = f"{name}: {os.strerror(err) if err != uapi.ENOTSUPP else 'operation not supported'}"
-    if err in (_errno.EPERM, _errno.EACCES):
-        return PermissionDenied(command, err, text, hint or _ROOT_HINT)
-    if err in (_errno.EINVAL, _errno.E2BIG, _errno.EOPNOTSUPP, uapi.ENOTSUPP):
-        return NotSupported(command, err, text, hint or _NOTSUP_HINTS.get(command, ""))
-    return SyscallError(command, err, text, hint)
-
-
-def _size(n):
-    c = _ulong.get(n)
-    if c is None:
-        c = _ulong[n] = _cast("unsigned long", n)
-    return c
-
-
-EAGAIN_TRIES = 5  # libbpf retries a program load five times on EAGAIN; so do we, for every command
-_hook = None      # set by loader.fake: _hook(cmd, attr, size) -> (result, errno) instead of the kernel
-
-
-def _bpf(cmd, attr, size):
-    """The one bpf() entry: bpf(cmd, attr, size) -> (result, errno), EAGAIN retried."""
-    for _ in range(EAGAIN_TRIES):
-        if _hook is None:
-            r = _syscall(_SYS_bpf, _CMD[cmd], attr, _size(size))
-            err = ffi.errno if r < 0 else 0
-        else:
-            r, err = _hook(cmd, attr, size)
-        if err != _errno.EAGAIN:
-            break
-    return r, err
-
-
-# command -> (the union bpf_attr member it fills, in uapi.CDEF; what it returns)
-FD, LINK, NONE, COUNT = "fd", "link fd", "none", "count"
-COMMANDS = {
-    uapi.BPF_MAP_CREATE: ("bpf_attr_map_create", FD),
-    uapi.BPF_MAP_LOOKUP_ELEM: ("bpf_attr_elem", NONE),
-    uapi.BPF_MAP_UPDATE_ELEM: ("bpf_attr_elem", NONE),
-    uapi.BPF_MAP_DELETE_ELEM: ("bpf_attr_elem", NONE),
-    uapi.BPF_MAP_GET_NEXT_KEY: ("bpf_attr_elem", NONE),
-    uapi.BPF_MAP_LOOKUP_AND_DELETE_ELEM: ("bpf_attr_elem", NONE),
-    uapi.BPF_MAP_FREEZE: ("bpf_attr_elem", NONE),
-    uapi.BPF_MAP_LOOKUP_BATCH: ("bpf_attr_batch", COUNT),
-    uapi.BPF_MAP_LOOKUP_AND_DELETE_BATCH: ("bpf_attr_batch", COUNT),
-    uapi.BPF_PROG_LOAD: ("bpf_attr_prog_load", FD),
-    uapi.BPF_BTF_LOAD: ("bpf_attr_btf_load", FD),
-    uapi.BPF_OBJ_PIN: ("bpf_attr_obj", NONE),
-    uapi.BPF_OBJ_GET: ("bpf_attr_obj", FD),
-    uapi.BPF_PROG_TEST_RUN: ("bpf_attr_test_run", NONE),
-    uapi.BPF_PROG_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
-    uapi.BPF_MAP_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
-    uapi.BPF_LINK_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
-    uapi.BPF_BTF_GET_NEXT_ID: ("bpf_attr_get_id", NONE),
-    uapi.BPF_PROG_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
-    uapi.BPF_MAP_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
-    uapi.BPF_LINK_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
-    uapi.BPF_BTF_GET_FD_BY_ID: ("bpf_attr_get_id", FD),
-    uapi.BPF_OBJ_GET_INFO_BY_FD: ("bpf_attr_info", NONE),
-    uapi.BPF_RAW_TRACEPOINT_OPEN: ("bpf_attr_raw_tp", LINK),
-    uapi.BPF_LINK_CREATE: ("bpf_attr_link_create", LINK),
-    uapi.BPF_ITER_CREATE: ("bpf_attr_iter_create", FD),
-    uapi.BPF_ENABLE_STATS: ("bpf_attr_enable_stats", FD),
-}
-
-_field_ends = {}
-
-
-def attr_size(struct, fields):
-    """Bytes of ``struct`` to send when ``fields`` are the ones set: the end of the last."""
-    ends = _field_ends.get(struct)
-    if ends is None:
-        ends = _field_ends[struct] = {name: f.offset + ffi.sizeof(f.type)
-                                      for name, f in ffi.typeof(f"struct {struct}").fields}
-    return max(ends[f] for f in fields)
-
-
-def _attr(cmd, fields, struct=None):
-    """A new attr for ``cmd`` with ``fields`` set -> (attr, size to send)."""
-    struct = struct or COMMANDS[cmd][0]
-    a = _new(f"struct {struct} *")
-    for k, v in fields.items():
-        setattr(a, k, v)
-    return a, attr_size(struct, fields)
-
-
-def _command(cmd, desc, hint=None, struct=None, **fields):
-    """One table-driven call: fill ``fields``, call, trace ``desc -> result``,
-    raise the typed error (``hint`` a string, or errno -> string), and return
-    an Fd for commands that make one, else ``(result, attr)``."""
-    a, size = _attr(cmd, fields, struct)
-    return _call(cmd, a, size, desc, hint)
-
-
-def _call(cmd, a, size, desc, hint=None):
-    """:func:`_command` for an attr already filled (``size`` bytes of it sent)."""
-    r, err = _bpf(cmd, a, size)
-    name = uapi.CMD_NAMES[cmd]
-    result = COMMANDS[cmd][1]
-    makes_fd = result in (FD, LINK)
-    if explain.enabled():
-        explain.trace("syscall", f"{desc} -> " + (_ename(err) if err else f"{result} {r}" if makes_fd else "ok"))
-    if err:
-        raise _fail(name, err, (hint.get(err, "") if isinstance(hint, dict) else hint) or "")
-    return Fd(r, name) if makes_fd else (r, a)
-
-
 def _hex(v):
     return "0" if not v else hex(v)
-
-
-def _addr(cdata):
-    return int(_cast("uintptr_t", cdata))
 
 
 def _name16(name):
@@ -220,9 +57,6 @@ def raise_memlock():
                       "fine on kernels >= 5.11, which charge BPF memory to the memory cgroup")
 
 
-raise_memlock_best_effort = raise_memlock  # the name collection.py calls; one function
-
-
 def map_type_name(t):
     return uapi.MAP_TYPE_NAMES[t] if 0 <= t < len(uapi.MAP_TYPE_NAMES) else str(t)
 
@@ -245,15 +79,15 @@ def map_create(map_type, key_size, value_size, max_entries, map_flags=0, name=""
         fields.update(map_flags=map_flags | uapi.BPF_F_NUMA_NODE, numa_node=numa_node)
     if map_extra:  # arrived in 5.16: sent only when used
         fields["map_extra"] = map_extra
-    a, size = _attr(uapi.BPF_MAP_CREATE, fields)
-    fd, err = _bpf(uapi.BPF_MAP_CREATE, a, size)
+    a, size = new_attr(uapi.BPF_MAP_CREATE, fields)
+    fd, err = bpf(uapi.BPF_MAP_CREATE, a, size)
     desc = (f"BPF_MAP_CREATE type={map_type_name(map_type)} key={key_size} value={value_size} "
             f"max_entries={max_entries} flags={_hex(a.map_flags)} name={nm.decode() or '-'}")
     if btf_fd:
         desc += f" btf_fd={btf_fd} key_type_id={btf_key_type_id} value_type_id={btf_value_type_id}"
     if err:
         explain.trace("syscall", f"{desc} -> {_errno.errorcode.get(err, err)}")
-        raise _fail("BPF_MAP_CREATE", err)
+        raise fail("BPF_MAP_CREATE", err)
     explain.trace("syscall", f"{desc} -> fd {fd}")
     return Fd(fd, "BPF_MAP_CREATE")
 
@@ -263,7 +97,7 @@ def map_create_struct_ops(name, value_size, vmlinux_value_type_id, map_flags=0, 
     the value typed by the kernel's own ``struct bpf_struct_ops_<name>``."""
     raise_memlock()
     nm = _name16(name)
-    return _command(uapi.BPF_MAP_CREATE,
+    return command(uapi.BPF_MAP_CREATE,
                     f"BPF_MAP_CREATE type=struct_ops value={value_size} flags={_hex(map_flags)} "
                     f"name={nm.decode() or '-'} btf_vmlinux_value_type_id={vmlinux_value_type_id}",
                     map_type=uapi.BPF_MAP_TYPE_STRUCT_OPS, key_size=4, value_size=value_size, max_entries=1,
@@ -279,7 +113,7 @@ def _elem_call(cmd, fd, key, value, out_size, flags=0):
     vl = len(value) if value is not None else out_size
     buf = _new("char[]", 32 + kl + vl)
     a = _cast("struct bpf_attr_elem *", buf)
-    base = _addr(buf)
+    base = addr(buf)
     a.map_fd = fd
     if key is not None:
         _memmove(buf + 32, key, kl)
@@ -289,19 +123,10 @@ def _elem_call(cmd, fd, key, value, out_size, flags=0):
     if vl:
         a.value = base + 32 + kl
     a.flags = flags
-    if _hook is None:  # the fast path: _bpf inlined
-        err = ffi.errno if _syscall(_SYS_bpf, _CMD[cmd], a, _SIZE32) < 0 else 0
-        if err == _errno.EAGAIN:
-            err = _bpf(cmd, a, 32)[1]
-    else:
-        err = _bpf(cmd, a, 32)[1]
+    err = bpf_elem(cmd, a)
     if err:
         return err, None
     return 0, (_buffer(buf)[32 + kl:] if out_size else None)
-
-
-def _ename(err):
-    return _errno.errorcode.get(err, str(err))
 
 
 def map_lookup(fd, key, value_size, flags=0):
@@ -309,22 +134,22 @@ def map_lookup(fd, key, value_size, flags=0):
     err, out = _elem_call(uapi.BPF_MAP_LOOKUP_ELEM, fd, key, None, value_size, flags)
     if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_LOOKUP_ELEM fd={fd} key={bytes(key).hex()} -> "
-                      + (_ename(err) if err else f"{out[:32].hex()}{'...' if value_size > 32 else ''}"))
+                      + (errno_name(err) if err else f"{out[:32].hex()}{'...' if value_size > 32 else ''}"))
     if err:
         if err == _errno.ENOENT:
             return None
-        raise _fail("BPF_MAP_LOOKUP_ELEM", err)
+        raise fail("BPF_MAP_LOOKUP_ELEM", err)
     return out
 
 
 def map_lookup_and_delete(fd, key, value_size):
     """BPF_MAP_LOOKUP_AND_DELETE_ELEM (queue/stack pop, hash take) -> bytes or None."""
     err, out = _elem_call(uapi.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, key, None, value_size)
-    explain.trace("syscall", f"BPF_MAP_LOOKUP_AND_DELETE_ELEM fd={fd} -> {_ename(err) if err else 'ok'}")
+    explain.trace("syscall", f"BPF_MAP_LOOKUP_AND_DELETE_ELEM fd={fd} -> {errno_name(err) if err else 'ok'}")
     if err == _errno.ENOENT:
         return None
     if err:
-        raise _fail("BPF_MAP_LOOKUP_AND_DELETE_ELEM", err)
+        raise fail("BPF_MAP_LOOKUP_AND_DELETE_ELEM", err)
     return out
 
 
@@ -338,7 +163,7 @@ def map_update(fd, key, value, flags=0):
     if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_UPDATE_ELEM fd={fd} key={bytes(key).hex()} "
                       f"value={bytes(value[:32]).hex()}{'...' if len(value) > 32 else ''} "
-                      f"flags={_UPDATE_FLAGS.get(flags, hex(flags))} -> {_ename(err) if err else 'ok'}")
+                      f"flags={_UPDATE_FLAGS.get(flags, hex(flags))} -> {errno_name(err) if err else 'ok'}")
     if err:
         if err in (_errno.E2BIG, _errno.ENOSPC):
             raise MapFullError("BPF_MAP_UPDATE_ELEM", err, _errno.errorcode[err] + ": map is full",
@@ -350,8 +175,8 @@ def map_update(fd, key, value, flags=0):
         if err == _errno.EPERM:
             raise PermissionDenied("BPF_MAP_UPDATE_ELEM", err, "EPERM: operation not permitted",
                                    "the map is frozen or read-only for user space (BPF_F_RDONLY); "
-                                   "otherwise " + _ROOT_HINT)
-        raise _fail("BPF_MAP_UPDATE_ELEM", err)
+                                   "otherwise " + ROOT_HINT)
+        raise fail("BPF_MAP_UPDATE_ELEM", err)
 
 
 def map_delete(fd, key):
@@ -359,11 +184,11 @@ def map_delete(fd, key):
     err, _ = _elem_call(uapi.BPF_MAP_DELETE_ELEM, fd, key, None, 0)
     if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_DELETE_ELEM fd={fd} key={bytes(key).hex()} -> "
-                      f"{_ename(err) if err else 'ok'}")
+                      f"{errno_name(err) if err else 'ok'}")
     if err == _errno.ENOENT:
         return False
     if err:
-        raise _fail("BPF_MAP_DELETE_ELEM", err)
+        raise fail("BPF_MAP_DELETE_ELEM", err)
     return True
 
 
@@ -372,17 +197,17 @@ def map_get_next_key(fd, key, key_size):
     err, out = _elem_call(uapi.BPF_MAP_GET_NEXT_KEY, fd, key, None, key_size)
     if explain.enabled():
         explain.trace("syscall", f"BPF_MAP_GET_NEXT_KEY fd={fd} key={'NULL' if key is None else bytes(key).hex()}"
-                      f" -> {_ename(err) if err else out.hex()}")
+                      f" -> {errno_name(err) if err else out.hex()}")
     if err == _errno.ENOENT:
         return None
     if err:
-        raise _fail("BPF_MAP_GET_NEXT_KEY", err)
+        raise fail("BPF_MAP_GET_NEXT_KEY", err)
     return out
 
 
 def map_freeze(fd):
     """BPF_MAP_FREEZE: no more writes from user space (programs see constants)."""
-    _command(uapi.BPF_MAP_FREEZE, f"BPF_MAP_FREEZE fd={fd}", map_fd=fd)
+    command(uapi.BPF_MAP_FREEZE, f"BPF_MAP_FREEZE fd={fd}", map_fd=fd)
 
 
 def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=False, buffers=False):
@@ -404,14 +229,14 @@ def map_lookup_batch(fd, key_size, value_size, count, in_batch=None, delete=Fals
     out_tok = bytearray(tok)
     kb, vb, ob = _from_buffer(keys), _from_buffer(vals), _from_buffer(out_tok)
     ib = _from_buffer(bytes(in_batch).ljust(tok, b"\0")) if in_batch is not None else None
-    a, size = _attr(cmd, dict(in_batch=_addr(ib) if ib is not None else 0, out_batch=_addr(ob), keys=_addr(kb),
-                              values=_addr(vb), count=count, map_fd=fd, elem_flags=0, flags=0))
-    r, err = _bpf(cmd, a, size)
+    a, size = new_attr(cmd, dict(in_batch=addr(ib) if ib is not None else 0, out_batch=addr(ob), keys=addr(kb),
+                              values=addr(vb), count=count, map_fd=fd, elem_flags=0, flags=0))
+    r, err = bpf(cmd, a, size)
     n = a.count
     explain.trace("syscall", f"{cname} fd={fd} count={count} in_batch={'NULL' if in_batch is None else 'token'}"
                   f" -> {n} entries{'' if not err else ', ' + _errno.errorcode.get(err, str(err))}")
     if err and err != _errno.ENOENT:
-        raise _fail(cname, err)
+        raise fail(cname, err)
     token = None if err == _errno.ENOENT else bytes(out_tok)
     if buffers:
         return memoryview(keys)[:n * key_size], memoryview(vals)[:n * value_size], token
@@ -427,9 +252,9 @@ def btf_load(data, log_level=0, log_size=0):
     raise_memlock()
     data = bytes(data)
     buf = _from_buffer(data)
-    a, size = _attr(uapi.BPF_BTF_LOAD, dict(btf=_addr(buf), btf_log_buf=0, btf_size=len(data), btf_log_size=0,
+    a, size = new_attr(uapi.BPF_BTF_LOAD, dict(btf=addr(buf), btf_log_buf=0, btf_size=len(data), btf_log_size=0,
                                             btf_log_level=0))
-    fd, err = _bpf(uapi.BPF_BTF_LOAD, a, size)
+    fd, err = bpf(uapi.BPF_BTF_LOAD, a, size)
     if err and err not in (_errno.EPERM,) and not log_level:
         log_level = 1  # say *why*: retry once with the log on
     log = ""
@@ -437,10 +262,10 @@ def btf_load(data, log_level=0, log_size=0):
         size = log_size or (1 << 16)
         while True:
             logbuf = _new("char[]", size)
-            a.btf_log_buf = _addr(logbuf)
+            a.btf_log_buf = addr(logbuf)
             a.btf_log_size = size
             a.btf_log_level = log_level
-            fd, err = _bpf(uapi.BPF_BTF_LOAD, a, size)
+            fd, err = bpf(uapi.BPF_BTF_LOAD, a, size)
             log = ffi.string(logbuf).decode(errors="replace")
             if err == _errno.ENOSPC and size < (1 << 28):
                 size *= 4
@@ -450,7 +275,7 @@ def btf_load(data, log_level=0, log_size=0):
                   f"{('fd %d' % fd) if not err else _errno.errorcode.get(err, err)}")
     if err:
         if err in (_errno.EPERM, _errno.EACCES):
-            raise _fail("BPF_BTF_LOAD", err)
+            raise fail("BPF_BTF_LOAD", err)
         last = [ln for ln in log.strip().splitlines() if ln.strip()]
         e = BtfError(f"BPF_BTF_LOAD failed: {_errno.errorcode.get(err, err)}: "
                      f"{last[-1] if last else os.strerror(err)}")
@@ -477,20 +302,20 @@ def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach
     lic = license.encode() + b"\0" if isinstance(license, str) else bytes(license) + b"\0"
     keep = [_from_buffer(insns), _from_buffer(lic)]
     nm = _name16(name)
-    fields = dict(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=_addr(keep[0]), license=_addr(keep[1]),
+    fields = dict(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=addr(keep[0]), license=addr(keep[1]),
                   log_level=0, log_size=0, log_buf=0, kern_version=kern_version, prog_flags=prog_flags,
                   prog_name=nm, expected_attach_type=expected_attach_type, prog_btf_fd=prog_btf_fd)
     if func_info:
         keep.append(_from_buffer(bytes(func_info)))
-        fields.update(func_info_rec_size=func_info_rec_size, func_info=_addr(keep[-1]),
+        fields.update(func_info_rec_size=func_info_rec_size, func_info=addr(keep[-1]),
                       func_info_cnt=len(func_info) // func_info_rec_size)
     if line_info:
         keep.append(_from_buffer(bytes(line_info)))
-        fields.update(line_info_rec_size=line_info_rec_size, line_info=_addr(keep[-1]),
+        fields.update(line_info_rec_size=line_info_rec_size, line_info=addr(keep[-1]),
                       line_info_cnt=len(line_info) // line_info_rec_size)
     if attach_btf_id or attach_btf_obj_fd:
         fields.update(attach_btf_id=attach_btf_id, attach_btf_obj_fd=attach_btf_obj_fd)
-    a, size = _attr(uapi.BPF_PROG_LOAD, fields)
+    a, size = new_attr(uapi.BPF_PROG_LOAD, fields)
     log = ""
     size_log = log_size or (1 << 20)
     while True:
@@ -498,8 +323,8 @@ def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach
             logbuf = _new("char[]", size_log)
             a.log_level = log_level
             a.log_size = size_log
-            a.log_buf = _addr(logbuf)
-        fd, err = _bpf(uapi.BPF_PROG_LOAD, a, size)
+            a.log_buf = addr(logbuf)
+        fd, err = bpf(uapi.BPF_PROG_LOAD, a, size)
         if log_level:
             log = ffi.string(logbuf).decode(errors="replace")
             if err == _errno.ENOSPC and size_log < (1 << 30):
@@ -531,7 +356,7 @@ def prog_load(prog_type, insns, license, name="", expected_attach_type=0, attach
         if err == _errno.EACCES:  # EPERM is privilege; EACCES from BPF_PROG_LOAD is the verifier
             raise SyscallError("BPF_PROG_LOAD", err, "EACCES: the verifier rejected the program",
                                "load again with log_level=1 to read why")
-        raise _fail("BPF_PROG_LOAD", err)
+        raise fail("BPF_PROG_LOAD", err)
     explain.trace("syscall", f"{desc} -> fd {fd}")
     return Fd(fd, "BPF_PROG_LOAD"), log
 
@@ -544,30 +369,30 @@ def prog_test_run(prog_fd, data_in=b"", repeat=1, ctx_in=None, data_size_out=0, 
     # every field up to cpu (5.10); batch_size (xdp live frames) is never sent
     if data_in:
         keep.append(_from_buffer(bytes(data_in)))
-        a.data_in = _addr(keep[-1])
+        a.data_in = addr(keep[-1])
         a.data_size_in = len(data_in)
     dout = bytearray(data_size_out) if data_size_out else None
     if dout is not None:
         keep.append(_from_buffer(dout))
-        a.data_out = _addr(keep[-1])
+        a.data_out = addr(keep[-1])
         a.data_size_out = data_size_out
     if ctx_in is not None:
         keep.append(_from_buffer(bytes(ctx_in)))
-        a.ctx_in = _addr(keep[-1])
+        a.ctx_in = addr(keep[-1])
         a.ctx_size_in = len(ctx_in)
     cout = bytearray(ctx_size_out) if ctx_size_out else None
     if cout is not None:
         keep.append(_from_buffer(cout))
-        a.ctx_out = _addr(keep[-1])
+        a.ctx_out = addr(keep[-1])
         a.ctx_size_out = ctx_size_out
     a.repeat = repeat
     a.flags = flags
     a.cpu = cpu
-    r, err = _bpf(uapi.BPF_PROG_TEST_RUN, a, attr_size("bpf_attr_test_run", ["cpu"]))
+    r, err = bpf(uapi.BPF_PROG_TEST_RUN, a, attr_size("bpf_attr_test_run", ["cpu"]))
     explain.trace("syscall", f"BPF_PROG_TEST_RUN prog_fd={prog_fd} data_in={len(data_in)}B repeat={repeat} -> "
                   f"{('retval %d, %d ns/run' % (a.retval, a.duration)) if not err else _errno.errorcode.get(err, err)}")
     if err:
-        raise _fail("BPF_PROG_TEST_RUN", err)
+        raise fail("BPF_PROG_TEST_RUN", err)
     return {"retval": a.retval, "duration_ns": a.duration,
             "data_out": bytes(dout[:a.data_size_out]) if dout is not None else b"",
             "ctx_out": bytes(cout[:a.ctx_size_out]) if cout is not None else b""}
@@ -579,10 +404,10 @@ def raw_tracepoint_open(prog_fd, name):
     """BPF_RAW_TRACEPOINT_OPEN -> link fd. ``name=None`` attaches a tracing
     (tp_btf/fentry/fexit) program to the target it was loaded for."""
     nb = _new("char[]", name.encode()) if name is not None else None
-    return _command(uapi.BPF_RAW_TRACEPOINT_OPEN,
+    return command(uapi.BPF_RAW_TRACEPOINT_OPEN,
                     f"BPF_RAW_TRACEPOINT_OPEN name={name if name is not None else 'NULL (BTF target from load)'} "
                     f"prog_fd={prog_fd}", {_errno.ENOENT: f"no raw tracepoint named {name!r}"},
-                    name=_addr(nb) if nb is not None else 0, prog_fd=prog_fd)
+                    name=addr(nb) if nb is not None else 0, prog_fd=prog_fd)
 
 
 def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
@@ -590,7 +415,7 @@ def link_create(prog_fd, target_fd, attach_type, flags=0, target_btf_id=0):
     fields = dict(prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type, flags=flags)
     if target_btf_id:
         fields["target_btf_id"] = target_btf_id
-    return _command(uapi.BPF_LINK_CREATE, f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target_fd} "
+    return command(uapi.BPF_LINK_CREATE, f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target_fd} "
                     f"attach_type={attach_type} flags={flags}", **fields)
 
 
@@ -599,13 +424,13 @@ def link_create_iter(prog_fd, map_fd=0):
     (``union bpf_iter_link_info`` starts with ``map.map_fd``; its pointer and
     length are the link_create tail). :mod:`link.iterator` fills the other kinds."""
     info = _new("__u32[4]", [map_fd])  # the union's first 16 bytes; the rest is zero to the kernel
-    tail = _addr(info).to_bytes(8, "little") + ffi.sizeof(info).to_bytes(4, "little") if map_fd else b""
+    tail = addr(info).to_bytes(8, "little") + ffi.sizeof(info).to_bytes(4, "little") if map_fd else b""
     return link_create_tail(prog_fd, 0, uapi.BPF_TRACE_ITER, tail, what=f"(map_fd={map_fd or '-'})")
 
 
 def iter_create(link_fd):
     """BPF_ITER_CREATE -> a readable fd: each read() runs the iterator program further."""
-    return _command(uapi.BPF_ITER_CREATE, f"BPF_ITER_CREATE link_fd={link_fd}", link_fd=link_fd, flags=0)
+    return command(uapi.BPF_ITER_CREATE, f"BPF_ITER_CREATE link_fd={link_fd}", link_fd=link_fd, flags=0)
 
 
 def link_create_tail(prog_fd, target, attach_type, tail=b"", flags=0, what=""):
@@ -619,7 +444,7 @@ def link_create_tail(prog_fd, target, attach_type, tail=b"", flags=0, what=""):
     if len(tail) > ffi.sizeof(a.tail):
         raise ValueError(f"BPF_LINK_CREATE tail of {len(tail)} bytes: at most {ffi.sizeof(a.tail)}")
     _memmove(a.tail, tail, len(tail))
-    return _call(uapi.BPF_LINK_CREATE, a, attr_size("bpf_attr_link_create_tail", ["flags"]) + len(tail),
+    return call(uapi.BPF_LINK_CREATE, a, attr_size("bpf_attr_link_create_tail", ["flags"]) + len(tail),
                  f"BPF_LINK_CREATE prog_fd={prog_fd} target_fd={target} attach_type={attach_type} flags={flags} "
                  f"{what}".rstrip())
 
@@ -656,9 +481,9 @@ def _perf_open(a, pid, cpu, group_fd, flags, desc):
                  _cast("long", group_fd), _cast("unsigned long", flags))
     err = ffi.errno if r < 0 else 0
     if err:
-        explain.trace("syscall", f"{desc} -> {_ename(err)}")
-        hint = _ROOT_HINT + "; or lower kernel.perf_event_paranoid" if err in (_errno.EACCES, _errno.EPERM) else ""
-        raise _fail("perf_event_open", err, hint)
+        explain.trace("syscall", f"{desc} -> {errno_name(err)}")
+        hint = ROOT_HINT + "; or lower kernel.perf_event_paranoid" if err in (_errno.EACCES, _errno.EPERM) else ""
+        raise fail("perf_event_open", err, hint)
     explain.trace("syscall", f"{desc} -> fd {r}")
     return Fd(r, "perf_event_open")
 
@@ -675,7 +500,7 @@ def ioctl(fd, request, arg=0):
     name = _IOCTL_NAMES.get(request, f"ioctl({request:#x})")
     explain.trace("syscall", f"{name} fd={fd} arg={arg} -> {_errno.errorcode.get(err, err) if err else r}")
     if err:
-        raise _fail(name, err)
+        raise fail(name, err)
     return r
 
 
@@ -685,7 +510,7 @@ def mount(source, target, fstype, flags=0):
     err = ffi.errno if r < 0 else 0
     explain.trace("syscall", f"mount -t {fstype} {source} {target} -> {_errno.errorcode.get(err, err) if err else 'ok'}")
     if err:
-        raise _fail(f"mount({fstype} at {target})", err, "mounting needs root" if err == _errno.EPERM else "")
+        raise fail(f"mount({fstype} at {target})", err, "mounting needs root" if err == _errno.EPERM else "")
 
 
 # ----------------------------------------------------------------------------- objects, ids, info
@@ -693,32 +518,32 @@ def mount(source, target, fstype, flags=0):
 def obj_pin(fd, path):
     """BPF_OBJ_PIN: give the object a name in bpffs; it outlives this process."""
     p = _new("char[]", os.fsencode(path))
-    _command(uapi.BPF_OBJ_PIN, f"BPF_OBJ_PIN fd={fd} path={path}", {_errno.EEXIST: f"{path} exists already"},
-             pathname=_addr(p), bpf_fd=fd, file_flags=0)
+    command(uapi.BPF_OBJ_PIN, f"BPF_OBJ_PIN fd={fd} path={path}", {_errno.EEXIST: f"{path} exists already"},
+             pathname=addr(p), bpf_fd=fd, file_flags=0)
 
 
 def obj_get(path, file_flags=0):
     """BPF_OBJ_GET -> fd of the object pinned at ``path``."""
     p = _new("char[]", os.fsencode(path))
-    return _command(uapi.BPF_OBJ_GET, f"BPF_OBJ_GET path={path}", {_errno.ENOENT: f"nothing pinned at {path}"},
-                    pathname=_addr(p), bpf_fd=0, file_flags=file_flags)
+    return command(uapi.BPF_OBJ_GET, f"BPF_OBJ_GET path={path}", {_errno.ENOENT: f"nothing pinned at {path}"},
+                    pathname=addr(p), bpf_fd=0, file_flags=file_flags)
 
 
 def _next_id(cmd, start_id):
-    a, size = _attr(cmd, dict(start_id=start_id, next_id=0, open_flags=0))
-    r, err = _bpf(cmd, a, size)
+    a, size = new_attr(cmd, dict(start_id=start_id, next_id=0, open_flags=0))
+    r, err = bpf(cmd, a, size)
     if explain.enabled():
         explain.trace("syscall", f"{uapi.CMD_NAMES[cmd]} start_id={start_id} -> "
-                      f"{'none left (ENOENT)' if err == _errno.ENOENT else _ename(err) if err else a.next_id}")
+                      f"{'none left (ENOENT)' if err == _errno.ENOENT else errno_name(err) if err else a.next_id}")
     if err == _errno.ENOENT:
         return None
     if err:
-        raise _fail(uapi.CMD_NAMES[cmd], err)
+        raise fail(uapi.CMD_NAMES[cmd], err)
     return a.next_id
 
 
 def _fd_by_id(cmd, obj_id):
-    return _command(cmd, f"{uapi.CMD_NAMES[cmd]} id={obj_id}", {_errno.ENOENT: f"no object with id {obj_id}"},
+    return command(cmd, f"{uapi.CMD_NAMES[cmd]} id={obj_id}", {_errno.ENOENT: f"no object with id {obj_id}"},
                     start_id=obj_id, next_id=0, open_flags=0)
 
 
@@ -756,10 +581,10 @@ def btf_get_fd_by_id(obj_id):
 
 def _get_info(fd, info):
     """Fill ``info``; traced once by obj_get_info with what it found."""
-    a, size = _attr(uapi.BPF_OBJ_GET_INFO_BY_FD, dict(bpf_fd=fd, info_len=ffi.sizeof(info[0]), info=_addr(info)))
-    r, err = _bpf(uapi.BPF_OBJ_GET_INFO_BY_FD, a, size)
+    a, size = new_attr(uapi.BPF_OBJ_GET_INFO_BY_FD, dict(bpf_fd=fd, info_len=ffi.sizeof(info[0]), info=addr(info)))
+    r, err = bpf(uapi.BPF_OBJ_GET_INFO_BY_FD, a, size)
     if err:
-        raise _fail("BPF_OBJ_GET_INFO_BY_FD", err, "fd is not a bpf object of that kind" if err == _errno.EINVAL else "")
+        raise fail("BPF_OBJ_GET_INFO_BY_FD", err, "fd is not a bpf object of that kind" if err == _errno.EINVAL else "")
 
 
 def _cstr(arr):
@@ -775,7 +600,7 @@ def _prog_info(fd):
         ids = _new("uint32_t[]", n)
         j = _new("struct bpf_prog_info *")
         j.nr_map_ids = n
-        j.map_ids = _addr(ids)
+        j.map_ids = addr(ids)
         _get_info(fd, j)
         map_ids = [ids[k] for k in range(min(n, j.nr_map_ids))]
     return {
@@ -804,7 +629,7 @@ def _map_info(fd):
 def _btf_info(fd):
     name = _new("char[]", 64)
     i = _new("struct bpf_btf_info *")
-    i.name = _addr(name)
+    i.name = addr(name)
     i.name_len = 64
     _get_info(fd, i)
     return {"id": i.id, "btf_size": i.btf_size, "name": ffi.string(name).decode(errors="replace"),
@@ -820,7 +645,7 @@ def _link_info(fd):
     if t == uapi.BPF_LINK_TYPE_RAW_TRACEPOINT:  # ask again with a buffer for its name
         name = _new("char[]", 128)
         j = _new("struct bpf_link_info *")
-        j.u[0] = _addr(name)
+        j.u[0] = addr(name)
         j.u[1] = 128
         _get_info(fd, j)
         d["tp_name"] = ffi.string(name).decode(errors="replace")
@@ -849,7 +674,7 @@ def obj_get_info(fd, kind):
 
 def enable_stats():
     """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME) -> fd; run_time_ns/run_cnt count while it is open."""
-    return _command(uapi.BPF_ENABLE_STATS, "BPF_ENABLE_STATS type=RUN_TIME", type=uapi.BPF_STATS_RUN_TIME)
+    return command(uapi.BPF_ENABLE_STATS, "BPF_ENABLE_STATS type=RUN_TIME", type=uapi.BPF_STATS_RUN_TIME)
 
 
 _ncpus = None

@@ -91,7 +91,7 @@ def running_kernel_btf():
     if _running_btf is None:
         from .kernel_btf import KernelBtf
 
-        _running_btf = KernelBtf.load()
+        _running_btf = KernelBtf.running()
     return _running_btf
 
 

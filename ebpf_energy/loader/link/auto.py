@@ -73,7 +73,7 @@ def needs(section):
 def attach(obj, program):
     """Attach ``program`` of ``obj`` (a loaded BpfObject) from its section
     name: a link, or NeedsMore, or AttachError."""
-    section, fd, kind = program.section, program.fd, program.spec.kind
+    section, fd, kind = program.section, program.fd, program.spec.program_kind
     wanted = needs(section)
     if wanted is None and kind.attach is None and not section.partition("/")[2]:
         wanted = "nothing to attach to: its section names no target"

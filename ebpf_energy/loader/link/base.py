@@ -17,8 +17,8 @@ from ..errors import LoaderError
 class Link:
     """One attachment. Owns its fds; ``close()`` detaches and is idempotent."""
 
-    def __init__(self, kind, fd, target, perf_fd=-1, prog_fd=-1):
-        self.kind = kind          # "perf_event", "perf_event_ioctl", "raw_tracepoint", "tracing", "tcx", ...
+    def __init__(self, mechanism, fd, target, perf_fd=-1, prog_fd=-1):
+        self.mechanism = mechanism  # "perf_event", "perf_event_ioctl", "raw_tracepoint", "tracing", "tcx", ...
         self.fd = fd              # the bpf link fd (or the perf fd in ioctl mode)
         self.perf_fd = perf_fd    # the perf event behind a perf link, if any
         self.target = target
@@ -28,7 +28,7 @@ class Link:
         """BPF_OBJ_GET_INFO_BY_FD of the link (ioctl-mode attachments have no link object)."""
         if self.fd < 0:
             raise LoaderError(f"link {self.target} is closed")
-        if self.kind == "perf_event_ioctl":
+        if self.mechanism == "perf_event_ioctl":
             pid = syscall.obj_get_info(self._prog_fd, "prog")["id"] if self._prog_fd >= 0 else None
             return {"id": None, "type": None, "type_name": "perf_event_ioctl", "prog_id": pid}
         return syscall.obj_get_info(self.fd, "link")
@@ -44,7 +44,7 @@ class Link:
         return self.fd < 0
 
     def __repr__(self):
-        return f"<Link {self.kind} {self.target} fd={self.fd}>"
+        return f"<Link {self.mechanism} {self.target} fd={self.fd}>"
 
     def __enter__(self):
         return self
@@ -64,8 +64,8 @@ class Link:
 class Links:
     """Several attachments of one program that stand or fall together."""
 
-    def __init__(self, kind, target, links):
-        self.kind = kind
+    def __init__(self, mechanism, target, links):
+        self.mechanism = mechanism
         self.target = target
         self.links = list(links)
 
@@ -92,7 +92,7 @@ class Links:
         return len(self.links)
 
     def __repr__(self):
-        return f"<Links {self.kind} {self.target} x{len(self.links)}>"
+        return f"<Links {self.mechanism} {self.target} x{len(self.links)}>"
 
     def __enter__(self):
         return self
@@ -113,7 +113,7 @@ def closing_on_error(links):
         raise
 
 
-def create(kind, prog_fd, target_fd, attach_type, target, tail=b"", flags=0):
+def create(mechanism, prog_fd, target_fd, attach_type, target, tail=b"", flags=0):
     """BPF_LINK_CREATE for the kinds that are one link on one target (a
     cgroup, a netns, an interface): a :class:`Link`, or an AttachError
     naming the target (EPERM stays a PermissionDenied)."""
@@ -125,4 +125,4 @@ def create(kind, prog_fd, target_fd, attach_type, target, tail=b"", flags=0):
         raise
     except SyscallError as e:
         raise AttachError(f"cannot attach {target}: {e}") from e
-    return Link(kind, fd, target, prog_fd=prog_fd)
+    return Link(mechanism, fd, target, prog_fd=prog_fd)

@@ -31,19 +31,16 @@ does); the socket is closed with the link.
 
 import fcntl
 import os
-import socket
 from dataclasses import dataclass, field
 
 from .. import explain, uapi
 from ..errors import AttachError, LoaderError
-from .socket_filter import SocketFilter, attach_socket
 
 CGROUP_PROG_TYPES = {"cgroup_skb", "cgroup_sock", "cgroup_sock_addr", "sock_ops", "cgroup_device",
                      "cgroup_sysctl", "cgroup_sockopt"}
 DIRECTIONS = ("ingress", "egress")
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace it is
 CLONE_NEWNET = 0x40000000
-ETH_P_ALL = 0x0003
 WHAT = {"interface": "a network interface", "cgroup": "a cgroup", "netns": "a network namespace",
         "netfilter": "a netfilter hook", "binary": "a binary and a function", "event": "a perf event"}
 SYNTAX = {"interface": "IFNAME", "cgroup": "CGROUP_DIR", "netns": "NETNS_FILE",
@@ -60,7 +57,7 @@ def takes(program_spec):
     does not say: "interface", "cgroup", "netns", "netfilter", "binary",
     "event", or None (its section names its target, or load cannot name
     what it needs: a sockmap, a map to iterate, a target program)."""
-    kind = program_spec.kind
+    kind = program_spec.program_kind
     type_name = kind.prog_type_name
     head = program_spec.section.split("/", 1)[0]
     rest = program_spec.section.partition("/")[2]
@@ -130,7 +127,7 @@ def _interface(value, source, where, program_spec):
         name, direction = value, ""
     detail = {}
     if direction:
-        type_name = program_spec.kind.prog_type_name if program_spec is not None else ""
+        type_name = program_spec.program_kind.prog_type_name if program_spec is not None else ""
         if type_name != "sched_cls":
             raise BadTarget(f"{where}: only tc/tcx programs take a direction (:ingress, :egress); "
                             f"a {type_name or 'program of this kind'} sees the interface's own path")
@@ -138,6 +135,8 @@ def _interface(value, source, where, program_spec):
     if ":" in name or "/" in name:  # never in an interface name (the kernel's ioctl would cut at the ':')
         raise BadTarget(f"{where}: {name!r} is not an interface name; a direction is :ingress or :egress")
     try:
+        import socket  # only when an interface is named: a tp_btf load never needs it
+
         detail["ifindex"] = socket.if_nametoindex(name)
     except OSError:
         raise BadTarget(f"{where}: no network interface {name!r} in this network namespace "
@@ -222,7 +221,7 @@ def attach(program, named, xdp_mode=None):
     """The link of a loaded ``program`` (object.Program) on ``named``; an
     AttachError (or PermissionDenied) when the kernel refuses."""
     fd, spec = program.fd, program.spec
-    kind = spec.kind
+    kind = spec.program_kind
     d = named.detail
     explain.trace("attach", f"{program.name}: section {program.section!r} on {named} (from {named.source})")
     if named.kind == "interface":
@@ -231,6 +230,8 @@ def attach(program, named, xdp_mode=None):
             from .xdp import attach_xdp
             return attach_xdp(fd, named.value, mode=xdp_mode)
         if type_name == "socket_filter":
+            from .socket_filter import attach_packet_socket
+
             return attach_packet_socket(fd, named.value, d["ifindex"])
         from .tcx import attach_tcx
         direction = d.get("direction") or {uapi.BPF_TCX_EGRESS: "egress"}.get(kind.expected_attach_type, "ingress")
@@ -253,33 +254,3 @@ def attach(program, named, xdp_mode=None):
         return attach_uprobe(fd, d["path"], d["function"], d["offset"], retprobe=retprobe,
                              target=f"{program.section.split('/')[0]}/{named.value}")
     raise BadTarget(f"program {program.name}: unknown kind of target {named.kind!r}")
-
-
-def attach_packet_socket(prog_fd, interface, ifindex):
-    """A packet socket of its own on ``interface`` with the filter on it.
-    The filter goes on before the bind, so no packet reaches the socket
-    unfiltered; closing the link closes the socket."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing until bound
-    try:
-        attach_socket(prog_fd, sock)
-        sock.bind((interface, ETH_P_ALL))
-    except OSError as e:
-        sock.close()
-        raise AttachError(f"cannot bind a packet socket to {interface}: {e.strerror}") from None
-    except BaseException:
-        sock.close()
-        raise
-    explain.trace("attach", f"packet socket fd {sock.fileno()} bound to {interface} (ifindex {ifindex}), "
-                            "every protocol, both directions")
-    return PacketSocketFilter(sock, f"socket filter on {interface}")
-
-
-class PacketSocketFilter(SocketFilter):
-    """A socket filter on a packet socket made here: closing it detaches
-    the filter and closes the socket."""
-
-    def close(self):
-        sock = self.sock
-        super().close()
-        if sock is not None:
-            sock.close()

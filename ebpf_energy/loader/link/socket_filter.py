@@ -17,7 +17,7 @@ SO_DETACH_BPF = uapi.SO_DETACH_BPF  # = SO_DETACH_FILTER
 class SocketFilter:
     """The program on one socket; ``close()`` detaches it (the socket stays the caller's)."""
 
-    kind = "socket_filter"
+    mechanism = "socket_filter"
 
     def __init__(self, sock, target, wrapped=False):
         self.sock = sock
@@ -68,3 +68,36 @@ def attach_socket(prog_fd, sock):
                           "(is the program a socket filter, SEC(\"socket\")?)") from None
     explain.trace("attach", f"SO_ATTACH_BPF prog_fd={prog_fd} on {target}")
     return SocketFilter(sock, target, wrapped)
+
+
+ETH_P_ALL = 0x0003  # every protocol (linux/if_ether.h)
+
+
+def attach_packet_socket(prog_fd, interface, ifindex):
+    """A packet socket of its own on ``interface`` with the filter on it.
+    The filter goes on before the bind, so no packet reaches the socket
+    unfiltered; closing the link closes the socket."""
+    sock = _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, 0)  # protocol 0: receives nothing until bound
+    try:
+        attach_socket(prog_fd, sock)
+        sock.bind((interface, ETH_P_ALL))
+    except OSError as e:
+        sock.close()
+        raise AttachError(f"cannot bind a packet socket to {interface}: {e.strerror}") from None
+    except BaseException:
+        sock.close()
+        raise
+    explain.trace("attach", f"packet socket fd {sock.fileno()} bound to {interface} (ifindex {ifindex}), "
+                            "every protocol, both directions")
+    return PacketSocketFilter(sock, f"socket filter on {interface}")
+
+
+class PacketSocketFilter(SocketFilter):
+    """A socket filter on a packet socket made here: closing it detaches
+    the filter and closes the socket."""
+
+    def close(self):
+        sock = self.sock
+        super().close()
+        if sock is not None:
+            sock.close()

@@ -20,6 +20,7 @@ tests and the simulated meter use a fake tree with the real files' layout.
 """
 
 import os
+import signal
 from typing import Dict, List, Optional, Sequence
 
 CPU_DIR = os.path.join("devices", "system", "cpu")
@@ -205,10 +206,22 @@ class FrequencyPin:
         self.restore()
 
 
-def _write_or_refuse(path: str, value) -> None:
+def _store(path: str, value) -> None:
+    """One write of a value, with SIGINT and SIGTERM held off: a signal
+    between the open (which truncates a regular file, as in a test tree) and
+    the write would leave the file empty, and its handler restores files."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         with open(path, "w") as f:
             f.write(f"{value}\n")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _write_or_refuse(path: str, value) -> None:
+    try:
+        _store(path, value)
     except OSError as e:
         raise CpuFreqError(f"cannot write {path} ({e.strerror or e}): pinning the CPU frequency needs root "
                            "and a writable cpufreq (or --frequencies 0 for a time-based fit)") from None
@@ -216,8 +229,7 @@ def _write_or_refuse(path: str, value) -> None:
 
 def _write_back(path: str, value: str) -> List[str]:
     try:
-        with open(path, "w") as f:
-            f.write(f"{value}\n")
+        _store(path, value)
         return []
     except OSError:
         return [path]

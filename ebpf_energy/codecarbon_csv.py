@@ -70,6 +70,40 @@ def row(*, duration_s: float, energy_j: float, carbon_g: float, cpu_s: float, dr
     }
 
 
+def problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot take our rows (checked before a run, so a long
+    run's figures are never lost at its end), or None. A file that is there
+    must already be an emissions.csv: we never append to anything else."""
+    if os.path.isdir(path):
+        return "is a folder"
+    if not os.path.exists(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            return f"its folder {folder} does not exist"
+        return None if os.access(folder, os.W_OK) else f"its folder {folder} is not writable"
+    if not os.access(path, os.W_OK):
+        return "is not writable"
+    if os.path.getsize(path) == 0:
+        return None
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError) as e:
+        return f"cannot be read ({e})"
+    if tuple(header[:3]) != COLUMNS[:3]:
+        return "exists and is not a CodeCarbon emissions.csv (its header does not start timestamp,project_name,run_id)"
+    return None
+
+
+def check_option(ctx, param, value):
+    """click callback for ``--codecarbon-csv``: refuse a path that cannot take our rows, up front."""
+    if value is not None and (why := problem(value)):
+        import click
+
+        raise click.BadParameter(f"{value} {why}", ctx=ctx, param=param)
+    return value
+
+
 def append(path: str, values: dict) -> None:
     """Append one row; the header first when the file is new or empty."""
     new = not os.path.exists(path) or os.path.getsize(path) == 0

@@ -40,6 +40,11 @@ CASES = [
     (["run", "--repeat", "0", "--", "true"], "'--repeat': '0' is out of range"),
     (["calibrate", "--min-r2", "nan"], "'nan' is not a finite number"),
     (["calibrate", "--rounds", "-3"], "'-3' is out of range"),
+    (["calibrate", "--cpu-cgroup", "/tmp"], "/tmp is not a cgroup v2 folder (no cpu.stat)"),
+    # never appended to a file that is not an emissions.csv, nor found missing only after the run
+    (["monitor", "-d", "1", "--codecarbon-csv", "/etc/passwd"], "is not a CodeCarbon emissions.csv"),
+    (["monitor", "-d", "1", "--codecarbon-csv", "/nonexistent/x.csv"], "its folder /nonexistent does not exist"),
+    (["run", "--codecarbon-csv", "/etc", "--", "true"], "is a directory"),
 ]
 
 

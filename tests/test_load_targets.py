@@ -224,6 +224,7 @@ BAD = [
     (["--target", "count_tc=lo:sideways"], "--target count_tc=lo:sideways: 'lo:sideways' is not an interface name"),
     (["--target", "count_nf=lo"], "--target count_nf=lo: expected FAMILY:HOOK[:PRIORITY]"),
     (["--target", "count_nf=ipv5:output"], "--target count_nf=ipv5:output: family is one of ipv4, ipv6"),
+    (["--target", "count_nf=ipv4:output:99999999999"], "the priority is between -2147483647 and 2147483646"),
     (["--target", "count_xdp=lo", "--target", "count_xdp=lo"], "program count_xdp has a target already"),
     (["--program", "count_xdp", "--target", "count_tcx=lo"], "program count_tcx is not loaded (add --program"),
     (["--program", "count_xdp", "--cgroup", CGROUP2], f"--cgroup {CGROUP2}: no program loaded from this object "

@@ -67,3 +67,13 @@ def seconds(min=0.0, min_open=False, max=YEAR_S):
 
 def count(min=1, max=MAX_COUNT):
     return Number(min=min, max=max, integer=True)
+
+
+def codecarbon_path(ctx, param, value):
+    """``--codecarbon-csv``: refused up front when it cannot take our rows
+    (the module, with its platform/uuid imports, only when the option is given)."""
+    if value is None:
+        return None
+    from ebpf_energy.codecarbon_csv import check_option
+
+    return check_option(ctx, param, value)

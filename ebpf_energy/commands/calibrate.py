@@ -50,6 +50,13 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt(signum)
 
 
+def _cgroup_v2_dir(ctx, param, value):
+    """A cgroup v2 folder (it has cpu.stat), refused up front otherwise."""
+    if value is not None and not os.path.exists(os.path.join(value, "cpu.stat")):
+        raise click.BadParameter(f"{value} is not a cgroup v2 folder (no cpu.stat)", ctx=ctx, param=param)
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @powercap_root_option
 @topology_root_option
@@ -67,7 +74,7 @@ def _sigterm_as_interrupt(signum, frame):
 @click.option("--min-r2", type=Number(min=0, max=1), default=0.9, show_default=True,
               help="Refuse fits with a lower R².")
 @click.option("--seed", type=Number(min=0, max=2**63, integer=True), default=None, help="Seed for the shuffled level order.")
-@click.option("--cpu-cgroup", type=click.Path(file_okay=False, exists=True), default=None,
+@click.option("--cpu-cgroup", type=click.Path(file_okay=False, exists=True), default=None, callback=_cgroup_v2_dir,
               help="Run the workers in this cgroup v2 folder and take busy time from its cpu.stat instead of "
                    "/proc/stat (for tests on a shared machine; the idle fit then includes other load).")
 @click.option("--frequencies", "n_freq", type=count(min=0, max=16), default=3, show_default=True,

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ebpf_energy.commands._numbers import YEAR_S, Number, seconds
+from ebpf_energy.commands._numbers import YEAR_S, Number, codecarbon_path, seconds
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.commands._report_run import (duration_option, listing_options, output_format, run_and_report,
                                               selection_for)
@@ -48,6 +48,7 @@ def _event_printer(err, watts, pids=()):
                    "I/O and sleeping, and a class (cpu-bound, io-bound, contended, mostly idle, mixed).")
 @click.option("--explain", "explain_", is_flag=True, help="Tell every loader step (syscalls, relocations) on stderr.")
 @click.option("--codecarbon-csv", "codecarbon_csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              callback=codecarbon_path,
               help="Also append the run's machine total to FILE in CodeCarbon's emissions.csv columns.")
 @click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
               help="Also draw energy over time for the top processes into FILE (needs matplotlib).")

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from ebpf_energy.commands._numbers import MAX_CARBON_G_PER_KWH, MAX_JOULES, Number, count
+from ebpf_energy.commands._numbers import MAX_CARBON_G_PER_KWH, MAX_JOULES, Number, codecarbon_path, count
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.commands._report_run import owner_by_option, runtime_root_option
 
@@ -116,6 +116,7 @@ def _groups_text(result: dict, by) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
               help="Write the report to FILE instead of stderr/stdout (the command's own output stays apart).")
 @click.option("--codecarbon-csv", "codecarbon_csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              callback=codecarbon_path,
               help="Also append the run to FILE in CodeCarbon's emissions.csv columns (kWh, kg CO2e).")
 @click.option("--wait", "wait_tree", is_flag=True,
               help="Wait until every process of the command's tree has ended, and count them whole "

@@ -200,6 +200,9 @@ def _netfilter(value, where):
         raise BadTarget(f"{where}: expected FAMILY:HOOK[:PRIORITY], e.g. ipv4:output:-100") from None
     if family not in FAMILIES or hook not in HOOKS:
         raise BadTarget(f"{where}: family is one of {', '.join(FAMILIES)}, hook one of {', '.join(HOOKS)}")
+    # an int32, without NF_IP_PRI_FIRST and NF_IP_PRI_LAST (the kernel keeps those two for itself)
+    if not -2**31 < priority < 2**31 - 1:
+        raise BadTarget(f"{where}: the priority is between {-2**31 + 1} and {2**31 - 2}")
     return {"family": family, "hook": hook, "priority": priority}
 
 
@@ -214,6 +217,13 @@ def _event(value, where):
             raise ValueError
     except ValueError:
         raise BadTarget(f"{where}: the frequency after ':' is a positive whole number of Hz") from None
+    try:
+        with open("/proc/sys/kernel/perf_event_max_sample_rate") as f:
+            most = int(f.read())
+    except (OSError, ValueError):
+        most = 100_000
+    if freq > most:
+        raise BadTarget(f"{where}: {freq} Hz is above this kernel's perf_event_max_sample_rate ({most})")
     return {"event": event, "freq_hz": freq}
 
 

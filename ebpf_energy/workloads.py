@@ -13,6 +13,8 @@ import resource
 import sys
 import time
 
+from ebpf_energy.children import die_with_parent
+
 NAMES = ("short-lived", "cpu", "mixed")
 
 
@@ -25,9 +27,12 @@ def spin(seconds: float):
 
 
 def _child(fn):
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
+            # dies with the workload (which dies with compare): nothing burns on after a SIGKILL
+            die_with_parent(parent)
             fn()
         finally:
             os._exit(0)

@@ -265,8 +265,11 @@ def test_a_kernel_refusal_is_an_attach_error_not_a_bad_target(net_progs):
         r = run_load(net_progs, "--program", "count_xdp", "--interface", "lo", "--xdp-mode", "native", "--json")
     assert r.returncode == 1, r.stderr
     prog = by_name(json.loads(r.stdout)["programs"])["count_xdp"]
-    assert not prog["attached"] and prog["error"].startswith("cannot attach xdp on lo:")
+    assert not prog["attached"] and prog["error"].startswith("cannot attach xdp on lo in native mode: its driver "
+                                                              "has no native XDP")
+    assert "attach" not in prog and "needs" not in prog  # not "manual": it was given a target
     assert "error: program count_xdp (xdp) loaded but did not attach: cannot attach xdp on lo" in r.stderr
+    assert "note:" not in r.stderr
 
 
 def test_a_bare_uprobe_through_target(test_objects, probed):

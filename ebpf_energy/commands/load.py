@@ -120,7 +120,8 @@ def program_report(p, target=None):
            "attached": p.attached, "id": None, "run_cnt": 0, "run_time_ns": 0,
            "target": target.to_dict() if target is not None else
            ({"kind": "section", "value": p.section, "from": "section"} if p.link is not None else None)}
-    if p.link is None and (p.needs or p.spec.program_kind.manual):
+    # given a target that the kernel refused: an attach failure (its "error"), not "manual"
+    if p.link is None and not (target is not None and p.attach_error) and (p.needs or p.spec.program_kind.manual):
         # its section names no complete target: loaded, not attached (as libbpf), and what it needs
         row["attach"] = "manual"
         row["needs"] = p.needs or "nothing to attach to: its section names no target"

@@ -32,6 +32,9 @@ class TopologyError(Exception):
     """The tree says something that cannot be a CPU topology."""
 
 
+MAX_CPUS = 8192  # CONFIG_NR_CPUS at most: a CPU list beyond it describes no machine
+
+
 def parse_cpulist(text: str) -> List[int]:
     """The kernel's cpulist format (``0-3,8,10-11``) as sorted CPU numbers."""
     out = set()
@@ -46,6 +49,8 @@ def parse_cpulist(text: str) -> List[int]:
             raise TopologyError(f"{text.strip()!r} is not a CPU list") from None
         if a < 0 or b < a:
             raise TopologyError(f"{text.strip()!r} is not a CPU list")
+        if b >= MAX_CPUS:
+            raise TopologyError(f"{text.strip()!r} names CPU {b}: no kernel has more than {MAX_CPUS:,} CPUs")
         out.update(range(a, b + 1))
     return sorted(out)
 
@@ -208,7 +213,12 @@ def sampler_kwargs(topology: Optional[Topology] = None) -> dict:
     out = {}
     if topology.hybrid:
         # one entry per possible CPU: CPUs the tree names beyond them do not exist here
-        out["cpu_class"] = topology.cpu_class(num_possible_cpus())
+        ncpus = num_possible_cpus()
+        beyond = [c for k in topology.classes for c in k.cpus if c >= ncpus]
+        if beyond:
+            raise TopologyError(f"the topology at {topology.root} names CPUs {format_cpulist(beyond)}, which this "
+                                f"machine does not have (CPUs 0-{ncpus - 1})")
+        out["cpu_class"] = topology.cpu_class(ncpus)
     if topology.cpufreq:
         out["track_frequency"] = True
         out["cpu_root"] = os.path.join(topology.root, "devices", "system", "cpu")

@@ -31,7 +31,11 @@ def test_hybrid_intel_tree(tmp_path):
     from ebpf_energy.loader.syscall import num_possible_cpus
 
     n = num_possible_cpus()  # the sampler's table: one entry per CPU that can exist here
-    assert sampler_kwargs(t)["cpu_class"] == ([0] * 4 + [1] * 8 + [0] * n)[:n]
+    if n >= 12:
+        assert sampler_kwargs(t)["cpu_class"] == [0] * 4 + [1] * 8 + [0] * (n - 12)
+    else:  # a tree naming CPUs this machine lacks describes another machine: refused, said
+        with pytest.raises(TopologyError, match="which this machine does not have"):
+            sampler_kwargs(t)
 
 
 def test_this_vm_declared_as_one_p_and_one_e_core(tmp_path):
@@ -119,3 +123,22 @@ def test_environment_variable_reaches_the_report(tmp_path):
     assert r["classes"][2]["cpu_ns"] == r["total_cpu_ns"]
     assert r["frequency"] == "unknown (no cpufreq)" and r["model"]["parts"]["frequency"] == "unknown"
     assert r["model"]["parts"]["class_weights"] == "default"
+
+
+def test_cpu_lists_beyond_any_kernel_or_this_machine_are_refused(tmp_path):
+    """A CPU list like 1-100000000 used to take minutes and gigabytes; a tree
+    naming CPUs this machine lacks was taken without a word."""
+    import os
+    import subprocess
+    import sys
+
+    from topology_fixtures import hybrid_tree
+    from ebpf_energy.topology import TopologyError, parse_cpulist
+
+    with pytest.raises(TopologyError, match="no kernel has more than 8,192 CPUs"):
+        parse_cpulist("1-100000000")
+    n = os.cpu_count()
+    tree = hybrid_tree(tmp_path / "t", p="0", e=f"1-{n + 5}")
+    r = subprocess.run([sys.executable, "-m", "ebpf_energy", "monitor", "-d", "0.1", "-p", "10", "--topology-root",
+                        tree], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "which this machine does not have" in r.stderr and "Traceback" not in r.stderr

@@ -24,12 +24,12 @@ def _topology_root(ctx, param, value):
     through its environment variable, as --runtime-root does: one setting for
     the whole run, subprocesses included. A tree that is no topology is bad
     input: one line, exit 2."""
-    from ebpf_energy.topology import ENV, TopologyError, read_topology
+    from ebpf_energy.topology import ENV, TopologyError, read_topology, sampler_kwargs
 
     if value:
         os.environ[ENV] = value
     try:
-        read_topology()
+        sampler_kwargs(read_topology())  # and names only CPUs this machine has
     except TopologyError as e:
         raise click.BadParameter(str(e), param_hint="--topology-root") from None
     return value

@@ -67,6 +67,15 @@ class OutputGuard(LazyGroup):
     ends in one line and exit status 74 (EX_IOERR), not a traceback; a reader
     that went away (``| head``) ends it quietly."""
 
+    def invoke(self, ctx):
+        # here, not only in main(): click's own main turns EPIPE into exit 1
+        # before main() below could see it
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(0)
+
     def main(self, *args, **kwargs):
         try:
             return super().main(*args, **kwargs)

@@ -454,3 +454,23 @@ def test_a_kprobe_on_a_kernel_without_kprobes_says_so():
         pytest.fail("this test is for a kernel without kprobes (CONFIG_KPROBES off), as this machine's is")
     r = run_load("tests/bpf/build/kprobe_only.bpf.o")
     assert r.returncode == 1 and "this kernel has no kprobes" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_reader_that_goes_away_ends_load_quietly_with_0(test_objects):
+    """`load X --dry-run | head -1`: exit 0 and no message, as every other
+    command (click itself turned the broken pipe into a silent exit 1)."""
+    import subprocess
+    import sys
+
+    import fcntl
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: the ~18 KB report cannot all fit before we go
+    p = subprocess.Popen([sys.executable, "-m", "ebpf_energy", "load", test_objects("net_progs"), "--dry-run"],
+                         stdout=w, stderr=subprocess.PIPE)
+    os.close(w)
+    p.stdout = os.fdopen(r, "rb")
+    p.stdout.readline()
+    p.stdout.close()  # the reader is gone before the rest of the report is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and err == "", err

@@ -455,7 +455,8 @@ def test_missing_prometheus_client_says_how_to_get_it(monkeypatch):
 def test_bad_listen_is_a_clear_error(listen):
     r = subprocess.run([sys.executable, "-m", "ebpf_energy", "exporter", "--listen", listen, "-p", "10"], cwd=ROOT,
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "--listen wants HOST:PORT" in r.stderr and "Traceback" not in r.stderr
+    # a usage error, as every bad option value: exit 2, one line
+    assert r.returncode == 2 and "'--listen': wants HOST:PORT" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.kernel

@@ -77,3 +77,15 @@ def codecarbon_path(ctx, param, value):
     from ebpf_energy.codecarbon_csv import check_option
 
     return check_option(ctx, param, value)
+
+
+def listen_address(ctx, param, value):
+    """``--listen HOST:PORT``, checked when the options are parsed: a bad one is
+    a usage error (exit 2), as every other bad value."""
+    from ebpf_energy.exporter import ExporterError, parse_listen
+
+    try:
+        parse_listen(value)
+    except ExporterError as e:
+        raise click.BadParameter(str(e).removeprefix("--listen "), ctx=ctx, param=param) from None
+    return value

@@ -25,7 +25,7 @@ def _shared(name, **changes):
     param = _EXPORTER[name]
     if not changes:
         return lambda f: _attach(f, param)
-    return click.option(*param.opts, type=param.type, metavar=param.metavar, show_default=True,
+    return click.option(*param.opts, type=param.type, metavar=param.metavar, show_default=True, callback=param.callback,
                         **{"default": param.default, "help": param.help, **changes})
 
 

@@ -7,14 +7,14 @@ shared with ``dashboard``.
 
 import click
 
-from ebpf_energy.commands._numbers import Number, count, seconds
+from ebpf_energy.commands._numbers import Number, count, listen_address, seconds
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.commands._report_run import owner_by_option, runtime_root_option
 from ebpf_energy.exporter import DEFAULT_INTERVAL_S, DEFAULT_LINGER_S, DEFAULT_LISTEN, DEFAULT_TOP
 
 
 @click.command()
-@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT", callback=listen_address,
               help="Address to serve /metrics on. Loopback by default: exposing it needs an explicit address "
                    "(e.g. 0.0.0.0:9877 or [::]:9877). Port 0 picks a free port (printed on stderr).")
 @click.option("--top", type=count(max=100_000), default=DEFAULT_TOP, show_default=True, metavar="N",

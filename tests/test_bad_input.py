@@ -40,6 +40,7 @@ CASES = [
     (["run", "--repeat", "0", "--", "true"], "'--repeat': '0' is out of range"),
     (["calibrate", "--min-r2", "nan"], "'nan' is not a finite number"),
     (["calibrate", "--rounds", "-3"], "'-3' is out of range"),
+    (["run", "-o", "/nonexistent/dir/x", "--", "true"], "its folder /nonexistent/dir does not exist"),
     (["exporter", "--listen", "127.0.0.1:99999"], "'--listen': wants HOST:PORT"),
     (["dashboard", "--listen", ""], "'--listen': wants HOST:PORT"),
     (["calibrate", "--cpu-cgroup", "/tmp"], "/tmp is not a cgroup v2 folder (no cpu.stat)"),

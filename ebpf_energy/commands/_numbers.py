@@ -8,6 +8,8 @@ nan`` spun a CPU). Every numeric option of every command uses :class:`Number`.
 
 import math
 
+import os
+
 import click
 
 YEAR_S = 365 * 86400.0  # the longest run or refresh interval anyone means
@@ -88,4 +90,17 @@ def listen_address(ctx, param, value):
         parse_listen(value)
     except ExporterError as e:
         raise click.BadParameter(str(e).removeprefix("--listen "), ctx=ctx, param=param) from None
+    return value
+
+
+def writable_file(ctx, param, value):
+    """A report file checked before the work starts: its folder must exist and
+    take a file (found only at the end, a long run's report was lost)."""
+    if value is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"{value}: its folder {folder} does not exist", ctx=ctx, param=param)
+    if not os.path.exists(value) and not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"{value}: its folder {folder} is not writable", ctx=ctx, param=param)
     return value

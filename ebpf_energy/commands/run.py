@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from ebpf_energy.commands._numbers import MAX_CARBON_G_PER_KWH, MAX_JOULES, Number, codecarbon_path, count
+from ebpf_energy.commands._numbers import MAX_CARBON_G_PER_KWH, MAX_JOULES, Number, codecarbon_path, count, writable_file
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.commands._report_run import owner_by_option, runtime_root_option
 
@@ -114,6 +114,7 @@ def _groups_text(result: dict, by) -> str:
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object (on stdout unless -o).")
 @click.option("--csv", "as_csv", is_flag=True, help="The report as CSV, a row per run (on stdout unless -o).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
+              callback=writable_file,
               help="Write the report to FILE instead of stderr/stdout (the command's own output stays apart).")
 @click.option("--codecarbon-csv", "codecarbon_csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               callback=codecarbon_path,

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 
 from ebpf_energy.model.classes import UNKNOWN_CLASS, class_cpu_ns, class_split
 
+UNSPLIT_SOURCES = ("procfs", "rusage")  # monitors that cannot tell which core a process ran on
 MODEL_KEYS = ("classes", "parts", "frequency", "class_weights")  # shown apart, not as model parameters
 
 
@@ -18,14 +19,21 @@ def class_names(model: dict) -> List[str]:
     return [c["name"] for c in model.get("classes") or []] or ["cpu"]
 
 
-def class_rows(processes: dict, model: dict, class_energy_j: Dict[str, float]) -> List[dict]:
+def class_rows(processes: dict, model: dict, class_energy_j: Dict[str, float],
+               source: Optional[str] = None) -> List[dict]:
     """One row per core class (and one for time no monitor could place):
-    its CPUs, the processes' CPU time there and the joules charged for it."""
+    its CPUs, the processes' CPU time there and the joules charged for it.
+
+    A ``source`` that never splits time by class (``/proc``, rusage) always
+    has the unplaced row on a machine with several classes, even when no
+    process ran in the window, so the report's shape does not depend on load."""
     names = class_names(model)
     cpu = class_cpu_ns(processes, names)
     info = {c["name"]: c for c in model.get("classes") or []}
+    unsplit_source = source in UNSPLIT_SOURCES and len(names) > 1
     rows = []
-    for name in names + ([UNKNOWN_CLASS] if UNKNOWN_CLASS in cpu or UNKNOWN_CLASS in class_energy_j else []):
+    for name in names + ([UNKNOWN_CLASS] if unsplit_source or UNKNOWN_CLASS in cpu
+                         or UNKNOWN_CLASS in class_energy_j else []):
         row = {"class": name, "cpus": info.get(name, {}).get("cpus"), "cpu_ns": cpu.get(name, 0),
                "energy_j": class_energy_j.get(name, 0.0)}
         for key in ("watts_per_cpu_second", "weight"):
@@ -35,7 +43,8 @@ def class_rows(processes: dict, model: dict, class_energy_j: Dict[str, float]) -
     return rows
 
 
-def tree_class_rows(processes: dict, model: dict, energy_j: Dict[int, float]) -> List[dict]:
+def tree_class_rows(processes: dict, model: dict, energy_j: Dict[int, float],
+                    source: Optional[str] = None) -> List[dict]:
     """:func:`class_rows` for a subset of processes (``run``'s tree): each
     process's joules spread over its classes by the model's class weights."""
     names = class_names(model)
@@ -51,7 +60,7 @@ def tree_class_rows(processes: dict, model: dict, energy_j: Dict[int, float]) ->
         total = sum(w)
         for n, x in zip(names, w):
             out.setdefault(n, []).append(j * x / total if total > 0 else 0.0)
-    return class_rows(processes, model, {n: math.fsum(v) for n, v in out.items()})
+    return class_rows(processes, model, {n: math.fsum(v) for n, v in out.items()}, source)
 
 
 def thread_energy_j(attribution, p, t, process_j: float) -> float:

@@ -156,7 +156,7 @@ class Ledger:
         self.total_j += math.fsum(att.energy_j.values()) + att.idle_energy_j
         for d, j in (meter_j or {}).items():
             self.domains_j[d] = self.domains_j.get(d, 0.0) + max(j, 0.0)
-        for row in class_rows(window.processes, att.model, att.class_energy_j):
+        for row in class_rows(window.processes, att.model, att.class_energy_j, window.source):
             self.class_j[row["class"]] = self.class_j.get(row["class"], 0.0) + row["energy_j"]
             self.class_cpu_ns[row["class"]] = self.class_cpu_ns.get(row["class"], 0) + row["cpu_ns"]
         for pid in gone:

@@ -172,7 +172,7 @@ class _Tree:
             cpu_ns += extra_cpu_ns
         from ebpf_energy.class_report import tree_class_rows
 
-        self.classes = tree_class_rows(dict(mine), attribution.model, attribution.energy_j)
+        self.classes = tree_class_rows(dict(mine), attribution.model, attribution.energy_j, window.source)
         return cpu_ns, joules, sorted(p.pid for _, p in mine), attribution.model
 
     def wait_empty(self, poll_s: float = 0.05) -> None:

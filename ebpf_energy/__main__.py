@@ -1,3 +1,3 @@
-from ebpf_energy.cli import main
+from ebpf_energy.entry import main
 
 main()

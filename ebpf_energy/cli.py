@@ -5,14 +5,12 @@ when invoked, so ``ebpf-energy run -- true`` does not pay for pyelftools,
 cffi or the power models it does not use.
 """
 
-import errno
 import importlib
-import os
-import sys
 
 import click
 
 from ebpf_energy import __version__
+from ebpf_energy.entry import guarded
 
 # name -> (module, attribute, one-line help shown by --help without importing)
 COMMANDS = {
@@ -59,43 +57,17 @@ def _available(name):
 
 
 
-WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-
 
 class OutputGuard(LazyGroup):
-    """Every command: a report that stdout cannot take (a full disk, a quota)
-    ends in one line and exit status 74 (EX_IOERR), not a traceback; a reader
-    that went away (``| head``) ends it quietly."""
+    """Every command: a full disk or a closed pipe ends as :func:`entry.guarded` says."""
 
     def invoke(self, ctx):
         # here, not only in main(): click's own main turns EPIPE into exit 1
         # before main() below could see it
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            _quiet_stdout()
-            sys.exit(0)
+        return guarded(lambda: super(OutputGuard, self).invoke(ctx))
 
     def main(self, *args, **kwargs):
-        try:
-            return super().main(*args, **kwargs)
-        except BrokenPipeError:
-            _quiet_stdout()
-            sys.exit(0)
-        except OSError as e:
-            if e.errno not in WRITE_ERRORS:
-                raise
-            _quiet_stdout()
-            sys.stderr.write(f"ebpf-energy: cannot write the output: {e.strerror}\n")
-            sys.exit(74)
-
-
-def _quiet_stdout():
-    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+        return guarded(lambda: super(OutputGuard, self).main(*args, **kwargs))
 
 
 @click.group(cls=OutputGuard, context_settings={"help_option_names": ["-h", "--help"]})

@@ -69,7 +69,7 @@ def test_the_image_installs_the_package_and_runs_the_exporter():
     assert "bpf/*.bpf.o" in pyproject and list((ROOT / "ebpf_energy/bpf").glob("*.bpf.o")), \
         "the image builds nothing: the BPF object must ship in the package"
     entry = exec_form(dict(ins)["ENTRYPOINT"])
-    assert entry == ["ebpf-energy"] and 'ebpf-energy = "ebpf_energy.cli:main"' in pyproject
+    assert entry == ["ebpf-energy"] and 'ebpf-energy = "ebpf_energy.entry:main"' in pyproject
     params = exporter_args(exec_form(dict(ins)["CMD"]))
     port = parse_listen(params["listen"])[1]
     assert parse_listen(params["listen"])[0] == "0.0.0.0"  # reachable from outside the container

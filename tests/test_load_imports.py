@@ -18,7 +18,7 @@ BUILD = os.path.join(os.path.dirname(__file__), "bpf", "build")
 # Runs the command as the console script does, then prints every module it imported.
 SCRIPT = r"""
 import json, sys
-from ebpf_energy.cli import main
+from ebpf_energy.entry import main
 sys.argv = ["ebpf-energy"] + sys.argv[1:]
 try:
     main()
@@ -40,7 +40,7 @@ NOT_FOR_TP_BTF = {
     "ebpf_energy.monitor", "ebpf_energy.report", "ebpf_energy.model",  # the energy side
     "elftools", "pycparser",                # our own ELF reader; the pre-built cffi module
     "gzip",                                 # /proc/config.gz, for __kconfig externs only
-    "click.shell_completion",
+    "click",                                # a well-formed line is parsed by commands.load_options
 }
 
 

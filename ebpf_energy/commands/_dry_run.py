@@ -7,15 +7,15 @@ CO-RE answers that produced them. Only the map fds are missing: the kernel
 hands those out at load.
 """
 
-import click
+from ebpf_energy.commands._usage import echo
 
 
 def print_prepared(prepared, out) -> None:
     d = prepared.to_dict()
-    click.echo(f"{d['object']}: prepared for {d['target']} (a dry run: nothing was loaded)", file=out)
+    echo(f"{d['object']}: prepared for {d['target']} (a dry run: nothing was loaded)", file=out)
     if d["btf_bytes"] is not None:
-        click.echo(f"object BTF: {d['btf_bytes']} bytes after sanitising for the kernel", file=out)
-    click.echo("\nmaps (as BPF_MAP_CREATE will ask for them):", file=out)
+        echo(f"object BTF: {d['btf_bytes']} bytes after sanitising for the kernel", file=out)
+    echo("\nmaps (as BPF_MAP_CREATE will ask for them):", file=out)
     for m in d["maps"]:
         extra = []
         if m["btf_value_type_id"] or m["btf_key_type_id"]:
@@ -30,11 +30,11 @@ def print_prepared(prepared, out) -> None:
                          f"max_entries {i['max_entries']}")
         if m["map_extra"]:
             extra.append(f"map_extra {m['map_extra']:#x}")
-        click.echo(f"  {m['name']} ({m['kernel_name']}): {m['type']}, key {m['key_size']} B, value "
+        echo(f"  {m['name']} ({m['kernel_name']}): {m['type']}, key {m['key_size']} B, value "
                    f"{m['value_size']} B, max_entries {m['max_entries']}, flags {m['flags']:#x}"
                    + (f"; {'; '.join(extra)}" if extra else ""), file=out)
         for note in m["notes"]:
-            click.echo(f"      {note}", file=out)
+            echo(f"      {note}", file=out)
     for p, prog in zip(d["programs"], prepared.programs.values()):
         attach = f", attach target {p['attach_target']} = kernel BTF id {p['attach_btf_id']}" \
             if p["attach_btf_id"] else ""
@@ -42,24 +42,24 @@ def print_prepared(prepared, out) -> None:
             attach += f", expected attach type {p['expected_attach_type_name']}"
         if p["prog_flags"]:
             attach += f", flags {'|'.join(p['prog_flags'])}"
-        click.echo(f"\nprogram {p['name']} (SEC(\"{p['section']}\"), {p['type']}, license {p['license']!r}"
+        echo(f"\nprogram {p['name']} (SEC(\"{p['section']}\"), {p['type']}, license {p['license']!r}"
                    f"{attach}): {len(prog.insns) // 8} instructions", file=out)
         if p["core"]:
-            click.echo("  CO-RE:", file=out)
+            echo("  CO-RE:", file=out)
             for c in p["core"]:
-                click.echo(f"    {c['section']} insn {c['insn']}: {c['kind']} {c['local']} -> {c['outcome']}",
+                echo(f"    {c['section']} insn {c['insn']}: {c['kind']} {c['local']} -> {c['outcome']}",
                            file=out)
         if p["relocations"]:
-            click.echo("  relocations:", file=out)
+            echo("  relocations:", file=out)
             for r in p["relocations"]:
-                click.echo(f"    {r}", file=out)
-        click.echo("  instructions:", file=out)
+                echo(f"    {r}", file=out)
+        echo("  instructions:", file=out)
         lines = {i: rec for i, rec in prog.line_info}
         last_source = None
         for i, text in prog.disassembly():
             rec = lines.get(i)
             source = (rec.source or "").strip() if rec is not None else None
             if source and source != last_source:
-                click.echo(f"    ; {source}  [{rec.file_name.rsplit('/', 1)[-1]}:{rec.line}]", file=out)
+                echo(f"    ; {source}  [{rec.file_name.rsplit('/', 1)[-1]}:{rec.line}]", file=out)
                 last_source = source
-            click.echo(f"    {i:>5}: {text}", file=out)
+            echo(f"    {i:>5}: {text}", file=out)

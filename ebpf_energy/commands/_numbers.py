@@ -104,3 +104,17 @@ def writable_file(ctx, param, value):
     if not os.path.exists(value) and not os.access(folder, os.W_OK):
         raise click.BadParameter(f"{value}: its folder {folder} is not writable", ctx=ctx, param=param)
     return value
+
+
+def plot_file(ctx, param, value):
+    """``--plot FILE`` checked when parsed, as ``-o`` is: a suffix that picks
+    no format, or a folder that is missing, is a usage error before anything
+    runs (found at the end, the plot of the whole run was lost)."""
+    if value is None:
+        return None
+    from ebpf_energy.plot import SUFFIXES
+
+    if not value.lower().endswith(SUFFIXES):
+        raise click.BadParameter(f"{value}: the file name must end in {', '.join(SUFFIXES)} (that picks the format)",
+                                 ctx=ctx, param=param)
+    return writable_file(ctx, param, value)

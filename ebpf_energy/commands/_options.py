@@ -35,6 +35,21 @@ def _topology_root(ctx, param, value):
     return value
 
 
+def _profile_file(ctx, param, value):
+    """--profile FILE is read when the options are parsed: a missing file, or
+    one that is no profile, is bad input (one line naming the file, exit 2)
+    before anything is loaded or run, as every other bad option value."""
+    if value is None:
+        return None
+    from ebpf_energy.calibration.profile import ProfileError, load
+
+    try:
+        load(value)
+    except ProfileError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return value
+
+
 topology_root_option = click.option(
     "--topology-root", type=click.Path(file_okay=False), envvar="EBPF_ENERGY_TOPOLOGY_ROOT", default=None,
     expose_value=False, callback=_topology_root,
@@ -44,7 +59,7 @@ topology_root_option = click.option(
 _OPTIONS = [
     click.option("-p", "--power", type=Number(min=0, min_open=True, max=MAX_WATTS_PER_CPU, unit="W"), default=None, metavar="WATTS",
                  help="Fixed model: watts per busy CPU (overrides any meter or profile)."),
-    click.option("--profile", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+    click.option("--profile", type=click.Path(dir_okay=False), default=None, metavar="FILE", callback=_profile_file,
                  help="Use this calibration profile (default: the saved one, if it fits this CPU)."),
     click.option("--no-profile", is_flag=True, help="Ignore any saved calibration profile."),
     powercap_root_option,
@@ -77,5 +92,7 @@ def model_from_options(power=None, profile=None, no_profile=False, powercap_root
     try:
         return choose_model(watts=power, profile_path=profile, no_profile=no_profile, powercap_root=powercap_root,
                             meter_kind=meter, idle_share=idle_share, warn=warn)
-    except (RaplError, ProfileError) as e:
+    except ProfileError as e:  # only --profile's own file raises (a broken saved one is warned about)
+        raise click.BadParameter(str(e), param_hint="--profile") from None
+    except RaplError as e:
         raise click.ClickException(str(e)) from None

@@ -11,38 +11,11 @@ every flow there) have no default: such a program stays loaded, not
 attached, and says what it needs. Every misfit is a :class:`link.named.BadTarget`: one line, exit 2.
 """
 
-import click
-
 from ebpf_energy.loader.link import named
 
 EXIT_BAD_TARGET = 2  # a usage error, as every other bad option value: the target does not fit the object or this machine
 OWN_NETNS = "/proc/thread-self/ns/net"
-
-_OPTIONS = [
-    click.option("--interface", metavar="IFNAME",
-                 help="Attach xdp, tc/tcx (IFNAME:ingress|egress for a bare tc) and socket filter programs "
-                      "(through a packet socket bound to it) to this network interface."),
-    click.option("--cgroup", metavar="DIR",
-                 help="Attach cgroup programs (cgroup_skb, cgroup/sock*, connect*, sysctl, dev, "
-                      "getsockopt, sockops...) to this cgroup v2 directory (default: not attached)."),
-    click.option("--netns", metavar="FILE",
-                 help="Attach sk_lookup and flow_dissector programs to this network namespace "
-                      "(/proc/PID/ns/net, /run/netns/NAME; sk_lookup default: the caller's own; flow_dissector: "
-                      "none, as it takes over every flow of the namespace)."),
-    click.option("--target", "targets", multiple=True, metavar="PROG=VALUE",
-                 help="One program's target, over the options above: an interface, cgroup directory or netns "
-                      "file as its kind takes, FAMILY:HOOK[:PRIORITY] for netfilter, PATH:FUNC for a bare "
-                      "uprobe, EVENT[:HZ] (cpu-clock:99) for perf_event. Repeatable."),
-    click.option("--xdp-mode", type=click.Choice(["auto", "generic", "native"]), default="auto",
-                 show_default=True, help="XDP in the driver (native), in the kernel's generic path, or "
-                                        "whichever the driver offers."),
-]
-
-
-def target_options(func):
-    for option in reversed(_OPTIONS):
-        func = option(func)
-    return func
+# the options themselves (--interface, --cgroup, --netns, --target, --xdp-mode) are in load_options
 
 
 def plan(obj, selected, interface=None, cgroup=None, netns=None, targets=()):

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ebpf_energy.commands._numbers import seconds
+from ebpf_energy.commands._numbers import plot_file, seconds
 from ebpf_energy.commands._options import model_options
 from ebpf_energy.commands._report_run import owner_by_option, runtime_root_option
 from ebpf_energy.workloads import NAMES
@@ -46,7 +46,7 @@ def _interrupt(signum, frame):
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON object.")
 @click.option("--csv", "as_csv", is_flag=True,
               help="Print the comparison as CSV: one row per monitor, and a row for the truth.")
-@click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
+@click.option("--plot", "plot", default=None, metavar="FILE.svg|png", callback=plot_file,
               help="Also draw the comparison as bar charts into FILE (needs matplotlib).")
 @owner_by_option
 @runtime_root_option

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ebpf_energy.commands._numbers import YEAR_S, Number, codecarbon_path, seconds
+from ebpf_energy.commands._numbers import YEAR_S, Number, codecarbon_path, plot_file, seconds
 from ebpf_energy.commands._options import model_from_options, model_options
 from ebpf_energy.commands._report_run import (duration_option, listing_options, output_format, run_and_report,
                                               selection_for)
@@ -50,7 +50,7 @@ def _event_printer(err, watts, pids=()):
 @click.option("--codecarbon-csv", "codecarbon_csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               callback=codecarbon_path,
               help="Also append the run's machine total to FILE in CodeCarbon's emissions.csv columns.")
-@click.option("--plot", "plot", default=None, metavar="FILE.svg|png",
+@click.option("--plot", "plot", default=None, metavar="FILE.svg|png", callback=plot_file,
               help="Also draw energy over time for the top processes into FILE (needs matplotlib).")
 @model_options
 def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, max_tasks, min_slice_us,

@@ -48,6 +48,14 @@ CASES = [
     (["monitor", "-d", "1", "--codecarbon-csv", "/etc/passwd"], "is not a CodeCarbon emissions.csv"),
     (["monitor", "-d", "1", "--codecarbon-csv", "/nonexistent/x.csv"], "its folder /nonexistent does not exist"),
     (["run", "--codecarbon-csv", "/etc", "--", "true"], "is a directory"),
+    # a profile or plot that cannot be used is found before the run, not after it
+    (["monitor", "-d", "1", "--profile", "/nonexistent"], "'--profile': no calibration profile at /nonexistent"),
+    (["traditional", "-d", "1", "--profile", "/nonexistent"], "no calibration profile at /nonexistent"),
+    (["run", "--profile", "/nonexistent", "--", "true"], "no calibration profile at /nonexistent"),
+    (["compare", "-d", "1", "--profile", "/nonexistent"], "no calibration profile at /nonexistent"),
+    (["compare", "-d", "1", "--plot", "/nonexistent-dir/x.png"], "its folder /nonexistent-dir does not exist"),
+    (["monitor", "-d", "1", "--plot", "/nonexistent-dir/x.png"], "its folder /nonexistent-dir does not exist"),
+    (["monitor", "-d", "1", "--plot", "/tmp/x.txt"], "must end in .png, .svg, .pdf"),
 ]
 
 
@@ -56,4 +64,15 @@ def test_bad_numbers_are_one_line_usage_errors(argv, message):
     r = CliRunner().invoke(main, argv)
     assert r.exit_code == 2, r.output
     assert message in r.output, r.output
+    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("content, why", [("{", "is not valid JSON"), ("[1]", "is not a calibration profile"),
+                                          ('{"idle_watts": 1}', "is not a calibration profile")])
+def test_a_profile_that_is_no_profile_is_a_usage_error_naming_the_file(tmp_path, content, why):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    r = CliRunner().invoke(main, ["monitor", "-d", "1", "--profile", str(path)])
+    assert r.exit_code == 2, r.output
+    assert f"'--profile': {path} {why}" in r.output, r.output
     assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)

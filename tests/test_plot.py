@@ -101,10 +101,11 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("name, why", [("x.txt", "must end in .png, .svg, .pdf"),
-                                       ("no/such/dir/x.png", "cannot write in")])
-def test_bad_plot_path_fails_before_the_run(tmp_path, name, why):
-    r = ebpf_energy("monitor", "-d", "30", "-p", "10", "--plot", str(tmp_path / name), timeout=20)
-    assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr
+                                       ("no/such/dir/x.png", "does not exist")])
+@pytest.mark.parametrize("command", ["monitor", "compare"])
+def test_bad_plot_path_fails_before_the_run(tmp_path, name, why, command):
+    r = ebpf_energy(command, "-d", "30", "-p", "10", "--plot", str(tmp_path / name), timeout=20)
+    assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr
     assert "measuring" not in r.stderr  # nothing was loaded or run
 
 

@@ -240,9 +240,7 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
         try:
             proc = subprocess.Popen(argv, preexec_fn=tree.cgroup.join if tree else None)
         except OSError as e:
-            # as a shell says it: 127 not found, 126 found but not runnable
-            raise RunError(f"cannot run {argv[0]}: {e.strerror}",
-                           127 if isinstance(e, FileNotFoundError) else 126) from None
+            raise _cannot_run(argv[0], e) from None
         if forward_signals:
             # like time(1): the terminal's Ctrl-C reaches the command itself;
             # we stay to report. SIGTERM to us is passed on.
@@ -286,6 +284,21 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
                   method=method, rusage_cpu_ns=rusage_ns, command=list(argv), exit_code=code, pids=pids,
                   signal=sig, left_running=left, by=by, groups=groups,
                   **(tree.window_facts() if tree is not None else {}))
+
+
+def _cannot_run(name: str, e: OSError) -> "RunError":
+    """Why ``name`` could not be started, as a shell says it: 127 not found,
+    126 found but not runnable. exec's errno alone misleads: a directory is
+    "Permission denied", a script whose #! interpreter is missing "No such file"."""
+    if isinstance(e, FileNotFoundError):
+        if "/" not in name:
+            return RunError(f"cannot run {name}: command not found (not in PATH)", 127)
+        if os.path.isfile(name):
+            return RunError(f"cannot run {name}: its #! interpreter was not found", 127)
+        return RunError(f"cannot run {name}: No such file or directory", 127)
+    if "/" in name and os.path.isdir(name):
+        return RunError(f"cannot run {name}: it is a directory", 126)
+    return RunError(f"cannot run {name}: {e.strerror}", 126)
 
 
 class RunError(Exception):

@@ -340,6 +340,31 @@ def test_a_command_that_cannot_run_is_126():
     assert r.returncode == 126 and "cannot run /etc/passwd" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("argv", [[""], ["", "x"], ["  "]])
+def test_an_empty_command_is_a_usage_error(argv):
+    r = cli("-p", "15", "--", *argv)  # exec of "" said "cannot run : Permission denied"
+    assert r.returncode == 2 and "the command is empty" in r.stderr and "Traceback" not in r.stderr
+    assert "cannot run" not in r.stderr
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["/nonexistent"], 127, "cannot run /nonexistent: No such file or directory"),
+    (["no-such-command-xyz"], 127, "cannot run no-such-command-xyz: command not found (not in PATH)"),
+    (["/tmp"], 126, "cannot run /tmp: it is a directory"),  # exec said "Permission denied"
+])
+def test_a_command_that_cannot_start_says_why_in_one_line(argv, code, says):
+    r = cli("-p", "15", "--", *argv)
+    assert r.returncode == code and r.stderr.strip() == f"ebpf-energy run: {says}", r.stderr
+
+
+def test_a_script_whose_interpreter_is_missing_says_so(tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    r = cli("-p", "15", "--", str(script))
+    assert r.returncode == 127 and "its #! interpreter was not found" in r.stderr, r.stderr
+
+
 @pytest.mark.kernel
 def test_codecarbon_csv_rows_have_its_columns_and_units(tmp_path):
     """--codecarbon-csv appends rows with CodeCarbon's emissions.csv columns:

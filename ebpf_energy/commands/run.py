@@ -147,6 +147,8 @@ def run(as_json, as_csv, output, codecarbon_csv, wait_tree, budget_exit_code, bu
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are alternatives: give one")
+    if not command[0].strip():  # `run -- ""`: exec of "" said "Permission denied"
+        raise click.BadParameter("the command is empty", param_hint="COMMAND")
     model, meter = model_from_options(**model_kw)
     results = []
     try:

@@ -56,6 +56,14 @@ CASES = [
     (["compare", "-d", "1", "--plot", "/nonexistent-dir/x.png"], "its folder /nonexistent-dir does not exist"),
     (["monitor", "-d", "1", "--plot", "/nonexistent-dir/x.png"], "its folder /nonexistent-dir does not exist"),
     (["monitor", "-d", "1", "--plot", "/tmp/x.txt"], "must end in .png, .svg, .pdf"),
+    # options that could match nothing
+    (["monitor", "-d", "1", "--comm", ""], "Invalid value for --comm: an empty name matches no process"),
+    (["traditional", "-d", "1", "--comm", "sh", "--comm", ""], "an empty name matches no process"),
+    (["monitor", "-d", "1", "--by", "container", "--runtime-root", "/nonexistent"],
+     "'--runtime-root': Directory '/nonexistent' does not exist"),
+    (["traditional", "-d", "1", "--by", "pod", "--runtime-root", "/nonexistent"],
+     "'--runtime-root': Directory '/nonexistent' does not exist"),
+    (["run", "--by", "container", "--runtime-root", "/etc/passwd", "--", "true"], "'/etc/passwd' is a file"),
 ]
 
 

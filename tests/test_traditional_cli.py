@@ -360,3 +360,17 @@ def test_filters_are_checked_once_for_every_output():
         r = subprocess.run(cmd("-d", "0.2", "-p", "10", "--cgroup", cg), capture_output=True, text=True, cwd=ROOT,
                            timeout=30)
         assert r.returncode == 2 and "no cgroup /" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"]])
+def test_a_filter_that_matched_nothing_says_so_in_one_line(fmt):
+    """An empty table read as a broken monitor: the filter's miss is said on
+    stderr (the output and the exit status are unchanged)."""
+    r = run("-d", "0.2", "-p", "10", "--comm", "no-such-name-xy", "--comm", "a-name-longer-than-15", *fmt)
+    assert r.returncode == 0, r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if "no process matching" in ln]
+    assert notes == [f"ebpf-energy traditional: no process matching --comm a-name-longer-than-15 --comm "
+                     f"no-such-name-xy ran in the {notes[0].split(' ran in the ')[1].split(' s ')[0]} s measured "
+                     "(the kernel keeps only 15 characters of a process name: a-name-longer-t)"], r.stderr
+    if fmt:
+        assert json.loads(r.stdout)["processes"] == []

@@ -15,7 +15,7 @@ from ebpf_energy.commands._numbers import PID_MAX_LIMIT, Number, count, seconds
 from ebpf_energy.report import BY_CHOICES, OWNER_VIEWS, drop_warning
 
 runtime_root_option = click.option(
-    "--runtime-root", type=click.Path(file_okay=False), envvar="EBPF_ENERGY_RUNTIME_ROOT", default=None,
+    "--runtime-root", type=click.Path(file_okay=False, exists=True), envvar="EBPF_ENERGY_RUNTIME_ROOT", default=None,
     expose_value=False, callback=lambda ctx, param, v: _runtime_root(v),
     help="With --by container/pod: read container runtimes' state under DIR, laid out like / "
          "(default /; env EBPF_ENERGY_RUNTIME_ROOT).")
@@ -30,7 +30,7 @@ _LISTING = [
     click.option("--threads", is_flag=True, help="Also list each thread under its process."),
     click.option("--pid", "pids", type=Number(min=1, max=PID_MAX_LIMIT, integer=True), multiple=True, metavar="PID",
                  help="Only list this process (repeatable). Totals still cover the whole machine."),
-    click.option("--comm", "comms", multiple=True, metavar="NAME",
+    click.option("--comm", "comms", multiple=True, metavar="NAME", callback=lambda ctx, param, v: _comms(v),
                  help="Only list processes with this name (repeatable)."),
     click.option("--cgroup", default=None, metavar="PATH",
                  help="Only list processes in this cgroup v2 path (or below it)."),
@@ -40,6 +40,25 @@ _LISTING = [
     click.option("--json", "as_json", is_flag=True, help="Print JSON (stdout carries only the JSON)."),
     click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header."),
 ]
+
+def _comms(names):
+    """An empty --comm never matches a process (the kernel names every one): refused."""
+    if any(not n for n in names):
+        raise click.BadParameter("an empty name matches no process", param_hint="--comm")
+    return names
+
+
+def _no_match_note(selection, report, duration_s):
+    """An empty table reads like a broken monitor: when --pid/--comm/--cgroup
+    matched nothing, say so in one line (the exit status stays)."""
+    if not selection or report.get("processes"):
+        return None
+    given = ([f"--pid {p}" for p in sorted(selection.pids)] + [f"--comm {c}" for c in sorted(selection.comms)]
+             + ([f"--cgroup {selection.cgroup}"] if selection.cgroup else []))
+    long = [c for c in selection.comms if len(c) > 15]
+    hint = f" (the kernel keeps only 15 characters of a process name: {long[0][:15]})" if long else ""
+    return f"no process matching {' '.join(given)} ran in the {duration_s:.3f} s measured{hint}"
+
 
 def _runtime_root(value):
     """--runtime-root reaches the name lookups through the environment, as
@@ -125,7 +144,10 @@ def run_and_report(name, sampler, model, meter, reporter, *, duration, interval,
         if note:
             err.write(f"ebpf-energy {name}: {note}\n")
         extra = {"overhead_cpu_ns": result.overhead_cpu_ns, "sampler": result.sampler_stats}
-        reporter.summary(result.window, result.attribution, extra)
+        report = reporter.summary(result.window, result.attribution, extra)
+        note = _no_match_note(reporter.selection, report, result.window.duration_s)
+        if note:
+            err.write(f"ebpf-energy {name}: {note}\n")
         if after is not None:
             after(result)
         if result.stopped_by and duration > 0:

@@ -97,8 +97,9 @@ class Timeline:
 
         return on_interval
 
-    def save(self, model: dict, title: str = "ebpf-energy monitor", top: int = TOP) -> str:
-        return plot_timeline(self, self.path, model, title=title, top=top)
+    def save(self, model: dict, title: str = "ebpf-energy monitor", top: Optional[int] = None,
+             ranked: Optional[List[int]] = None) -> str:
+        return plot_timeline(self, self.path, model, title=title, top=top, ranked=ranked)
 
 
 def _model_line(model: dict) -> str:
@@ -107,46 +108,85 @@ def _model_line(model: dict) -> str:
     return "model: " + model_sentence(model)
 
 
-def plot_timeline(tl: Timeline, path: str, model: dict, title: str = "ebpf-energy monitor", top: int = TOP) -> str:
-    """Power (stacked, W) and cumulative energy (J) over time for the top processes."""
-    plt = require_matplotlib()
-    check_path(path)
+def _fit_title(fig, text: str, fontsize: float = 10):
+    """The figure's title, each line wrapped until it fits the figure's width
+    (a long model sentence or command ran off both edges, cut)."""
+    import textwrap
+
+    renderer = fig.canvas.get_renderer()
+    room = fig.bbox.width * 0.98
+    title = fig.suptitle(text, fontsize=fontsize)
+    width = max(len(line) for line in text.splitlines())
+    while title.get_window_extent(renderer).width > room and width > 20:
+        width = int(width * 0.9)
+        title.set_text("\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in text.splitlines()))
+    return title
+
+
+def _series(tl: Timeline, top: int, ranked: Optional[List[int]]):
+    """``(label, joules per interval)`` for the ``top`` processes, then the rest and idle.
+
+    ``ranked``: the summary table's order of processes (its filters
+    included), so the plot shows the rows the table shows; by default,
+    most energy first."""
     totals: Dict[int, float] = {}
     for e in tl.energy:
         for pid, j in e.items():
             totals[pid] = totals.get(pid, 0.0) + j
-    leaders = sorted(totals, key=lambda pid: (-totals[pid], pid))[:top]
+    order = ranked if ranked is not None else sorted(totals, key=lambda pid: (-totals[pid], pid))
+    leaders = [pid for pid in order if pid in totals][:top]
     rows = [(tl.names.get(pid, str(pid)), [e.get(pid, 0.0) for e in tl.energy]) for pid in leaders]
     rest = [sum(e.values()) - sum(e.get(pid, 0.0) for pid in leaders) for e in tl.energy]
     if any(r > 0 for r in rest):
         rows.append((f"other ({max(len(totals) - len(leaders), 0)} processes)", rest))
     if any(i > 0 for i in tl.idle):
         rows.append(("idle", list(tl.idle)))
+    return rows
+
+
+def timeline_figure(tl: Timeline, model: dict, title: str = "ebpf-energy monitor", top: Optional[int] = None,
+                    ranked: Optional[List[int]] = None):
+    """Power (stacked, W) and cumulative energy (J) over time for the top
+    processes (``--top``, else :data:`TOP`): the figure, for the caller to save and close."""
+    plt = require_matplotlib()
+    rows = _series(tl, TOP if top is None else top, ranked)
     fig, (ax_w, ax_j) = plt.subplots(2, 1, sharex=True, figsize=(10, 7), constrained_layout=True)
-    try:
-        fig.suptitle(f"{title}: energy over time\n{_model_line(model)}", fontsize=10)
-        if not tl.t:
-            ax_w.text(0.5, 0.5, "no interval was recorded (the run was too short)", ha="center",
-                      transform=ax_w.transAxes)
-        else:
-            x = [0.0] + tl.t  # step="pre": each value holds over the interval ending at its x
-            watts = [[j / dt if dt > 0 else 0.0 for j, dt in zip(series, tl.dt)] for _, series in rows]
-            if rows:
-                ax_w.stackplot(x, *[w[:1] + w for w in watts], labels=[name for name, _ in rows], step="pre",
-                               alpha=0.85)
-            for name, series in rows:
-                acc, cum = 0.0, [0.0]
-                for j in series:
-                    acc += j
-                    cum.append(acc)
-                ax_j.plot(x, cum, label=name)
-        ax_w.set_ylabel("power (W), stacked")
-        ax_j.set_ylabel("cumulative energy (J)")
-        ax_j.set_xlabel("time since start (s)")
-        ax_w.grid(alpha=0.3)
-        ax_j.grid(alpha=0.3)
+    _fit_title(fig, f"{title}: energy over time\n{_model_line(model)}")
+    if not tl.t:
+        ax_w.text(0.5, 0.5, "no interval was recorded (the run was too short)", ha="center",
+                  transform=ax_w.transAxes)
+    else:
+        x = [0.0] + tl.t  # step="pre": each value holds over the interval ending at its x
+        watts = [[j / dt if dt > 0 else 0.0 for j, dt in zip(series, tl.dt)] for _, series in rows]
         if rows:
-            ax_w.legend(loc="upper left", fontsize=8, title="pid comm", title_fontsize=8, ncol=2)
+            ax_w.stackplot(x, *[w[:1] + w for w in watts], labels=[name for name, _ in rows], step="pre",
+                           alpha=0.85)
+        for name, series in rows:
+            acc, cum = 0.0, [0.0]
+            for j in series:
+                acc += j
+                cum.append(acc)
+            ax_j.plot(x, cum, label=name)
+    ax_w.set_ylabel("power (W), stacked")
+    ax_j.set_ylabel("cumulative energy (J)")
+    ax_j.set_xlabel("time since start (s)")
+    ax_w.grid(alpha=0.3)
+    ax_j.grid(alpha=0.3)
+    if rows:
+        ax_w.legend(loc="upper left", fontsize=8, title="pid comm", title_fontsize=8, ncol=2)
+    return fig
+
+
+def plot_timeline(tl: Timeline, path: str, model: dict, title: str = "ebpf-energy monitor", top: Optional[int] = None,
+                  ranked: Optional[List[int]] = None) -> str:
+    """:func:`timeline_figure` written to ``path``."""
+    plt = require_matplotlib()
+    check_path(path)
+    try:
+        fig = timeline_figure(tl, model, title=title, top=top, ranked=ranked)
+    except ValueError as e:
+        raise PlotError(f"cannot draw the plot {path}: {e}") from None
+    try:
         fig.savefig(path)
     except (OSError, ValueError) as e:
         raise PlotError(f"cannot write the plot {path}: {e}") from None
@@ -175,8 +215,8 @@ def plot_compare(result: dict, path: str) -> str:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(13, 4.2), constrained_layout=True)
     try:
-        fig.suptitle(f"ebpf-energy compare: {w['command']} over {result['duration_s']:.2f} s\n"
-                     f"{_model_line(result.get('model', {}))}", fontsize=10)
+        _fit_title(fig, f"ebpf-energy compare: {w['command']} over {result['duration_s']:.2f} s\n"
+                        f"{_model_line(result.get('model', {}))}")
         for ax, (ylabel, bars) in zip(axes, panels):
             xs = [b[0] for b in bars]
             ys = [b[1] for b in bars]

@@ -547,6 +547,7 @@ class Reporter:
         self.intervals = intervals
         self.title = title
         self._csv_header_done = False
+        self.last_summary: Optional[dict] = None
         try:
             self._tty = stream.isatty()
         except (AttributeError, ValueError):
@@ -589,4 +590,5 @@ class Reporter:
     def summary(self, window: UsageWindow, attribution: Attribution, extra: Optional[dict] = None) -> dict:
         report = self._report(window, attribution, extra)
         self._emit(report, "summary")
+        self.last_summary = report  # for what follows it (the plot shows the same rows)
         return report

@@ -112,3 +112,75 @@ def test_bad_plot_path_fails_before_the_run(tmp_path, name, why, command):
 def test_default_interval():
     assert default_interval(0) == 1.0 and default_interval(600) == 1.0
     assert default_interval(5) == pytest.approx(0.1) and default_interval(0.5) == 0.05
+
+
+def _timeline(n_processes=6):
+    from ebpf_energy.plot import Timeline
+
+    tl = Timeline("unused.png", 1.0)
+    tl.t, tl.dt, tl.idle = [1.0, 2.0], [1.0, 1.0], [0.5, 0.5]
+    tl.energy = [{pid: float(pid) for pid in range(1, n_processes + 1)}] * 2
+    tl.names = {pid: f"{pid} proc{pid}" for pid in range(1, n_processes + 1)}
+    return tl
+
+
+LONG_MODEL = {"name": "rapl-split", "idle_watts": 3.2, "watts_per_cpu_second": 7.991,
+              "class_watts": {"P": 9.1, "E": 4.2}, "profile": "/root/.config/ebpf-energy/a/long/path/profile.json",
+              "measured": True, "meter": "powercap (intel-rapl:0 package, dram, psys)"}
+
+
+def test_top_n_draws_n_process_series_then_the_rest_and_idle():
+    from ebpf_energy.plot import timeline_figure
+
+    plt = require_matplotlib()
+    fig = timeline_figure(_timeline(6), LONG_MODEL, top=3)
+    try:
+        labels = [line.get_label() for line in fig.axes[1].get_lines()]
+        assert labels == ["6 proc6", "5 proc5", "4 proc4", "other (3 processes)", "idle"]
+        assert len(fig.axes[0].collections) == 5  # the stacked power: the same five
+    finally:
+        plt.close(fig)
+    fig = timeline_figure(_timeline(6), LONG_MODEL, top=2, ranked=[1, 99, 4, 6])  # the table's order and rows
+    try:
+        assert [line.get_label() for line in fig.axes[1].get_lines()][:3] == ["1 proc1", "4 proc4", "other (4 processes)"]
+    finally:
+        plt.close(fig)
+
+
+def test_a_long_title_is_wrapped_to_fit_the_figure(tmp_path):
+    """The model sentence ran off both edges of the figure, cut."""
+    from ebpf_energy.plot import timeline_figure
+
+    plt = require_matplotlib()
+    fig = timeline_figure(_timeline(2), LONG_MODEL)
+    try:
+        title = fig._suptitle
+        box = title.get_window_extent(fig.canvas.get_renderer())
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)
+        assert "profile.json" in title.get_text() and len(title.get_text().splitlines()) >= 3
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.kernel
+def test_monitor_plot_follows_top(tmp_path, monkeypatch):
+    """--top N reaches the plot, with the table's rows in the table's order."""
+    from click.testing import CliRunner
+
+    import ebpf_energy.plot as plot
+    from ebpf_energy.commands.monitor import monitor
+
+    seen = {}
+    real = plot.plot_timeline
+
+    def spy(tl, path, model, **kw):
+        seen.update(kw)
+        return real(tl, path, model, **kw)
+
+    monkeypatch.setattr(plot, "plot_timeline", spy)
+    out = tmp_path / "x.svg"
+    r = CliRunner().invoke(monitor, ["-d", "0.3", "-p", "10", "--json", "--top", "3", "--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert seen["top"] == 3 and out.exists()
+    assert seen["ranked"][:3] == [p["pid"] for p in report["processes"]]  # the JSON lists the table's top 3

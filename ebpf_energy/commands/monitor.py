@@ -105,13 +105,21 @@ def monitor(duration, interval, verbose, top, threads, pids, comms, cgroup, by, 
         printing = (lambda n, w, a, mj: reporter.interval(n, w, a)) if interval is not None else None
         on_interval, interval_s = timeline.hook(printing), timeline.interval_s
         after = lambda result: err.write(  # noqa: E731
-            f"ebpf-energy monitor: plot written to {timeline.save(result.attribution.model)}\n")
+            f"ebpf-energy monitor: plot written to {_save_plot(timeline, result, reporter, top)}\n")
     if codecarbon_csv:
         after = _with_codecarbon_row(after, codecarbon_csv, model_kw)
     how_long = f"for {duration:g} s" if duration > 0 else "until Ctrl-C"
     run_and_report("monitor", sampler, model, meter, reporter, duration=duration, interval=interval,
                    started_message=f"measuring every context switch {how_long}", on_interval=on_interval,
                    interval_s=interval_s, after=after, errors=(LoaderError, PlotError))
+
+
+def _save_plot(timeline, result, reporter, top):
+    """The plot of the table's own rows: the summary's order and filters, and
+    its --top (the plot drew its default 8 whatever --top said)."""
+    summary = reporter.last_summary or {}
+    ranked = [row["pid"] for row in summary.get("processes", [])] if summary else None
+    return timeline.save(result.attribution.model, top=top, ranked=ranked)
 
 
 def _with_codecarbon_row(after, path, model_kw):

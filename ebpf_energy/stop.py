@@ -4,11 +4,12 @@ Apart from :mod:`driver` so a command that only holds kernel objects
 (``load``) can stop cleanly without importing the monitors and power models.
 """
 
+from __future__ import annotations
+
 import os
 import select
 import signal
 import threading
-from typing import Optional
 
 
 class Stopper:
@@ -19,7 +20,7 @@ class Stopper:
     def __init__(self):
         self._r, self._w = os.pipe()
         os.set_blocking(self._w, False)
-        self.reason: Optional[str] = None
+        self.reason: str | None = None
 
     def set(self, reason: str = "stop") -> None:
         if self.reason is None:

@@ -149,7 +149,7 @@ def test_kernel_maps_created_without_btf_ids_and_with_map_extra(test_objects, fd
 def test_a_map_whose_btf_the_kernel_refuses_is_made_again_without(test_objects, fds_unchanged):
     """Forced BTF ids on a sockmap (a type that takes none): the create is
     refused with them, retried without, and the load goes on."""
-    import dataclasses
+    from ebpf_energy.loader import record
 
     from ebpf_energy.loader import explain
     from ebpf_energy.loader.collection import Collection
@@ -157,7 +157,7 @@ def test_a_map_whose_btf_the_kernel_refuses_is_made_again_without(test_objects, 
     spec = ObjectSpec.parse(str(test_objects("kernel_maps")))
     prepared = prepare(spec, Target.running())
     m = prepared.maps["socks"]
-    prepared.maps["socks"] = dataclasses.replace(m, btf_key_type_id=spec.maps["socks"].key_type_id,
+    prepared.maps["socks"] = record.replace(m, btf_key_type_id=spec.maps["socks"].key_type_id,
                                                  btf_value_type_id=spec.maps["socks"].value_type_id)
     lines = []
     explain.enable(type("W", (), {"write": lambda self, s: lines.append(s), "flush": lambda self: None})())
@@ -209,13 +209,13 @@ def test_without_its_attach_type_the_kernel_refuses_and_it_is_not_called_a_verif
         test_objects, fds_unchanged, name, change):
     """The table matters: with the expected attach type taken away the kernel
     says EINVAL before verifying, and the error says so (not "verifier")."""
-    import dataclasses
+    from ebpf_energy.loader import record
 
     from ebpf_energy.loader.collection import Collection
     from ebpf_energy.loader.errors import NotSupported
 
     prepared = prepare(ObjectSpec.parse(str(test_objects("spec_kinds"))), Target.running(), only=[name])
-    prepared.programs[name] = dataclasses.replace(prepared.programs[name], **change)
+    prepared.programs[name] = record.replace(prepared.programs[name], **change)
     with pytest.raises(NotSupported) as e:
         Collection.load(prepared)
     assert "before verifying any instruction" in str(e.value) and "verifier rejected" not in str(e.value)
@@ -223,13 +223,13 @@ def test_without_its_attach_type_the_kernel_refuses_and_it_is_not_called_a_verif
 
 
 def test_sleepable_flag_is_what_lets_a_sleeping_helper_load(test_objects, fds_unchanged):
-    import dataclasses
+    from ebpf_energy.loader import record
 
     from ebpf_energy.loader.collection import Collection
     from ebpf_energy.loader.errors import VerifierError
 
     prepared = prepare(ObjectSpec.parse(str(test_objects("spec_kinds"))), Target.running(), only=["sleepy_iter"])
-    prepared.programs["sleepy_iter"] = dataclasses.replace(prepared.programs["sleepy_iter"], prog_flags=0)
+    prepared.programs["sleepy_iter"] = record.replace(prepared.programs["sleepy_iter"], prog_flags=0)
     with pytest.raises(VerifierError, match="sleep"):
         Collection.load(prepared)
 
@@ -338,18 +338,18 @@ def test_a_refused_btf_is_a_warning_or_an_error_never_silent(test_objects, fds_u
     """The kernel refuses the object's BTF: an object that can do without it
     loads with a warning saying what is lost; one whose maps need it
     (struct_ops) fails."""
-    import dataclasses
+    from ebpf_energy.loader import record
 
     from ebpf_energy.loader.collection import Collection
     from ebpf_energy.loader.errors import BtfError
 
     bad = b"\x9f\xeb\x01\x00\x18\x00\x00\x00" + bytes(16)  # a BTF header whose sections do not add up
     ok = prepare(ObjectSpec.parse(str(test_objects("kernel_maps"))), Target.running())
-    with Collection.load(dataclasses.replace(ok, btf=bad)) as c:
+    with Collection.load(record.replace(ok, btf=bad)) as c:
         assert c.btf_fd == 0 and len(c.warnings) == 1 and "refused the object's BTF" in c.warnings[0]
     needs = prepare(ObjectSpec.parse(str(test_objects("struct_ops_cc"))), Target.running())
     with pytest.raises(BtfError):
-        Collection.load(dataclasses.replace(needs, btf=bad))
+        Collection.load(record.replace(needs, btf=bad))
 
 
 @pytest.mark.parametrize("obj, args, said", [

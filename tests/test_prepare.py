@@ -9,7 +9,7 @@ testdata` rebuilds the objects and rewrites the golden files.
 """
 
 import copy
-import dataclasses
+from ebpf_energy.loader import record
 import json
 import os
 import shutil
@@ -87,9 +87,9 @@ def test_the_golden_answers_come_from_the_fake_kernel():
 
 
 def _snapshot(spec):
-    return ({k: (dataclasses.astuple(m)) for k, m in spec.maps.items()},
-            {k: dataclasses.astuple(p) for k, p in spec.programs.items()},
-            [dataclasses.astuple(v) for v in spec.kconfig], dict(spec.ksyms))
+    return ({k: (record.astuple(m)) for k, m in spec.maps.items()},
+            {k: record.astuple(p) for k, p in spec.programs.items()},
+            [record.astuple(v) for v in spec.kconfig], dict(spec.ksyms))
 
 
 @pytest.mark.parametrize("name", OBJECTS)

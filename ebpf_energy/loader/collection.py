@@ -9,8 +9,9 @@ reverse: programs, maps, BTF. A failure at any step closes what was made
 before it, so nothing stays in the kernel.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Dict, List
 
 from ebpf_energy.loader import explain, map_memory, program, syscall, uapi
 from ebpf_energy.loader import insn as I
@@ -50,9 +51,9 @@ class Collection:
     def __init__(self, prepared: Prepared):
         self.prepared = prepared
         self.btf_fd = 0
-        self.maps: Dict[str, Map] = {}
-        self.programs: Dict[str, int] = {}
-        self.warnings: List[str] = []  # what loaded, but not as asked (load prints them)
+        self.maps: dict[str, Map] = {}
+        self.programs: dict[str, int] = {}
+        self.warnings: list[str] = []  # what loaded, but not as asked (load prints them)
         self._closed = False
 
     @classmethod

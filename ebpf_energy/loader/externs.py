@@ -7,16 +7,17 @@ does): ``LINUX_KERNEL_VERSION`` from ``uname``, ``CONFIG_*`` from
 address from ``/proc/kallsyms``) or kfuncs (their BTF id).
 """
 
+from __future__ import annotations
+
 import os
-from dataclasses import dataclass
-from typing import Dict, Optional
 
 from ebpf_energy.loader.errors import LoaderError
+from ebpf_energy.loader.record import record
 
 TRI_NO, TRI_YES, TRI_MODULE = 0, 1, 2
 
 
-@dataclass
+@record
 class KconfigVar:
     """A ``__kconfig`` extern: where its value goes in the ``.kconfig`` map."""
 
@@ -71,7 +72,7 @@ def _opener(path):
     return open
 
 
-def read_kconfig(path="/proc/config.gz", fallback=True) -> Dict[str, str]:
+def read_kconfig(path="/proc/config.gz", fallback=True) -> dict[str, str]:
     """``CONFIG_FOO`` -> raw value (``y``, ``m``, ``"str"``, ``123``) from the kernel's config
     (``fallback``: also try /boot/config-$(uname -r))."""
     candidates = [path] + ([f"/boot/config-{os.uname().release}"] if fallback else [])
@@ -122,7 +123,7 @@ def virtual_value(name: str, target) -> int:
     raise KeyError(name)
 
 
-def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec, version: int, target=None) -> bytes:
+def kconfig_value(var: KconfigVar, kconfig: dict[str, str], codec, version: int, target=None) -> bytes:
     """Encode one extern's value in its BTF type (``codec``); ``version`` is
     the target's KERNEL_VERSION(a, b, c), for LINUX_KERNEL_VERSION; the other
     virtual externs are asked of ``target``."""
@@ -156,7 +157,7 @@ def kconfig_value(var: KconfigVar, kconfig: Dict[str, str], codec, version: int,
         raise LoaderError(f"extern {var.name} __kconfig: cannot encode kernel value {raw!r}") from None
 
 
-_kallsyms: Optional[Dict[str, int]] = None
+_kallsyms: dict[str, int] | None = None
 
 
 def kallsyms_address(name: str) -> int:

@@ -10,16 +10,16 @@ already been applied to the section copies (offsets are per section there).
 Pure: works on an :class:`~ebpf_energy.loader.elf.ElfObject` and produces data.
 """
 
-from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Tuple
+from __future__ import annotations
 
 from ebpf_energy.loader import insn as I
 from ebpf_energy.loader.errors import RelocationError
+from ebpf_energy.loader.record import field, record, tuple_record
 
 SHN_UNDEF = 0
 
 
-@dataclass
+@record
 class Fixup:
     """An ld_imm64 (or kfunc call) in a linked program that needs a kernel value.
 
@@ -35,7 +35,8 @@ class Fixup:
     call: bool = False  # an extern function call (kfunc) rather than ld_imm64
 
 
-class PlacedFunction(NamedTuple):
+@tuple_record
+class PlacedFunction:
     """A function of a section, copied into a linked program at ``out_start``."""
 
     section: str
@@ -46,16 +47,16 @@ class PlacedFunction(NamedTuple):
     out_start: int  # instruction index in the linked program
 
 
-@dataclass
+@record
 class LinkedProgram:
     """A program with the subprograms it calls appended, and what still needs a kernel value."""
 
     name: str
     section: str
     insns: bytearray
-    fixups: List[Fixup] = field(default_factory=list)
-    functions: List[PlacedFunction] = field(default_factory=list)
-    call_edits: List[Tuple[int, str, int]] = field(default_factory=list)  # (insn, callee, new imm)
+    fixups: list[Fixup] = field(default_factory=list)
+    functions: list[PlacedFunction] = field(default_factory=list)
+    call_edits: list[tuple[int, str, int]] = field(default_factory=list)  # (insn, callee, new imm)
 
     @property
     def insn_count(self):
@@ -70,7 +71,7 @@ class Linker:
     ``(kind, target, base_offset)``.
     """
 
-    def __init__(self, elf, code: Dict[int, bytearray], symbol_kind):
+    def __init__(self, elf, code: dict[int, bytearray], symbol_kind):
         self.elf = elf
         self.code = code
         self.symbol_kind = symbol_kind
@@ -79,7 +80,7 @@ class Linker:
         self._funcs = {shndx: sorted(((s.value // I.INSN_SIZE, max(s.size, 0) // I.INSN_SIZE, s.name)
                                       for s in elf.functions(shndx)), key=lambda t: t[0]) for shndx in code}
 
-    def function_at(self, shndx, index) -> Tuple[int, int, str]:
+    def function_at(self, shndx, index) -> tuple[int, int, str]:
         """The function (start, end, name) containing instruction ``index`` of section ``shndx``."""
         n = I.count(self.code[shndx])
         for start, size, name in self._funcs.get(shndx, ()):
@@ -95,7 +96,7 @@ class Linker:
     def link(self, shndx: int, name: str, start: int, end: int) -> LinkedProgram:
         section = self.elf.section_by_index(shndx).name
         prog = LinkedProgram(name=name, section=section, insns=bytearray())
-        placed: Dict[Tuple[int, int], int] = {}
+        placed: dict[tuple[int, int], int] = {}
 
         def place(sh, s, e, fname):
             if not 0 <= s < e <= I.count(self.code[sh]):

@@ -10,7 +10,7 @@ with a sentence when it would not fit in half of MemAvailable. The estimate
 is a lower bound of what the kernel takes, not an exact figure.
 """
 
-from typing import Optional
+from __future__ import annotations
 
 from ebpf_energy.loader import uapi
 from ebpf_energy.loader.errors import LoaderError
@@ -50,7 +50,7 @@ def estimate_bytes(map_type: int, key_size: int, value_size: int, max_entries: i
     return 0
 
 
-def mem_available() -> Optional[int]:
+def mem_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -66,7 +66,7 @@ def _gb(n: int) -> str:
 
 
 def check(name: str, type_name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
-          flags: int, ncpus: int, available: Optional[int] = None) -> None:
+          flags: int, ncpus: int, available: int | None = None) -> None:
     """Raise MapTooLarge (a sentence saying how much and what fits) before BPF_MAP_CREATE."""
     if not 0 <= max_entries <= U32_MAX:
         raise MapTooLarge(f"map {name}: max_entries {max_entries:,} is not a 32-bit count (at most {U32_MAX:,})")

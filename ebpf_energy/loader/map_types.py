@@ -8,7 +8,7 @@ instead of failing the load). A type missing from :data:`UNREADABLE` is read;
 if the kernel still says no, the report says that too.
 """
 
-from typing import Optional
+from __future__ import annotations
 
 from . import uapi
 
@@ -60,6 +60,6 @@ def type_name(map_type: int) -> str:
     return MAP_TYPES.get(map_type, str(map_type))
 
 
-def unreadable_reason(map_type: int) -> Optional[str]:
+def unreadable_reason(map_type: int) -> str | None:
     """Why user space cannot list this type's entries, or None when it can."""
     return UNREADABLE.get(type_name(map_type))

@@ -9,7 +9,9 @@
 spec (globals, sizes, which programs load), attaches, and closes in reverse.
 """
 
-from typing import Dict, Iterable, List, Optional
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 from ebpf_energy.loader import explain, program, syscall
 from ebpf_energy.loader.collection import Collection, TrampolineRefused  # noqa: F401 (re-exported)
@@ -26,12 +28,12 @@ class Program:
 
     def __init__(self, spec):
         self.spec = spec
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
         self.link = None
         self.prepared = None  # its PreparedProgram, once loaded
-        self.attach_error: Optional[str] = None
-        self.via: Optional[str] = None  # a struct_ops program: the registered map it is attached through
-        self.needs: Optional[str] = None  # what it needs to attach beyond its section name (loaded, not attached)
+        self.attach_error: str | None = None
+        self.via: str | None = None  # a struct_ops program: the registered map it is attached through
+        self.needs: str | None = None  # what it needs to attach beyond its section name (loaded, not attached)
 
     name = property(lambda self: self.spec.name)
     section = property(lambda self: self.spec.section)
@@ -70,20 +72,20 @@ class BpfObject:
     def __init__(self, spec: ObjectSpec):
         self.spec = spec.copy()  # edits (globals, sizes) never reach the caller's spec
         spec = self.spec
-        self.programs: Dict[str, Program] = {name: Program(p) for name, p in spec.programs.items()}
-        self.maps: Dict[str, Map] = {}
-        self.collection: Optional[Collection] = None
+        self.programs: dict[str, Program] = {name: Program(p) for name, p in spec.programs.items()}
+        self.maps: dict[str, Map] = {}
+        self.collection: Collection | None = None
         self.prepared = None
-        self._globals: Dict[str, GlobalData] = {}
+        self._globals: dict[str, GlobalData] = {}
         for sec, variables in spec.data_vars.items():
             self._globals[sec] = GlobalData(sec, variables, spec.btf, spec.maps[sec].initial)
-        self.struct_ops_links: Dict[str, object] = {}  # struct_ops map name -> its registration
-        self.warnings: List[str] = []  # loaded, but not as asked (a BTF the kernel refused)
+        self.struct_ops_links: dict[str, object] = {}  # struct_ops map name -> its registration
+        self.warnings: list[str] = []  # loaded, but not as asked (a BTF the kernel refused)
         self._loaded = False
         self._closed = False
 
     @classmethod
-    def open(cls, path, data: Optional[bytes] = None) -> "BpfObject":
+    def open(cls, path, data: bytes | None = None) -> "BpfObject":
         return cls(ObjectSpec.parse(str(path), data))
 
     def __enter__(self):
@@ -141,7 +143,7 @@ class BpfObject:
         return self.collection.btf_fd if self.collection is not None else 0
 
     # -- load ----------------------------------------------------------------
-    def load(self, only: Optional[Iterable[str]] = None, target: Optional[Target] = None):
+    def load(self, only: Iterable[str] | None = None, target: Target | None = None):
         """Prepare for ``target`` (the running kernel) and create the fds: all
         programs with autoload, or ``only`` these."""
         if self._loaded:
@@ -169,7 +171,7 @@ class BpfObject:
         return self
 
     # -- attach ----------------------------------------------------------------
-    def attach(self, only: Optional[Iterable[str]] = None, strict=True) -> List[Program]:
+    def attach(self, only: Iterable[str] | None = None, strict=True) -> list[Program]:
         """Attach loaded programs from their section names (:mod:`link.auto`);
         with ``strict`` the first failure raises (after recording it), else
         failures are kept in ``program.attach_error``. A program whose section

@@ -15,10 +15,10 @@ and never changes the spec, so it runs without root, against another
 kernel's BTF, and twice with the same result (``load --dry-run``).
 """
 
-import dataclasses
+from __future__ import annotations
+
 import struct
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from collections.abc import Iterable
 
 from ebpf_energy.loader import btf_sanitize, explain
 from ebpf_energy.loader.bpffs import BPFFS_PATH
@@ -27,6 +27,7 @@ from ebpf_energy.loader.btf import KIND_FUNC, KIND_NAMES, KIND_VAR
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.linker import LinkedProgram, Linker
 from ebpf_energy.loader.program import rebased_info
+from ebpf_energy.loader.record import field, record, replace, tuple_record
 from ebpf_energy.loader.sections import PROG_TYPES, attach_type_name, flag_names
 from ebpf_energy.loader.spec import MAP_TYPES, ObjectSpec, kernel_map_name
 
@@ -38,7 +39,7 @@ PIN_BY_NAME = 1  # LIBBPF_PIN_BY_NAME: libbpf's convention in .maps, not a kerne
 PIN_ROOT = BPFFS_PATH
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PreparedMap:
     """A map exactly as BPF_MAP_CREATE will be asked for it."""
 
@@ -49,25 +50,26 @@ class PreparedMap:
     value_size: int
     max_entries: int
     flags: int
-    numa_node: Optional[int]
+    numa_node: int | None
     btf_key_type_id: int  # 0 when the kernel takes no BTF for this map type
     btf_value_type_id: int
     origin: str  # btf, data, kconfig or struct_ops (spec.MapSpec.origin)
-    initial: Optional[bytes]  # written at index 0 after creation
+    initial: bytes | None  # written at index 0 after creation
     freeze: bool  # BPF_MAP_FREEZE after the write (.rodata, .kconfig)
-    pin_path: Optional[str]  # LIBBPF_PIN_BY_NAME: reuse or pin here
-    notes: Tuple[str, ...] = ()
+    pin_path: str | None  # LIBBPF_PIN_BY_NAME: reuse or pin here
+    notes: tuple[str, ...] = ()
     map_extra: int = 0
-    inner: Optional["PreparedMap"] = None  # maps of maps: the template the kernel checks every inner map against
-    slots: Tuple[Tuple[int, str], ...] = ()  # initial (index, map or program) written after creation / load
-    struct_ops: Optional[object] = None  # origin "struct_ops": a struct_ops.PreparedStructOps
+    inner: "PreparedMap" | None = None  # maps of maps: the template the kernel checks every inner map against
+    slots: tuple[tuple[int, str], ...] = ()  # initial (index, map or program) written after creation / load
+    struct_ops: object | None = None  # origin "struct_ops": a struct_ops.PreparedStructOps
 
     @property
     def type_name(self):
         return MAP_TYPES.get(self.type, str(self.type))
 
 
-class MapSlot(NamedTuple):
+@tuple_record
+class MapSlot:
     """A ld_imm64 that needs a map's fd: ``value`` for a pointer into the map's
     value (global data, ``.kconfig``) at ``offset``, else the map itself."""
 
@@ -77,7 +79,8 @@ class MapSlot(NamedTuple):
     offset: int = 0
 
 
-class AddressSlot(NamedTuple):
+@tuple_record
+class AddressSlot:
     """A ld_imm64 of an untyped ``__ksym`` address the target could not give
     (another machine's BTF, or /proc/kallsyms hidden): filled at load (0 for
     a ``__weak`` one the kernel lacks)."""
@@ -87,7 +90,8 @@ class AddressSlot(NamedTuple):
     weak: bool = False
 
 
-class MissingKfunc(NamedTuple):
+@tuple_record
+class MissingKfunc:
     """A ``__weak`` kfunc the target lacks: its calls are poisoned (an
     unknown helper, :data:`KFUNC_POISON`) and ``bpf_ksym_exists()`` of it is 0,
     so the verifier, seeing the guard false, never reaches the calls."""
@@ -99,7 +103,8 @@ class MissingKfunc(NamedTuple):
 KFUNC_POISON = 2002000000  # the helper number libbpf poisons missing kfunc calls with
 
 
-class CoreRecord(NamedTuple):
+@tuple_record
+class CoreRecord:
     """One CO-RE relocation as applied: what the object asked, what the target answered."""
 
     section: str
@@ -112,7 +117,7 @@ class CoreRecord(NamedTuple):
     poisoned: bool
 
 
-@dataclass
+@record
 class PreparedProgram:
     """One program as BPF_PROG_LOAD will get it."""
 
@@ -126,15 +131,15 @@ class PreparedProgram:
     attach_target: str  # what the kernel id names ("btf_trace_sched_switch"), or ""
     license: str
     insns: bytes  # final, but for the fds of map_slots (0 there)
-    map_slots: List[MapSlot]
-    address_slots: List[AddressSlot]
-    func_info: List[Tuple[int, int]]  # (insn, BTF type id)
+    map_slots: list[MapSlot]
+    address_slots: list[AddressSlot]
+    func_info: list[tuple[int, int]]  # (insn, BTF type id)
     line_info: list  # (insn, LineInfo record), sorted
-    relocations: List[str]  # one line per call edit and ld_imm64 fixup, for --dry-run/--explain
-    core: List[CoreRecord]
+    relocations: list[str]  # one line per call edit and ld_imm64 fixup, for --dry-run/--explain
+    core: list[CoreRecord]
     layout: LinkedProgram = field(repr=False)  # functions placed (for source lines and poison names)
-    poisoned: List[Tuple[int, int, object]] = field(default_factory=list, repr=False)  # (shndx, insn, result)
-    missing_kfuncs: List[MissingKfunc] = field(default_factory=list)
+    poisoned: list[tuple[int, int, object]] = field(default_factory=list, repr=False)  # (shndx, insn, result)
+    missing_kfuncs: list[MissingKfunc] = field(default_factory=list)
 
     @property
     def insn_count(self):
@@ -152,16 +157,16 @@ class PreparedProgram:
         return I.disassemble(self.insns, names)
 
 
-@dataclass
+@record
 class Prepared:
     """Everything ``Collection.load`` needs; printable (``load --dry-run``)."""
 
     spec: ObjectSpec
     target: str  # which kernel it was prepared for
-    btf: Optional[bytes]  # the object's BTF as the kernel accepts it (sanitised)
+    btf: bytes | None  # the object's BTF as the kernel accepts it (sanitised)
     needs_btf: bool  # the load must fail if the kernel refuses that BTF (task storage maps)
-    maps: Dict[str, PreparedMap]
-    programs: Dict[str, PreparedProgram]
+    maps: dict[str, PreparedMap]
+    programs: dict[str, PreparedProgram]
 
     def to_dict(self) -> dict:
         """The finished object as JSON (``load --dry-run --json``; the golden test)."""
@@ -202,7 +207,7 @@ class Prepared:
         }
 
 
-def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> Prepared:
+def prepare(spec: ObjectSpec, target, only: Iterable[str] | None = None) -> Prepared:
     """Finish every program of ``spec`` that loads (``only`` these, or those
     with ``autoload``) for ``target``. Raises LoaderError naming the program,
     map or extern that cannot be finished."""
@@ -215,14 +220,14 @@ def prepare(spec: ObjectSpec, target, only: Optional[Iterable[str]] = None) -> P
             from ebpf_energy.loader import struct_ops  # only objects with struct_ops maps import it
 
             value, ops, progs = struct_ops.prepare(name, m.struct_ops, bytes(m.initial), spec.btf, target.btf)
-            maps[name] = dataclasses.replace(maps[name], value_size=len(value), initial=value, struct_ops=ops,
+            maps[name] = replace(maps[name], value_size=len(value), initial=value, struct_ops=ops,
                                              notes=tuple(f"byte {off}: the fd of program {p} (written when registered)"
                                                          for off, p in ops.fd_slots))
             ops_programs.update(progs)
     _check_slots(spec)
     programs = {}
     if wanted:
-        poisoned: Dict[int, list] = {}
+        poisoned: dict[int, list] = {}
         code, records = _core_sections(spec, target, poisoned)
         linker = Linker(spec.elf, code, spec.symbol_kind)
         for p in wanted:
@@ -441,7 +446,7 @@ def _resolve_fixup(spec, fx, target):
     raise LoaderError(f"extern {name!r} is neither __kconfig nor __ksym")
 
 
-def split_address(addr: int) -> Tuple[int, int]:
+def split_address(addr: int) -> tuple[int, int]:
     """A 64-bit address as the two signed 32-bit immediates of a ld_imm64."""
     lo, hi = addr & 0xFFFFFFFF, (addr >> 32) & 0xFFFFFFFF
     return struct.unpack("<ii", struct.pack("<II", lo, hi))

@@ -5,14 +5,16 @@ the log's last lines and the C source line of the failing instruction, found
 through line_info: the one thing a person needs to fix the program.
 """
 
+from __future__ import annotations
+
 import errno
 import re
 import struct
-from typing import NamedTuple, Optional
 
 from . import explain, syscall
 from . import insn as I
 from .errors import LoaderError, NotSupported, SyscallError, VerifierError
+from .record import tuple_record
 
 LOG_STATS = 4
 LOG_SIZE = 1 << 20
@@ -20,7 +22,8 @@ FUNC_INFO_REC = struct.Struct("<II")
 LINE_INFO_REC = struct.Struct("<IIII")
 
 
-class LineRecord(NamedTuple):
+@tuple_record
+class LineRecord:
     """The C source line of one instruction (from .BTF.ext line info)."""
 
     insn: int  # instruction index in the linked program
@@ -58,7 +61,7 @@ def pack_line_info(lines) -> bytes:
                     for i, r in lines)
 
 
-def source_line_of(lines, insn_index: int) -> Optional[LineRecord]:
+def source_line_of(lines, insn_index: int) -> LineRecord | None:
     """The source line whose code covers ``insn_index`` (the last line_info at or before it)."""
     best = None
     for i, rec in lines:
@@ -75,7 +78,7 @@ def source_line_of(lines, insn_index: int) -> Optional[LineRecord]:
 _INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
 
 
-def failing_insn(log: str) -> Optional[int]:
+def failing_insn(log: str) -> int | None:
     """The index of the last instruction the verifier looked at before rejecting."""
     last = None
     for line in log.splitlines():

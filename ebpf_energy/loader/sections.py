@@ -8,9 +8,10 @@ data: no kernel needed. A leading ``?`` (``SEC("?tp/...")``) turns the
 program's autoload off, as in libbpf; the rest of the name is looked up here.
 """
 
-from typing import NamedTuple, Optional
+from __future__ import annotations
 
 from ebpf_energy.loader import uapi
+from ebpf_energy.loader.record import tuple_record
 from ebpf_energy.loader.uapi import (BPF_LSM_MAC, BPF_MODIFY_RETURN, BPF_PERF_EVENT,  # noqa: F401 (re-exported)
                                      BPF_TRACE_FENTRY, BPF_TRACE_FEXIT, BPF_TRACE_ITER, BPF_TRACE_RAW_TP)
 
@@ -28,7 +29,8 @@ BPF_F_XDP_HAS_FRAGS = uapi.BPF_F_XDP_HAS_FRAGS
 PROG_FLAG_NAMES = {BPF_F_SLEEPABLE: "sleepable", BPF_F_XDP_HAS_FRAGS: "xdp_has_frags"}
 
 
-class ProgramKind(NamedTuple):
+@tuple_record
+class ProgramKind:
     """How to load and attach one program.
 
     ``attach`` is one of ``tracepoint``, ``raw_tracepoint``, ``tracing`` (the
@@ -38,9 +40,9 @@ class ProgramKind(NamedTuple):
 
     prog_type: int
     expected_attach_type: int = 0
-    attach: Optional[str] = None
+    attach: str | None = None
     target: str = ""  # "sched/sched_switch" for tp/, "sched_switch" for raw_tp/tp_btf
-    btf_target: Optional[str] = None  # name looked up in kernel BTF for attach_btf_id
+    btf_target: str | None = None  # name looked up in kernel BTF for attach_btf_id
     btf_target_kind: str = ""  # "typedef" (tp_btf), "func" (fentry/fexit/lsm/iter), "struct" (struct_ops)
     prog_flags: int = 0  # BPF_F_SLEEPABLE, BPF_F_XDP_HAS_FRAGS
 
@@ -57,7 +59,8 @@ class ProgramKind(NamedTuple):
 
 
 
-class Row(NamedTuple):
+@tuple_record
+class Row:
     """One section prefix. It matches the name itself and ``prefix/...``
     (or anything after a prefix that ends in ``/``); the longest match wins,
     so rows may come in any order. ``btf``: (kind, name prefix) of the kernel
@@ -67,7 +70,7 @@ class Row(NamedTuple):
     prog_type: str
     attach_type: str = ""
     flags: int = 0
-    attach: Optional[str] = None
+    attach: str | None = None
     btf: tuple = ()
 
 
@@ -193,13 +196,13 @@ def _matches(section, prefix):
     return section == prefix or section.startswith(prefix + "/")
 
 
-def find_row(section: str) -> Optional[Row]:
+def find_row(section: str) -> Row | None:
     """The table row for ``section`` (without a leading ``?``): the longest prefix that matches."""
     rows = [r for r in TABLE if _matches(section, r.prefix)]
     return max(rows, key=lambda r: len(r.prefix)) if rows else None
 
 
-def classify(section: str) -> Optional[ProgramKind]:
+def classify(section: str) -> ProgramKind | None:
     """The kind of program in ``section``, or None when it is not a program section we know."""
     section = section[1:] if section.startswith("?") else section
     row = find_row(section)

@@ -8,10 +8,9 @@ programs load) on a ``copy()``; :func:`~ebpf_energy.loader.prepare.prepare` then
 finishes it for a kernel without changing it.
 """
 
-import dataclasses
+from __future__ import annotations
+
 import os
-from dataclasses import dataclass, field
-from typing import Dict, Optional
 
 from ebpf_energy.loader import explain, uapi
 from ebpf_energy.loader.btf import KIND_DATASEC, Btf
@@ -20,6 +19,7 @@ from ebpf_energy.loader.elf import ElfObject
 from ebpf_energy.loader.errors import BtfError, ElfError, LoaderError
 from ebpf_energy.loader.map_types import MAP_TYPES, STRUCT_OPS, STRUCT_OPS_SECTIONS  # noqa: F401 (MAP_TYPES re-exported)
 from ebpf_energy.loader.mapdefs import parse_btf_maps
+from ebpf_energy.loader.record import field, record, replace
 from ebpf_energy.loader.sections import PROG_TYPES, ProgramKind, attach_type_name, autoload_of, classify, \
     flag_names
 
@@ -29,7 +29,7 @@ BPF_F_MMAPABLE = uapi.BPF_F_MMAPABLE
 KERNEL_NAME_MAX = 15
 
 
-@dataclass
+@record
 class MapSpec:
     """One map to create. ``origin``: ``btf`` (from .maps), ``data`` (a global data section), ``kconfig``,
     ``struct_ops``."""
@@ -40,25 +40,25 @@ class MapSpec:
     value_size: int
     max_entries: int
     flags: int = 0
-    numa_node: Optional[int] = None
+    numa_node: int | None = None
     pinning: int = 0
     key_type_id: int = 0
     value_type_id: int = 0
     origin: str = "btf"
-    initial: Optional[bytearray] = None  # data sections: the section's bytes
+    initial: bytearray | None = None  # data sections: the section's bytes
     readonly: bool = False  # .rodata: frozen before any program loads
     offset: int = 0  # BTF maps: the symbol's offset in .maps
     map_extra: int = 0  # bloom filter hashes, arena address (__ulong(map_extra, ...))
-    inner: Optional["MapSpec"] = None  # maps of maps: the inner maps' definition (__array(values, ...))
+    inner: "MapSpec" | None = None  # maps of maps: the inner maps' definition (__array(values, ...))
     slots: tuple = ()  # initial (index, map or program name) of a map of maps or program array
-    struct_ops: Optional[object] = None  # origin "struct_ops": a struct_ops.StructOps
+    struct_ops: object | None = None  # origin "struct_ops": a struct_ops.StructOps
 
     @property
     def type_name(self):
         return MAP_TYPES.get(self.type, str(self.type))
 
 
-@dataclass
+@record
 class ProgramSpec:
     """One program: a function symbol in a code section, ``start:end`` in its instructions."""
 
@@ -67,7 +67,7 @@ class ProgramSpec:
     shndx: int
     start: int  # instruction index in its section
     end: int
-    program_kind: Optional[ProgramKind]
+    program_kind: ProgramKind | None
     autoload: bool = True
 
     @property
@@ -75,30 +75,30 @@ class ProgramSpec:
         return self.program_kind.prog_type_name if self.program_kind else "unknown"
 
 
-@dataclass
+@record
 class ObjectSpec:
     """What the ELF declares: maps, programs and externs, parsed once, never changed by a load."""
 
     path: str
     elf: ElfObject
-    btf: Optional[Btf]
-    ext: Optional[BtfExt]
-    maps: Dict[str, MapSpec] = field(default_factory=dict)
-    programs: Dict[str, ProgramSpec] = field(default_factory=dict)
+    btf: Btf | None
+    ext: BtfExt | None
+    maps: dict[str, MapSpec] = field(default_factory=dict)
+    programs: dict[str, ProgramSpec] = field(default_factory=dict)
     kconfig: list = field(default_factory=list)  # externs.KconfigVar
-    ksyms: Dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
+    ksyms: dict[str, int] = field(default_factory=dict)  # name -> local BTF id (VAR or FUNC), 0 untyped
     weak_ksyms: frozenset = frozenset()  # __weak ones: absent from the kernel is not an error
-    data_vars: Dict[str, Dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
+    data_vars: dict[str, dict[str, tuple]] = field(default_factory=dict)  # section -> var -> (offset, size, type_id)
 
     def copy(self) -> "ObjectSpec":
         """An independent copy to edit (initial data, sizes, autoload): the
         parsed ELF and BTF are shared, as nothing changes them after parse."""
-        return dataclasses.replace(
+        return replace(
             self,
-            maps={k: dataclasses.replace(m, initial=bytearray(m.initial) if m.initial is not None else None)
+            maps={k: replace(m, initial=bytearray(m.initial) if m.initial is not None else None)
                   for k, m in self.maps.items()},
-            programs={k: dataclasses.replace(p) for k, p in self.programs.items()},
-            kconfig=[dataclasses.replace(v) for v in self.kconfig], ksyms=dict(self.ksyms),
+            programs={k: replace(p) for k, p in self.programs.items()},
+            kconfig=[replace(v) for v in self.kconfig], ksyms=dict(self.ksyms),
             data_vars={k: dict(v) for k, v in self.data_vars.items()})
 
     @property
@@ -110,7 +110,7 @@ class ObjectSpec:
         return base
 
     @classmethod
-    def parse(cls, path, data: Optional[bytes] = None) -> "ObjectSpec":
+    def parse(cls, path, data: bytes | None = None) -> "ObjectSpec":
         elf = ElfObject.from_bytes(data) if data is not None else ElfObject.from_path(path)
         btf = ext = None
         if elf.btf:

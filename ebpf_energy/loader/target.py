@@ -9,8 +9,10 @@ shows a student on a laptop. Everything is read lazily: a program without
 CO-RE never indexes the kernel's 100k+ types.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 from .errors import LoaderError
 
@@ -22,9 +24,9 @@ class Target:
     fills at load."""
 
     def __init__(self, *, btf_loader: Callable[[], object], description: str,
-                 kconfig: Optional[Dict[str, str]] = None, kconfig_loader: Optional[Callable[[], dict]] = None,
-                 kallsyms: Optional[Callable[[str], int]] = None, kernel_version: int = 0,
-                 possible_cpus: Optional[int] = None, page_size: Optional[int] = None):
+                 kconfig: dict[str, str] | None = None, kconfig_loader: Callable[[], dict] | None = None,
+                 kallsyms: Callable[[str], int] | None = None, kernel_version: int = 0,
+                 possible_cpus: int | None = None, page_size: int | None = None):
         self._btf_loader = btf_loader
         self._btf = None
         self.description = description
@@ -42,7 +44,7 @@ class Target:
         return self._btf
 
     @property
-    def kconfig(self) -> Dict[str, str]:
+    def kconfig(self) -> dict[str, str]:
         if self._kconfig is None:
             self._kconfig = self._kconfig_loader() if self._kconfig_loader else {}
         return self._kconfig
@@ -59,8 +61,8 @@ class Target:
                    kernel_version=externs.kernel_version())
 
     @classmethod
-    def from_btf_file(cls, path: str, kconfig_path: Optional[str] = None, *, possible_cpus: Optional[int] = None,
-                      page_size: Optional[int] = None) -> "Target":
+    def from_btf_file(cls, path: str, kconfig_path: str | None = None, *, possible_cpus: int | None = None,
+                      page_size: int | None = None) -> "Target":
         """Another kernel, known only by its BTF (raw, or an ELF's .BTF) and
         optionally its config file; sizes (CPUs, page) are this machine's
         unless given."""

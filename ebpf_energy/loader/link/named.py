@@ -29,12 +29,14 @@ that interface (it sees what the interface sends and receives, as tcpdump
 does); the socket is closed with the link.
 """
 
+from __future__ import annotations
+
 import fcntl
 import os
-from dataclasses import dataclass, field
 
 from .. import explain, uapi
 from ..errors import AttachError, LoaderError
+from ..record import field, record
 
 CGROUP_PROG_TYPES = {"cgroup_skb", "cgroup_sock", "cgroup_sock_addr", "sock_ops", "cgroup_device",
                      "cgroup_sysctl", "cgroup_sockopt"}
@@ -78,7 +80,7 @@ def takes(program_spec):
     return None
 
 
-@dataclass
+@record
 class Named:
     """A checked target: ``kind`` (as :func:`takes`), ``value`` as given,
     ``source`` (the option it came from) and what it resolved to."""

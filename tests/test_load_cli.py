@@ -474,3 +474,18 @@ def test_a_reader_that_goes_away_ends_load_quietly_with_0(test_objects):
     p.stdout.close()  # the reader is gone before the rest of the report is written
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 0 and err == "", err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--program", "nosuch"], "Invalid value for --program: no program nosuch in"),
+    (["--dry-run", "--program", "nosuch"], "no program nosuch"),
+    (["--max-entries", "cpu_switches=0"], "max_entries is from 1 to 4,294,967,295"),
+    (["--max-entries", "cpu_switches=0x100000000"], "max_entries is from 1 to 4,294,967,295"),
+    (["--set", "switches=70000000000000000000000"], "Invalid value for --set: .bss.switches: __u64: 7"),
+    (["--set", "switches=x"], "expected an integer"),
+])
+def test_a_value_the_object_cannot_take_is_a_usage_error(args, says):
+    """Found once the object is open, still the command line's fault: exit 2, one message, nothing loaded."""
+    r = run_load(os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o"), "--duration", "0", *args)
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr and r.stdout == ""

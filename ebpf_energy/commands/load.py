@@ -43,8 +43,9 @@ def load(**params):
 
     Exit status 0 only when every selected program loaded (and attached,
     unless --no-attach); otherwise 1, with the reason, after cleaning up;
-    2 for a target that does not fit (no such interface, not a cgroup v2
-    directory, a program that is not there or takes no target).
+    2 for a command line the object or this machine cannot take (no such
+    interface, not a cgroup v2 directory, a program that is not there or
+    takes no target, a --set or --max-entries value that does not fit).
     """
     try:
         load_run.run(**params)

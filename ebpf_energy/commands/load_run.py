@@ -223,7 +223,7 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
     try:
         with TerminateOnSignals() as stop, BpfObject.open(object_path) as obj, \
                 (run_time_stats() if stats else contextlib.nullcontext()):
-            _edit(obj, sets, sizes)
+            _edit(obj, sets, sizes, programs)
             if attach:  # every named target checked before the first bpf() call
                 targets_of = plan(obj, set(programs), interface, cgroup, netns, targets)
             obj.load(only=programs or None)
@@ -284,15 +284,30 @@ def _attach_named(obj, targets_of, xdp_mode):
             p.attach_error = str(e)
 
 
-def _edit(obj, sets, sizes):
-    """--set and --max-entries, on the object's own copy of the spec."""
+MAX_ENTRIES_LIMIT = 2**32 - 1  # the kernel's max_entries is a __u32
+
+
+def _edit(obj, sets, sizes, programs=()):
+    """--set and --max-entries, on the object's own copy of the spec, and
+    --program checked: a value the object cannot take is the command line's
+    fault, a usage error (exit 2), found before anything is loaded."""
+    unknown = [name for name in programs if name not in obj.programs]
+    if unknown:
+        raise Usage(f"no program {', '.join(unknown)} in {obj.spec.path} (programs: {', '.join(obj.programs)})",
+                    param_hint="--program")
     for name, value in sets:
-        obj.set_global(name, parse_value(value))
+        try:
+            obj.set_global(name, parse_value(value))
+        except LoaderError as e:
+            raise Usage(str(e), param_hint="--set") from None
     for name, value in sizes:
         try:
-            obj.set_max_entries(name, int(value, 0))
+            n = int(value, 0)
         except ValueError:
             raise Usage(f"{value!r} is not a number", param_hint="--max-entries") from None
+        if not 1 <= n <= MAX_ENTRIES_LIMIT:
+            raise Usage(f"{name}={value}: max_entries is from 1 to {MAX_ENTRIES_LIMIT:,}", param_hint="--max-entries")
+        obj.set_max_entries(name, n)
 
 
 def _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file):
@@ -303,7 +318,7 @@ def _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file
 
     try:
         obj = BpfObject.open(object_path)  # opens the file only: nothing in the kernel to close
-        _edit(obj, sets, sizes)
+        _edit(obj, sets, sizes, programs)
         target = Target.from_btf_file(btf_file, kconfig_file) if btf_file else Target.running(addresses=False)
         prepared = prepare(obj.spec, target, only=list(programs) or None)
     except (KeyError, LoaderError) as e:

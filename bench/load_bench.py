@@ -17,7 +17,7 @@ a rotating order, so drift and noise hit all of them alike):
             fresh child per round, so the per-process kernel BTF index (from its
             on-disk cache) is paid as a real first load pays it; `inproc-warm` is
             a second load in the same child (kernel BTF already indexed)
-Targets (contracts.md "Loader (load)"): inproc <= 1.5x harness, cli <= 2x harness.
+Targets (README "What it costs and how exact it is"): inproc <= 1.5x harness, cli <= 2x harness (1.5x seed-style, 5x tp_btf-only).
 Also the kernel BTF index: cold (empty cache dir) and warm (cache present).
 
 Needs root. Usage: python3 bench/load_bench.py [--rounds 7] [--json] [--no-install] [OBJ ...]

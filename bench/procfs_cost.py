@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the /proc poller costs: its share of one CPU at ``-i 0.1`` with ~100 processes.
 
-Target (design.md): <= 3% of one CPU, every sample on time. Two figures:
+Target (README "What it costs and how exact it is"): <= 3% of one CPU, every sample on time. Two figures:
 the poller in this process (steady state: its thread's own CPU, and this
 whole process's CPU, over the run), and the whole ``ebpf-energy traditional``
 process (imports and start-up included), measured with ``wait4`` rusage.

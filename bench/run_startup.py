@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What ``ebpf-energy run -- true`` costs over a bare ``true``: wall time and peak RSS.
 
-Target (design.md, contracts.md): <= 0.3 s over the bare command and
+Target (README "What it costs and how exact it is"): <= 0.3 s over the bare command and
 <= 40 MB peak RSS. Runs are interleaved (bare, measured, bare, ...) so drift
 on a shared 2-CPU machine hits both sides alike; medians are reported. Peak
 RSS is ``ru_maxrss`` of the child from ``wait4`` (the child and everything it

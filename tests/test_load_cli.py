@@ -1,5 +1,5 @@
-"""``ebpf-energy load`` as a real process: JSON shape (contracts.md "Loader
-(load)"), exit codes, --program, --set, --max-entries, --no-attach, --stats
+"""``ebpf-energy load`` as a real process: JSON shape (the README's "load"
+section), exit codes, --program, --set, --max-entries, --no-attach, --stats
 and the --explain teaching trace.
 
 Long runs use ``--duration 30`` and are stopped with SIGINT once this test has

@@ -1,4 +1,4 @@
-"""The calibrated and RAPL-split models, and which model is chosen (contracts.md precedence)."""
+"""The calibrated and RAPL-split models, and which model is chosen (the precedence in the README's "The commands")."""
 
 import json
 import os

@@ -76,11 +76,13 @@ def _our_prog_ids():
 
 @pytest.fixture
 def no_pin():
-    if os.path.exists(PIN):
-        os.unlink(PIN)
-    yield
-    if os.path.exists(PIN):
-        os.unlink(PIN)
+    for _ in range(2):
+        if os.path.isdir(PIN):
+            os.rmdir(PIN)
+        elif os.path.exists(PIN):
+            os.unlink(PIN)
+        if _ == 0:
+            yield
 
 
 @pytest.mark.kernel
@@ -97,6 +99,25 @@ def test_pinning_by_name_creates_then_reuses(test_objects, no_pin):
         m = second.maps["pinned_arr"]
         assert m.info()["id"] == first_id
         assert m.lookup(1) == 0xABCDEF
+
+
+@pytest.mark.kernel
+def test_something_else_at_the_pin_path_is_named(test_objects, no_pin):
+    """A directory there (the kernel's EACCES read "needs root" to root) or a
+    pinned program (its info read as a map's): each named, nothing left open."""
+    path = test_objects("core_maps")
+    os.mkdir(PIN)
+    with BpfObject.open(path) as obj:
+        with pytest.raises(LoaderError, match=r"pinned_arr is there but is a directory, not a pinned map: "
+                                              r"remove it \(rmdir"):
+            obj.load()
+    os.rmdir(PIN)
+    with BpfObject.open(test_objects("tp_btf_counter")) as other:
+        other.load()
+        syscall.obj_pin(other.programs["count_switch"].fd, PIN)
+    with BpfObject.open(path) as obj:
+        with pytest.raises(LoaderError, match="holds a pinned prog, not a map: remove it"):
+            obj.load()
 
 
 @pytest.mark.kernel

@@ -211,7 +211,20 @@ class Collection:
                 explain.trace("map", f"{m.name}[{index}] = {kind} {target} (fd {fd})")
 
     def _reuse_pinned(self, m: PreparedMap, key_codec, value_codec) -> Map:
-        live = Map.pinned(m.pin_path, key_codec=key_codec, value_codec=value_codec)
+        """The map already pinned at ``m.pin_path``. Whatever else is there (a
+        directory, a pinned program, a file the kernel will not open as a BPF
+        object) is named as such: the kernel's EACCES for a directory read as
+        "needs root" to root."""
+        where = f"map {m.name}: {m.pin_path} is there but"
+        if os.path.isdir(m.pin_path):
+            raise LoaderError(f"{where} is a directory, not a pinned map: remove it (rmdir {m.pin_path})")
+        try:
+            live = Map.pinned(m.pin_path, key_codec=key_codec, value_codec=value_codec)
+        except SyscallError as e:
+            raise LoaderError(f"{where} the kernel will not open it as a pinned map "
+                              f"({os.strerror(e.errno)}): remove it (rm {m.pin_path})") from None
+        except LoaderError as e:  # a pinned program or link
+            raise LoaderError(f"{where} {e}: remove it (rm {m.pin_path})") from None
         if (live.type, live.key_size, live.value_size, live.max_entries) != (m.type, m.key_size, m.value_size,
                                                                             m.max_entries):
             live.close()

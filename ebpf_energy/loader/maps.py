@@ -73,8 +73,17 @@ class Map:
 
     @classmethod
     def pinned(cls, path, key_codec=None, value_codec=None):
-        """Open the map pinned at ``path`` in bpffs."""
-        return cls.from_fd(syscall.obj_get(path), key_codec, value_codec)
+        """Open the map pinned at ``path`` in bpffs (a pinned program or link
+        there is refused by name: its info would read as a map's garbage)."""
+        fd = syscall.obj_get(path)
+        try:
+            what = os.readlink(f"/proc/self/fd/{int(fd)}")
+        except OSError:
+            what = "anon_inode:bpf-map"  # no /proc: let the info call judge
+        if what != "anon_inode:bpf-map":
+            close(fd)
+            raise LoaderError(f"{path} holds a pinned {what.removeprefix('anon_inode:bpf-')}, not a map")
+        return cls.from_fd(fd, key_codec, value_codec)
 
     @property
     def type_name(self):

@@ -226,6 +226,7 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
             _edit(obj, sets, sizes, programs)
             if attach:  # every named target checked before the first bpf() call
                 targets_of = plan(obj, set(programs), interface, cgroup, netns, targets)
+                _check_xdp_mode(obj, targets_of, xdp_mode)
             obj.load(only=programs or None)
             for w in obj.warnings:
                 echo(f"warning: {w}", err=True)
@@ -268,6 +269,14 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
     if stopped_by:  # cut short before -d was up: the report is out, the status says so
         echo(f"ebpf-energy load: stopped by {stopped_by} before the {duration:g} s were up", err=True)
         sys.exit(128 + signal.Signals[stopped_by])
+
+
+def _check_xdp_mode(obj, targets_of, xdp_mode):
+    """An --xdp-mode that no program will use is said, as an unused --cgroup is."""
+    if xdp_mode != "auto" and not any(obj.programs[name].spec.program_kind.prog_type_name == "xdp"
+                                      for name in targets_of):
+        raise BadTarget(f"--xdp-mode {xdp_mode}: no xdp program of this object is attached to an interface "
+                        "(give one with --interface or --target)")
 
 
 def _attach_named(obj, targets_of, xdp_mode):

@@ -156,6 +156,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     from ebpf_energy.report import model_sentence
 
     for nodeid, r in sorted(state.results, key=lambda t: -t[1].energy_j):
-        tr.write_line(f"{r.energy_j:10.3f} J {r.cpu_ns / 1e9:8.3f} s CPU {r.processes or 0:5d} proc  {nodeid}")
+        # rusage cannot count processes: "-", not a 0 that reads as "nothing ran"
+        procs = "-" if r.processes is None else str(r.processes)
+        tr.write_line(f"{r.energy_j:10.3f} J {r.cpu_ns / 1e9:8.3f} s CPU {procs:>5} proc  {nodeid}")
     total = sum(r.energy_j for _, r in state.results)
     tr.write_line(f"{total:10.3f} J in all; model: {model_sentence(model)}")

@@ -194,6 +194,8 @@ def test_without_root_tests_run_and_the_plugin_says_so_once():
     assert "energy budget exceeded" in out and "rusage, no eBPF" in out
     assert out.count("ebpf-energy: no eBPF here") == 1, out  # in the summary, once, not lost to capture
     assert "joules per test" in out and "Traceback" not in out
+    # a row per test; rusage cannot count processes, so "-" rather than 0
+    assert re.search(r"s CPU +- proc  test_energy.py::test_children_count_too", out), out
 
 
 @pytest.mark.kernel

@@ -397,8 +397,11 @@ def render_table(report: dict, by: str = "process", top: Optional[int] = DEFAULT
     out.append("")
     span = report["duration_s"]
     cpus = report.get("ncpus")
+    lost = report.get("dropped_cpu_ns") or 0
     out.append(f"Total CPU time: {_ms(report['total_cpu_ns'])} ms over {span:.3f} s"
-               + (f" on {cpus} CPUs" if cpus else ""))
+               + (f" on {cpus} CPUs" if cpus else "")
+               # a full task map lost slices: the total is short by them, and says so where it is read
+               + (f" (without the {_ms(lost)} ms of CPU lost to a full task map)" if lost else ""))
     out.append(f"Idle time:      {_ms(report['idle_ns'])} ms (summed over CPUs)")
     if report.get("steal_ns"):
         out.append(f"Steal time:     {_ms(report['steal_ns'])} ms (summed over CPUs: taken by the hypervisor;"

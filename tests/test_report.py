@@ -248,3 +248,12 @@ def test_threads_are_listed_under_their_process_in_the_table_and_the_csv():
     assert sum(1 for row in rows[1:] if row[-2] in ("process", "thread")) == \
         sum(1 + len(p["threads"]) for p in r["processes"])
     assert rows[1][1] == "" and rows[2][1] == str(first["threads"][0]["tid"]) and rows[2][0] == str(first["pid"])
+
+
+def test_the_total_line_says_what_a_full_task_map_lost():
+    w = window()
+    assert "lost to a full task map" not in render_table(build_report(w, FixedWattsModel(15).attribute(w)))
+    w.dropped_cpu_ns = 12_500_000
+    line = [ln for ln in render_table(build_report(w, FixedWattsModel(15).attribute(w))).splitlines()
+            if ln.startswith("Total CPU time:")][0]
+    assert line.endswith("(without the 12.500 ms of CPU lost to a full task map)"), line

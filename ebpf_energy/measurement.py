@@ -233,25 +233,21 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
     tree = _Tree(model, meter) if can_follow_tree() else None
     if tree is not None:
         tree.__enter__()
-    old = {}
+    from ebpf_energy.forwarding import ForwardingWait
+
+    # like time(1), we stay to report: a terminal's Ctrl-C reaches the command
+    # itself, and a SIGINT or SIGTERM sent to us is passed on to it
+    waiter = ForwardingWait(lambda: tree.cgroup.pids(subtree=True) if tree is not None else ())
     try:
         t0 = time.monotonic_ns()
         origin = own_cgroup()
+        if forward_signals:
+            waiter.__enter__()
         try:
             proc = subprocess.Popen(argv, preexec_fn=tree.cgroup.join if tree else None)
         except OSError as e:
             raise _cannot_run(argv[0], e) from None
-        if forward_signals:
-            # like time(1): the terminal's Ctrl-C reaches the command itself;
-            # we stay to report. SIGTERM to us is passed on.
-            old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            old[signal.SIGTERM] = signal.signal(signal.SIGTERM, lambda s, f: proc.send_signal(s))
-        while True:
-            try:
-                _, status, ru = os.wait4(proc.pid, 0)
-                break
-            except InterruptedError:
-                continue
+        status, ru = waiter.wait(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
         left = None
         if tree is not None:
@@ -272,8 +268,7 @@ def run_command(argv: List[str], model=None, meter=None, carbon_intensity=DEFAUL
             cpu_ns, pids, processes, method = rusage_ns, [proc.pid], None, "rusage"
             joules, model_desc = _modelled_alone(model, cpu_ns, wall_ns)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        waiter.__exit__(None, None, None)
         if tree is not None:
             tree.close(keep_alive_to=origin)  # survivors keep running, where we run
     code, sig = proc.returncode, None

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import resource
+import signal
 import shutil
 import statistics
 import subprocess
@@ -387,3 +388,94 @@ def test_codecarbon_csv_rows_have_its_columns_and_units(tmp_path):
         assert float(r["emissions"]) == pytest.approx(run["carbon_g"] / 1000)
         assert float(r["cpu_power"]) == pytest.approx(run["energy_j"] / run["wall_s"])
         assert r["tracking_mode"] == "process" and r["gpu_count"] == "0"
+
+
+def _procs_with_cmdline(argv):
+    """Pids whose command line is exactly ``argv`` (zombies have none: they are gone)."""
+    want = ("\0".join(argv) + "\0").encode()
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if f.read() == want:
+                        out.append(int(name))
+            except OSError:
+                pass
+    return out
+
+
+def _started(argv, parent, timeout_s=60.0):
+    """The pid of ``argv`` once ``parent`` has started it (polled for a state, not timed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for pid in _procs_with_cmdline(argv):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == parent.pid:
+                        return pid
+            except (OSError, ValueError, IndexError):
+                pass
+        if parent.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise AssertionError(f"{argv} was not started: {parent.communicate()}")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_run_itself_stops_the_command_and_the_report_is_printed(fmt, sig, code):
+    """`kill -INT <run>` (no terminal: the command never got a ^C) was ignored
+    and the command ran on; now it reaches the command, as Ctrl-C would."""
+    argv = ["sleep", str(900_000 + os.getpid() % 99_999)]
+    run = subprocess.Popen([PY, "-m", "ebpf_energy", "run", "-p", "15", *(["--json"] if fmt == "json" else []),
+                            "--", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        _started(argv, run)
+        run.send_signal(sig)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == code, err
+    assert "Traceback" not in err
+    if fmt == "json":
+        obj = json.loads(out)
+        assert obj["signal"] == signal.Signals(sig).name and obj["exit_code"] == code and obj["command"] == argv
+    else:
+        assert f"ebpf-energy run: {' '.join(argv)}" in err and "J    energy" in err
+        assert f"the command was killed by {signal.Signals(sig).name} (exit status {code})" in err
+    assert _procs_with_cmdline(argv) == []
+
+
+def test_a_terminals_ctrl_c_reaches_the_command_and_the_report_is_printed():
+    """^C on a terminal goes to the whole foreground group: the command has
+    it from the terminal, run passes its own copy on to nobody, and reports."""
+    import fcntl
+    import pty
+    import termios
+
+    argv = ["sleep", str(800_000 + os.getpid() % 99_999)]
+    master, slave = pty.openpty()
+
+    def own_terminal():  # a session of its own, with the pty as its controlling terminal
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    run = subprocess.Popen([PY, "-m", "ebpf_energy", "run", "-p", "15", "--", *argv],
+                           stdin=slave, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           preexec_fn=own_terminal)
+    os.close(slave)
+    try:
+        _started(argv, run)
+        os.write(master, b"\x03")
+        _, err = run.communicate(timeout=120)
+    finally:
+        os.close(master)
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, err
+    assert "the command was killed by SIGINT (exit status 130)" in err and "Traceback" not in err
+    assert _procs_with_cmdline(argv) == []

@@ -35,6 +35,10 @@ class CompareError(Exception):
     """A clear reason the comparison could not run (after cleaning up)."""
 
 
+class Stopped(CompareError):
+    """A stop came before the workload ran: nothing was measured (cleaned up)."""
+
+
 @dataclass
 class MonitorRun:
     name: str
@@ -45,8 +49,10 @@ class MonitorRun:
     report: Optional[dict] = None
 
     def start(self, env):
+        # a session of its own: a terminal's ^C reaches compare alone, which
+        # stops the monitor once (a second SIGINT would cost its summary)
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     preexec_fn=preexec())
+                                     preexec_fn=preexec(), start_new_session=True)
         threading.Thread(target=self._pump_stderr, daemon=True).start()
 
     def _pump_stderr(self):
@@ -82,8 +88,9 @@ def workload_argv(command: Optional[str], name: Optional[str], duration: float):
     return ["/bin/sh", "-c", command], command
 
 
-def run_workload(argv, cgroup: TempCgroup, duration: float, grace: float = 0.0):
-    """Start, let it run at most ``duration`` (+ ``grace``) s, reap it.
+def run_workload(argv, cgroup: TempCgroup, duration: float, grace: float = 0.0, stop=None):
+    """Start, let it run at most ``duration`` (+ ``grace``) s, or until
+    ``stop`` is set (a signal to compare: cut short, as at the deadline), reap it.
 
     Returns (exit code, cpu_ns of its tree from wait4, the leader's CPU before
     it joined the cgroup, stdout, stderr). A
@@ -111,7 +118,7 @@ def run_workload(argv, cgroup: TempCgroup, duration: float, grace: float = 0.0):
         pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             break
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -184,10 +191,28 @@ def summarize(report: dict, cgroup: TempCgroup, by: Optional[str] = None) -> dic
     return row
 
 
+def _wait_ready(r: MonitorRun, stop) -> None:
+    """Until ``r`` measures; CompareError when it failed, Stopped on a stop."""
+    end = time.monotonic() + READY_TIMEOUT_S
+    while not r.ready.wait(0.05):
+        if stop is not None and stop.is_set():
+            raise Stopped(f"stopped by {stop.reason} before anything was measured")
+        if time.monotonic() > end:
+            break
+    if not r.ready.is_set() or r.proc.poll() is not None:
+        r.proc.wait(timeout=5) if r.proc.poll() is None else None
+        raise CompareError(r.failure())
+
+
 def compare(duration: float, command: Optional[str] = None, workload: Optional[str] = None,
             interval: float = 0.1, model_args: Optional[List[str]] = None, progress=None,
-            by: Optional[str] = None) -> dict:
-    """Run everything and return the ``compare --json`` object."""
+            by: Optional[str] = None, stop=None) -> dict:
+    """Run everything and return the ``compare --json`` object.
+
+    ``stop`` (a :class:`~ebpf_energy.stop.Stopper`) set during the run cuts
+    the workload short and the comparison covers the time measured (the
+    result's ``stopped_by`` says so); set before the workload ran, it raises
+    :class:`Stopped`. Either way nothing is left running."""
     from ebpf_energy.loader.stats import run_time_stats
 
     from ebpf_energy.privilege import can_bpf
@@ -209,13 +234,14 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             for r in runs:
                 r.start(env)
             for r in runs:
-                if not r.ready.wait(READY_TIMEOUT_S) or r.proc.poll() is not None:
-                    r.proc.wait(timeout=5) if r.proc.poll() is None else None
-                    raise CompareError(r.failure())
+                _wait_ready(r, stop)
+            if stop is not None and stop.is_set():
+                raise Stopped(f"stopped by {stop.reason} before anything was measured")
             if progress:
                 progress(f"both monitors running; workload {label} for up to {duration:g} s")
             code, rusage_ns, pre_join_ns, out, err = run_workload(argv, cg, duration,
-                                                                  grace=10.0 if workload else 0.0)
+                                                                  grace=10.0 if workload else 0.0, stop=stop)
+            stopped_by = stop.reason if stop is not None and stop.is_set() else None
             usage_ns = cg.cpu_usage_ns()
             if usage_ns is not None:
                 cpu_ns, truth = usage_ns + pre_join_ns, "cgroup cpu.stat"
@@ -227,7 +253,7 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             for r in runs:
                 if r.report is None:
                     raise CompareError(r.failure())
-            if command and code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+            if command and not stopped_by and code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
                 detail = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
                 raise CompareError(f"the workload command failed ({detail}); both monitors were stopped")
             processes = None
@@ -244,6 +270,8 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
                 "monitors": {r.name: summarize(r.report, cg, by) for r in runs},
             }
             result["model"] = runs[0].report["model"]
+            if stopped_by:
+                result["stopped_by"] = stopped_by
             return result
     except CgroupError as e:
         raise CompareError(f"{e} (compare puts the workload in a cgroup of its own to know its processes)") from None

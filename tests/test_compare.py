@@ -197,3 +197,61 @@ def test_csv_has_a_row_per_monitor_and_the_truth():
     r = subprocess.run([sys.executable, "-m", "ebpf_energy", "compare", "--csv", "--json", "-d", "1"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "alternatives" in r.stderr
+
+
+@pytest.mark.parametrize("sig, code", [("INT", 130), ("TERM", 143)])
+def test_a_signal_prints_what_was_measured_and_leaves_nothing(sig, code):
+    """`kill -INT <compare>` (or SIGTERM) cuts the workload short: the
+    comparison of the time measured is still printed, exit 128 + the signal,
+    and no monitor, workload or cgroup is left (it printed nothing)."""
+    import signal
+
+    before = set(_descendants(0))
+    p = subprocess.Popen([sys.executable, "-m", "ebpf_energy", "compare", "--json", "-p", "15", "-d", "600",
+                          "--workload", "mixed"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # --json: no progress line; wait until the workload is in its cgroup (a state, not a time)
+        assert _until(lambda: p.poll() is not None or any(
+            _workload_in(c) for c in leftover_cgroups() if f"-{p.pid}-" in c), 120)
+        assert p.poll() is None, p.communicate()
+        p.send_signal(getattr(signal, "SIG" + sig))
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == code, err
+    assert f"stopped by SIG{sig} before the 600 s were up; the comparison covers the time measured" in err
+    assert "Traceback" not in err
+    obj = json.loads(out)
+    assert obj["stopped_by"] == "SIG" + sig and obj["workload"]["cpu_ns"] > 0
+    assert set(obj["monitors"]) == {"ebpf", "traditional"} and obj["monitors"]["ebpf"]["workload_processes_seen"] > 0
+    assert _until(lambda: not set(_descendants(0)) - before), "a monitor or the workload outlived compare"
+    assert not [c for c in leftover_cgroups() if f"-{p.pid}-" in c]
+
+
+def _workload_in(cgroup_name):
+    from ebpf_energy.cgroups import cgroup2_mount
+
+    try:
+        with open(os.path.join(cgroup2_mount(), cgroup_name, "cgroup.procs")) as f:
+            return bool(f.read().split())
+    except OSError:
+        return False
+
+
+def test_a_stop_before_the_workload_ran_is_a_one_line_note_and_cleans_up():
+    """Stopped before anything was measured: no comparison, one sentence, and
+    the monitors it had started are gone, with the cgroup."""
+    from ebpf_energy.compare import Stopped, compare as run_compare
+    from ebpf_energy.stop import Stopper
+
+    before, cgs = set(_descendants(0)), leftover_cgroups()
+    stop = Stopper()
+    stop.set("SIGINT")
+    try:
+        with pytest.raises(Stopped, match="^stopped by SIGINT before anything was measured$"):
+            run_compare(1.0, workload="cpu", model_args=["-p", "15"], stop=stop)
+    finally:
+        stop.close()
+    assert _until(lambda: not set(_descendants(0)) - before), "a monitor outlived compare"
+    assert leftover_cgroups() == cgs

@@ -30,10 +30,6 @@ def _model_args(power, profile, no_profile, powercap_root, meter, idle_share):
     return args
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(signum)
-
-
 @click.command()
 @click.option("-d", "--duration", type=seconds(min_open=True), required=True, metavar="SECONDS",
               help="Length of the window (the workload is stopped at its end if still running).")
@@ -59,7 +55,7 @@ def compare(duration, command, workload, interval, as_json, by=None, as_csv=Fals
     time (cpu.stat: every process that ran in it, reaped or not). Needs root
     (or CAP_BPF and CAP_PERFMON, and a cgroup it may write).
     """
-    from ebpf_energy.compare import CompareError, compare as run_compare, render, to_csv
+    from ebpf_energy.compare import CompareError, Stopped, compare as run_compare, render, to_csv
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are alternatives: give one")
@@ -79,22 +75,31 @@ def compare(duration, command, workload, interval, as_json, by=None, as_csv=Fals
             click.echo(f"ebpf-energy compare: {e}", err=True)
             sys.exit(1)
     progress = None if (as_json or as_csv) else (lambda msg: click.echo(f"ebpf-energy compare: {msg}", err=True))
-    # SIGTERM (timeout, systemd, CI) stops it like Ctrl-C: the monitors and
-    # the workload are stopped and the cgroup removed on the way out.
-    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT and SIGTERM (Ctrl-C, kill, timeout, systemd, CI) cut the workload
+    # short: the monitors are stopped, the comparison of what was measured is
+    # printed and the cgroup removed; a second signal gives up at once.
+    from ebpf_energy.stop import Stopper, install_stop_signals
+
+    stopper = Stopper()
+    old = install_stop_signals(stopper)
     try:
         result = run_compare(duration, command=command, workload=workload, interval=interval,
-                             model_args=_model_args(**model_kw), progress=progress, by=by)
+                             model_args=_model_args(**model_kw), progress=progress, by=by, stop=stopper)
+    except Stopped as e:
+        click.echo(f"ebpf-energy compare: {e}; both monitors and the workload were stopped, nothing is left "
+                   "running", err=True)
+        sys.exit(128 + signal.Signals[stopper.reason])
     except CompareError as e:
         click.echo(f"ebpf-energy compare: {e}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt as e:
-        sig = e.args[0] if e.args else signal.SIGINT
-        click.echo(f"ebpf-energy compare: stopped by {signal.Signals(sig).name}; both monitors and the workload "
-                   "were stopped, nothing is left running", err=True)
-        sys.exit(128 + sig)
+    except KeyboardInterrupt:
+        click.echo("ebpf-energy compare: interrupted twice, no comparison; both monitors and the workload were "
+                   "stopped, nothing is left running", err=True)
+        sys.exit(130)
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        for s, h in old.items():
+            signal.signal(s, h)
+        stopper.close()
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif as_csv:
@@ -109,3 +114,8 @@ def compare(duration, command, workload, interval, as_json, by=None, as_csv=Fals
         except PlotError as e:
             click.echo(f"ebpf-energy compare: {e}", err=True)
             sys.exit(1)
+    if result.get("stopped_by"):
+        sig = signal.Signals[result["stopped_by"]]
+        click.echo(f"ebpf-energy compare: stopped by {sig.name} before the {duration:g} s were up; the comparison "
+                   "covers the time measured", err=True)
+        sys.exit(128 + sig)

@@ -343,10 +343,13 @@ class Measurement:
         if self.use_ebpf:
             _claim_process_for(self)
             try:
-                self._tree = _Tree(self._model, self._meter, self._sampler).__enter__()
+                # nested in another block: share its running sampler, so the
+                # outer block is not charged for loading a second monitor
+                self._tree = _Tree(self._model, self._meter, self._sampler or _enclosing_sampler()).__enter__()
             except BaseException:
                 _release_process(self)
                 raise
+            _holder["trees"].append(self._tree)
             self._origin = own_cgroup()
             self._tree.cgroup.add(os.getpid())
         self._self0 = _rusage_ns(resource.RUSAGE_SELF)
@@ -372,6 +375,7 @@ class Measurement:
                 cpu_ns, joules, pids, desc = self._tree.finish(exclude_pid=os.getpid(), extra_cpu_ns=self_ns)
                 facts = self._tree.window_facts()
             finally:
+                _holder["trees"].remove(self._tree)
                 self._tree.close(keep_alive_to=self._origin)
                 self._tree = None
                 _release_process(self)
@@ -417,7 +421,13 @@ class Measurement:
 # block at once (one block's children would land in the other's cgroup).
 # Nested blocks in one thread are fine: each nests its cgroup in the outer.
 _holder_lock = threading.Lock()
-_holder = {"thread": None, "depth": 0}
+_holder = {"thread": None, "depth": 0, "trees": []}  # trees: the open blocks' _Trees, outermost first
+
+
+def _enclosing_sampler():
+    """The running sampler of the innermost open block of this process, or None."""
+    with _holder_lock:
+        return _holder["trees"][-1].sampler if _holder["trees"] else None
 
 
 def _claim_process_for(m):

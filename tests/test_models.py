@@ -211,7 +211,7 @@ def test_model_options_cli(config_home, sim):
     r = CliRunner().invoke(cmd, ["--meter", "powercap", "--powercap-root", str(config_home / "none")])
     assert r.exit_code == 1 and "no powercap tree" in r.output
     r = CliRunner().invoke(cmd, ["--profile", str(config_home / "missing.json"), "--meter", "none"])
-    assert r.exit_code == 1 and "no calibration profile" in r.output
+    assert r.exit_code == 2 and "no calibration profile" in r.output  # a bad --profile is a usage error
 
 
 class _VirtualMachine:

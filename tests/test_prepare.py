@@ -186,7 +186,7 @@ def test_dry_run_with_explain_tells_the_steps_without_loading():
     (["--dry-run", "--kconfig", "CONFIG"], 2, "--kconfig goes with --btf"),
     (["--dry-run", "--btf", "CONFIG"], 1, "not BTF"),
     (["--dry-run", "--btf", "FAKE", "--kconfig", "FAKE"], 1, "not a kernel config"),
-    (["--dry-run", "--btf", "FAKE", "--program", "nope"], 1, "no program named nope"),
+    (["--dry-run", "--btf", "FAKE", "--program", "nope"], 2, "no program nope"),
     (["--dry-run", "--btf", "FAKE", "--set", "nope=1"], 2, "no global variable 'nope'"),
 ])
 def test_dry_run_bad_input(args, status, message):

@@ -69,6 +69,17 @@ def test_anything_else_is_left_to_click(args):
     assert load_options.parse(args) is None
 
 
+def test_an_unreadable_object_is_left_to_click(tmp_path):
+    """click.Path checks the file can be read: so does the start-up parser (as any user)."""
+    f = tmp_path / "x.bpf.o"
+    f.write_bytes(b"")
+    f.chmod(0)
+    if os.access(f, os.R_OK):  # root reads anything: the check is moot, both parsers agree
+        assert load_options.parse([str(f)]) == click_params([str(f)])
+    else:
+        assert load_options.parse([str(f)]) is None
+
+
 def test_every_option_is_in_the_table_once():
     table = {d for o in load_options.OPTIONS for d in o.decls}
     ours = {d for p in load.params if isinstance(p, click.Option) for d in p.opts + p.secondary_opts}

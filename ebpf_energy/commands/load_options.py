@@ -93,7 +93,8 @@ def _value(o, text):
             return None
         return v if math.isfinite(v) and 0.0 <= v <= YEAR_S else None
     if o.type == "file":
-        return text if os.path.exists(text) and not os.path.isdir(text) else None
+        # as click.Path(exists=True, dir_okay=False), readable by default
+        return text if os.path.exists(text) and not os.path.isdir(text) and os.access(text, os.R_OK) else None
     if o.type == "choice":
         return text if text in XDP_MODES else None
     return text

@@ -16,15 +16,25 @@ WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 def main():
     args = sys.argv[1:]
-    if args[:1] == ["load"]:
-        from ebpf_energy.commands import load_options
+    try:
+        if args[:1] == ["load"]:
+            from ebpf_energy.commands import load_options
 
-        params = load_options.parse(args[1:])
-        if params is not None:
-            sys.exit(_load(params, args[1:]))
-    from ebpf_energy.cli import main as cli
-
+            params = load_options.parse(args[1:])
+            if params is not None:
+                sys.exit(_load(params, args[1:]))
+        from ebpf_energy.cli import main as cli
+    except KeyboardInterrupt:  # Ctrl-C while starting up: as click ends a command it interrupts
+        _aborted()
     cli()
+
+
+def _aborted():
+    try:
+        sys.stderr.write("\nAborted!\n")
+    except OSError:
+        pass
+    sys.exit(1)
 
 
 def _load(params, args) -> int:
@@ -36,8 +46,7 @@ def _load(params, args) -> int:
     except Usage as e:
         return show_as_click(e, "load", args)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: as click ends it
-        sys.stderr.write("\nAborted!\n")
-        return 1
+        _aborted()
     return 0
 
 
@@ -54,7 +63,11 @@ def guarded(work):
         if e.errno not in WRITE_ERRORS:
             raise
         quiet_stdout()
-        sys.stderr.write(f"ebpf-energy: cannot write the output: {e.strerror}\n")
+        try:  # stderr may be the full one: the status still says it
+            sys.stderr.write(f"ebpf-energy: cannot write the output: {e.strerror}\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
         sys.exit(74)
 
 

@@ -360,13 +360,14 @@ def test_explain_tracepoint_attach(test_objects):
     assert re.search(r"BPF_LINK_CREATE prog_fd=\d+ target_fd=\d+ .*-> link fd \d+", r.stderr)
 
 
-@pytest.mark.parametrize("args, error", [
-    (["/etc/passwd"], "not an ELF file"),
-    (["tests/bpf/build/maps_all.bpf.o", "--max-entries", "hash_map=999999999"], "would take about"),
+@pytest.mark.parametrize("args, error, status", [
+    (["/etc/passwd"], "not an ELF file", 1),
+    # a size asked for on the command line that this machine cannot take: a usage error
+    (["tests/bpf/build/maps_all.bpf.o", "--max-entries", "hash_map=999999999"], "would take about", 2),
 ])
-def test_a_failed_load_with_json_still_prints_a_document(args, error):
+def test_a_failed_load_with_json_still_prints_a_document(args, error, status):
     r = run_load(*args, "--json")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == status and "Traceback" not in r.stderr
     doc = json.loads(r.stdout)
     assert doc["schema"] == 1 and error in doc["error"] and doc["error_type"]
 
@@ -489,3 +490,59 @@ def test_a_value_the_object_cannot_take_is_a_usage_error(args, says):
     r = run_load(os.path.join(ROOT, "tests", "bpf", "build", "tp_btf_counter.bpf.o"), "--duration", "0", *args)
     assert r.returncode == 2, r.stderr
     assert says in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_loading_stops_it_even_with_no_duration(monkeypatch, capsys, sig):
+    """-d 0 used to swallow a signal that came during load and attach (exit 0).
+    The signal is sent from inside the load, so the moment is exact."""
+    from ebpf_energy.commands import load_run
+    from ebpf_energy.loader.object import BpfObject
+
+    real = BpfObject.load
+
+    def load_then_signal(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        os.kill(os.getpid(), sig)
+        return out
+
+    monkeypatch.setattr(BpfObject, "load", load_then_signal)
+    with pytest.raises(SystemExit) as stop:
+        load_run.run(str(ROOT / "tests" / "bpf" / "build" / "tp_btf_counter.bpf.o"), duration=0.0, as_json=True)
+    out = capsys.readouterr()
+    assert stop.value.code == 128 + sig
+    assert json.loads(out.out)["programs"][0]["name"] == "count_switch"  # the report is out
+    assert f"stopped by {signal.Signals(sig).name} while loading" in out.err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["/dev/zero", "--dry-run"], "OBJECT: /dev/zero is not a regular file"),
+    (["OBJ", "--dry-run", "--btf", "/dev/zero"], "--btf: /dev/zero is not a regular file"),
+    (["OBJ", "--dry-run", "-d", "5"], "--duration does nothing with --dry-run"),
+    (["OBJ", "--dry-run", "--stats", "--unpin"], "--stats, --unpin do nothing with --dry-run"),
+    (["OBJ", "--no-attach", "--xdp-mode", "native"], "--xdp-mode says how to attach"),
+    (["OBJ", "--dry-run", "--set", "x=" + "[" * 50000 + "]" * 50000], "nested too deeply"),
+])
+def test_inputs_that_cannot_work_are_refused_in_one_line(args, says):
+    """A device was read without end (/dev/zero: MemoryError), a FIFO hung; options that do nothing were ignored."""
+    obj = str(ROOT / "tests" / "bpf" / "build" / "globals.bpf.o")
+    r = run_load(*[obj if a == "OBJ" else a for a in args], timeout=60)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "obj.bpf.o"
+    os.mkfifo(fifo)
+    r = run_load(fifo, "--dry-run", "--json", timeout=60)
+    assert r.returncode == 2 and "is not a regular file" in r.stderr
+    assert json.loads(r.stdout)["error_type"] == "UsageError"  # --json: a document, whatever went wrong
+
+
+@pytest.mark.kernel
+def test_a_full_stderr_is_exit_74_not_a_bare_1():
+    """--explain writes to stderr: when that is the full disk, the status says so."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(CMD + [str(ROOT / "tests" / "bpf" / "build" / "tp_btf_counter.bpf.o"), "--explain"],
+                           stdout=subprocess.DEVNULL, stderr=full, timeout=60, cwd=ROOT)
+    assert r.returncode == 74

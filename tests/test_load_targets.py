@@ -328,3 +328,17 @@ def test_a_flow_dissector_goes_only_where_named(test_objects):
     assert r.returncode == 0, r.stderr
     (prog,) = json.loads(r.stdout)["programs"]
     assert prog["attached"] and prog["link"]["type"] == "netns" and prog["target"]["from"] == "--netns"
+
+
+@pytest.mark.parametrize("value, says", [
+    ("libc.so.6:getppid+-1", "the offset into getppid must be 0 or more, not -1"),
+    ("/etc/passwd:main", "cannot read /etc/passwd as an ELF file"),
+    ("/bin/true:nosuchfunc", "no function 'nosuchfunc' in"),
+    ("/tmp:main", "'/tmp' is a directory, not a binary"),
+])
+def test_a_bare_uprobe_target_is_checked_before_loading(test_objects, value, says):
+    """The file and its function are resolved with the other targets, before the
+    first bpf() call: exit 2, one line (a negative offset attached in the function before)."""
+    r = run_load(test_objects("uprobes"), "--program", "on_add", "--target", f"on_add={value}")
+    assert r.returncode == EXIT_BAD_TARGET, r.stderr
+    assert r.stderr.count("\n") == 1 and says in r.stderr and r.stdout == ""

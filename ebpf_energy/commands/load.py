@@ -41,11 +41,15 @@ def load(**params):
     --interface, --cgroup, --netns or --target say (sk_lookup: the caller's
     network namespace by default); without one they stay loaded, not attached.
 
-    Exit status 0 only when every selected program loaded (and attached,
-    unless --no-attach); otherwise 1, with the reason, after cleaning up;
-    2 for a command line the object or this machine cannot take (no such
-    interface, not a cgroup v2 directory, a program that is not there or
-    takes no target, a --set or --max-entries value that does not fit).
+    Exit status 0 when every selected program loaded and every program told
+    where to attach (by its section or a target option) attached; a program
+    whose section names no target and that was given none stays loaded, not
+    attached, and says what it needs. Otherwise 1, with the reason, after
+    cleaning up; 2 for a command line the object or this machine cannot take
+    (no such interface, not a cgroup v2 directory, a program that is not
+    there or takes no target, a --set or --max-entries value that does not
+    fit, an input that is not a regular file); 128+N when signal N cut it
+    short (the report is still printed).
     """
     try:
         load_run.run(**params)

@@ -25,15 +25,17 @@ MAX_SHOWN = 10000
 
 def parse_value(text: str):
     """``--set`` values: integers (any base), true/false, a JSON array or
-    object for an array or struct variable (``[9,8,7,6]``, ``{"a": 1}``),
-    else a string."""
+    object for an array or struct variable (``[9,8,7,6]``, ``{"a": 1}``), a
+    JSON string for text that would read as a number (``'"5"'``), else a string."""
     stripped = text.strip()
-    if stripped[:1] in ("[", "{"):
+    if stripped[:1] in ("[", "{") or (len(stripped) >= 2 and stripped[0] == stripped[-1] == '"'):
         try:
             return json.loads(stripped)
         except ValueError:
             raise Usage(f"{text!r} is not valid JSON (arrays as [1,2,3], structs as "
-                                     '{"field": 1})', param_hint="--set") from None
+                        '{"field": 1}, a string as "text")', param_hint="--set") from None
+        except RecursionError:
+            raise Usage("the value is nested too deeply to be a variable's", param_hint="--set") from None
     low = text.lower()
     if low in ("true", "yes", "on"):
         return True
@@ -202,9 +204,24 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
         interface=None, cgroup=None, netns=None, targets=(), xdp_mode="auto"):
     """The whole command, given its options (:mod:`load_options` names
     them); a bad combination raises :class:`Usage` before anything loads."""
+    try:
+        _run(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_,
+             dry_run, btf_file, kconfig_file, interface, cgroup, netns, targets, xdp_mode)
+    except Usage as e:
+        if as_json:  # a consumer of --json gets a document whatever went wrong
+            echo(json.dumps({"schema": 1, "object": str(object_path), "error": e.message,
+                             "error_type": "UsageError"}, indent=2))
+        raise
+
+
+def _run(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_,
+         dry_run, btf_file, kconfig_file, interface, cgroup, netns, targets, xdp_mode):
+    from ebpf_energy.loader.map_memory import MapTooLarge
     from ebpf_energy.loader.object import BpfObject
     from ebpf_energy.loader.stats import run_time_stats
 
+    for path, what in ((object_path, "OBJECT"), (btf_file, "--btf"), (kconfig_file, "--kconfig")):
+        _regular_file(path, what)
     if explain_:
         explain.enable(sys.stderr)
     sets = _pairs(sets, "--set")
@@ -215,7 +232,15 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
         raise Usage("--kconfig goes with --btf (the running kernel's config is read by itself)")
     if (interface or cgroup or netns or targets) and (dry_run or not attach):
         raise Usage("--interface, --cgroup, --netns and --target say where to attach: "
-                               "not with --dry-run or --no-attach")
+                    "not with --dry-run or --no-attach")
+    if xdp_mode != "auto" and (dry_run or not attach):
+        raise Usage("--xdp-mode says how to attach: not with --dry-run or --no-attach")
+    if dry_run:
+        given = [o for o, on in (("--duration", duration), ("--stats", stats), ("--unpin", unpin),
+                                 ("--no-attach", not attach)) if on]
+        if given:
+            raise Usage(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with --dry-run, "
+                        "which loads nothing")
     if dry_run:
         _dry_run(object_path, sets, sizes, programs, as_json, btf_file, kconfig_file)
         return
@@ -234,8 +259,9 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
                 obj.attach(strict=False)
                 _attach_named(obj, targets_of, xdp_mode)
                 failed = [p for p in obj.programs.values() if p.loaded and not p.attached and not p.needs]
-            stopped_by = None
-            if duration and not failed and stop.wait(duration):
+            # a signal during load and attach stops it as one during -d does
+            stopped_by = stop.stopper.reason if stop.stopped else None
+            if duration and not failed and not stopped_by and stop.wait(duration):
                 stopped_by = stop.stopper.reason
             report = {"schema": 1, "object": str(object_path), "stats": bool(stats),
                       "programs": [program_report(p, targets_of.get(p.name)) for p in obj.programs.values()
@@ -252,6 +278,10 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
                         m["pinned"] = None
     except BadTarget as e:
         _fail(e, object_path, as_json, EXIT_BAD_TARGET)
+    except MapTooLarge as e:  # a size the command line asked for, which this machine cannot take
+        if not sizes:
+            _fail(e, object_path, as_json)
+        raise Usage(str(e), param_hint="--max-entries") from None
     except (KeyError, LoaderError) as e:
         _fail(e, object_path, as_json)
     if as_json:
@@ -267,8 +297,18 @@ def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), program
             echo(f"error: program {p.name} ({p.section}) loaded but did not attach: {p.attach_error}", err=True)
         sys.exit(1)
     if stopped_by:  # cut short before -d was up: the report is out, the status says so
-        echo(f"ebpf-energy load: stopped by {stopped_by} before the {duration:g} s were up", err=True)
+        echo(f"ebpf-energy load: stopped by {stopped_by} "
+             + (f"before the {duration:g} s were up" if duration else "while loading"), err=True)
         sys.exit(128 + signal.Signals[stopped_by])
+
+
+def _regular_file(path, what):
+    """An input must be a regular file: a device (/dev/zero) was read without
+    end, a FIFO waited forever."""
+    import stat
+
+    if path is not None and not stat.S_ISREG(os.stat(path).st_mode):
+        raise Usage(f"{path} is not a regular file", param_hint=what)
 
 
 def _check_xdp_mode(obj, targets_of, xdp_mode):
@@ -300,7 +340,7 @@ def _edit(obj, sets, sizes, programs=()):
     """--set and --max-entries, on the object's own copy of the spec, and
     --program checked: a value the object cannot take is the command line's
     fault, a usage error (exit 2), found before anything is loaded."""
-    unknown = [name for name in programs if name not in obj.programs]
+    unknown = [repr(name) if not name.strip() else name for name in programs if name not in obj.programs]
     if unknown:
         raise Usage(f"no program {', '.join(unknown)} in {obj.spec.path} (programs: {', '.join(obj.programs)})",
                     param_hint="--program")
@@ -313,7 +353,7 @@ def _edit(obj, sets, sizes, programs=()):
         try:
             n = int(value, 0)
         except ValueError:
-            raise Usage(f"{value!r} is not a number", param_hint="--max-entries") from None
+            raise Usage(f"{value!r} is not a whole number", param_hint="--max-entries") from None
         if not 1 <= n <= MAX_ENTRIES_LIMIT:
             raise Usage(f"{name}={value}: max_entries is from 1 to {MAX_ENTRIES_LIMIT:,}", param_hint="--max-entries")
         obj.set_max_entries(name, n)

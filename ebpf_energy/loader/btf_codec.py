@@ -75,7 +75,7 @@ class IntCodec(Codec):
         lo, hi = (-(1 << (8 * self.size - 1)), (1 << (8 * self.size - 1)) - 1) if self.signed \
             else (0, (1 << (8 * self.size)) - 1)
         if not lo <= value <= hi:
-            raise BtfError(f"{self.name}: {value} does not fit in {self.size} bytes")
+            raise BtfError(f"{self.name}: {value} does not fit in {self.size} byte{'s' if self.size != 1 else ''}")
         buf[off:off + self.size] = value.to_bytes(self.size, self.endian, signed=self.signed)
 
 

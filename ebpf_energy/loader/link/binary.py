@@ -51,6 +51,8 @@ def find_binary(name):
     is this process's own binary, as for libbpf), a bare ``lib*.so*`` name
     searched like the dynamic linker, else a program on PATH."""
     if "/" in name:
+        if os.path.isdir(name):
+            raise AttachError(f"{name!r} is a directory, not a binary")
         if not os.path.isfile(name):
             raise AttachError(f"no such binary {name!r}")
         return os.path.realpath(name)
@@ -182,6 +184,9 @@ def parse_target(spec, kind="uprobe"):
             raise AttachError(f"{kind} target {spec!r}: {where!r} is not an address") from None
     sym, plus, off = where.partition("+")
     try:
-        return path, sym, int(off, 0) if plus else 0
+        offset = int(off, 0) if plus else 0
     except ValueError:
         raise AttachError(f"{kind} target {spec!r}: offset {off!r} is not a number") from None
+    if offset < 0:  # it would land in the function before, silently
+        raise AttachError(f"{kind} target {spec!r}: the offset into {sym} must be 0 or more, not {offset}")
+    return path, sym, offset

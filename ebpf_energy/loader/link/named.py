@@ -113,10 +113,10 @@ def check(kind, value, source, program_spec=None, where=None):
     if kind == "event":
         return Named(kind, value, source, _event(value, where))
     if kind == "binary":
-        from .uprobe import find_binary, parse_target
-        try:
+        from .uprobe import parse_target, resolve
+        try:  # the file and its symbol resolved now, before the first bpf() call
             path, symbol, offset = parse_target(value, "uprobe")
-            find_binary(path)
+            resolve(path, symbol, offset)
         except LoaderError as e:
             raise BadTarget(f"{where}: {e}") from None
         return Named(kind, value, source, {"path": path, "function": symbol, "offset": offset})

@@ -253,9 +253,9 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             for r in runs:
                 if r.report is None:
                     raise CompareError(r.failure())
+            failed = None  # a failing workload still ran: its comparison is printed, the status says it failed
             if command and not stopped_by and code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
-                detail = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
-                raise CompareError(f"the workload command failed ({detail}); both monitors were stopped")
+                failed = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
             processes = None
             if workload:
                 try:
@@ -272,6 +272,8 @@ def compare(duration: float, command: Optional[str] = None, workload: Optional[s
             result["model"] = runs[0].report["model"]
             if stopped_by:
                 result["stopped_by"] = stopped_by
+            if failed:
+                result["workload"]["failed"] = failed
             return result
     except CgroupError as e:
         raise CompareError(f"{e} (compare puts the workload in a cgroup of its own to know its processes)") from None

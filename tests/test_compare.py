@@ -75,11 +75,15 @@ def test_shell_command_workload_and_its_children():
 
 
 def test_failing_workload_is_a_clear_error_and_cleans_up():
+    """It still ran: the comparison of what it ran is printed (it used to be
+    thrown away), the exit status says it failed."""
     before = leftover_cgroups()
-    r = compare("-d", "5", "-w", "echo broken >&2; exit 3")
+    r = compare("-d", "5", "--json", "-w", "python3 -c 'sum(range(3000000))'; echo broken >&2; exit 3")
     assert r.returncode == 1
-    assert "workload command failed" in r.stderr and "broken" in r.stderr
+    assert "workload command failed (broken)" in r.stderr and "the comparison covers what it ran" in r.stderr
     assert "Traceback" not in r.stderr
+    w = json.loads(r.stdout)["workload"]
+    assert w["exit_code"] == 3 and w["failed"] == "broken" and w["cpu_ns"] > 0
     assert leftover_cgroups() == before
 
 

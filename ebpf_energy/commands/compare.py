@@ -114,6 +114,10 @@ def compare(duration, command, workload, interval, as_json, by=None, as_csv=Fals
         except PlotError as e:
             click.echo(f"ebpf-energy compare: {e}", err=True)
             sys.exit(1)
+    if result["workload"].get("failed"):
+        click.echo(f"ebpf-energy compare: the workload command failed ({result['workload']['failed']}); the "
+                   "comparison covers what it ran", err=True)
+        sys.exit(1)
     if result.get("stopped_by"):
         sig = signal.Signals[result["stopped_by"]]
         click.echo(f"ebpf-energy compare: stopped by {sig.name} before the {duration:g} s were up; the comparison "

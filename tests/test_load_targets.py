@@ -229,6 +229,8 @@ BAD = [
     (["--program", "count_xdp", "--target", "count_tcx=lo"], "program count_tcx is not loaded (add --program"),
     (["--program", "count_xdp", "--cgroup", CGROUP2], f"--cgroup {CGROUP2}: no program loaded from this object "
                                                       "takes a cgroup"),
+    (["--cgroup", ""], "--cgroup: the value is empty"),
+    (["--interface", " "], "--interface: the value is empty"),
     (["--program", "count_tc", "--interface", "lo:ingress", "--xdp-mode", "generic"],
      "--xdp-mode generic: no xdp program of this object is attached to an interface"),
 ]

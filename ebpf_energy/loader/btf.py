@@ -43,6 +43,7 @@ KIND_EXTRA_WORDS = {
 SIZED_KINDS = frozenset((KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_DATASEC,
                          KIND_FLOAT, KIND_ENUM64))
 MODIFIER_KINDS = frozenset((KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG))
+_QUALIFIERS = frozenset((KIND_CONST, KIND_VOLATILE, KIND_RESTRICT))  # named by describe() with their type
 MAX_RESOLVE_DEPTH = 32
 MAX_SIZE = 1 << 32
 
@@ -322,6 +323,8 @@ class BtfQueries:
                 return f"{self.describe(t.array.elem_type, _depth + 1)}[{t.array.nelems}]"
             if t.kind == KIND_UNKN:
                 return "void"
+            if t.kind in _QUALIFIERS:  # const, volatile, restrict: the qualifier and what it qualifies
+                return f"{t.kind_name} {self.describe(t.type, _depth + 1)}"
             return t.name or t.kind_name
         except BtfError:
             return f"type [{type_id}]"

@@ -102,6 +102,8 @@ def check(kind, value, source, program_spec=None, where=None):
     :class:`Named`, or :class:`BadTarget` starting with ``where`` (default
     ``source value``)."""
     where = where or f"{source} {value}"
+    if not value.strip():  # '' read as the current folder ("on a ext4 file system") or no interface
+        raise BadTarget(f"{source}: the value is empty")
     if kind == "interface":
         return _interface(value, source, where, program_spec)
     if kind == "cgroup":

@@ -7,17 +7,12 @@ nan`` spun a CPU). Every numeric option of every command uses :class:`Number`.
 """
 
 import math
-
 import os
 
 import click
 
-YEAR_S = 365 * 86400.0  # the longest run or refresh interval anyone means
-PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's upper bound on pid_max (64-bit)
-MAX_WATTS_PER_CPU = 10_000.0
-MAX_JOULES = 1e15
-MAX_CARBON_G_PER_KWH = 10_000.0  # the dirtiest grids are ~1,000
-MAX_COUNT = 1_000_000
+from ebpf_energy.commands._limits import (MAX_CARBON_G_PER_KWH, MAX_COUNT, MAX_JOULES,  # noqa: F401 (re-exported)
+                                         MAX_WATTS_PER_CPU, PID_MAX_LIMIT, YEAR_S)
 
 
 def _show(v) -> str:

@@ -15,12 +15,12 @@ import math
 import os
 from collections import namedtuple
 
-YEAR_S = 365 * 86400.0  # as commands._numbers: the longest wait anyone means
+from ebpf_energy.commands._limits import YEAR_S
+
 XDP_MODES = ("auto", "generic", "native")
 
 # kind: "switch" (--a/--no-a), "flag", "value" or "multiple"; type: how a value is checked
-Option = namedtuple("Option", "decls dest kind type default metavar help")
-Option.__new__.__defaults__ = ("text", None, None, "")
+Option = namedtuple("Option", "decls dest kind type default metavar help", defaults=("text", None, None, ""))
 
 OBJECT = "object_path"  # the one argument: an existing file (click.Path(exists=True, dir_okay=False))
 
@@ -84,6 +84,11 @@ def _names():
     return out
 
 
+def _readable_file(text):
+    """As click.Path(exists=True, dir_okay=False) takes it (readable, by default)."""
+    return os.path.exists(text) and not os.path.isdir(text) and os.access(text, os.R_OK)
+
+
 def _value(o, text):
     """A checked value, or None when click should judge it (and say why)."""
     if o.type == "seconds":
@@ -93,8 +98,7 @@ def _value(o, text):
             return None
         return v if math.isfinite(v) and 0.0 <= v <= YEAR_S else None
     if o.type == "file":
-        # as click.Path(exists=True, dir_okay=False), readable by default
-        return text if os.path.exists(text) and not os.path.isdir(text) and os.access(text, os.R_OK) else None
+        return text if _readable_file(text) else None
     if o.type == "choice":
         return text if text in XDP_MODES else None
     return text
@@ -137,7 +141,7 @@ def parse(args):
         if value is None:
             return None
         params[o.dest] = params[o.dest] + (value,) if o.kind == "multiple" else value
-    if len(positional) != 1 or _value(Option((), OBJECT, "value", "file"), positional[0]) is None:
+    if len(positional) != 1 or not _readable_file(positional[0]):
         return None
     params[OBJECT] = positional[0]
     return params

@@ -18,6 +18,7 @@ from ebpf_energy.commands._usage import Usage, echo
 from ebpf_energy.loader import explain
 from ebpf_energy.loader.errors import LoaderError
 from ebpf_energy.loader.link.named import BadTarget, attach as attach_named
+from ebpf_energy.loader.map_memory import U32_MAX
 from ebpf_energy.loader.map_types import unreadable_reason
 
 MAX_SHOWN = 10000
@@ -199,23 +200,21 @@ def print_text(report, out, full=False):
                 echo(f"  {json.dumps(e['key'])}: {json.dumps(value)}", file=out)
 
 
-def run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), programs=(), stats=False,
-        as_json=False, unpin=False, full=False, explain_=False, dry_run=False, btf_file=None, kconfig_file=None,
-        interface=None, cgroup=None, netns=None, targets=(), xdp_mode="auto"):
+def run(object_path, **options):
     """The whole command, given its options (:mod:`load_options` names
-    them); a bad combination raises :class:`Usage` before anything loads."""
+    them, :func:`_run` has their defaults); a bad combination raises
+    :class:`Usage` before anything loads."""
     try:
-        _run(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_,
-             dry_run, btf_file, kconfig_file, interface, cgroup, netns, targets, xdp_mode)
+        _run(object_path, **options)
     except Usage as e:
-        if as_json:  # a consumer of --json gets a document whatever went wrong
-            echo(json.dumps({"schema": 1, "object": str(object_path), "error": e.message,
-                             "error_type": "UsageError"}, indent=2))
+        if options.get("as_json"):  # a consumer of --json gets a document whatever went wrong
+            _error_document(object_path, e.message, "UsageError")
         raise
 
 
-def _run(object_path, attach, duration, sets, max_entries, programs, stats, as_json, unpin, full, explain_,
-         dry_run, btf_file, kconfig_file, interface, cgroup, netns, targets, xdp_mode):
+def _run(object_path, attach=True, duration=0.0, sets=(), max_entries=(), programs=(), stats=False,
+         as_json=False, unpin=False, full=False, explain_=False, dry_run=False, btf_file=None, kconfig_file=None,
+         interface=None, cgroup=None, netns=None, targets=(), xdp_mode="auto"):
     from ebpf_energy.loader.map_memory import MapTooLarge
     from ebpf_energy.loader.object import BpfObject
     from ebpf_energy.loader.stats import run_time_stats
@@ -333,9 +332,6 @@ def _attach_named(obj, targets_of, xdp_mode):
             p.attach_error = str(e)
 
 
-MAX_ENTRIES_LIMIT = 2**32 - 1  # the kernel's max_entries is a __u32
-
-
 def _edit(obj, sets, sizes, programs=()):
     """--set and --max-entries, on the object's own copy of the spec, and
     --program checked: a value the object cannot take is the command line's
@@ -354,8 +350,8 @@ def _edit(obj, sets, sizes, programs=()):
             n = int(value, 0)
         except ValueError:
             raise Usage(f"{value!r} is not a whole number", param_hint="--max-entries") from None
-        if not 1 <= n <= MAX_ENTRIES_LIMIT:
-            raise Usage(f"{name}={value}: max_entries is from 1 to {MAX_ENTRIES_LIMIT:,}", param_hint="--max-entries")
+        if not 1 <= n <= U32_MAX:  # the kernel's max_entries is a __u32
+            raise Usage(f"{name}={value}: max_entries is from 1 to {U32_MAX:,}", param_hint="--max-entries")
         obj.set_max_entries(name, n)
 
 
@@ -385,6 +381,9 @@ def _fail(e, object_path, as_json, status=1):
         raise Usage(str(e.args[0]) if e.args else str(e)) from None
     echo(f"error: {e}", err=True)
     if as_json:
-        echo(json.dumps({"schema": 1, "object": str(object_path), "error": str(e),
-                               "error_type": type(e).__name__}, indent=2))
+        _error_document(object_path, str(e), type(e).__name__)
     sys.exit(status)
+
+
+def _error_document(object_path, message, error_type):
+    echo(json.dumps({"schema": 1, "object": str(object_path), "error": message, "error_type": error_type}, indent=2))
